@@ -1,0 +1,78 @@
+//! `ckptio`: inspect, fetch and copy ML checkpoints on any store.
+
+mod logging;
+mod stat;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Read and write ML checkpoints and model weights on local disk, S3, GCS, Azure and HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "ckptio", version, about)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Size, ETag, last-modified time and version of an object.
+    Stat(stat::Args),
+}
+
+/// A `KEY=VALUE` store option (`-o endpoint=http://127.0.0.1:9000`), overriding the environment.
+#[derive(Debug, Clone)]
+pub struct StoreOption(String, String);
+
+impl std::str::FromStr for StoreOption {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))?;
+        Ok(Self(k.to_owned(), v.to_owned()))
+    }
+}
+
+/// The options of every command that opens a URI.
+pub fn storage_options(options: &[StoreOption]) -> ckptio::StorageOptions {
+    options
+        .iter()
+        .map(|StoreOption(k, v)| (k, v.clone()))
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("ckptio: error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Stat(args) => stat::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Library errors are already redacted; scrub again for anything added on top.
+            eprintln!(
+                "ckptio: error: {}",
+                ckptio::location::scrub_urls(&format!("{err:#}"))
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! `ckptio stat URI`: what one HEAD tells.
+
+use anyhow::Result;
+use indicatif::HumanBytes;
+
+use crate::{StoreOption, storage_options};
+
+/// Arguments of `ckptio stat`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The object: a path, file://, s3://, gs://, az://, http(s):// or memory:// URI.
+    uri: String,
+    /// A store option KEY=VALUE (repeatable), overriding the environment.
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
+    options: Vec<StoreOption>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints the object's size, ETag, last-modified time and version.
+pub async fn run(args: Args) -> Result<()> {
+    let location = ckptio::location::resolve(&args.uri, &storage_options(&args.options))?;
+    let info = ckptio::fetch::stat(&location).await?;
+    let last_modified = info
+        .last_modified
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if args.json {
+        let doc = serde_json::json!({
+            "uri": info.uri,
+            "size": info.size,
+            "etag": info.etag,
+            "last_modified": last_modified,
+            "version": info.version,
+        });
+        println!("{doc}");
+    } else {
+        println!("uri            {}", info.uri);
+        println!("size           {} ({})", info.size, HumanBytes(info.size));
+        println!("etag           {}", info.etag.as_deref().unwrap_or("-"));
+        println!("last-modified  {last_modified}");
+        println!("version        {}", info.version.as_deref().unwrap_or("-"));
+    }
+    Ok(())
+}

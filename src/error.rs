@@ -1,0 +1,284 @@
+//! ckptio's error type. Every variant names the URI it is about, already redacted: no secret
+//! key, session token, presigned signature or password reaches an error's Display or Debug.
+
+use std::error::Error as StdError;
+
+use object_store::client::{HttpError, HttpErrorKind};
+
+use crate::location::{Redactor, Scheme};
+
+/// A `Result` with ckptio's [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, and with which URI.
+///
+/// Callers branch on the variant (a missing object, a permission problem, an unreachable
+/// endpoint); the message is for people. `detail` fields carry the underlying cause as text,
+/// redacted, rather than the source error, whose own messages may embed secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URI could not be parsed.
+    #[error("{uri}: malformed URI: {reason}")]
+    InvalidUri {
+        /// The URI, redacted.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The URI's scheme is not one ckptio knows.
+    #[error(
+        "{uri}: unsupported scheme `{scheme}` (supported: {})",
+        Scheme::SUPPORTED
+    )]
+    UnsupportedScheme {
+        /// The URI, redacted.
+        uri: String,
+        /// The scheme that was given.
+        scheme: String,
+    },
+    /// A bucket or container URI without the bucket.
+    #[error("{uri}: missing bucket name (expected {scheme}://BUCKET/KEY)")]
+    MissingBucket {
+        /// The URI, redacted.
+        uri: String,
+        /// The URI's scheme.
+        scheme: String,
+    },
+    /// An option or setting that is unknown or has a bad value.
+    #[error("{uri}: invalid option `{key}`: {reason}")]
+    InvalidOption {
+        /// The URI, redacted.
+        uri: String,
+        /// The option's key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No credentials were found for a store that needs them.
+    #[error("{uri}: no credentials: {hint}")]
+    MissingCredentials {
+        /// The URI, redacted.
+        uri: String,
+        /// How to provide them.
+        hint: String,
+    },
+    /// The store could not be configured (a credentials file that does not parse, say).
+    #[error("{uri}: cannot configure the store: {detail}")]
+    Config {
+        /// The URI, redacted.
+        uri: String,
+        /// The cause, redacted.
+        detail: String,
+    },
+    /// No object at this URI.
+    #[error("{uri}: not found")]
+    NotFound {
+        /// The URI, redacted.
+        uri: String,
+    },
+    /// The credentials were accepted but do not allow this (HTTP 403, or a local permission).
+    #[error("{uri}: permission denied (wrong credentials, or no access to this object): {detail}")]
+    PermissionDenied {
+        /// The URI, redacted.
+        uri: String,
+        /// The cause, redacted.
+        detail: String,
+    },
+    /// The server did not accept the credentials (HTTP 401).
+    #[error("{uri}: not authenticated (credentials missing or rejected): {detail}")]
+    Unauthenticated {
+        /// The URI, redacted.
+        uri: String,
+        /// The cause, redacted.
+        detail: String,
+    },
+    /// The endpoint could not be reached (refused connection, unknown host, TLS failure).
+    #[error("{uri}: cannot reach the endpoint: {detail}")]
+    Unreachable {
+        /// The URI, redacted.
+        uri: String,
+        /// The cause, redacted.
+        detail: String,
+    },
+    /// The server stopped answering within the configured timeouts.
+    #[error("{uri}: timed out: {detail}")]
+    TimedOut {
+        /// The URI, redacted.
+        uri: String,
+        /// The cause, redacted.
+        detail: String,
+    },
+    /// Any other failure of a storage operation.
+    #[error("{uri}: {operation} failed: {detail}")]
+    Storage {
+        /// The URI, redacted.
+        uri: String,
+        /// What was being done (`stat`, `get`, `list`, ...).
+        operation: &'static str,
+        /// The cause, redacted.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// The (redacted) URI the error is about.
+    pub fn uri(&self) -> &str {
+        match self {
+            Self::InvalidUri { uri, .. }
+            | Self::UnsupportedScheme { uri, .. }
+            | Self::MissingBucket { uri, .. }
+            | Self::InvalidOption { uri, .. }
+            | Self::MissingCredentials { uri, .. }
+            | Self::Config { uri, .. }
+            | Self::NotFound { uri }
+            | Self::PermissionDenied { uri, .. }
+            | Self::Unauthenticated { uri, .. }
+            | Self::Unreachable { uri, .. }
+            | Self::TimedOut { uri, .. }
+            | Self::Storage { uri, .. } => uri,
+        }
+    }
+
+    /// Whether the error says the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+
+    /// Classifies an object_store error from `operation` on `uri`, redacting its text.
+    pub(crate) fn from_store(
+        err: object_store::Error,
+        uri: String,
+        operation: &'static str,
+        redactor: &Redactor,
+    ) -> Self {
+        use object_store::Error as E;
+        let detail = redactor.redact(&chain(&err));
+        match err {
+            E::NotFound { .. } => Self::NotFound { uri },
+            E::PermissionDenied { .. } => Self::PermissionDenied { uri, detail },
+            E::Unauthenticated { .. } => Self::Unauthenticated { uri, detail },
+            _ => match transport_kind(&err) {
+                Some(Transport::Unreachable) => Self::Unreachable { uri, detail },
+                Some(Transport::TimedOut) => Self::TimedOut { uri, detail },
+                Some(Transport::Denied) => Self::PermissionDenied { uri, detail },
+                Some(Transport::Missing) => Self::NotFound { uri },
+                None => Self::Storage {
+                    uri,
+                    operation,
+                    detail,
+                },
+            },
+        }
+    }
+}
+
+enum Transport {
+    Unreachable,
+    TimedOut,
+    Denied,
+    Missing,
+}
+
+/// The first cause in the chain that says what kind of transport or filesystem failure this was.
+fn transport_kind(err: &(dyn StdError + 'static)) -> Option<Transport> {
+    use std::io::ErrorKind as Io;
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(http) = e.downcast_ref::<HttpError>() {
+            match http.kind() {
+                HttpErrorKind::Connect => return Some(Transport::Unreachable),
+                HttpErrorKind::Timeout => return Some(Transport::TimedOut),
+                _ => {}
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                Io::ConnectionRefused
+                | Io::HostUnreachable
+                | Io::NetworkUnreachable
+                | Io::AddrNotAvailable => return Some(Transport::Unreachable),
+                Io::TimedOut => return Some(Transport::TimedOut),
+                Io::PermissionDenied => return Some(Transport::Denied),
+                Io::NotFound => return Some(Transport::Missing),
+                _ => {}
+            }
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// An error and its causes as one line, skipping causes whose text the parent already shows.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(err: object_store::Error) -> Error {
+        let redactor = Redactor::new(["s3cr3tvalue".to_owned()]);
+        Error::from_store(err, "s3://b/k".into(), "stat", &redactor)
+    }
+
+    #[test]
+    fn not_found_names_the_uri() {
+        let err = classify(object_store::Error::NotFound {
+            path: "k".into(),
+            source: "404".into(),
+        });
+        assert!(err.is_not_found());
+        assert_eq!(err.to_string(), "s3://b/k: not found");
+    }
+
+    #[test]
+    fn permission_denied_is_classified_and_redacted() {
+        let source = "403 Forbidden: SignatureDoesNotMatch for s3cr3tvalue".into();
+        let err = classify(object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source,
+        });
+        assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("s3cr3tvalue"), "{shown}");
+        assert!(shown.contains("SignatureDoesNotMatch"), "{shown}");
+    }
+
+    #[test]
+    fn io_causes_are_classified() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = classify(object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(io),
+        });
+        assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+        let err = classify(object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(io),
+        });
+        assert!(
+            matches!(
+                err,
+                Error::Storage {
+                    operation: "stat",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("disk on fire"));
+    }
+}

@@ -1,0 +1,474 @@
+//! From a parsed URI, the environment and explicit options to a configured object_store.
+//!
+//! [`configure`] is pure: it merges the environment with the options (options win), checks the
+//! keys and the presence of credentials, and yields a [`StoreConfig`] that doubles as the store
+//! cache key. [`StoreConfig::build`] turns it into a store without any network traffic.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::http::HttpBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
+
+use super::options::{ClientSettings, Env, StorageOptions, is_true};
+use super::redact::is_secret_key;
+use super::uri::{Scheme, Target};
+
+/// Everything that decides which store a URI gets; equal configs share one store.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct StoreConfig {
+    pub scheme: Scheme,
+    pub authority: String,
+    pub query: Option<String>,
+    pub settings: ClientSettings,
+    /// Backend configuration keys in object_store's canonical spelling.
+    pub keys: BTreeMap<String, String>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ConfigError {
+    InvalidOption { key: String, reason: String },
+    MissingCredentials(String),
+}
+
+/// ckptio's own GCS option: the emulator endpoint, like the `STORAGE_EMULATOR_HOST` variable.
+const EMULATOR_OPTION: &str = "storage_emulator_host";
+
+/// Merges `env` and `options` into the configuration of the store `target` names.
+pub(crate) fn configure(
+    target: &Target,
+    env: &Env,
+    options: &StorageOptions,
+) -> Result<StoreConfig, ConfigError> {
+    let settings =
+        ClientSettings::resolve(env, options).map_err(|bad| ConfigError::InvalidOption {
+            key: bad.key,
+            reason: bad.reason,
+        })?;
+    let backend_options = options
+        .iter()
+        .filter(|(k, _)| !ClientSettings::KEYS.contains(k));
+    let keys = match target.scheme {
+        Scheme::S3 => s3_keys(env, backend_options)?,
+        Scheme::Gcs => gcs_keys(env, backend_options)?,
+        Scheme::Azure => merge::<AzureConfigKey>(env.with_prefix("AZURE_"), backend_options)?,
+        Scheme::Http => merge::<ClientConfigKey>(std::iter::empty(), backend_options)?,
+        Scheme::Local | Scheme::Memory => merge::<NoKey>(std::iter::empty(), backend_options)?,
+    };
+    Ok(StoreConfig {
+        scheme: target.scheme,
+        authority: target.authority.clone(),
+        query: target.query.clone(),
+        settings,
+        keys,
+    })
+}
+
+/// Environment pairs first, then options; unknown environment keys are ignored, unknown option
+/// keys are an error (a typo must not silently fall back to defaults).
+fn merge<'a, K>(
+    env: impl Iterator<Item = (String, &'a str)>,
+    options: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<BTreeMap<String, String>, ConfigError>
+where
+    K: FromStr + AsRef<str>,
+{
+    let mut keys = BTreeMap::new();
+    for (name, value) in env {
+        if let Ok(key) = name.parse::<K>() {
+            keys.insert(key.as_ref().to_owned(), value.to_owned());
+        }
+    }
+    for (name, value) in options {
+        let key = name.parse::<K>().map_err(|_| ConfigError::InvalidOption {
+            key: name.to_owned(),
+            reason: "not a configuration key of this kind of store".into(),
+        })?;
+        keys.insert(key.as_ref().to_owned(), value.to_owned());
+    }
+    Ok(keys)
+}
+
+fn s3_keys<'a>(
+    env: &'a Env,
+    options: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut keys = merge::<AmazonS3ConfigKey>(env.with_prefix("AWS_"), options)?;
+    let name = |k: AmazonS3ConfigKey| k.as_ref().to_owned();
+    allow_http_for_explicit_http_endpoint(
+        &mut keys,
+        &[
+            name(AmazonS3ConfigKey::Endpoint),
+            name(AmazonS3ConfigKey::S3Endpoint),
+        ],
+        "aws_allow_http",
+    );
+
+    let has = |k: AmazonS3ConfigKey| keys.contains_key(k.as_ref());
+    match (has(AmazonS3ConfigKey::AccessKeyId), has(AmazonS3ConfigKey::SecretAccessKey)) {
+        (true, true) => {}
+        (true, false) => return Err(ConfigError::MissingCredentials("an access key id is set (AWS_ACCESS_KEY_ID) but no secret access key (AWS_SECRET_ACCESS_KEY)".into())),
+        (false, true) => return Err(ConfigError::MissingCredentials("a secret access key is set (AWS_SECRET_ACCESS_KEY) but no access key id (AWS_ACCESS_KEY_ID)".into())),
+        (false, false) => {
+            let other_source = keys.get(AmazonS3ConfigKey::SkipSignature.as_ref()).is_some_and(|v| is_true(v))
+                || has(AmazonS3ConfigKey::WebIdentityTokenFile)
+                || has(AmazonS3ConfigKey::ContainerCredentialsRelativeUri)
+                || has(AmazonS3ConfigKey::ContainerCredentialsFullUri);
+            if !other_source && env.flag("AWS_EC2_METADATA_DISABLED") {
+                return Err(ConfigError::MissingCredentials(
+                    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the access_key_id/secret_access_key options), \
+                     or skip_signature=true for a public bucket; the instance metadata service is off (AWS_EC2_METADATA_DISABLED)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(keys)
+}
+
+fn gcs_keys<'a>(
+    env: &'a Env,
+    options: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let (emulator_opt, options): (Vec<_>, Vec<_>) =
+        options.partition(|(k, _)| *k == EMULATOR_OPTION);
+    let mut keys = merge::<GoogleConfigKey>(env.with_prefix("GOOGLE_"), options.into_iter())?;
+    let emulator = emulator_opt
+        .first()
+        .map(|(_, v)| *v)
+        .or_else(|| env.get("STORAGE_EMULATOR_HOST"));
+    if let Some(host) = emulator {
+        // Google's client libraries accept the host with or without a scheme.
+        let base = if host.contains("://") {
+            host.to_owned()
+        } else {
+            format!("http://{host}")
+        };
+        keys.insert(
+            GoogleConfigKey::BaseUrl.as_ref().to_owned(),
+            base.trim_end_matches('/').to_owned(),
+        );
+        keys.insert(
+            GoogleConfigKey::SkipSignature.as_ref().to_owned(),
+            "true".into(),
+        );
+    }
+    allow_http_for_explicit_http_endpoint(
+        &mut keys,
+        &[GoogleConfigKey::BaseUrl.as_ref().to_owned()],
+        "allow_http",
+    );
+
+    let has = |k: GoogleConfigKey| keys.contains_key(k.as_ref());
+    let has_credentials = has(GoogleConfigKey::ServiceAccount)
+        || has(GoogleConfigKey::ServiceAccountKey)
+        || has(GoogleConfigKey::ApplicationCredentials)
+        || has(GoogleConfigKey::BearerToken)
+        || keys
+            .get(GoogleConfigKey::SkipSignature.as_ref())
+            .is_some_and(|v| is_true(v))
+        || env.get("HOME").is_some_and(|home| {
+            std::path::Path::new(home)
+                .join(".config/gcloud/application_default_credentials.json")
+                .is_file()
+        });
+    if !has_credentials && env.flag("NO_GCE_CHECK") {
+        return Err(ConfigError::MissingCredentials(
+            "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT to a service-account JSON file, \
+             or STORAGE_EMULATOR_HOST for an emulator; the metadata server is off (NO_GCE_CHECK)"
+                .into(),
+        ));
+    }
+    Ok(keys)
+}
+
+/// Asking for an `http://` endpoint by name is consent to plain HTTP, as with the AWS CLI.
+fn allow_http_for_explicit_http_endpoint(
+    keys: &mut BTreeMap<String, String>,
+    endpoint_keys: &[String],
+    allow_key: &str,
+) {
+    let explicit_http = endpoint_keys
+        .iter()
+        .any(|k| keys.get(k).is_some_and(|v| v.starts_with("http://")));
+    if explicit_http && !keys.contains_key(allow_key) {
+        keys.insert(allow_key.to_owned(), "true".into());
+    }
+}
+
+impl StoreConfig {
+    /// The secret values in this configuration, for redaction.
+    pub fn secrets(&self) -> impl Iterator<Item = String> + '_ {
+        let query_values = self
+            .query
+            .iter()
+            .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()).map(|(_, v)| v.into_owned()));
+        let password = url::Url::parse(&self.authority)
+            .ok()
+            .and_then(|u| u.password().map(|p| p.to_owned()));
+        self.keys
+            .iter()
+            .filter(|(k, _)| is_secret_key(k))
+            .map(|(_, v)| v.clone())
+            .chain(query_values)
+            .chain(password)
+    }
+
+    /// A store for this configuration. Builds clients only; sends nothing.
+    pub fn build(&self) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        let client = self.client_options();
+        let retry = RetryConfig {
+            max_retries: self.settings.request_retries,
+            retry_timeout: self.settings.request_retry_timeout,
+            ..RetryConfig::default()
+        };
+        Ok(match self.scheme {
+            Scheme::Local => Arc::new(LocalFileSystem::new()),
+            Scheme::Memory => Arc::new(InMemory::new()),
+            Scheme::S3 => {
+                let builder = AmazonS3Builder::new()
+                    .with_client_options(client)
+                    .with_retry(retry);
+                let builder = self.keys.iter().try_fold(builder, |b, (k, v)| {
+                    Ok::<_, object_store::Error>(b.with_config(k.parse()?, v))
+                })?;
+                Arc::new(builder.with_bucket_name(&self.authority).build()?)
+            }
+            Scheme::Gcs => {
+                let builder = GoogleCloudStorageBuilder::new()
+                    .with_client_options(client)
+                    .with_retry(retry);
+                let builder = self.keys.iter().try_fold(builder, |b, (k, v)| {
+                    Ok::<_, object_store::Error>(b.with_config(k.parse()?, v))
+                })?;
+                Arc::new(builder.with_bucket_name(&self.authority).build()?)
+            }
+            Scheme::Azure => {
+                let builder = MicrosoftAzureBuilder::new()
+                    .with_client_options(client)
+                    .with_retry(retry);
+                let builder = self.keys.iter().try_fold(builder, |b, (k, v)| {
+                    Ok::<_, object_store::Error>(b.with_config(k.parse()?, v))
+                })?;
+                Arc::new(builder.with_url(&self.authority).build()?)
+            }
+            Scheme::Http => {
+                let mut url = format!("{}/", self.authority);
+                if let Some(query) = &self.query {
+                    url.push('?');
+                    url.push_str(query);
+                }
+                let builder = HttpBuilder::new()
+                    .with_url(url)
+                    .with_client_options(client)
+                    .with_retry(retry);
+                let builder = self.keys.iter().try_fold(builder, |b, (k, v)| {
+                    Ok::<_, object_store::Error>(b.with_config(k.parse()?, v))
+                })?;
+                Arc::new(builder.build()?)
+            }
+        })
+    }
+
+    fn client_options(&self) -> ClientOptions {
+        let s = &self.settings;
+        let options = ClientOptions::new().with_connect_timeout(s.connect_timeout);
+        let options = match s.request_timeout {
+            Some(t) => options.with_timeout(t),
+            None => options.with_timeout_disabled(),
+        };
+        match s.idle_timeout {
+            Some(t) => options.with_read_timeout(t),
+            None => options.with_read_timeout_disabled(),
+        }
+    }
+}
+
+/// Local and memory stores take no backend keys.
+struct NoKey;
+
+impl FromStr for NoKey {
+    type Err = ();
+    fn from_str(_: &str) -> Result<Self, ()> {
+        Err(())
+    }
+}
+
+impl AsRef<str> for NoKey {
+    fn as_ref(&self) -> &str {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::uri::parse;
+
+    fn target(uri: &str) -> Target {
+        parse(uri, std::path::Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn s3_options_override_environment() {
+        let env = Env::from_vars([
+            ("AWS_ACCESS_KEY_ID", "envkey"),
+            ("AWS_SECRET_ACCESS_KEY", "envsecret"),
+            ("AWS_REGION", "us-east-1"),
+        ]);
+        let options = StorageOptions::new()
+            .with("region", "eu-west-1")
+            .with("secret_access_key", "optsecret");
+        let cfg = configure(&target("s3://b/k"), &env, &options).unwrap();
+        assert_eq!(cfg.keys["aws_region"], "eu-west-1");
+        assert_eq!(cfg.keys["aws_secret_access_key"], "optsecret");
+        assert_eq!(cfg.keys["aws_access_key_id"], "envkey");
+    }
+
+    #[test]
+    fn s3_endpoint_variables_select_a_custom_endpoint_and_allow_http() {
+        let env = Env::from_vars([
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ]);
+        let cfg = configure(&target("s3://b/k"), &env, &StorageOptions::new()).unwrap();
+        assert_eq!(cfg.keys["aws_endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(cfg.keys["aws_allow_http"], "true");
+        assert!(
+            !cfg.keys.contains_key("aws_virtual_hosted_style_request"),
+            "path-style by default"
+        );
+
+        let env = Env::from_vars([
+            ("AWS_ENDPOINT_URL_S3", "https://s3.example"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ]);
+        let cfg = configure(&target("s3://b/k"), &env, &StorageOptions::new()).unwrap();
+        assert_eq!(cfg.keys["aws_endpoint_url_s3"], "https://s3.example");
+        assert!(!cfg.keys.contains_key("aws_allow_http"));
+    }
+
+    #[test]
+    fn unknown_option_key_is_an_error_naming_it() {
+        let env = Env::from_vars([("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")]);
+        let err = configure(
+            &target("s3://b/k"),
+            &env,
+            &StorageOptions::new().with("endpiont", "x"),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, ConfigError::InvalidOption { ref key, .. } if key == "endpiont"),
+            "{err:?}"
+        );
+        let err = configure(
+            &target("/tmp/x"),
+            &Env::default(),
+            &StorageOptions::new().with("region", "x"),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, ConfigError::InvalidOption { .. }));
+    }
+
+    #[test]
+    fn half_a_key_pair_is_missing_credentials() {
+        let env = Env::from_vars([("AWS_ACCESS_KEY_ID", "k")]);
+        let err = configure(&target("s3://b/k"), &env, &StorageOptions::new())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, ConfigError::MissingCredentials(ref m) if m.contains("AWS_SECRET_ACCESS_KEY")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn no_credentials_with_metadata_disabled_is_missing_credentials() {
+        let env = Env::from_vars([("AWS_EC2_METADATA_DISABLED", "true")]);
+        let err = configure(&target("s3://b/k"), &env, &StorageOptions::new())
+            .err()
+            .unwrap();
+        assert!(matches!(err, ConfigError::MissingCredentials(_)));
+        let ok = configure(
+            &target("s3://b/k"),
+            &env,
+            &StorageOptions::new().with("skip_signature", "true"),
+        );
+        assert!(ok.is_ok(), "anonymous access needs no credentials");
+
+        let env = Env::from_vars([("NO_GCE_CHECK", "true")]);
+        assert!(matches!(
+            configure(&target("gs://b/k"), &env, &StorageOptions::new()),
+            Err(ConfigError::MissingCredentials(_))
+        ));
+    }
+
+    #[test]
+    fn gcs_emulator_host_sets_base_url_without_auth() {
+        let env = Env::from_vars([
+            ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443"),
+            ("NO_GCE_CHECK", "true"),
+        ]);
+        let cfg = configure(&target("gs://b/k"), &env, &StorageOptions::new()).unwrap();
+        assert_eq!(cfg.keys["google_base_url"], "http://127.0.0.1:4443");
+        assert_eq!(cfg.keys["google_skip_signature"], "true");
+        assert_eq!(cfg.keys["allow_http"], "true");
+        let cfg = configure(
+            &target("gs://b/k"),
+            &Env::default(),
+            &StorageOptions::new().with(EMULATOR_OPTION, "http://h:1/"),
+        )
+        .unwrap();
+        assert_eq!(cfg.keys["google_base_url"], "http://h:1");
+    }
+
+    #[test]
+    fn secrets_include_secret_keys_and_query_values() {
+        let env = Env::from_vars([
+            ("AWS_ACCESS_KEY_ID", "AKIDPUBLIC"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUt"),
+            ("AWS_SESSION_TOKEN", "FwoGZX"),
+        ]);
+        let cfg = configure(&target("s3://b/k"), &env, &StorageOptions::new()).unwrap();
+        let secrets: Vec<String> = cfg.secrets().collect();
+        assert!(secrets.contains(&"wJalrXUt".to_owned()) && secrets.contains(&"FwoGZX".to_owned()));
+        assert!(!secrets.contains(&"AKIDPUBLIC".to_owned()));
+        let cfg = configure(
+            &target("https://h/o?X-Amz-Signature=abc123"),
+            &Env::default(),
+            &StorageOptions::new(),
+        )
+        .unwrap();
+        assert_eq!(cfg.secrets().collect::<Vec<_>>(), ["abc123"]);
+    }
+
+    #[test]
+    fn every_configuration_builds_without_network() {
+        let env = Env::from_vars([
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("STORAGE_EMULATOR_HOST", "127.0.0.1:1"),
+        ]);
+        for uri in [
+            "/tmp/x",
+            "memory://m/x",
+            "s3://b/k",
+            "gs://b/k",
+            "http://127.0.0.1:1/x?sig=1",
+        ] {
+            let cfg = configure(&target(uri), &env, &StorageOptions::new()).unwrap();
+            assert!(cfg.build().is_ok(), "{uri}");
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Turning a URI into a store and an object path.
+//!
+//! | URI | store |
+//! |---|---|
+//! | `model.safetensors`, `/abs/path`, `file:///abs/path` | local filesystem |
+//! | `s3://bucket/key`, `s3a://bucket/key` | S3 and S3-compatible servers |
+//! | `gs://bucket/key` | Google Cloud Storage (or an emulator) |
+//! | `az://container/key`, `abfss://container@account.dfs.core.windows.net/key` | Azure Blob Storage |
+//! | `http(s)://host:port/path?query` | any HTTP server with Range support; the query (a presigned signature) is kept |
+//! | `memory://name/key` | an in-memory store shared by every URI with the same name |
+//!
+//! Configuration comes from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`,
+//! `STORAGE_EMULATOR_HOST`, `CKPTIO_*`) and from explicit [`StorageOptions`], which win. A
+//! [`Resolver`] caches stores by scheme, bucket and configuration, so repeated opens share one
+//! connection pool. Resolving sends no request.
+//!
+//! ```
+//! # fn main() -> ckptio::Result<()> {
+//! use ckptio::location::{Resolver, StorageOptions};
+//!
+//! let resolver = Resolver::new();
+//! let loc = resolver.resolve("memory://scratch/ckpt/model.safetensors", &StorageOptions::new())?;
+//! assert_eq!(loc.path().as_ref(), "ckpt/model.safetensors");
+//! assert_eq!(loc.to_string(), "memory://scratch/ckpt/model.safetensors");
+//!
+//! // The same store is shared by every location in the bucket.
+//! let other = resolver.resolve("memory://scratch/other", &StorageOptions::new())?;
+//! assert!(std::sync::Arc::ptr_eq(loc.store(), other.store()));
+//! # Ok(()) }
+//! ```
+
+mod backend;
+mod options;
+mod redact;
+mod uri;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use object_store::ObjectStore;
+use object_store::path::Path;
+
+pub use options::{ClientSettings, Env, StorageOptions};
+pub use redact::{Redactor, redact_uri, scrub_urls};
+pub use uri::Scheme;
+
+use crate::error::{Error, Result};
+use backend::{ConfigError, StoreConfig};
+use uri::UriError;
+
+/// An object (or a prefix) in a store: where ckptio reads and writes.
+///
+/// Display and Debug show the URI with secrets redacted.
+#[derive(Clone)]
+pub struct Location {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    root: Arc<Root>,
+}
+
+/// What all locations in one store share: how to show their URIs and what to hide.
+struct Root {
+    scheme: Scheme,
+    /// The URI up to the object path: `s3://bucket/`, `http://host:port/`, `/` for local files.
+    prefix: String,
+    /// The redacted query of an HTTP URI, shown after the path.
+    shown_query: Option<String>,
+    redactor: Redactor,
+}
+
+impl Location {
+    /// The store holding the object.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The object's path inside [`store`](Self::store).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The kind of store.
+    pub fn scheme(&self) -> Scheme {
+        self.root.scheme
+    }
+
+    /// The URI with secrets redacted: what ckptio shows in every message about this location.
+    pub fn uri(&self) -> String {
+        let mut uri = format!("{}{}", self.root.prefix, self.path);
+        if let Some(query) = &self.root.shown_query {
+            uri.push('?');
+            uri.push_str(query);
+        }
+        uri
+    }
+
+    /// The location at `path` in the same store (a listed object, a sibling file).
+    pub fn with_path(&self, path: Path) -> Location {
+        Location {
+            store: Arc::clone(&self.store),
+            path,
+            root: Arc::clone(&self.root),
+        }
+    }
+
+    /// The location `relative` (`/`-separated) below this one.
+    ///
+    /// ```
+    /// # fn main() -> ckptio::Result<()> {
+    /// let dir = ckptio::location::resolve("memory://m/run/ckpt-10", &Default::default())?;
+    /// assert_eq!(dir.join("model.safetensors").path().as_ref(), "run/ckpt-10/model.safetensors");
+    /// # Ok(()) }
+    /// ```
+    pub fn join(&self, relative: &str) -> Location {
+        let parts = self.path.parts().chain(
+            relative
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(Into::into),
+        );
+        self.with_path(Path::from_iter(parts))
+    }
+
+    /// The ckptio error for `err`, which `operation` on this location returned.
+    pub(crate) fn error(&self, operation: &'static str, err: object_store::Error) -> Error {
+        Error::from_store(err, self.uri(), operation, &self.root.redactor)
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri())
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Location")
+            .field("uri", &self.uri())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves URIs to [`Location`]s, sharing one store per scheme, bucket and configuration.
+///
+/// Stores hold connection pools; keep one resolver (or use [`resolve`]) for the life of the
+/// program.
+pub struct Resolver {
+    env: Option<Env>,
+    cache: Mutex<HashMap<StoreConfig, Arc<dyn ObjectStore>>>,
+}
+
+/// Past this many cached stores, stores no location uses any more are dropped (each presigned
+/// URL has its own query, and so its own store).
+const CACHE_SOFT_LIMIT: usize = 256;
+
+impl Resolver {
+    /// A resolver reading the process environment each time it resolves.
+    pub fn new() -> Self {
+        Self {
+            env: None,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// A resolver that sees only `env`, never the process environment.
+    pub fn with_env(env: Env) -> Self {
+        Self {
+            env: Some(env),
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The location `uri` names, configured from the environment and `options`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUri`], [`Error::UnsupportedScheme`] or [`Error::MissingBucket`] for a bad
+    /// URI; [`Error::InvalidOption`] for an unknown option key or a bad value;
+    /// [`Error::MissingCredentials`] when a store needs credentials and none are configured;
+    /// [`Error::Config`] when object_store refuses the configuration.
+    pub fn resolve(&self, uri: &str, options: &StorageOptions) -> Result<Location> {
+        let shown = redact_uri(uri.trim());
+        let cwd = std::env::current_dir().map_err(|e| Error::InvalidUri {
+            uri: shown.clone(),
+            reason: format!("cannot resolve a relative path: {e}"),
+        })?;
+        let target = uri::parse(uri, &cwd).map_err(|e| match e {
+            UriError::Malformed(reason) => Error::InvalidUri {
+                uri: shown.clone(),
+                reason,
+            },
+            UriError::UnsupportedScheme(scheme) => Error::UnsupportedScheme {
+                uri: shown.clone(),
+                scheme,
+            },
+            UriError::MissingBucket(scheme) => Error::MissingBucket {
+                uri: shown.clone(),
+                scheme,
+            },
+        })?;
+
+        let process_env;
+        let env = match &self.env {
+            Some(env) => env,
+            None => {
+                process_env = Env::from_process();
+                &process_env
+            }
+        };
+        let config = backend::configure(&target, env, options).map_err(|e| match e {
+            ConfigError::InvalidOption { key, reason } => Error::InvalidOption {
+                uri: shown.clone(),
+                key,
+                reason,
+            },
+            ConfigError::MissingCredentials(hint) => Error::MissingCredentials {
+                uri: shown.clone(),
+                hint,
+            },
+        })?;
+
+        let redactor = Redactor::new(config.secrets());
+        let store = self.store(&config).map_err(|e| Error::Config {
+            uri: shown.clone(),
+            detail: redactor.redact(&e.to_string()),
+        })?;
+        let prefix = match target.scheme {
+            Scheme::Local => "/".to_owned(),
+            Scheme::Memory => format!("memory://{}/", target.authority),
+            Scheme::S3 => format!("s3://{}/", target.authority),
+            Scheme::Gcs => format!("gs://{}/", target.authority),
+            Scheme::Azure | Scheme::Http => redact_uri(&format!("{}/", target.authority)),
+        };
+        let shown_query = target.query.as_ref().map(|q| {
+            let shown = redact_uri(&format!("http://h/?{q}"));
+            shown
+                .split_once('?')
+                .map(|(_, q)| q.to_owned())
+                .unwrap_or_default()
+        });
+        let root = Arc::new(Root {
+            scheme: target.scheme,
+            prefix,
+            shown_query,
+            redactor,
+        });
+        Ok(Location {
+            store,
+            path: target.path,
+            root,
+        })
+    }
+
+    fn store(&self, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(store) = cache.get(config) {
+            return Ok(Arc::clone(store));
+        }
+        if cache.len() >= CACHE_SOFT_LIMIT {
+            cache.retain(|_, store| Arc::strong_count(store) > 1);
+        }
+        let store = config.build()?;
+        cache.insert(config.clone(), Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stores = self.cache.lock().map_or(0, |c| c.len());
+        f.debug_struct("Resolver")
+            .field("env", &self.env)
+            .field("stores", &stores)
+            .finish()
+    }
+}
+
+/// Resolves `uri` with the process-wide [`Resolver`] (process environment, shared store cache).
+///
+/// # Errors
+///
+/// As [`Resolver::resolve`].
+pub fn resolve(uri: &str, options: &StorageOptions) -> Result<Location> {
+    static GLOBAL: OnceLock<Resolver> = OnceLock::new();
+    GLOBAL.get_or_init(Resolver::new).resolve(uri, options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        Env::from_vars([
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "verysecret"),
+            ("AWS_REGION", "us-east-1"),
+        ])
+    }
+
+    #[test]
+    fn stores_are_shared_per_bucket_and_configuration() {
+        let r = Resolver::with_env(env());
+        let none = StorageOptions::new();
+        let a = r.resolve("s3://bucket/a", &none).unwrap();
+        let b = r.resolve("s3://bucket/b/c", &none).unwrap();
+        let other_bucket = r.resolve("s3://other/a", &none).unwrap();
+        let other_options = r
+            .resolve(
+                "s3://bucket/a",
+                &StorageOptions::new().with("region", "eu-west-1"),
+            )
+            .unwrap();
+        assert!(Arc::ptr_eq(a.store(), b.store()));
+        assert!(!Arc::ptr_eq(a.store(), other_bucket.store()));
+        assert!(!Arc::ptr_eq(a.store(), other_options.store()));
+    }
+
+    #[test]
+    fn memory_stores_are_shared_by_name() {
+        let r = Resolver::with_env(Env::default());
+        let a = r.resolve("memory://x/1", &StorageOptions::new()).unwrap();
+        let b = r.resolve("memory://x/2", &StorageOptions::new()).unwrap();
+        let c = r.resolve("memory://y/1", &StorageOptions::new()).unwrap();
+        assert!(Arc::ptr_eq(a.store(), b.store()));
+        assert!(!Arc::ptr_eq(a.store(), c.store()));
+    }
+
+    #[test]
+    fn display_is_canonical_and_redacted() {
+        let r = Resolver::with_env(env());
+        let loc = r
+            .resolve(
+                "https://u:pw@h:8443/a/b.bin?X-Amz-Signature=sig&X-Amz-Expires=9",
+                &StorageOptions::new(),
+            )
+            .unwrap();
+        assert_eq!(loc.path().as_ref(), "a/b.bin");
+        assert_eq!(
+            loc.to_string(),
+            "https://u:REDACTED@h:8443/a/b.bin?X-Amz-Signature=REDACTED&X-Amz-Expires=9"
+        );
+        assert!(!format!("{loc:?}").contains("sig&"));
+        let loc = r
+            .resolve("/data/../data/x.pt", &StorageOptions::new())
+            .unwrap();
+        assert_eq!(loc.to_string(), "/data/x.pt");
+        let loc = r
+            .resolve("s3://bucket/dir/", &StorageOptions::new())
+            .unwrap();
+        assert_eq!(
+            loc.join("model.safetensors").to_string(),
+            "s3://bucket/dir/model.safetensors"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_uri_and_never_a_secret() {
+        let r = Resolver::with_env(env());
+        let cases = [
+            ("ftp://h/x?token=tok1234", "unsupported scheme `ftp`"),
+            ("s3:///key", "missing bucket name"),
+            ("http://u:pw12345@/x", "malformed URI"),
+        ];
+        for (uri, expected) in cases {
+            let err = r.resolve(uri, &StorageOptions::new()).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(shown.contains(expected), "{shown}");
+            assert!(
+                !shown.contains("tok1234") && !shown.contains("pw12345"),
+                "{shown}"
+            );
+        }
+        let err = r
+            .resolve(
+                "s3://b/k",
+                &StorageOptions::new().with("request_retries", "many"),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidOption { ref key, .. } if key == "request_retries"),
+            "{err}"
+        );
+    }
+}
