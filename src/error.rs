@@ -264,7 +264,7 @@ mod tests {
             source: Box::new(io),
         });
         assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+        let io = std::io::Error::other("disk on fire");
         let err = classify(object_store::Error::Generic {
             store: "S3",
             source: Box::new(io),

@@ -13,6 +13,7 @@
 //! use ckptio::location::{resolve, StorageOptions};
 //!
 //! let loc = resolve("memory://demo/model.safetensors", &StorageOptions::new())?;
+//! # use object_store::ObjectStoreExt;
 //! # loc.store().put(loc.path(), vec![0u8; 8].into()).await.unwrap();
 //! let info = ckptio::fetch::stat(&loc).await?;
 //! println!("{} is {} bytes", loc, info.size);

@@ -42,6 +42,7 @@ impl ObjectInfo {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> ckptio::Result<()> {
 /// let loc = ckptio::location::resolve("memory://doc/weights.bin", &Default::default())?;
+/// # use object_store::ObjectStoreExt;
 /// # loc.store().put(loc.path(), vec![0u8; 16].into()).await.unwrap();
 /// let info = ckptio::fetch::stat(&loc).await?;
 /// assert_eq!(info.size, 16);

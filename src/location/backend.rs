@@ -4,9 +4,9 @@
 //! keys and the presence of credentials, and yields a [`StoreConfig`] that doubles as the store
 //! cache key. [`StoreConfig::build`] turns it into a store without any network traffic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
@@ -59,7 +59,14 @@ pub(crate) fn configure(
         Scheme::S3 => s3_keys(env, backend_options)?,
         Scheme::Gcs => gcs_keys(env, backend_options)?,
         Scheme::Azure => merge::<AzureConfigKey>(env.with_prefix("AZURE_"), backend_options)?,
-        Scheme::Http => merge::<ClientConfigKey>(std::iter::empty(), backend_options)?,
+        Scheme::Http => {
+            let mut keys = merge::<ClientConfigKey>(std::iter::empty(), backend_options)?;
+            if target.authority.starts_with("http://") {
+                keys.entry(ClientConfigKey::AllowHttp.as_ref().to_owned())
+                    .or_insert_with(|| "true".into());
+            }
+            keys
+        }
         Scheme::Local | Scheme::Memory => merge::<NoKey>(std::iter::empty(), backend_options)?,
     };
     Ok(StoreConfig {
@@ -231,7 +238,7 @@ impl StoreConfig {
         };
         Ok(match self.scheme {
             Scheme::Local => Arc::new(LocalFileSystem::new()),
-            Scheme::Memory => Arc::new(InMemory::new()),
+            Scheme::Memory => memory_store(&self.authority),
             Scheme::S3 => {
                 let builder = AmazonS3Builder::new()
                     .with_client_options(client)
@@ -289,6 +296,20 @@ impl StoreConfig {
             None => options.with_read_timeout_disabled(),
         }
     }
+}
+
+/// The in-memory store named `name`: one per name for the whole process, like a tmpfs mount,
+/// so every resolver (and every part of a program) sees the same objects.
+fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    let mut stores = STORES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let store = stores
+        .entry(name.to_owned())
+        .or_insert_with(|| Arc::new(InMemory::new()));
+    Arc::clone(store) as Arc<dyn ObjectStore>
 }
 
 /// Local and memory stores take no backend keys.
@@ -355,6 +376,24 @@ mod tests {
         let cfg = configure(&target("s3://b/k"), &env, &StorageOptions::new()).unwrap();
         assert_eq!(cfg.keys["aws_endpoint_url_s3"], "https://s3.example");
         assert!(!cfg.keys.contains_key("aws_allow_http"));
+    }
+
+    #[test]
+    fn plain_http_uris_allow_http() {
+        let cfg = configure(
+            &target("http://h/x"),
+            &Env::default(),
+            &StorageOptions::new(),
+        )
+        .unwrap();
+        assert_eq!(cfg.keys["allow_http"], "true");
+        let cfg = configure(
+            &target("https://h/x"),
+            &Env::default(),
+            &StorageOptions::new(),
+        )
+        .unwrap();
+        assert!(!cfg.keys.contains_key("allow_http"));
     }
 
     #[test]

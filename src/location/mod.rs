@@ -7,7 +7,7 @@
 //! | `gs://bucket/key` | Google Cloud Storage (or an emulator) |
 //! | `az://container/key`, `abfss://container@account.dfs.core.windows.net/key` | Azure Blob Storage |
 //! | `http(s)://host:port/path?query` | any HTTP server with Range support; the query (a presigned signature) is kept |
-//! | `memory://name/key` | an in-memory store shared by every URI with the same name |
+//! | `memory://name/key` | an in-memory store shared, process-wide, by every URI with the same name |
 //!
 //! Configuration comes from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`,
 //! `STORAGE_EMULATOR_HOST`, `CKPTIO_*`) and from explicit [`StorageOptions`], which win. A
@@ -327,10 +327,12 @@ mod tests {
     }
 
     #[test]
-    fn memory_stores_are_shared_by_name() {
+    fn memory_stores_are_shared_by_name_across_resolvers() {
         let r = Resolver::with_env(Env::default());
         let a = r.resolve("memory://x/1", &StorageOptions::new()).unwrap();
-        let b = r.resolve("memory://x/2", &StorageOptions::new()).unwrap();
+        let b = Resolver::new()
+            .resolve("memory://x/2", &StorageOptions::new())
+            .unwrap();
         let c = r.resolve("memory://y/1", &StorageOptions::new()).unwrap();
         assert!(Arc::ptr_eq(a.store(), b.store()));
         assert!(!Arc::ptr_eq(a.store(), c.store()));

@@ -1,7 +1,7 @@
 //! The tracing subscriber: human-readable events on stderr, with every URL scrubbed, because
 //! object_store logs request URLs (and with them presigned signatures) on retries.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +18,7 @@ pub fn init(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(|| ScrubbingStderr)
         .with_target(verbose > 0)
+        .with_ansi(io::stderr().is_terminal())
         .init();
 }
 

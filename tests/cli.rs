@@ -1,0 +1,310 @@
+//! `ckptio stat` run as a user runs it: the built binary, in its own temp directory, configured
+//! by the environment or by `-o` options, against every configured server.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Output;
+
+use support::{Backend, pattern};
+use tokio::process::Command;
+
+const SECRET: &str = "ckptio-wrong-secret-5f3a9c";
+const SIGNATURE: &str = "sig0123456789abcdef";
+
+/// The binary with a clean environment: no credentials leak in from the developer's shell, and
+/// cloud metadata services are off so a missing credential fails at once.
+fn ckptio(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ckptio"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NO_GCE_CHECK", "true");
+    cmd
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `cmd` and checks the exit status; returns (stdout, stderr). No output may show a panic.
+async fn run(cmd: &mut Command, success: bool) -> (String, String) {
+    let out = cmd.output().await.expect("run ckptio");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.success(),
+        success,
+        "status {:?}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (stdout, stderr)
+}
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[tokio::test]
+async fn stat_local_path_and_file_url() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.bin"), pattern(1234)).unwrap();
+
+    let (stdout, _) = run(ckptio(dir.path()).args(["stat", "w.bin"]), true).await;
+    assert!(
+        stdout.contains("size           1234 (1.21 KiB)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("etag"), "{stdout}");
+
+    let url = format!("file://{}/w.bin", dir.path().display());
+    let (stdout, _) = run(ckptio(dir.path()).args(["stat", "--json", &url]), true).await;
+    let doc = json(&stdout);
+    assert_eq!(doc["size"], 1234);
+    assert_eq!(doc["uri"], format!("{}/w.bin", dir.path().display()));
+    assert!(
+        doc["etag"].is_string() && doc["last_modified"].is_string(),
+        "{doc}"
+    );
+}
+
+#[tokio::test]
+async fn stat_missing_local_file_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, stderr) = run(ckptio(dir.path()).args(["stat", "nope.safetensors"]), false).await;
+    assert!(stderr.contains("nope.safetensors: not found"), "{stderr}");
+}
+
+/// The backend's options as `-o KEY=VALUE` arguments.
+fn option_args(b: &Backend) -> Vec<String> {
+    b.options
+        .iter()
+        .flat_map(|(k, v)| ["-o".to_owned(), format!("{k}={v}")])
+        .collect()
+}
+
+/// The backend's options as the environment variables a user would set instead.
+fn option_env(b: &Backend) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (k, v) in b.options.iter() {
+        let name = match k {
+            "endpoint" => "AWS_ENDPOINT_URL",
+            "access_key_id" => "AWS_ACCESS_KEY_ID",
+            "secret_access_key" => "AWS_SECRET_ACCESS_KEY",
+            "region" => "AWS_REGION",
+            "storage_emulator_host" => "STORAGE_EMULATOR_HOST",
+            other => panic!("no environment variable for option `{other}`"),
+        };
+        env.insert(name.to_owned(), v.to_owned());
+    }
+    env
+}
+
+async fn stat_on(name: &'static str) {
+    let Some(b) = Backend::from_env(name, "cli-stat") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    b.seed("w.bin", pattern(4097)).await;
+    let uri = b.uri("w.bin");
+
+    let (stdout, _) = run(
+        ckptio(dir.path())
+            .arg("stat")
+            .arg(&uri)
+            .args(option_args(&b))
+            .arg("--json"),
+        true,
+    )
+    .await;
+    let doc = json(&stdout);
+    assert_eq!(doc["size"], 4097, "[{name}] {doc}");
+    assert!(
+        doc["etag"].as_str().is_some_and(|e| !e.is_empty()),
+        "[{name}] {doc}"
+    );
+
+    let (stdout, _) = run(
+        ckptio(dir.path())
+            .arg("stat")
+            .arg(&uri)
+            .envs(option_env(&b)),
+        true,
+    )
+    .await;
+    assert!(
+        stdout.contains("size           4097"),
+        "[{name}] configured from the environment: {stdout}"
+    );
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn stat_on_s3s() {
+    stat_on("s3s").await;
+}
+
+#[tokio::test]
+async fn stat_on_moto() {
+    stat_on("moto").await;
+}
+
+#[tokio::test]
+async fn stat_on_garage() {
+    stat_on("garage").await;
+}
+
+#[tokio::test]
+async fn stat_on_gcs_emulator() {
+    stat_on("gcs").await;
+}
+
+#[tokio::test]
+async fn stat_on_nginx() {
+    stat_on("http").await;
+}
+
+#[tokio::test]
+async fn presigned_style_query_is_kept_and_never_shown() {
+    let Some(b) = Backend::from_env("http", "cli-query") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    b.seed("w.bin", pattern(10)).await;
+    let uri = format!(
+        "{}?X-Amz-Signature={SIGNATURE}&X-Amz-Expires=60",
+        b.uri("w.bin")
+    );
+    let (stdout, stderr) = run(ckptio(dir.path()).args(["-v", "stat", &uri]), true).await;
+    assert!(stdout.contains("size           10"), "{stdout}");
+    assert!(
+        stdout.contains("X-Amz-Signature=REDACTED&X-Amz-Expires=60"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(SIGNATURE) && !stderr.contains(SIGNATURE),
+        "{stdout}\n{stderr}"
+    );
+
+    let missing = format!("{}?X-Amz-Signature={SIGNATURE}", b.uri("missing.bin"));
+    let (_, stderr) = run(ckptio(dir.path()).args(["-v", "stat", &missing]), false).await;
+    assert!(
+        stderr.contains("missing.bin?X-Amz-Signature=REDACTED: not found"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SIGNATURE), "{stderr}");
+}
+
+#[tokio::test]
+async fn wrong_s3_secret_is_a_permission_error_without_the_secret() {
+    // s3s-fs checks SigV4 signatures; moto accepts any credentials.
+    let Some(b) = Backend::from_env("s3s", "cli-wrong-secret") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    b.seed("w.bin", pattern(10)).await;
+    let mut env = option_env(&b);
+    env.insert("AWS_SECRET_ACCESS_KEY".into(), SECRET.into());
+    let (stdout, stderr) = run(
+        ckptio(dir.path())
+            .args(["-v", "stat", &b.uri("w.bin")])
+            .envs(env),
+        false,
+    )
+    .await;
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert!(stderr.contains(&b.uri("w.bin")), "names the URI: {stderr}");
+    assert!(
+        !stderr.contains(SECRET) && !stdout.contains(SECRET),
+        "{stderr}"
+    );
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn missing_credentials_say_how_to_provide_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, stderr) = run(ckptio(dir.path()).args(["stat", "s3://bucket/key"]), false).await;
+    assert!(
+        stderr.contains("s3://bucket/key: no credentials"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+    let (_, stderr) = run(ckptio(dir.path()).args(["stat", "gs://bucket/key"]), false).await;
+    assert!(
+        stderr.contains("gs://bucket/key: no credentials"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn bad_uris_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("ftp://host/x", "unsupported scheme `ftp`"),
+        (
+            "s3:///key",
+            "missing bucket name (expected s3://BUCKET/KEY)",
+        ),
+        ("gs://", "missing bucket name"),
+        ("http://", "malformed URI"),
+        ("s3:bucket/key", "malformed URI: expected `s3://`"),
+        (&format!("https://user:{SECRET}@/x"), "malformed URI"),
+    ];
+    for (uri, expected) in cases {
+        let (_, stderr) = run(ckptio(dir.path()).args(["stat", uri]), false).await;
+        assert!(stderr.contains(expected), "{uri}: {stderr}");
+        assert!(!stderr.contains(SECRET), "{stderr}");
+    }
+    let (_, stderr) = run(
+        ckptio(dir.path()).args(["stat", "s3://b/k", "-o", "endpiont=http://x"]),
+        false,
+    )
+    .await;
+    assert!(stderr.contains("invalid option `endpiont`"), "{stderr}");
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_a_clear_error_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut s3 = ckptio(dir.path());
+    s3.args([
+        "-v",
+        "stat",
+        "s3://bucket/key",
+        "-o",
+        &format!("endpoint={endpoint}"),
+    ])
+    .args([
+        "-o",
+        "access_key_id=AKIDTEST",
+        "-o",
+        &format!("secret_access_key={SECRET}"),
+    ])
+    .args(["-o", "request_retries=1"]);
+    let (_, stderr) = run(&mut s3, false).await;
+    assert!(
+        stderr.contains("s3://bucket/key: cannot reach the endpoint"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET), "{stderr}");
+
+    let http = format!("{endpoint}/w.bin?X-Amz-Signature={SIGNATURE}");
+    let (_, stderr) = run(
+        ckptio(dir.path()).args(["-v", "stat", &http, "-o", "request_retries=1"]),
+        false,
+    )
+    .await;
+    assert!(stderr.contains("cannot reach the endpoint"), "{stderr}");
+    assert!(!stderr.contains(SIGNATURE), "{stderr}");
+}

@@ -1,0 +1,192 @@
+//! The conformance cases. Each takes a [`Backend`] with a fresh prefix and panics on failure,
+//! naming the backend.
+
+use std::sync::Arc;
+
+use ckptio::Error;
+use ckptio::location::{Resolver, redact_uri};
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use crate::support::{Backend, pattern, relative};
+
+/// Resolving a URI and showing it again gives the same URI, and repeated resolves share a store.
+pub async fn uri_round_trips(b: Backend) {
+    let uri = b.uri("dir/obj.bin");
+    let resolver = Resolver::new();
+    let first = resolver.resolve(&uri, &b.options).unwrap();
+    let again = resolver
+        .resolve(&b.uri("dir/other.bin"), &b.options)
+        .unwrap();
+    let expected = redact_uri(uri.trim_end_matches('/'));
+    assert_eq!(first.uri(), expected, "[{}]", b.name);
+    assert!(
+        Arc::ptr_eq(first.store(), again.store()),
+        "[{}] one store per bucket",
+        b.name
+    );
+
+    b.seed("dir/obj.bin", "round trip").await;
+    let reresolved = resolver.resolve(&first.uri(), &b.options).unwrap();
+    let info = ckptio::fetch::stat(&reresolved)
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    assert_eq!(info.size, 10, "[{}]", b.name);
+    assert_eq!(info.uri, expected, "[{}]", b.name);
+}
+
+/// `stat` reports the exact size, an ETag and a plausible modification time.
+pub async fn stat_reports_size_and_etag(b: Backend) {
+    for (key, len) in [("empty.bin", 0), ("one.bin", 1), ("some.bin", 70_001)] {
+        b.seed(key, pattern(len)).await;
+        let info = ckptio::fetch::stat(&b.location(key))
+            .await
+            .unwrap_or_else(|e| panic!("[{}] stat {key}: {e}", b.name));
+        assert_eq!(info.size, len as u64, "[{}] {key}", b.name);
+        assert!(
+            info.etag.as_deref().is_some_and(|e| !e.is_empty()),
+            "[{}] {key}: no ETag",
+            b.name
+        );
+        let age = chrono::Utc::now() - info.last_modified;
+        assert!(
+            age.num_hours().abs() < 24,
+            "[{}] {key}: last-modified {}",
+            b.name,
+            info.last_modified
+        );
+    }
+}
+
+/// Every ranged read equals the same slice of a full read.
+pub async fn ranged_read_equals_slice_of_full_read(b: Backend) {
+    let len = (1 << 20) + 3;
+    let data = pattern(len);
+    b.seed("ranged.bin", data.clone()).await;
+    let loc = b.location("ranged.bin");
+    let full = loc
+        .store()
+        .get(loc.path())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(full, data, "[{}] full read", b.name);
+    let last = len as u64;
+    for range in [
+        0..1,
+        0..last,
+        1..2,
+        4095..4097,
+        1000..500_000,
+        last - 1..last,
+        12_345..last,
+    ] {
+        let got = loc
+            .store()
+            .get_range(loc.path(), range.clone())
+            .await
+            .unwrap_or_else(|e| panic!("[{}] range {range:?}: {e}", b.name));
+        let want = &full[range.start as usize..range.end as usize];
+        assert!(
+            got == want,
+            "[{}] range {range:?}: {} bytes differ from the full read's slice",
+            b.name,
+            got.len()
+        );
+    }
+}
+
+/// A missing object is `Error::NotFound`, and the message names its URI.
+pub async fn missing_object_is_not_found_naming_the_uri(b: Backend) {
+    let loc = b.location("no/such/object.bin");
+    let err = ckptio::fetch::stat(&loc)
+        .await
+        .expect_err("a missing object has no stat");
+    assert!(
+        matches!(err, Error::NotFound { .. }),
+        "[{}] {err:?}",
+        b.name
+    );
+    assert!(
+        err.to_string().contains("no/such/object.bin"),
+        "[{}] {err}",
+        b.name
+    );
+    assert_eq!(err.uri(), loc.uri());
+}
+
+/// Listing with a delimiter shows direct children and sub-prefixes; a recursive listing shows
+/// everything below.
+pub async fn list_under_a_prefix(b: Backend) {
+    for key in [
+        "list/a.bin",
+        "list/b.bin",
+        "list/sub/c.bin",
+        "listing-not-under.bin",
+    ] {
+        b.seed(key, "x").await;
+    }
+    let dir = b.location("list");
+    let listed = dir
+        .store()
+        .list_with_delimiter(Some(dir.path()))
+        .await
+        .unwrap_or_else(|e| panic!("[{}] list: {e}", b.name));
+    assert_eq!(
+        relative(dir.path(), listed.objects.into_iter().map(|o| o.location)),
+        ["a.bin", "b.bin"],
+        "[{}]",
+        b.name
+    );
+    assert_eq!(
+        relative(dir.path(), listed.common_prefixes),
+        ["sub"],
+        "[{}]",
+        b.name
+    );
+    if b.caps.list_recursive {
+        let all: Vec<_> = dir
+            .store()
+            .list(Some(dir.path()))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            relative(dir.path(), all.into_iter().map(|o| o.location)),
+            ["a.bin", "b.bin", "sub/c.bin"],
+            "[{}]",
+            b.name
+        );
+    }
+}
+
+/// What is put can be read back, and is gone after a delete.
+pub async fn put_get_delete_round_trip(b: Backend) {
+    if !b.caps.write {
+        eprintln!("[{}] read-only backend: nothing to write", b.name);
+        return;
+    }
+    let loc = b.location("rw/obj.bin");
+    let data = pattern(300_007);
+    loc.store()
+        .put(loc.path(), PutPayload::from_bytes(data.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("[{}] put: {e}", b.name));
+    let got = loc
+        .store()
+        .get(loc.path())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got, data, "[{}]", b.name);
+    loc.store()
+        .delete(loc.path())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] delete: {e}", b.name));
+    let err = ckptio::fetch::stat(&loc).await.expect_err("deleted");
+    assert!(err.is_not_found(), "[{}] {err}", b.name);
+}

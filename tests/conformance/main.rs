@@ -1,0 +1,33 @@
+//! One conformance suite, run against every backend: memory, a local directory, and each server
+//! the environment names (see `tests/support`). Each case is a plain async function taking a
+//! backend; `conformance!` makes one test per case and backend, so a failure names both.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cases;
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        $( conformance!(@case $case: memory, local, s3s, moto, garage, s3, gcs, http); )*
+    };
+    (@case $case:ident: $($backend:ident),*) => {
+        mod $case {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $backend() {
+                    crate::support::run(stringify!($backend), stringify!($case), crate::cases::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    uri_round_trips,
+    stat_reports_size_and_etag,
+    ranged_read_equals_slice_of_full_read,
+    missing_object_is_not_found_naming_the_uri,
+    list_under_a_prefix,
+    put_get_delete_round_trip,
+);
