@@ -109,6 +109,63 @@ pub enum Error {
         /// The cause, redacted.
         detail: String,
     },
+    /// The object was replaced while it was being read: its ETag changed. Nothing mixing old
+    /// and new bytes is ever returned or left under the destination's name.
+    #[error(
+        "{uri}: the object changed while it was being read (ETag {expected} became {found}); start again to read the new version"
+    )]
+    ObjectChanged {
+        /// The URI, redacted.
+        uri: String,
+        /// The ETag when the read began.
+        expected: String,
+        /// The ETag the server reported later (`unknown` if it would not say).
+        found: String,
+    },
+    /// A byte range could not be read within the retry budget.
+    #[error("{uri}: bytes {start}..{end}: failed after {attempts} attempt(s): {detail}")]
+    RangeFailed {
+        /// The URI, redacted.
+        uri: String,
+        /// First byte of the range.
+        start: u64,
+        /// End of the range (exclusive).
+        end: u64,
+        /// Attempts made.
+        attempts: usize,
+        /// The last cause, redacted.
+        detail: String,
+    },
+    /// A byte range outside the object was asked for.
+    #[error("{uri}: bytes {start}..{end} are outside the object ({size} bytes)")]
+    InvalidRange {
+        /// The URI, redacted.
+        uri: String,
+        /// First byte asked for.
+        start: u64,
+        /// End asked for (exclusive).
+        end: u64,
+        /// The object's size.
+        size: u64,
+    },
+    /// The object is too large to hold in memory on this machine.
+    #[error("{uri}: {size} bytes do not fit in memory; download to a file instead")]
+    TooLarge {
+        /// The URI, redacted.
+        uri: String,
+        /// The object's size.
+        size: u64,
+    },
+    /// A local file (a download's destination, its `.part` file) could not be used.
+    #[error("{path}: cannot {action}: {source}")]
+    LocalIo {
+        /// The local path.
+        path: String,
+        /// What was being done (`create`, `write`, `rename into place`, ...).
+        action: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
     /// Any other failure of a storage operation.
     #[error("{uri}: {operation} failed: {detail}")]
     Storage {
@@ -122,7 +179,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The (redacted) URI the error is about.
+    /// The (redacted) URI the error is about (for [`Error::LocalIo`], the local path).
     pub fn uri(&self) -> &str {
         match self {
             Self::InvalidUri { uri, .. }
@@ -136,7 +193,12 @@ impl Error {
             | Self::Unauthenticated { uri, .. }
             | Self::Unreachable { uri, .. }
             | Self::TimedOut { uri, .. }
+            | Self::ObjectChanged { uri, .. }
+            | Self::RangeFailed { uri, .. }
+            | Self::InvalidRange { uri, .. }
+            | Self::TooLarge { uri, .. }
             | Self::Storage { uri, .. } => uri,
+            Self::LocalIo { path, .. } => path,
         }
     }
 

@@ -18,6 +18,7 @@ use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
 
 use super::options::{ClientSettings, Env, StorageOptions, is_true};
 use super::redact::is_secret_key;
+use super::tap::{ServerHints, TapConnector};
 use super::uri::{Scheme, Target};
 
 /// Everything that decides which store a URI gets; equal configs share one store.
@@ -228,42 +229,44 @@ impl StoreConfig {
             .chain(password)
     }
 
-    /// A store for this configuration. Builds clients only; sends nothing.
-    pub fn build(&self) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    /// A store for this configuration, and the hints its server gives. Builds clients only;
+    /// sends nothing.
+    pub fn build(&self) -> Result<(Arc<dyn ObjectStore>, Arc<ServerHints>), object_store::Error> {
+        let hints = Arc::new(ServerHints::default());
+        let tap = || TapConnector {
+            hints: Arc::clone(&hints),
+        };
         let client = self.client_options();
         let retry = RetryConfig {
             max_retries: self.settings.request_retries,
             retry_timeout: self.settings.request_retry_timeout,
             ..RetryConfig::default()
         };
-        Ok(match self.scheme {
+        let store: Arc<dyn ObjectStore> = match self.scheme {
             Scheme::Local => Arc::new(LocalFileSystem::new()),
             Scheme::Memory => memory_store(&self.authority),
             Scheme::S3 => {
                 let builder = AmazonS3Builder::new()
                     .with_client_options(client)
-                    .with_retry(retry);
-                let builder = self.keys.iter().try_fold(builder, |b, (k, v)| {
-                    Ok::<_, object_store::Error>(b.with_config(k.parse()?, v))
-                })?;
+                    .with_retry(retry)
+                    .with_http_connector(tap());
+                let builder = apply_keys(builder, &self.keys, |b, k, v| b.with_config(k, v))?;
                 Arc::new(builder.with_bucket_name(&self.authority).build()?)
             }
             Scheme::Gcs => {
                 let builder = GoogleCloudStorageBuilder::new()
                     .with_client_options(client)
-                    .with_retry(retry);
-                let builder = self.keys.iter().try_fold(builder, |b, (k, v)| {
-                    Ok::<_, object_store::Error>(b.with_config(k.parse()?, v))
-                })?;
+                    .with_retry(retry)
+                    .with_http_connector(tap());
+                let builder = apply_keys(builder, &self.keys, |b, k, v| b.with_config(k, v))?;
                 Arc::new(builder.with_bucket_name(&self.authority).build()?)
             }
             Scheme::Azure => {
                 let builder = MicrosoftAzureBuilder::new()
                     .with_client_options(client)
-                    .with_retry(retry);
-                let builder = self.keys.iter().try_fold(builder, |b, (k, v)| {
-                    Ok::<_, object_store::Error>(b.with_config(k.parse()?, v))
-                })?;
+                    .with_retry(retry)
+                    .with_http_connector(tap());
+                let builder = apply_keys(builder, &self.keys, |b, k, v| b.with_config(k, v))?;
                 Arc::new(builder.with_url(&self.authority).build()?)
             }
             Scheme::Http => {
@@ -275,13 +278,13 @@ impl StoreConfig {
                 let builder = HttpBuilder::new()
                     .with_url(url)
                     .with_client_options(client)
-                    .with_retry(retry);
-                let builder = self.keys.iter().try_fold(builder, |b, (k, v)| {
-                    Ok::<_, object_store::Error>(b.with_config(k.parse()?, v))
-                })?;
+                    .with_retry(retry)
+                    .with_http_connector(tap());
+                let builder = apply_keys(builder, &self.keys, |b, k, v| b.with_config(k, v))?;
                 Arc::new(builder.build()?)
             }
-        })
+        };
+        Ok((store, hints))
     }
 
     fn client_options(&self) -> ClientOptions {
@@ -296,6 +299,19 @@ impl StoreConfig {
             None => options.with_read_timeout_disabled(),
         }
     }
+}
+
+/// `builder` with every key of `keys` applied through `with_config`.
+fn apply_keys<B, K>(
+    builder: B,
+    keys: &BTreeMap<String, String>,
+    with_config: impl Fn(B, K, &str) -> B,
+) -> Result<B, object_store::Error>
+where
+    K: FromStr<Err = object_store::Error>,
+{
+    keys.iter()
+        .try_fold(builder, |b, (k, v)| Ok(with_config(b, k.parse()?, v)))
 }
 
 /// The in-memory store named `name`: one per name for the whole process, like a tmpfs mount,

@@ -32,6 +32,7 @@
 mod backend;
 mod options;
 mod redact;
+mod tap;
 mod uri;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ use object_store::path::Path;
 
 pub use options::{ClientSettings, Env, StorageOptions};
 pub use redact::{Redactor, redact_uri, scrub_urls};
+pub use tap::ServerHints;
 pub use uri::Scheme;
 
 use crate::error::{Error, Result};
@@ -62,6 +64,7 @@ pub struct Location {
 /// What all locations in one store share: how to show their URIs and what to hide.
 struct Root {
     scheme: Scheme,
+    hints: Arc<ServerHints>,
     /// The URI up to the object path: `s3://bucket/`, `http://host:port/`, `/` for local files.
     prefix: String,
     /// The redacted query of an HTTP URI, shown after the path.
@@ -70,6 +73,33 @@ struct Root {
 }
 
 impl Location {
+    /// A location in a store built elsewhere: a wrapper such as object_store's
+    /// `ThrottledStore`, or a store of your own. `name` is shown before the path (`name/path`)
+    /// in messages.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use ckptio::Location;
+    /// use object_store::{memory::InMemory, path::Path};
+    ///
+    /// let loc = Location::from_store("mine:/", Arc::new(InMemory::new()), Path::from("a/b"));
+    /// assert_eq!(loc.to_string(), "mine:/a/b");
+    /// ```
+    pub fn from_store(name: &str, store: Arc<dyn ObjectStore>, path: Path) -> Location {
+        let root = Root {
+            scheme: Scheme::Memory,
+            hints: Arc::default(),
+            prefix: format!("{}/", name.trim_end_matches('/')),
+            shown_query: None,
+            redactor: Redactor::default(),
+        };
+        Location {
+            store,
+            path,
+            root: Arc::new(root),
+        }
+    }
+
     /// The store holding the object.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
@@ -122,6 +152,16 @@ impl Location {
         self.with_path(Path::from_iter(parts))
     }
 
+    /// What the store's server advised about retrying (`Retry-After`).
+    pub fn server_hints(&self) -> &ServerHints {
+        &self.root.hints
+    }
+
+    /// `text` with this location's secrets and every URL's secret parts redacted.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        self.root.redactor.redact(text)
+    }
+
     /// The ckptio error for `err`, which `operation` on this location returned.
     pub(crate) fn error(&self, operation: &'static str, err: object_store::Error) -> Error {
         Error::from_store(err, self.uri(), operation, &self.root.redactor)
@@ -148,8 +188,10 @@ impl fmt::Debug for Location {
 /// program.
 pub struct Resolver {
     env: Option<Env>,
-    cache: Mutex<HashMap<StoreConfig, Arc<dyn ObjectStore>>>,
+    cache: Mutex<HashMap<StoreConfig, CachedStore>>,
 }
+
+type CachedStore = (Arc<dyn ObjectStore>, Arc<ServerHints>);
 
 /// Past this many cached stores, stores no location uses any more are dropped (each presigned
 /// URL has its own query, and so its own store).
@@ -222,7 +264,7 @@ impl Resolver {
         })?;
 
         let redactor = Redactor::new(config.secrets());
-        let store = self.store(&config).map_err(|e| Error::Config {
+        let (store, hints) = self.store(&config).map_err(|e| Error::Config {
             uri: shown.clone(),
             detail: redactor.redact(&e.to_string()),
         })?;
@@ -242,6 +284,7 @@ impl Resolver {
         });
         let root = Arc::new(Root {
             scheme: target.scheme,
+            hints,
             prefix,
             shown_query,
             redactor,
@@ -253,20 +296,20 @@ impl Resolver {
         })
     }
 
-    fn store(&self, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    fn store(&self, config: &StoreConfig) -> Result<CachedStore, object_store::Error> {
         let mut cache = self
             .cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(store) = cache.get(config) {
-            return Ok(Arc::clone(store));
+        if let Some(cached) = cache.get(config) {
+            return Ok(cached.clone());
         }
         if cache.len() >= CACHE_SOFT_LIMIT {
-            cache.retain(|_, store| Arc::strong_count(store) > 1);
+            cache.retain(|_, (store, _)| Arc::strong_count(store) > 1);
         }
-        let store = config.build()?;
-        cache.insert(config.clone(), Arc::clone(&store));
-        Ok(store)
+        let built = config.build()?;
+        cache.insert(config.clone(), built.clone());
+        Ok(built)
     }
 }
 

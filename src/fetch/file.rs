@@ -1,0 +1,336 @@
+//! Downloading into a local file: chunks are written at their offsets into `DEST.part`, which is
+//! renamed to `DEST` only when complete, so a file under the final name is never partial.
+//!
+//! `DEST.part.json` records which chunks are on disk and for which ETag. An interrupted
+//! download (an error, Ctrl-C, a kill) resumes from it when the object's ETag, size and the
+//! chunk size still match; otherwise it starts over.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::object::Object;
+use super::plan;
+use super::stat::ObjectInfo;
+use super::task::spawn;
+use crate::error::{Error, Result};
+
+/// How often the resume state is saved while chunks complete.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// What `DEST.part.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PartState {
+    etag: String,
+    version: Option<String>,
+    size: u64,
+    chunk_size: u64,
+    /// Indices of the chunks on disk.
+    done: BTreeSet<usize>,
+}
+
+/// The two names next to a destination: the data being written and its resume state.
+#[derive(Debug, Clone)]
+pub(crate) struct PartPaths {
+    pub data: PathBuf,
+    pub state: PathBuf,
+}
+
+impl PartPaths {
+    pub(crate) fn for_dest(dest: &Path) -> Self {
+        let with_suffix = |suffix: &str| {
+            let mut name = dest.file_name().unwrap_or_default().to_os_string();
+            name.push(suffix);
+            dest.with_file_name(name)
+        };
+        Self {
+            data: with_suffix(".part"),
+            state: with_suffix(".part.json"),
+        }
+    }
+}
+
+fn local_io<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::LocalIo {
+        path: path.display().to_string(),
+        action,
+        source,
+    }
+}
+
+/// Runs blocking file I/O off the async workers; `path` and `action` name it in errors.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    action: &'static str,
+    io: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(io)
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join)))
+        .map_err(local_io(path, action))
+}
+
+impl Object {
+    /// Downloads the object to the local file `dest` (parent directories are created).
+    ///
+    /// Chunks are written at their offsets into `dest` + `.part`, which is renamed to `dest`
+    /// only when every byte is there; an interrupted download resumes from the `.part` file
+    /// when the object's ETag still matches. Memory in flight stays within
+    /// `concurrency × chunk_size`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LocalIo`] for a destination that cannot be written; otherwise as a range read.
+    /// On error the `.part` file is kept for a later resume, and `dest` is untouched.
+    pub async fn download_to(&self, dest: &Path) -> Result<ObjectInfo> {
+        let info = self.info().clone();
+        let source = Arc::clone(self.source());
+        let chunk_size = source.options.chunk_size.max(1);
+        let paths = PartPaths::for_dest(dest);
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(local_io(parent, "create the directory"))?;
+        }
+
+        let resumable = info.etag.clone().map(|etag| PartState {
+            etag,
+            version: info.version.clone(),
+            size: info.size,
+            chunk_size,
+            done: BTreeSet::new(),
+        });
+        let (file, mut state) = open_part(&paths, resumable)?;
+        let file = Arc::new(file);
+        let chunks = plan::chunks(info.size, chunk_size);
+        let already: u64 = state.as_ref().map_or(0, |s| {
+            s.done
+                .iter()
+                .map(|&i| chunks[i].end - chunks[i].start)
+                .sum()
+        });
+
+        let progress = &source.options.progress;
+        progress.started(&source.location.uri(), info.size);
+        if already > 0 {
+            tracing::info!(uri = %source.location, bytes = already, "resuming from {}", paths.data.display());
+            progress.advanced(already);
+        }
+
+        let todo: Vec<(usize, std::ops::Range<u64>)> = chunks
+            .iter()
+            .cloned()
+            .enumerate()
+            .filter(|(i, _)| !state.as_ref().is_some_and(|s| s.done.contains(i)))
+            .collect();
+        let mut written = stream::iter(todo)
+            .map(|(index, range)| {
+                let source = Arc::clone(&source);
+                let file = Arc::clone(&file);
+                let path = paths.data.clone();
+                spawn(async move {
+                    let mut buf = BytesMut::with_capacity((range.end - range.start) as usize);
+                    source.fill(range.clone(), &mut buf).await?;
+                    let offset = range.start;
+                    blocking(&path, "write", move || file.write_all_at(&buf, offset)).await?;
+                    Ok::<_, Error>(index)
+                })
+            })
+            .buffer_unordered(source.options.concurrency.max(1));
+
+        let mut last_save = Instant::now();
+        let mut failure = None;
+        while let Some(result) = written.next().await {
+            match result {
+                Ok(index) => {
+                    if let Some(state) = state.as_mut() {
+                        state.done.insert(index);
+                        if last_save.elapsed() >= SAVE_EVERY {
+                            save_state(&file, &paths, state).await?;
+                            last_save = Instant::now();
+                        }
+                    }
+                }
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        drop(written);
+        if let Some(err) = failure {
+            if let Some(state) = &state {
+                // Best effort: the error at hand matters more than a failed save.
+                let _ = save_state(&file, &paths, state).await;
+            }
+            return Err(err);
+        }
+
+        blocking(&paths.data, "flush", move || file.sync_all()).await?;
+        std::fs::rename(&paths.data, dest)
+            .map_err(local_io(dest, "rename the finished .part file into place"))?;
+        match std::fs::remove_file(&paths.state) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(local_io(&paths.state, "remove")(e));
+            }
+            _ => {}
+        }
+        progress.finished();
+        Ok(info)
+    }
+}
+
+/// Opens `DEST.part` to continue from, when its saved state matches `fresh`; otherwise
+/// creates it anew, sized to the object. Returns the file and the state to keep updating
+/// (`None` when the object has no ETag, so a resume could not be trusted).
+fn open_part(paths: &PartPaths, fresh: Option<PartState>) -> Result<(File, Option<PartState>)> {
+    if let Some(fresh) = &fresh {
+        let saved: Option<PartState> = std::fs::read(&paths.state)
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok());
+        let matches = saved.as_ref().is_some_and(|s| {
+            s.etag == fresh.etag
+                && s.version == fresh.version
+                && s.size == fresh.size
+                && s.chunk_size == fresh.chunk_size
+        });
+        if let (true, Some(saved)) = (matches, saved) {
+            if let Ok(file) = OpenOptions::new().read(true).write(true).open(&paths.data) {
+                if file.metadata().is_ok_and(|m| m.len() == fresh.size) {
+                    return Ok((file, Some(saved)));
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&paths.state);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&paths.data)
+        .map_err(local_io(&paths.data, "create"))?;
+    let size = fresh.as_ref().map(|s| s.size);
+    if let Some(size) = size {
+        file.set_len(size).map_err(local_io(&paths.data, "size"))?;
+    }
+    Ok((file, fresh))
+}
+
+/// Makes the chunks recorded in `state` durable, then records them: the state never claims a
+/// chunk the disk does not hold.
+async fn save_state(file: &Arc<File>, paths: &PartPaths, state: &PartState) -> Result<()> {
+    let file = Arc::clone(file);
+    blocking(&paths.data, "flush", move || file.sync_data()).await?;
+    let json = serde_json::to_vec(state).expect("a PartState always serializes");
+    let (tmp, dest) = (paths.state.with_extension("json.tmp"), paths.state.clone());
+    blocking(&paths.state, "write", move || {
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, &dest)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::FetchOptions;
+    use crate::location::resolve;
+    use object_store::ObjectStoreExt;
+
+    async fn object(name: &str, data: Vec<u8>) -> Object {
+        let loc = resolve(
+            &format!("memory://fetch-file-tests/{name}"),
+            &Default::default(),
+        )
+        .unwrap();
+        loc.store().put(loc.path(), data.into()).await.unwrap();
+        let options = FetchOptions {
+            chunk_size: 10,
+            concurrency: 2,
+            ..FetchOptions::default()
+        };
+        Object::open(&loc, options).await.unwrap()
+    }
+
+    #[test]
+    fn part_paths_sit_next_to_the_destination() {
+        let p = PartPaths::for_dest(Path::new("/d/model.safetensors"));
+        assert_eq!(p.data, Path::new("/d/model.safetensors.part"));
+        assert_eq!(p.state, Path::new("/d/model.safetensors.part.json"));
+    }
+
+    #[tokio::test]
+    async fn download_writes_the_file_and_leaves_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..95u8).collect();
+        let dest = dir.path().join("sub/out.bin");
+        object("whole", data.clone())
+            .await
+            .download_to(&dest)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        let names: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["out.bin"]);
+    }
+
+    #[tokio::test]
+    async fn a_matching_part_file_is_resumed_without_refetching_done_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..95u8).collect();
+        let object = object("resume", data.clone()).await;
+        let dest = dir.path().join("out.bin");
+        let paths = PartPaths::for_dest(&dest);
+        // A previous run wrote chunks 0 and 3, but with a marker byte instead of the data: a
+        // resumed download keeps what the state says is done, so the marker survives.
+        let mut part = data.clone();
+        part[0] = 0xEE;
+        std::fs::write(&paths.data, &part).unwrap();
+        let state = PartState {
+            etag: object.info().etag.clone().unwrap(),
+            version: None,
+            size: 95,
+            chunk_size: 10,
+            done: [0, 3].into(),
+        };
+        std::fs::write(&paths.state, serde_json::to_vec(&state).unwrap()).unwrap();
+        object.download_to(&dest).await.unwrap();
+        assert_eq!(
+            std::fs::read(&dest).unwrap()[0],
+            0xEE,
+            "chunk 0 was not fetched again"
+        );
+        assert!(!paths.state.exists() && !paths.data.exists());
+    }
+
+    #[tokio::test]
+    async fn a_part_file_for_another_etag_is_started_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..95u8).collect();
+        let object = object("stale", data.clone()).await;
+        let dest = dir.path().join("out.bin");
+        let paths = PartPaths::for_dest(&dest);
+        std::fs::write(&paths.data, vec![0xEE; 95]).unwrap();
+        let state = PartState {
+            etag: "\"other\"".into(),
+            version: None,
+            size: 95,
+            chunk_size: 10,
+            done: (0..10).collect(),
+        };
+        std::fs::write(&paths.state, serde_json::to_vec(&state).unwrap()).unwrap();
+        object.download_to(&dest).await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+    }
+}

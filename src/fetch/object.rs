@@ -1,0 +1,325 @@
+//! An object pinned at one version, read by parallel range requests into memory, as a stream,
+//! or as a list of ranges.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, Stream, StreamExt, TryStreamExt};
+
+use super::options::FetchOptions;
+use super::plan;
+use super::source::Source;
+use super::stat::{ObjectInfo, stat};
+use super::task::spawn;
+use crate::error::{Error, Result};
+use crate::location::Location;
+
+/// An object pinned to the ETag and version its HEAD reported: every read of it asks for that
+/// version, and fails with [`Error::ObjectChanged`] if the object was replaced meanwhile.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ckptio::Result<()> {
+/// use ckptio::fetch::{FetchOptions, Object};
+///
+/// let loc = ckptio::location::resolve("memory://doc-object/weights.bin", &Default::default())?;
+/// # use object_store::ObjectStoreExt;
+/// # loc.store().put(loc.path(), (0..=255u8).collect::<Vec<_>>().into()).await.unwrap();
+/// let object = Object::open(&loc, FetchOptions::default()).await?;
+/// let all = object.bytes().await?;
+/// let parts = object.read_ranges(&[0..4, 250..256]).await?;
+/// assert_eq!(parts[1], all.slice(250..256));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Object {
+    source: Arc<Source>,
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Object")
+            .field("info", &self.source.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Object {
+    /// The object at `location`, pinned by one HEAD.
+    ///
+    /// # Errors
+    ///
+    /// As [`stat`](super::stat()).
+    pub async fn open(location: &Location, options: FetchOptions) -> Result<Self> {
+        let info = stat(location).await?;
+        Ok(Self::with_info(location, info, options))
+    }
+
+    /// The object at `location` as `info` describes it (from an earlier [`stat`](super::stat())).
+    pub fn with_info(location: &Location, info: ObjectInfo, options: FetchOptions) -> Self {
+        Self {
+            source: Arc::new(Source::new(location.clone(), info, options)),
+        }
+    }
+
+    /// Size, ETag and version the object is pinned to.
+    pub fn info(&self) -> &ObjectInfo {
+        &self.source.info
+    }
+
+    /// Where the object is.
+    pub fn location(&self) -> &Location {
+        &self.source.location
+    }
+
+    pub(crate) fn source(&self) -> &Arc<Source> {
+        &self.source
+    }
+
+    /// The whole object, in one buffer allocated up front: each chunk is written at its offset,
+    /// and no byte is copied a second time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] if the buffer cannot be allocated; otherwise as a range read.
+    pub async fn bytes(&self) -> Result<Bytes> {
+        let progress = &self.source.options.progress;
+        progress.started(&self.source.location.uri(), self.info().size);
+        let mut spans = self.read_spans(std::iter::once(0..self.info().size).collect()).await?;
+        progress.finished();
+        Ok(spans.pop().unwrap_or_default())
+    }
+
+    /// One range of the object.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRange`] for a range beyond the object; otherwise as a range read.
+    pub async fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
+        let mut parts = self.read_ranges(std::slice::from_ref(&range)).await?;
+        Ok(parts.pop().unwrap_or_default())
+    }
+
+    /// The given ranges, in the order given. Ranges closer than
+    /// [`coalesce_gap`](FetchOptions::coalesce_gap) are read by one request, and large ones by
+    /// several in parallel; the results share the buffers they were read into.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRange`] for a range beyond the object; [`Error::ObjectChanged`],
+    /// [`Error::RangeFailed`] or the store's error for a failed read.
+    pub async fn read_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let size = self.info().size;
+        if let Some(bad) = ranges.iter().find(|r| r.start > r.end || r.end > size) {
+            return Err(Error::InvalidRange {
+                uri: self.source.location.uri(),
+                start: bad.start,
+                end: bad.end,
+                size,
+            });
+        }
+        let spans = plan::coalesce(ranges, self.source.options.coalesce_gap);
+        let data = self.read_spans(spans.clone()).await?;
+        Ok(ranges
+            .iter()
+            .map(|r| {
+                if r.start == r.end {
+                    return Bytes::new();
+                }
+                // The last span starting at or before r.start holds all of r.
+                let i = spans.partition_point(|s| s.start <= r.start) - 1;
+                let offset = spans[i].start;
+                data[i].slice((r.start - offset) as usize..(r.end - offset) as usize)
+            })
+            .collect())
+    }
+
+    /// Reads `spans`, each into a buffer of its own that its chunks fill in place.
+    async fn read_spans(&self, spans: Vec<Range<u64>>) -> Result<Vec<Bytes>> {
+        let chunk = self.source.options.chunk_size;
+        let mut parts = Vec::new();
+        for (index, span) in spans.iter().enumerate() {
+            let mut rest = self.allocate(span.end - span.start)?;
+            for piece in plan::split(span.clone(), chunk) {
+                let tail = rest.split_off((piece.end - piece.start) as usize);
+                parts.push((index, piece, std::mem::replace(&mut rest, tail)));
+            }
+        }
+        let concurrency = self.source.options.concurrency.max(1);
+        let mut filled: Vec<(usize, u64, BytesMut)> = stream::iter(parts)
+            .map(|(index, piece, mut buf)| {
+                let source = Arc::clone(&self.source);
+                spawn(async move {
+                    source.fill(piece.clone(), &mut buf).await?;
+                    Ok::<_, Error>((index, piece.start, buf))
+                })
+            })
+            .buffer_unordered(concurrency)
+            .try_collect()
+            .await?;
+        filled.sort_unstable_by_key(|(index, start, _)| (*index, *start));
+
+        let mut out: Vec<BytesMut> = (0..spans.len()).map(|_| BytesMut::new()).collect();
+        for (index, _, buf) in filled {
+            // Adjacent pieces of one allocation: unsplit is O(1), no copy.
+            out[index].unsplit(buf);
+        }
+        Ok(out.into_iter().map(BytesMut::freeze).collect())
+    }
+
+    fn allocate(&self, len: u64) -> Result<BytesMut> {
+        let too_large = || Error::TooLarge {
+            uri: self.source.location.uri(),
+            size: len,
+        };
+        let len = usize::try_from(len).map_err(|_| too_large())?;
+        // BytesMut has no fallible allocation: probe with a Vec first, so an impossible size is
+        // an error instead of an abort (untouched pages cost nothing).
+        Vec::<u8>::new()
+            .try_reserve_exact(len)
+            .map_err(|_| too_large())?;
+        Ok(BytesMut::with_capacity(len))
+    }
+
+    /// The whole object as `(offset, bytes)` pieces in order, read `concurrency` chunks ahead:
+    /// at most `concurrency × chunk_size` bytes are held. The stream ends after the first
+    /// error.
+    pub fn stream(&self) -> impl Stream<Item = Result<(u64, Bytes)>> + Send + 'static {
+        let source = Arc::clone(&self.source);
+        let concurrency = source.options.concurrency.max(1);
+        source
+            .options
+            .progress
+            .started(&source.location.uri(), source.info.size);
+        let chunks = plan::chunks(source.info.size, source.options.chunk_size);
+        let done = Arc::clone(&source);
+        stream::iter(chunks)
+            .map(move |range| {
+                let source = Arc::clone(&source);
+                spawn(async move {
+                    let mut buf = BytesMut::with_capacity((range.end - range.start) as usize);
+                    source.fill(range.clone(), &mut buf).await?;
+                    Ok((range.start, buf.freeze()))
+                })
+            })
+            .buffered(concurrency)
+            // Reached only when every chunk arrived: the scan below ends the stream at an error.
+            .chain(
+                stream::once(async move {
+                    done.options.progress.finished();
+                    None
+                })
+                .filter_map(std::future::ready),
+            )
+            .scan(false, |failed, item: Result<(u64, Bytes)>| {
+                let next = if *failed {
+                    None
+                } else {
+                    *failed = item.is_err();
+                    Some(item)
+                };
+                std::future::ready(next)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::resolve;
+    use object_store::ObjectStoreExt;
+
+    async fn object(name: &str, data: &[u8], chunk: u64) -> Object {
+        let loc = resolve(
+            &format!("memory://fetch-object-tests/{name}"),
+            &Default::default(),
+        )
+        .unwrap();
+        loc.store()
+            .put(loc.path(), data.to_vec().into())
+            .await
+            .unwrap();
+        let options = FetchOptions {
+            chunk_size: chunk,
+            concurrency: 3,
+            coalesce_gap: 4,
+            ..FetchOptions::default()
+        };
+        Object::open(&loc, options).await.unwrap()
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn bytes_assembles_chunks_into_one_allocation() {
+        let d = data(1000);
+        let object = object("whole", &d, 64).await;
+        let got = object.bytes().await.unwrap();
+        assert_eq!(got, d);
+        // One allocation, filled in place: the result is a single contiguous buffer whose
+        // capacity is exactly the object's size.
+        let again = BytesMut::from(got);
+        assert_eq!(again.capacity(), 1000);
+    }
+
+    #[tokio::test]
+    async fn ranges_come_back_in_the_order_asked() {
+        let d = data(500);
+        let object = object("ranges", &d, 16).await;
+        let ranges = [400..450, 0..3, 5..9, 9..9, 100..300, 2..4, 499..500];
+        let got = object.read_ranges(&ranges).await.unwrap();
+        for (r, bytes) in ranges.iter().zip(&got) {
+            assert_eq!(bytes, &d[r.start as usize..r.end as usize], "{r:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_range_beyond_the_object_is_invalid() {
+        let object = object("beyond", &data(10), 4).await;
+        let err = object.read_range(5..11).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidRange {
+                    start: 5,
+                    end: 11,
+                    size: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        #[allow(clippy::reversed_empty_ranges)]
+        let err = object.read_range(6..5).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidRange { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn stream_yields_every_byte_in_order() {
+        for len in [0, 1, 63, 64, 65, 1000] {
+            let d = data(len);
+            let object = object(&format!("stream-{len}"), &d, 64).await;
+            let pieces: Vec<(u64, Bytes)> = object.stream().try_collect().await.unwrap();
+            let mut expected_offset = 0;
+            let mut all = Vec::new();
+            for (offset, bytes) in pieces {
+                assert_eq!(offset, expected_offset);
+                expected_offset += bytes.len() as u64;
+                all.extend_from_slice(&bytes);
+            }
+            assert_eq!(all, d, "len {len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replaced_object_is_an_object_changed_error() {
+        let object = object("replaced", &data(100), 10).await;
+        let loc = object.location().clone();
+        loc.store().put(loc.path(), data(101).into()).await.unwrap();
+        let err = object.bytes().await.unwrap_err();
+        assert!(matches!(err, Error::ObjectChanged { .. }), "{err}");
+    }
+}

@@ -1,0 +1,121 @@
+//! How a download runs: chunking, concurrency, retries, bandwidth, progress.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use super::progress::{NoProgress, Progress};
+
+/// Settings of a download. `Default` suits most objects; every field can be changed.
+///
+/// In-flight memory is at most `concurrency × chunk_size` (plus the destination buffer when
+/// downloading into memory).
+#[derive(Clone)]
+pub struct FetchOptions {
+    /// Bytes per range request (default 8 MiB).
+    pub chunk_size: u64,
+    /// Range requests in flight at once (default 8).
+    pub concurrency: usize,
+    /// Ranges closer than this are read with one request (default 1 MiB).
+    pub coalesce_gap: u64,
+    /// When to retry a range after object_store gave up on it.
+    pub retry: RetryPolicy,
+    /// Cap on the download rate in bytes per second, across all requests.
+    pub rate_limit: Option<u64>,
+    /// Receives progress events.
+    pub progress: Arc<dyn Progress>,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            chunk_size: 8 << 20,
+            concurrency: 8,
+            coalesce_gap: 1 << 20,
+            retry: RetryPolicy::default(),
+            rate_limit: None,
+            progress: Arc::new(NoProgress),
+        }
+    }
+}
+
+impl std::fmt::Debug for FetchOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchOptions")
+            .field("chunk_size", &self.chunk_size)
+            .field("concurrency", &self.concurrency)
+            .field("coalesce_gap", &self.coalesce_gap)
+            .field("retry", &self.retry)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// ckptio's one retry policy: exponential backoff with jitter, bounded in attempts and in time.
+///
+/// It applies per range, on top of object_store's own retries of a single request, and only
+/// to transient failures (connection reset, timeout, truncated body, 5xx, 429). A retry asks for
+/// the bytes not yet received, not for the whole range again.
+///
+/// ```
+/// use std::time::Duration;
+/// use ckptio::fetch::RetryPolicy;
+///
+/// let policy = RetryPolicy { jitter: false, ..RetryPolicy::default() };
+/// let delays: Vec<Duration> = policy.delays().collect();
+/// assert_eq!(delays.len(), policy.max_retries);
+/// assert_eq!(delays[0], policy.min_delay);
+/// assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries per range after the first attempt (0 turns retries off).
+    pub max_retries: usize,
+    /// The first delay.
+    pub min_delay: Duration,
+    /// No delay is longer than this.
+    pub max_delay: Duration,
+    /// No more retries once the delays add up to this.
+    pub max_total_delay: Duration,
+    /// Randomize each delay (recommended: many clients retrying at once spread out).
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 8,
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(15),
+            max_total_delay: Duration::from_secs(120),
+            jitter: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries: the first transient failure is final.
+    pub fn none() -> Self {
+        Self {
+            max_retries: 0,
+            ..Self::default()
+        }
+    }
+
+    /// The delays before each retry, in order; as many as retries are allowed.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        let builder = ExponentialBuilder::new()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(2.0)
+            .with_max_times(self.max_retries)
+            .with_total_delay(Some(self.max_total_delay));
+        let builder = if self.jitter {
+            builder.with_jitter()
+        } else {
+            builder
+        };
+        builder.build()
+    }
+}

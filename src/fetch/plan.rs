@@ -1,0 +1,78 @@
+//! Which range requests to send. Pure functions over byte ranges.
+
+use std::ops::Range;
+
+/// `0..size` split into ranges of `chunk` bytes (the last may be shorter); none for size 0.
+pub fn chunks(size: u64, chunk: u64) -> Vec<Range<u64>> {
+    split(0..size, chunk)
+}
+
+/// `range` split into pieces of at most `chunk` bytes.
+pub fn split(range: Range<u64>, chunk: u64) -> Vec<Range<u64>> {
+    let chunk = chunk.max(1);
+    let mut out = Vec::new();
+    let mut start = range.start;
+    while start < range.end {
+        let end = range.end.min(start.saturating_add(chunk));
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+/// Sorted, merged spans covering every range in `ranges`: ranges that overlap or lie within
+/// `gap` bytes of each other share one span (reading a small gap costs less than a request).
+/// Empty ranges need no bytes and are left out.
+pub fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
+    let mut sorted: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
+    sorted.sort_by_key(|r| r.start);
+    let mut spans: Vec<Range<u64>> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        match spans.last_mut() {
+            Some(last) if r.start <= last.end.saturating_add(gap) => last.end = last.end.max(r.end),
+            _ => spans.push(r),
+        }
+    }
+    spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // a one-chunk plan is what is being checked
+    fn chunks_cover_the_object_exactly() {
+        assert_eq!(chunks(0, 8), Vec::<Range<u64>>::new());
+        assert_eq!(chunks(1, 8), [0..1]);
+        assert_eq!(chunks(8, 8), [0..8]);
+        assert_eq!(chunks(9, 8), [0..8, 8..9]);
+        assert_eq!(chunks(7, 8), [0..7]);
+        assert_eq!(split(5..21, 8), [5..13, 13..21]);
+        assert_eq!(
+            chunks(3, 0),
+            [0..1, 1..2, 2..3],
+            "a zero chunk size cannot loop forever"
+        );
+    }
+
+    #[test]
+    fn coalesce_merges_overlapping_and_near_ranges() {
+        let ranges = [100..200, 0..10, 15..20, 150..160, 1000..1001, 5..5];
+        assert_eq!(coalesce(&ranges, 5), [0..20, 100..200, 1000..1001]);
+        assert_eq!(coalesce(&ranges, 0), [0..10, 15..20, 100..200, 1000..1001]);
+        assert_eq!(coalesce(&ranges, 1000), [0..1001]);
+    }
+
+    #[test]
+    fn coalesce_keeps_every_byte_asked_for() {
+        let ranges = [3..9, 40..41, 9..12, 20..30, 25..26];
+        let spans = coalesce(&ranges, 2);
+        for r in &ranges {
+            assert!(
+                spans.iter().any(|s| s.start <= r.start && r.end <= s.end),
+                "{r:?} not in {spans:?}"
+            );
+        }
+    }
+}

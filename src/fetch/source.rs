@@ -1,0 +1,505 @@
+//! Reading one byte range of a pinned object, with ckptio's one retry policy.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use object_store::{GetOptions, GetRange, ObjectStoreExt};
+
+use super::options::FetchOptions;
+use super::rate::RateLimiter;
+use super::stat::ObjectInfo;
+use crate::error::{Error, Result};
+use crate::location::Location;
+
+/// An object pinned to the ETag (and version) of its first HEAD, shared by every task of a
+/// download.
+pub(crate) struct Source {
+    pub location: Location,
+    pub info: ObjectInfo,
+    pub options: FetchOptions,
+    limiter: Option<RateLimiter>,
+}
+
+/// Why one attempt at a range failed.
+#[derive(Debug)]
+enum Failure {
+    /// object_store's error: from the request, or from the body stream mid-way.
+    Store(object_store::Error),
+    /// The server answered for another version of the object.
+    Changed { found: Option<String> },
+    /// The body ended before the range did.
+    Truncated { expected: u64, got: u64 },
+    /// The body went on past the range.
+    Overflow { expected: u64 },
+}
+
+impl Failure {
+    fn is_transient(&self) -> bool {
+        use object_store::Error as E;
+        match self {
+            Self::Truncated { .. } => true,
+            Self::Changed { .. } | Self::Overflow { .. } => false,
+            Self::Store(E::Generic { .. }) => !is_permanent_status(self),
+            Self::Store(_) => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Store(e) => e.to_string(),
+            Self::Changed { found } => {
+                format!("ETag changed to {}", found.as_deref().unwrap_or("unknown"))
+            }
+            Self::Truncated { expected, got } => {
+                format!("body ended after {got} of {expected} bytes")
+            }
+            Self::Overflow { expected } => {
+                format!("server sent more than the {expected} bytes asked for")
+            }
+        }
+    }
+}
+
+/// A 4xx answer other than 408 and 429 will not change on retry. object_store keeps the status
+/// only in its error text ("... status code: 400 Bad Request ...").
+fn is_permanent_status(failure: &Failure) -> bool {
+    let Failure::Store(err) = failure else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if let Some(at) = text.find("status code: ") {
+            let code: String = text[at + 13..].chars().take(3).collect();
+            if let Ok(code) = code.parse::<u16>() {
+                return (400..500).contains(&code) && code != 408 && code != 429;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// ETags compare without quotes or a weak-validator prefix: servers differ in how they print
+/// the same tag between HEAD and GET.
+fn same_etag(a: &str, b: &str) -> bool {
+    let bare = |t: &str| {
+        t.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_owned()
+    };
+    bare(a) == bare(b)
+}
+
+impl Source {
+    pub fn new(location: Location, info: ObjectInfo, options: FetchOptions) -> Self {
+        let limiter = options.rate_limit.map(RateLimiter::new);
+        Self {
+            location,
+            info,
+            options,
+            limiter,
+        }
+    }
+
+    /// Appends to `buf` the bytes of `range` it does not hold yet: `buf` holds the first
+    /// `buf.len()` bytes of the range, and a retry asks only for the rest.
+    ///
+    /// `buf` never grows past the range's length, so a buffer allocated for the range is
+    /// filled in place.
+    pub async fn fill(&self, range: Range<u64>, buf: &mut BytesMut) -> Result<()> {
+        let mut delays = self.options.retry.delays();
+        let mut attempt = 1;
+        loop {
+            let failure = match self.attempt(&range, buf).await {
+                Ok(()) => return Ok(()),
+                Err(failure) => failure,
+            };
+            if !failure.is_transient() {
+                return Err(self.fatal(failure).await);
+            }
+            let Some(delay) = delays.next() else {
+                return Err(Error::RangeFailed {
+                    uri: self.location.uri(),
+                    start: range.start,
+                    end: range.end,
+                    attempts: attempt,
+                    detail: self.location.redact(&failure.describe()),
+                });
+            };
+            let delay = match self.location.server_hints().take_retry_after() {
+                Some(advised) => advised.max(delay),
+                None => delay,
+            };
+            let cause = self.location.redact(&failure.describe());
+            self.notify_retry(&range, buf.len(), attempt, delay, &cause);
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    fn notify_retry(
+        &self,
+        range: &Range<u64>,
+        received: usize,
+        attempt: usize,
+        delay: Duration,
+        cause: &str,
+    ) {
+        tracing::warn!(
+            uri = %self.location,
+            range = ?range,
+            received,
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            cause,
+            "retrying range"
+        );
+        self.options.progress.retrying(attempt, delay, cause);
+    }
+
+    async fn attempt(&self, range: &Range<u64>, buf: &mut BytesMut) -> Result<(), Failure> {
+        let expected = range.end - range.start;
+        let start = range.start + buf.len() as u64;
+        if start >= range.end {
+            return Ok(());
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(start..range.end)),
+            if_match: self.info.etag.clone(),
+            version: self.info.version.clone(),
+            ..GetOptions::default()
+        };
+        let store = self.location.store();
+        let result = store
+            .get_opts(self.location.path(), options)
+            .await
+            .map_err(Failure::Store)?;
+        // Servers that ignore If-Match still say which version they sent.
+        if let (Some(pinned), Some(sent)) = (&self.info.etag, &result.meta.e_tag) {
+            if !same_etag(pinned, sent) {
+                return Err(Failure::Changed {
+                    found: Some(sent.clone()),
+                });
+            }
+        }
+        let mut body = result.into_stream();
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(Failure::Store)?;
+            if (buf.len() + piece.len()) as u64 > expected {
+                return Err(Failure::Overflow { expected });
+            }
+            buf.extend_from_slice(&piece);
+            self.options.progress.advanced(piece.len() as u64);
+            if let Some(limiter) = &self.limiter {
+                limiter.consume(piece.len() as u64).await;
+            }
+        }
+        let got = buf.len() as u64;
+        if got < expected {
+            return Err(Failure::Truncated { expected, got });
+        }
+        Ok(())
+    }
+
+    async fn fatal(&self, failure: Failure) -> Error {
+        match failure {
+            Failure::Store(object_store::Error::Precondition { .. }) => self.changed(None).await,
+            Failure::Store(err) => self.location.error("get", err),
+            Failure::Changed { found } => self.changed(found).await,
+            other => Error::Storage {
+                uri: self.location.uri(),
+                operation: "get",
+                detail: self.location.redact(&other.describe()),
+            },
+        }
+    }
+
+    /// The object-changed error, asking the store for the new ETag if the failure did not say.
+    async fn changed(&self, found: Option<String>) -> Error {
+        let found = match found {
+            Some(found) => Some(found),
+            None => self
+                .location
+                .store()
+                .head(self.location.path())
+                .await
+                .ok()
+                .and_then(|m| m.e_tag),
+        };
+        Error::ObjectChanged {
+            uri: self.location.uri(),
+            expected: self.info.etag.clone().unwrap_or_else(|| "unknown".into()),
+            found: found.unwrap_or_else(|| "unknown".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_compare_without_quotes_or_weak_prefix() {
+        assert!(same_etag("\"abc\"", "abc"));
+        assert!(same_etag("W/\"abc\"", "\"abc\""));
+        assert!(!same_etag("\"abc\"", "\"abd\""));
+    }
+
+    #[test]
+    fn transient_failures_are_retried_and_permanent_ones_not() {
+        let generic = |msg: &str| {
+            Failure::Store(object_store::Error::Generic {
+                store: "HTTP",
+                source: msg.to_owned().into(),
+            })
+        };
+        assert!(
+            generic("Server returned non-2xx status code: 503 Service Unavailable: ")
+                .is_transient()
+        );
+        assert!(
+            generic("Server returned non-2xx status code: 429 Too Many Requests: ").is_transient()
+        );
+        assert!(generic("error decoding response body: connection reset").is_transient());
+        assert!(!generic("Server returned non-2xx status code: 400 Bad Request: ").is_transient());
+        assert!(
+            !generic("Server returned non-2xx status code: 416 Range Not Satisfiable: ")
+                .is_transient()
+        );
+        assert!(
+            Failure::Truncated {
+                expected: 10,
+                got: 3
+            }
+            .is_transient()
+        );
+        assert!(!Failure::Changed { found: None }.is_transient());
+        assert!(!Failure::Overflow { expected: 1 }.is_transient());
+        let not_found = Failure::Store(object_store::Error::NotFound {
+            path: "x".into(),
+            source: "404".into(),
+        });
+        assert!(!not_found.is_transient());
+        let precondition = Failure::Store(object_store::Error::Precondition {
+            path: "x".into(),
+            source: "412".into(),
+        });
+        assert!(!precondition.is_transient());
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    //! The retry loop against a store that fails on demand, on tokio's paused clock: the
+    //! delays are the policy's, to the millisecond, with no real sleeping.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::fetch::{FetchOptions, Progress, RetryPolicy, stat};
+
+    /// Fails the first `failures` GETs with a 503, then serves from memory.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: InMemory,
+        failures: usize,
+        gets: AtomicUsize,
+    }
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Flaky")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Flaky {
+        async fn put_opts(
+            &self,
+            p: &Path,
+            payload: PutPayload,
+            o: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(p, payload, o).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            p: &Path,
+            o: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(p, o).await
+        }
+        async fn get_opts(&self, p: &Path, o: GetOptions) -> object_store::Result<GetResult> {
+            if o.head || self.gets.fetch_add(1, Ordering::SeqCst) >= self.failures {
+                return self.inner.get_opts(p, o).await;
+            }
+            Err(object_store::Error::Generic {
+                store: "Flaky",
+                source: "Server returned non-2xx status code: 503 Service Unavailable: ".into(),
+            })
+        }
+        fn delete_stream(
+            &self,
+            paths: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(paths)
+        }
+        fn list(&self, p: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(p)
+        }
+        async fn list_with_delimiter(&self, p: Option<&Path>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(p).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            o: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, o).await
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<(usize, Duration)>>);
+
+    impl Progress for Recorder {
+        fn retrying(&self, attempt: usize, delay: Duration, _cause: &str) {
+            self.0.lock().unwrap().push((attempt, delay));
+        }
+    }
+
+    async fn source(failures: usize, retry: RetryPolicy, progress: Arc<Recorder>) -> Source {
+        let store = Arc::new(Flaky {
+            inner: InMemory::new(),
+            failures,
+            gets: AtomicUsize::new(0),
+        });
+        let location = Location::from_store("flaky:/", store, Path::from("obj"));
+        location
+            .store()
+            .put(location.path(), vec![7u8; 100].into())
+            .await
+            .unwrap();
+        let info = stat(&location).await.unwrap();
+        Source::new(
+            location,
+            info,
+            FetchOptions {
+                retry,
+                progress,
+                ..FetchOptions::default()
+            },
+        )
+    }
+
+    fn policy(max_retries: usize) -> RetryPolicy {
+        RetryPolicy {
+            max_retries,
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+            max_total_delay: Duration::from_secs(60),
+            jitter: false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_waits_the_policy_delays_then_succeeds() {
+        let recorder = Arc::new(Recorder::default());
+        let source = source(4, policy(5), recorder.clone()).await;
+        let begin = Instant::now();
+        let mut buf = BytesMut::new();
+        source.fill(0..100, &mut buf).await.unwrap();
+        assert_eq!(buf.len(), 100);
+        let expected: Vec<Duration> = policy(5).delays().take(4).collect();
+        let approx = [100, 200, 350, 350].map(Duration::from_millis);
+        for (got, want) in expected.iter().zip(approx) {
+            assert!(
+                got.abs_diff(want) < Duration::from_micros(1),
+                "policy delay {got:?}, expected {want:?}"
+            );
+        }
+        // tokio's timer rounds each sleep up to its 1 ms tick.
+        let waited = begin.elapsed() - expected.iter().sum::<Duration>();
+        assert!(
+            waited <= Duration::from_millis(4),
+            "waited {waited:?} past the policy's delays"
+        );
+        let seen = recorder.0.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                (1, expected[0]),
+                (2, expected[1]),
+                (3, expected[2]),
+                (4, expected[3])
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_retries_name_the_range_and_the_cause() {
+        let recorder = Arc::new(Recorder::default());
+        let source = source(10, policy(2), recorder).await;
+        let err = source.fill(10..60, &mut BytesMut::new()).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                Error::RangeFailed {
+                    start: 10,
+                    end: 60,
+                    attempts: 3,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("flaky:/obj: bytes 10..60") && text.contains("503"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_retry_after_advice_lengthens_the_wait() {
+        let recorder = Arc::new(Recorder::default());
+        let source = source(1, policy(3), recorder.clone()).await;
+        source
+            .location
+            .server_hints()
+            .record(Duration::from_secs(5));
+        let begin = Instant::now();
+        source.fill(0..100, &mut BytesMut::new()).await.unwrap();
+        let waited = begin.elapsed();
+        assert!(
+            waited >= Duration::from_secs(5) && waited <= Duration::from_millis(5001),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_off_fail_at_the_first_transient_error() {
+        let source = source(1, RetryPolicy::none(), Arc::default()).await;
+        let err = source.fill(0..100, &mut BytesMut::new()).await.unwrap_err();
+        assert!(
+            matches!(err, Error::RangeFailed { attempts: 1, .. }),
+            "{err}"
+        );
+    }
+}
