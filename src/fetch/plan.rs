@@ -57,6 +57,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // everything merged into one span is the point
     fn coalesce_merges_overlapping_and_near_ranges() {
         let ranges = [100..200, 0..10, 15..20, 150..160, 1000..1001, 5..5];
         assert_eq!(coalesce(&ranges, 5), [0..20, 100..200, 1000..1001]);
