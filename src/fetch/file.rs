@@ -2,8 +2,8 @@
 //! renamed to `DEST` only when complete, so a file under the final name is never partial.
 //!
 //! `DEST.part.json` records which chunks are on disk and for which ETag. An interrupted
-//! download (an error, Ctrl-C, a kill) resumes from it when the object's ETag, size and the
-//! chunk size still match; otherwise it starts over.
+//! download (an error, Ctrl-C, a kill) resumes from it, with the chunk size it started with,
+//! when the object's ETag, version and size still match; otherwise it starts over.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -107,8 +107,9 @@ impl Object {
             chunk_size,
             done: BTreeSet::new(),
         });
-        let (file, mut state) = open_part(&paths, resumable)?;
+        let (file, state) = open_part(&paths, resumable)?;
         let file = Arc::new(file);
+        let chunk_size = state.as_ref().map_or(chunk_size, |s| s.chunk_size);
         let chunks = plan::chunks(info.size, chunk_size);
         let already: u64 = state.as_ref().map_or(0, |s| {
             s.done
@@ -145,33 +146,17 @@ impl Object {
             })
             .buffer_unordered(source.options.concurrency.max(1));
 
-        let mut last_save = Instant::now();
-        let mut failure = None;
-        while let Some(result) = written.next().await {
-            match result {
-                Ok(index) => {
-                    if let Some(state) = state.as_mut() {
-                        state.done.insert(index);
-                        if last_save.elapsed() >= SAVE_EVERY {
-                            save_state(&file, &paths, state).await?;
-                            last_save = Instant::now();
-                        }
-                    }
-                }
-                Err(err) => {
-                    failure = Some(err);
-                    break;
-                }
-            }
+        let mut resume = Resume {
+            file: Arc::clone(&file),
+            paths: paths.clone(),
+            state,
+            last_save: Instant::now(),
+        };
+        while let Some(index) = written.next().await.transpose()? {
+            resume.chunk_done(index).await?;
         }
         drop(written);
-        if let Some(err) = failure {
-            if let Some(state) = &state {
-                // Best effort: the error at hand matters more than a failed save.
-                let _ = save_state(&file, &paths, state).await;
-            }
-            return Err(err);
-        }
+        resume.disarm();
 
         blocking(&paths.data, "flush", move || file.sync_all()).await?;
         std::fs::rename(&paths.data, dest)
@@ -187,6 +172,51 @@ impl Object {
     }
 }
 
+/// The resume state of a download in progress. Saved every [`SAVE_EVERY`] as chunks land, and
+/// on drop — an error, or the download's future dropped by Ctrl-C — so a rerun continues
+/// where this one stopped.
+struct Resume {
+    file: Arc<File>,
+    paths: PartPaths,
+    state: Option<PartState>,
+    last_save: Instant,
+}
+
+impl Resume {
+    async fn chunk_done(&mut self, index: usize) -> Result<()> {
+        let Some(state) = self.state.as_mut() else {
+            return Ok(());
+        };
+        state.done.insert(index);
+        if self.last_save.elapsed() >= SAVE_EVERY {
+            let (file, paths, state) = (Arc::clone(&self.file), self.paths.clone(), state.clone());
+            let state_path = paths.state.clone();
+            blocking(&state_path, "save the resume state", move || {
+                save_state(&file, &paths, &state)
+            })
+            .await?;
+            self.last_save = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The download completed: nothing to resume.
+    fn disarm(&mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        if let Some(state) = &self.state {
+            // Blocking, but only on the way out of a failed or cancelled download.
+            if let Err(err) = save_state(&self.file, &self.paths, state) {
+                tracing::warn!(path = %self.paths.state.display(), %err, "cannot save the resume state");
+            }
+        }
+    }
+}
+
 /// Opens `DEST.part` to continue from, when its saved state matches `fresh`; otherwise
 /// creates it anew, sized to the object. Returns the file and the state to keep updating
 /// (`None` when the object has no ETag, so a resume could not be trusted).
@@ -195,11 +225,16 @@ fn open_part(paths: &PartPaths, fresh: Option<PartState>) -> Result<(File, Optio
         let saved: Option<PartState> = std::fs::read(&paths.state)
             .ok()
             .and_then(|raw| serde_json::from_slice(&raw).ok());
+        // The chunk size may differ from this run's: the saved one is kept. A state naming
+        // chunks the object does not have is not ours to trust.
         let matches = saved.as_ref().is_some_and(|s| {
             s.etag == fresh.etag
                 && s.version == fresh.version
                 && s.size == fresh.size
-                && s.chunk_size == fresh.chunk_size
+                && s.chunk_size > 0
+                && s.done
+                    .last()
+                    .is_none_or(|&last| (last as u64) < s.size.div_ceil(s.chunk_size))
         });
         if let (true, Some(saved)) = (matches, saved) {
             if let Ok(file) = OpenOptions::new().read(true).write(true).open(&paths.data) {
@@ -226,16 +261,12 @@ fn open_part(paths: &PartPaths, fresh: Option<PartState>) -> Result<(File, Optio
 
 /// Makes the chunks recorded in `state` durable, then records them: the state never claims a
 /// chunk the disk does not hold.
-async fn save_state(file: &Arc<File>, paths: &PartPaths, state: &PartState) -> Result<()> {
-    let file = Arc::clone(file);
-    blocking(&paths.data, "flush", move || file.sync_data()).await?;
-    let json = serde_json::to_vec(state).expect("a PartState always serializes");
-    let (tmp, dest) = (paths.state.with_extension("json.tmp"), paths.state.clone());
-    blocking(&paths.state, "write", move || {
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, &dest)
-    })
-    .await
+fn save_state(file: &File, paths: &PartPaths, state: &PartState) -> io::Result<()> {
+    file.sync_data()?;
+    let json = serde_json::to_vec(state).map_err(io::Error::other)?;
+    let tmp = paths.state.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, &paths.state)
 }
 
 #[cfg(test)]
@@ -312,6 +343,57 @@ mod tests {
             "chunk 0 was not fetched again"
         );
         assert!(!paths.state.exists() && !paths.data.exists());
+    }
+
+    #[tokio::test]
+    async fn a_resume_keeps_the_chunk_size_it_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..95u8).collect();
+        let object = object("rechunk", data.clone()).await;
+        let dest = dir.path().join("out.bin");
+        let paths = PartPaths::for_dest(&dest);
+        let mut part = data.clone();
+        part[30] = 0xEE;
+        std::fs::write(&paths.data, &part).unwrap();
+        // Written with 30-byte chunks; this run asks for 10-byte ones.
+        let state = PartState {
+            etag: object.info().etag.clone().unwrap(),
+            version: None,
+            size: 95,
+            chunk_size: 30,
+            done: [1].into(),
+        };
+        std::fs::write(&paths.state, serde_json::to_vec(&state).unwrap()).unwrap();
+        object.download_to(&dest).await.unwrap();
+        let got = std::fs::read(&dest).unwrap();
+        assert_eq!(got[30], 0xEE, "bytes 30..60 were kept");
+        assert_eq!(got[..30], data[..30]);
+        assert_eq!(got[60..], data[60..]);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_resume_state_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..95u8).collect();
+        let object = object("corrupt", data.clone()).await;
+        let dest = dir.path().join("out.bin");
+        let paths = PartPaths::for_dest(&dest);
+        std::fs::write(&paths.data, vec![0xEE; 95]).unwrap();
+        let etag = object.info().etag.clone().unwrap();
+        let bad = PartState {
+            etag,
+            version: None,
+            size: 95,
+            chunk_size: 10,
+            done: [3, 10_000].into(),
+        };
+        std::fs::write(&paths.state, serde_json::to_vec(&bad).unwrap()).unwrap();
+        object.download_to(&dest).await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        std::fs::write(&paths.state, b"{not json").unwrap();
+        std::fs::write(&paths.data, vec![0xEE; 95]).unwrap();
+        object.download_to(&dest).await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
     }
 
     #[tokio::test]

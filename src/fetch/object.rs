@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures::stream::{self, Stream, StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use super::options::FetchOptions;
 use super::plan;
@@ -86,7 +86,9 @@ impl Object {
     pub async fn bytes(&self) -> Result<Bytes> {
         let progress = &self.source.options.progress;
         progress.started(&self.source.location.uri(), self.info().size);
-        let mut spans = self.read_spans(std::iter::once(0..self.info().size).collect()).await?;
+        let mut spans = self
+            .read_spans(std::iter::once(0..self.info().size).collect())
+            .await?;
         progress.finished();
         Ok(spans.pop().unwrap_or_default())
     }
@@ -185,7 +187,7 @@ impl Object {
     /// The whole object as `(offset, bytes)` pieces in order, read `concurrency` chunks ahead:
     /// at most `concurrency × chunk_size` bytes are held. The stream ends after the first
     /// error.
-    pub fn stream(&self) -> impl Stream<Item = Result<(u64, Bytes)>> + Send + 'static {
+    pub fn stream(&self) -> BoxStream<'static, Result<(u64, Bytes)>> {
         let source = Arc::clone(&self.source);
         let concurrency = source.options.concurrency.max(1);
         source
@@ -221,6 +223,7 @@ impl Object {
                 };
                 std::future::ready(next)
             })
+            .boxed()
     }
 }
 

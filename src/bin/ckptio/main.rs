@@ -1,7 +1,10 @@
 //! `ckptio`: inspect, fetch and copy ML checkpoints on any store.
 
+mod get;
 mod logging;
+mod progress;
 mod stat;
+mod units;
 
 use std::process::ExitCode;
 
@@ -25,7 +28,21 @@ struct Cli {
 enum Command {
     /// Size, ETag, last-modified time and version of an object.
     Stat(stat::Args),
+    /// Download an object with parallel range requests (resumable, ETag-pinned).
+    Get(get::Args),
 }
+
+/// The user pressed Ctrl-C.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted (a partial download stays in DEST.part; run again to resume)")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// A `KEY=VALUE` store option (`-o endpoint=http://127.0.0.1:9000`), overriding the environment.
 #[derive(Debug, Clone)]
@@ -62,6 +79,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Stat(args) => stat::run(args).await,
+            Command::Get(args) => get::run(args, cli.quiet).await,
         }
     });
     match result {
