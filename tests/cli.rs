@@ -308,3 +308,118 @@ async fn unreachable_endpoint_is_a_clear_error_without_secrets() {
     assert!(stderr.contains("cannot reach the endpoint"), "{stderr}");
     assert!(!stderr.contains(SIGNATURE), "{stderr}");
 }
+
+#[tokio::test]
+async fn get_to_a_file_a_directory_and_stdout() {
+    let Some(b) = Backend::from_env("http", "cli-get") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(3 * 65536 + 7);
+    b.seed("w.bin", data.clone()).await;
+    let uri = b.uri("w.bin");
+
+    let small = ["--chunk-size", "64k", "--concurrency", "3"];
+    let (stdout, stderr) = run(
+        ckptio(dir.path())
+            .args(["get", &uri, "out.bin"])
+            .args(small),
+        true,
+    )
+    .await;
+    assert_eq!(std::fs::read(dir.path().join("out.bin")).unwrap(), data);
+    assert!(
+        stdout.is_empty() && stderr.is_empty(),
+        "no bar when stderr is not a terminal: {stderr}"
+    );
+
+    std::fs::create_dir(dir.path().join("into")).unwrap();
+    run(ckptio(dir.path()).args(["get", &uri, "into"]), true).await;
+    assert_eq!(std::fs::read(dir.path().join("into/w.bin")).unwrap(), data);
+
+    let out = ckptio(dir.path())
+        .args(["get", &uri, "-"])
+        .args(small)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == data,
+        "stdout carries the object's bytes in order"
+    );
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn get_of_a_missing_object_names_it_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, stderr) = run(
+        ckptio(dir.path()).args(["get", "nope.bin", "out.bin"]),
+        false,
+    )
+    .await;
+    assert!(stderr.contains("nope.bin: not found"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let (_, stderr) = run(
+        ckptio(dir.path()).args(["get", "x", "y", "--chunk-size", "lots"]),
+        false,
+    )
+    .await;
+    assert!(stderr.contains("not a size"), "{stderr}");
+}
+
+#[tokio::test]
+async fn ctrl_c_leaves_no_final_file_and_a_rerun_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(3 << 20);
+    std::fs::write(dir.path().join("src.bin"), &data).unwrap();
+    let args = [
+        "get",
+        "src.bin",
+        "out.bin",
+        "--chunk-size",
+        "256k",
+        "--concurrency",
+        "1",
+        "--limit-rate",
+        "1M",
+    ];
+    let child = ckptio(dir.path())
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let part = dir.path().join("out.bin.part");
+    while !part.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert!(
+        !dir.path().join("out.bin").exists(),
+        "no final-named partial file"
+    );
+    assert!(part.exists(), "the partial download is kept for a resume");
+
+    run(ckptio(dir.path()).args(["get", "src.bin", "out.bin"]), true).await;
+    assert!(std::fs::read(dir.path().join("out.bin")).unwrap() == data);
+    assert!(!part.exists() && !dir.path().join("out.bin.part.json").exists());
+}

@@ -208,6 +208,16 @@ impl Source {
     async fn fatal(&self, failure: Failure) -> Error {
         match failure {
             Failure::Store(object_store::Error::Precondition { .. }) => self.changed(None).await,
+            // A pinned version (GCS generation, S3 versionId) that is gone while the object is
+            // still there was replaced, not deleted.
+            Failure::Store(err @ object_store::Error::NotFound { .. })
+                if self.info.version.is_some() =>
+            {
+                match self.location.store().head(self.location.path()).await {
+                    Ok(now) => self.changed(now.e_tag).await,
+                    Err(_) => self.location.error("get", err),
+                }
+            }
             Failure::Store(err) => self.location.error("get", err),
             Failure::Changed { found } => self.changed(found).await,
             other => Error::Storage {

@@ -2,11 +2,15 @@
 //! naming the backend.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ckptio::Error;
 use ckptio::location::{Resolver, redact_uri};
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
+
+use bytes::Bytes;
+use ckptio::fetch::{FetchOptions, Object, Progress};
 
 use crate::support::{Backend, pattern, relative};
 
@@ -189,4 +193,159 @@ pub async fn put_get_delete_round_trip(b: Backend) {
         .unwrap_or_else(|e| panic!("[{}] delete: {e}", b.name));
     let err = ckptio::fetch::stat(&loc).await.expect_err("deleted");
     assert!(err.is_not_found(), "[{}] {err}", b.name);
+}
+
+/// Parallel chunked downloads into memory, into a file and as a stream all equal one plain GET,
+/// for sizes around the chunk size and one of many chunks.
+pub async fn parallel_download_equals_sequential(b: Backend) {
+    const CHUNK: u64 = 64 << 10;
+    let big = (100 << 20) + 3;
+    let dir = tempfile::tempdir().unwrap();
+    for (len, chunk) in [
+        (0, CHUNK),
+        (1, CHUNK),
+        (CHUNK - 1, CHUNK),
+        (CHUNK, CHUNK),
+        (CHUNK + 1, CHUNK),
+        (big, 8 << 20),
+    ] {
+        let key = format!("parallel-{len}.bin");
+        b.seed(&key, pattern(len as usize)).await;
+        let loc = b.location(&key);
+        let sequential = loc
+            .store()
+            .get(loc.path())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(sequential.len() as u64, len, "[{}] seeded size", b.name);
+
+        let options = FetchOptions {
+            chunk_size: chunk,
+            concurrency: 8,
+            ..FetchOptions::default()
+        };
+        let object = Object::open(&loc, options)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+        let in_memory = object
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {len} bytes: {e}", b.name));
+        assert!(
+            in_memory == sequential,
+            "[{}] {len} bytes: memory differs",
+            b.name
+        );
+
+        let dest = dir.path().join(&key);
+        object
+            .download_to(&dest)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {len} bytes: {e}", b.name));
+        assert!(
+            std::fs::read(&dest).unwrap() == sequential,
+            "[{}] {len} bytes: file differs",
+            b.name
+        );
+        std::fs::remove_file(&dest).unwrap();
+
+        let mut next = 0u64;
+        let mut streamed = Vec::with_capacity(len as usize);
+        let pieces: Vec<(u64, Bytes)> = object
+            .stream()
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+        for (offset, piece) in pieces {
+            assert_eq!(
+                offset, next,
+                "[{}] {len} bytes: stream out of order",
+                b.name
+            );
+            next += piece.len() as u64;
+            streamed.extend_from_slice(&piece);
+        }
+        assert!(
+            streamed == sequential,
+            "[{}] {len} bytes: stream differs",
+            b.name
+        );
+    }
+}
+
+/// Overwrites the object the first time bytes arrive, from a thread of its own (progress
+/// callbacks are synchronous), so the next chunk's request sees the new version.
+struct OverwriteOnce {
+    backend: Backend,
+    key: String,
+    done: AtomicBool,
+}
+
+impl Progress for OverwriteOnce {
+    fn advanced(&self, _bytes: u64) {
+        if self.done.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (backend, key) = (self.backend.clone(), self.key.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(backend.seed(&key, pattern(3 * 65536 + 99)));
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// An object replaced between chunks is `Error::ObjectChanged` naming both ETags, and the
+/// destination file never appears.
+pub async fn object_replaced_mid_download_is_detected(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    for sink in ["file", "memory"] {
+        let key = format!("replaced-{sink}.bin");
+        b.seed(&key, pattern(4 * 65536)).await;
+        let progress = Arc::new(OverwriteOnce {
+            backend: b.clone(),
+            key: key.clone(),
+            done: AtomicBool::new(false),
+        });
+        let options = FetchOptions {
+            chunk_size: 65536,
+            concurrency: 1,
+            progress,
+            ..FetchOptions::default()
+        };
+        let object = Object::open(&b.location(&key), options).await.unwrap();
+        let pinned = object.info().etag.clone().expect("an ETag to pin");
+        let dest = dir.path().join("out.bin");
+        let err = match sink {
+            "file" => object
+                .download_to(&dest)
+                .await
+                .map(drop)
+                .expect_err("the object changed"),
+            _ => object
+                .bytes()
+                .await
+                .map(drop)
+                .expect_err("the object changed"),
+        };
+        assert!(
+            matches!(err, Error::ObjectChanged { .. }),
+            "[{}] {sink}: {err}",
+            b.name
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&pinned) && text.contains(&key),
+            "[{}] names the URI and both ETags: {text}",
+            b.name
+        );
+        assert!(!dest.exists(), "[{}] no destination file", b.name);
+    }
 }

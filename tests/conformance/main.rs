@@ -30,4 +30,6 @@ conformance!(
     missing_object_is_not_found_naming_the_uri,
     list_under_a_prefix,
     put_get_delete_round_trip,
+    parallel_download_equals_sequential,
+    object_replaced_mid_download_is_detected,
 );

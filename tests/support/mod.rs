@@ -12,6 +12,8 @@
 //! skipping.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 

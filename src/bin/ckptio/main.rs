@@ -90,7 +90,11 @@ fn main() -> ExitCode {
                 "ckptio: error: {}",
                 ckptio::location::scrub_urls(&format!("{err:#}"))
             );
-            ExitCode::FAILURE
+            if err.is::<Interrupted>() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
