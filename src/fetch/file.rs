@@ -8,18 +8,17 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::object::Object;
 use super::plan;
+use super::sink::FileWriter;
 use super::stat::ObjectInfo;
 use super::task::spawn;
 use crate::error::{Error, Result};
@@ -134,13 +133,11 @@ impl Object {
         let mut written = stream::iter(todo)
             .map(|(index, range)| {
                 let source = Arc::clone(&source);
-                let file = Arc::clone(&file);
-                let path = paths.data.clone();
+                let mut writer =
+                    FileWriter::new(Arc::clone(&file), paths.data.clone(), range.start);
                 spawn(async move {
-                    let mut buf = BytesMut::with_capacity((range.end - range.start) as usize);
-                    source.fill(range.clone(), &mut buf).await?;
-                    let offset = range.start;
-                    blocking(&path, "write", move || file.write_all_at(&buf, offset)).await?;
+                    source.fill(range, &mut writer).await?;
+                    writer.flush().await?;
                     Ok::<_, Error>(index)
                 })
             })

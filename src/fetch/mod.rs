@@ -13,6 +13,7 @@ mod options;
 mod plan;
 mod progress;
 mod rate;
+mod sink;
 mod source;
 mod stat;
 mod task;

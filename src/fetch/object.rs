@@ -7,13 +7,19 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
+use tokio::sync::mpsc;
+
 use super::options::FetchOptions;
 use super::plan;
+use super::sink::{FrameSender, Region};
 use super::source::Source;
 use super::stat::{ObjectInfo, stat};
 use super::task::spawn;
 use crate::error::{Error, Result};
 use crate::location::Location;
+
+/// Frames (of up to 64 KiB each) queued per concurrent request before fetching pauses.
+const FRAMES_IN_FLIGHT: usize = 16;
 
 /// An object pinned to the ETag and version its HEAD reported: every read of it asks for that
 /// version, and fails with [`Error::ObjectChanged`] if the object was replaced meanwhile.
@@ -77,8 +83,8 @@ impl Object {
         &self.source
     }
 
-    /// The whole object, in one buffer allocated up front: each chunk is written at its offset,
-    /// and no byte is copied a second time.
+    /// The whole object, in one buffer allocated up front (with huge pages when large): each
+    /// frame is written at its offset as it arrives, and no byte is copied a second time.
     ///
     /// # Errors
     ///
@@ -137,51 +143,73 @@ impl Object {
             .collect())
     }
 
-    /// Reads `spans`, each into a buffer of its own that its chunks fill in place.
+    /// Reads `spans`, each into a buffer of its own. Fetch tasks on every worker thread send
+    /// their frames to one copier, which writes each at its offset: memory in flight stays
+    /// bounded by the channel, and nothing is copied twice.
     async fn read_spans(&self, spans: Vec<Range<u64>>) -> Result<Vec<Bytes>> {
-        let chunk = self.source.options.chunk_size;
-        let mut parts = Vec::new();
-        for (index, span) in spans.iter().enumerate() {
-            let mut rest = self.allocate(span.end - span.start)?;
-            for piece in plan::split(span.clone(), chunk) {
-                let tail = rest.split_off((piece.end - piece.start) as usize);
-                parts.push((index, piece, std::mem::replace(&mut rest, tail)));
-            }
-        }
-        let concurrency = self.source.options.concurrency.max(1);
-        let mut filled: Vec<(usize, u64, BytesMut)> = stream::iter(parts)
-            .map(|(index, piece, mut buf)| {
-                let source = Arc::clone(&self.source);
-                spawn(async move {
-                    source.fill(piece.clone(), &mut buf).await?;
-                    Ok::<_, Error>((index, piece.start, buf))
-                })
-            })
-            .buffer_unordered(concurrency)
-            .try_collect()
-            .await?;
-        filled.sort_unstable_by_key(|(index, start, _)| (*index, *start));
-
-        let mut out: Vec<BytesMut> = (0..spans.len()).map(|_| BytesMut::new()).collect();
-        for (index, _, buf) in filled {
-            // Adjacent pieces of one allocation: unsplit is O(1), no copy.
-            out[index].unsplit(buf);
-        }
-        Ok(out.into_iter().map(BytesMut::freeze).collect())
-    }
-
-    fn allocate(&self, len: u64) -> Result<BytesMut> {
-        let too_large = || Error::TooLarge {
+        let too_large = |len: u64| Error::TooLarge {
             uri: self.source.location.uri(),
             size: len,
         };
-        let len = usize::try_from(len).map_err(|_| too_large())?;
-        // BytesMut has no fallible allocation: probe with a Vec first, so an impossible size is
-        // an error instead of an abort (untouched pages cost nothing).
-        Vec::<u8>::new()
-            .try_reserve_exact(len)
-            .map_err(|_| too_large())?;
-        Ok(BytesMut::with_capacity(len))
+        let mut regions = spans
+            .iter()
+            .map(|span| {
+                let len = span.end - span.start;
+                usize::try_from(len)
+                    .ok()
+                    .and_then(Region::new)
+                    .ok_or_else(|| too_large(len))
+            })
+            .collect::<Result<Vec<Region>>>()?;
+        let chunk = self.source.options.chunk_size;
+        let concurrency = self.source.options.concurrency.max(1);
+        let (tx, mut rx) = mpsc::channel::<(usize, u64, Bytes)>(FRAMES_IN_FLIGHT * concurrency);
+        let pieces: Vec<(usize, Range<u64>, u64)> = spans
+            .iter()
+            .enumerate()
+            .flat_map(|(index, span)| {
+                plan::split(span.clone(), chunk)
+                    .into_iter()
+                    .map(move |p| (index, p, span.start))
+            })
+            .collect();
+
+        let fetch = async move {
+            // The closure owns the last sender: once every piece is fetched and the stream is
+            // gone, the copier sees the channel close.
+            stream::iter(pieces)
+                .map(move |(region, piece, span_start)| {
+                    let source = Arc::clone(&self.source);
+                    let mut sink = FrameSender {
+                        tx: tx.clone(),
+                        region,
+                        offset: piece.start - span_start,
+                        received: 0,
+                    };
+                    spawn(async move { source.fill(piece, &mut sink).await })
+                })
+                .buffer_unordered(concurrency)
+                .try_for_each(|()| std::future::ready(Ok(())))
+                .await
+        };
+        let copy = async {
+            while let Some((region, offset, piece)) = rx.recv().await {
+                let at = offset as usize;
+                regions[region].as_mut()[at..at + piece.len()].copy_from_slice(&piece);
+            }
+            Ok(())
+        };
+        tokio::try_join!(fetch, copy)?;
+        regions
+            .into_iter()
+            .map(|region| {
+                region.freeze().map_err(|e| Error::Storage {
+                    uri: self.source.location.uri(),
+                    operation: "get",
+                    detail: format!("cannot seal the download buffer: {e}"),
+                })
+            })
+            .collect()
     }
 
     /// The whole object as `(offset, bytes)` pieces in order, read `concurrency` chunks ahead:
@@ -257,15 +285,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bytes_assembles_chunks_into_one_allocation() {
-        let d = data(1000);
-        let object = object("whole", &d, 64).await;
-        let got = object.bytes().await.unwrap();
-        assert_eq!(got, d);
-        // One allocation, filled in place: the result is a single contiguous buffer whose
-        // capacity is exactly the object's size.
-        let again = BytesMut::from(got);
-        assert_eq!(again.capacity(), 1000);
+    async fn bytes_assembles_chunks_in_place() {
+        for len in [0, 1, 1000, 40 << 20] {
+            let d = data(len);
+            let object = object(&format!("whole-{len}"), &d, 64 << 10).await;
+            let got = object.bytes().await.unwrap();
+            assert!(got == d, "{len} bytes");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_impossible_size_is_too_large_not_an_abort() {
+        let object = object("huge", &data(10), 4).await;
+        let fake = ObjectInfo {
+            size: u64::MAX / 2,
+            ..object.info().clone()
+        };
+        let huge = Object::with_info(object.location(), fake, FetchOptions::default());
+        let err = huge.bytes().await.unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
     }
 
     #[tokio::test]

@@ -3,12 +3,12 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures::StreamExt;
 use object_store::{GetOptions, GetRange, ObjectStoreExt};
 
 use super::options::FetchOptions;
 use super::rate::RateLimiter;
+use super::sink::RangeSink;
 use super::stat::ObjectInfo;
 use crate::error::{Error, Result};
 use crate::location::Location;
@@ -33,6 +33,8 @@ enum Failure {
     Truncated { expected: u64, got: u64 },
     /// The body went on past the range.
     Overflow { expected: u64 },
+    /// The destination refused the bytes (a local write failed).
+    Sink(Error),
 }
 
 impl Failure {
@@ -40,7 +42,7 @@ impl Failure {
         use object_store::Error as E;
         match self {
             Self::Truncated { .. } => true,
-            Self::Changed { .. } | Self::Overflow { .. } => false,
+            Self::Changed { .. } | Self::Overflow { .. } | Self::Sink(_) => false,
             Self::Store(E::Generic { .. }) => !is_permanent_status(self),
             Self::Store(_) => false,
         }
@@ -58,6 +60,7 @@ impl Failure {
             Self::Overflow { expected } => {
                 format!("server sent more than the {expected} bytes asked for")
             }
+            Self::Sink(err) => err.to_string(),
         }
     }
 }
@@ -105,16 +108,14 @@ impl Source {
         }
     }
 
-    /// Appends to `buf` the bytes of `range` it does not hold yet: `buf` holds the first
-    /// `buf.len()` bytes of the range, and a retry asks only for the rest.
-    ///
-    /// `buf` never grows past the range's length, so a buffer allocated for the range is
-    /// filled in place.
-    pub async fn fill(&self, range: Range<u64>, buf: &mut BytesMut) -> Result<()> {
+    /// Delivers to `sink` the bytes of `range` it does not hold yet: the sink holds the first
+    /// [`received`](RangeSink::received) bytes of the range, and a retry asks only for the rest.
+    /// The sink never gets more than the range's length.
+    pub async fn fill(&self, range: Range<u64>, sink: &mut impl RangeSink) -> Result<()> {
         let mut delays = self.options.retry.delays();
         let mut attempt = 1;
         loop {
-            let failure = match self.attempt(&range, buf).await {
+            let failure = match self.attempt(&range, sink).await {
                 Ok(()) => return Ok(()),
                 Err(failure) => failure,
             };
@@ -135,7 +136,7 @@ impl Source {
                 None => delay,
             };
             let cause = self.location.redact(&failure.describe());
-            self.notify_retry(&range, buf.len(), attempt, delay, &cause);
+            self.notify_retry(&range, sink.received(), attempt, delay, &cause);
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
@@ -144,7 +145,7 @@ impl Source {
     fn notify_retry(
         &self,
         range: &Range<u64>,
-        received: usize,
+        received: u64,
         attempt: usize,
         delay: Duration,
         cause: &str,
@@ -161,9 +162,9 @@ impl Source {
         self.options.progress.retrying(attempt, delay, cause);
     }
 
-    async fn attempt(&self, range: &Range<u64>, buf: &mut BytesMut) -> Result<(), Failure> {
+    async fn attempt(&self, range: &Range<u64>, sink: &mut impl RangeSink) -> Result<(), Failure> {
         let expected = range.end - range.start;
-        let start = range.start + buf.len() as u64;
+        let start = range.start + sink.received();
         if start >= range.end {
             return Ok(());
         }
@@ -189,16 +190,17 @@ impl Source {
         let mut body = result.into_stream();
         while let Some(piece) = body.next().await {
             let piece = piece.map_err(Failure::Store)?;
-            if (buf.len() + piece.len()) as u64 > expected {
+            let len = piece.len() as u64;
+            if sink.received() + len > expected {
                 return Err(Failure::Overflow { expected });
             }
-            buf.extend_from_slice(&piece);
-            self.options.progress.advanced(piece.len() as u64);
+            sink.accept(piece).await.map_err(Failure::Sink)?;
+            self.options.progress.advanced(len);
             if let Some(limiter) = &self.limiter {
-                limiter.consume(piece.len() as u64).await;
+                limiter.consume(len).await;
             }
         }
-        let got = buf.len() as u64;
+        let got = sink.received();
         if got < expected {
             return Err(Failure::Truncated { expected, got });
         }
@@ -220,6 +222,7 @@ impl Source {
             }
             Failure::Store(err) => self.location.error("get", err),
             Failure::Changed { found } => self.changed(found).await,
+            Failure::Sink(err) => err,
             other => Error::Storage {
                 uri: self.location.uri(),
                 operation: "get",
@@ -319,6 +322,8 @@ mod retry_tests {
         PutMultipartOptions, PutOptions, PutPayload, PutResult,
     };
     use tokio::time::Instant;
+
+    use bytes::BytesMut;
 
     use super::*;
     use crate::fetch::{FetchOptions, Progress, RetryPolicy, stat};

@@ -1,0 +1,164 @@
+"""Download benchmark: ckptio against the raw ceiling and peer tools, in one run, on one machine.
+
+Run through `scripts/bench`, which installs the tools, starts nginx and Garage on 127.0.0.1 and
+exports their CKPTIO_TEST_* variables. Every case downloads the same object; the table reports
+the median of --runs runs, throughput, the ratio to the ceiling (8 parallel `curl -r` ranges to
+/dev/null over HTTP) and ckptio's ratio to each peer, and the peak RSS of each process (from
+wait4, so a tool's own children are excluded unless it waits for them).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MiB = 1 << 20
+GiB = 1 << 30
+CONCURRENCY = 8
+CHUNK = 8 * MiB
+
+
+def measure(cmds, env=None):
+    """Runs the commands in parallel; returns (wall seconds, peak RSS bytes of any one)."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in cmds]
+    peak = 0
+    for p in procs:
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err = p.stderr.read().decode(errors="replace")
+        p.stderr.close()
+        if p.returncode != 0:
+            sys.exit(f"bench: {' '.join(cmds[0])} failed ({p.returncode}): {err}")
+        peak = max(peak, usage.ru_maxrss * 1024)
+    return time.perf_counter() - start, peak
+
+
+def case(results, runs, label, target, sink, cmds, env=None, check=None):
+    times, rss = [], []
+    for _ in range(runs):
+        if check:
+            check(before=True)
+        t, r = measure(cmds, env)
+        if check:
+            check(before=False)
+        times.append(t)
+        rss.append(r)
+    results.append({"tool": label, "target": target, "sink": sink, "median_s": statistics.median(times),
+                    "runs_s": times, "peak_rss": max(rss)})
+    print(f"  {target:5} {label:28} {sink:12} {statistics.median(times):7.3f} s", file=sys.stderr)
+
+
+def file_check(path, size):
+    def check(before):
+        if before:
+            if os.path.exists(path):
+                os.unlink(path)
+        elif os.path.getsize(path) != size:
+            sys.exit(f"bench: {path} has {os.path.getsize(path)} bytes, expected {size}")
+    return check
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=GiB)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--ckptio", required=True)
+    ap.add_argument("--get-memory", required=True)
+    ap.add_argument("--tmpfs", default="/dev/shm")
+    args = ap.parse_args()
+
+    http_base = os.environ["CKPTIO_TEST_HTTP_URI"]
+    http_root = os.environ["CKPTIO_TEST_HTTP_ROOT"]
+    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
+    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
+    size = args.size
+    name = "bench-object.bin"
+
+    print(f"bench: writing a {size / GiB:.2f} GiB random object", file=sys.stderr)
+    src = os.path.join(http_root, name)
+    with open(src, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 64 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+    url = http_base + name
+    s3_env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
+                  AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"])
+    s3_uri = f"s3://{bucket}/{name}"
+    subprocess.run(["s5cmd", "--endpoint-url", s3["endpoint"], "cp", src, s3_uri], env=s3_env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+    out_dir = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
+    out = os.path.join(out_dir, "out.bin")
+    check = file_check(out, size)
+    results = []
+    ranges = [(i * size // CONCURRENCY, (i + 1) * size // CONCURRENCY - 1) for i in range(CONCURRENCY)]
+    runs = args.runs
+    print("bench: measuring (median of %d runs)" % runs, file=sys.stderr)
+    try:
+        case(results, runs, "curl x8 ranges (ceiling)", "HTTP", "/dev/null",
+             [["curl", "-sf", "-r", f"{a}-{b}", "-o", "/dev/null", url] for a, b in ranges])
+        case(results, runs, "curl (single stream)", "HTTP", "/dev/null", [["curl", "-sf", "-o", "/dev/null", url]])
+        case(results, runs, "ckptio get", "HTTP", "memory", [[args.get_memory, url, str(CONCURRENCY), str(CHUNK)]])
+        case(results, runs, "ckptio get", "HTTP", "tmpfs file", [[args.ckptio, "-q", "get", url, out]], check=check)
+        hf = (f"import hf_transfer; hf_transfer.download(url={url!r}, filename={out!r}, "
+              f"max_files={CONCURRENCY}, chunk_size={CHUNK})")
+        case(results, runs, "hf_transfer.download", "HTTP", "tmpfs file", [[sys.executable, "-c", hf]], check=check)
+
+        case(results, runs, "ckptio get", "S3", "memory",
+             [[args.get_memory, s3_uri, str(CONCURRENCY), str(CHUNK)]], env=s3_env)
+        case(results, runs, "ckptio get", "S3", "tmpfs file", [[args.ckptio, "-q", "get", s3_uri, out]], env=s3_env,
+             check=check)
+        case(results, runs, "s5cmd cp (-c 8 -p 8)", "S3", "tmpfs file",
+             [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", "-c", str(CONCURRENCY), "-p", "8", s3_uri, out]],
+             env=s3_env, check=check)
+        case(results, runs, "s5cmd cp (defaults)", "S3", "tmpfs file",
+             [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", s3_uri, out]], env=s3_env, check=check)
+        boto = ("import boto3; from boto3.s3.transfer import TransferConfig; "
+                f"boto3.client('s3', endpoint_url={s3['endpoint']!r}).download_file({bucket!r}, {name!r}, {out!r}, "
+                f"Config=TransferConfig(max_concurrency={CONCURRENCY}, multipart_chunksize={CHUNK}))")
+        case(results, runs, "boto3 download_file", "S3", "tmpfs file", [[sys.executable, "-c", boto]], env=s3_env,
+             check=check)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+    report(results, size)
+
+
+def report(results, size):
+    ceiling = next(r for r in results if "ceiling" in r["tool"])["median_s"]
+    peers = {
+        "HTTP": [r for r in results if r["target"] == "HTTP" and not r["tool"].startswith(("ckptio", "curl"))],
+        "S3": [r for r in results if r["target"] == "S3" and not r["tool"].startswith("ckptio")],
+    }
+    print(f"\n1 object of {size / GiB:.2f} GiB on 127.0.0.1; {os.cpu_count()} cores; median of runs; "
+          f"ckptio with concurrency {CONCURRENCY}, chunk {CHUNK // MiB} MiB\n")
+    print("| target | tool | sink | median s | GiB/s | × ceiling | peak RSS MiB |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for r in results:
+        gibs = size / GiB / r["median_s"]
+        print(f"| {r['target']} | {r['tool']} | {r['sink']} | {r['median_s']:.3f} | {gibs:.2f} | "
+              f"{ceiling / r['median_s']:.2f} | {r['peak_rss'] / MiB:.0f} |")
+    print("\nckptio against each peer on the same server (speed ratio, > 1 is faster):\n")
+    print("| target | ckptio sink | peer | ratio |")
+    print("|---|---|---|---:|")
+    for r in results:
+        if not r["tool"].startswith("ckptio"):
+            continue
+        for p in peers[r["target"]]:
+            print(f"| {r['target']} | {r['sink']} | {p['tool']} ({p['sink']}) | {p['median_s'] / r['median_s']:.2f} |")
+    file_rss = max(r["peak_rss"] for r in results if r["tool"].startswith("ckptio") and r["sink"] == "tmpfs file")
+    budget = 64 * MiB + CONCURRENCY * CHUNK
+    print(f"\nckptio file-sink peak RSS {file_rss / MiB:.0f} MiB; budget 64 MiB + {CONCURRENCY} x {CHUNK // MiB} MiB "
+          f"= {budget / MiB:.0f} MiB: {'within' if file_rss <= budget else 'OVER'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+//! Downloads an object into memory and prints its size: the memory-sink row of `scripts/bench`.
+//!
+//! ```sh
+//! cargo run --release --example get_memory -- URI [CONCURRENCY] [CHUNK_BYTES]
+//! ```
+
+use ckptio::fetch::{FetchOptions, Object};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let uri = args
+        .next()
+        .ok_or("usage: get_memory URI [CONCURRENCY] [CHUNK_BYTES]")?;
+    let defaults = FetchOptions::default();
+    let options = FetchOptions {
+        concurrency: args
+            .next()
+            .map(|c| c.parse())
+            .transpose()?
+            .unwrap_or(defaults.concurrency),
+        chunk_size: args
+            .next()
+            .map(|c| c.parse())
+            .transpose()?
+            .unwrap_or(defaults.chunk_size),
+        ..defaults
+    };
+    let location = ckptio::location::resolve(&uri, &Default::default())?;
+    let bytes = Object::open(&location, options).await?.bytes().await?;
+    println!("{}", bytes.len());
+    Ok(())
+}
