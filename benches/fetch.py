@@ -24,19 +24,24 @@ CHUNK = 8 * MiB
 
 
 def measure(cmds, env=None):
-    """Runs the commands in parallel; returns (wall seconds, peak RSS bytes of any one)."""
+    """Runs the commands in parallel; returns (wall seconds, peak RSS bytes of any one).
+
+    Each runs under GNU time, whose %M is the command's own peak RSS: a child forked from this
+    (much larger) Python process would report Python's memory as its own."""
+    rss_files = [tempfile.NamedTemporaryFile(prefix="ckptio-rss-", delete=False) for _ in cmds]
     start = time.perf_counter()
-    procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in cmds]
+    procs = [subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", f.name, *c], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for c, f in zip(cmds, rss_files)]
+    errors = [p.communicate()[1].decode(errors="replace") for p in procs]
+    elapsed = time.perf_counter() - start
     peak = 0
-    for p in procs:
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        err = p.stderr.read().decode(errors="replace")
-        p.stderr.close()
+    for p, err, f in zip(procs, errors, rss_files):
         if p.returncode != 0:
             sys.exit(f"bench: {' '.join(cmds[0])} failed ({p.returncode}): {err}")
-        peak = max(peak, usage.ru_maxrss * 1024)
-    return time.perf_counter() - start, peak
+        with open(f.name) as rss:
+            peak = max(peak, int(rss.read().split()[-1]) * 1024)
+        os.unlink(f.name)
+    return elapsed, peak
 
 
 def case(results, runs, label, target, sink, cmds, env=None, check=None):
@@ -106,6 +111,11 @@ def main():
         case(results, runs, "curl x8 ranges (ceiling)", "HTTP", "/dev/null",
              [["curl", "-sf", "-r", f"{a}-{b}", "-o", "/dev/null", url] for a, b in ranges])
         case(results, runs, "curl (single stream)", "HTTP", "/dev/null", [["curl", "-sf", "-o", "/dev/null", url]])
+        parts = [os.path.join(out_dir, f"part{i}") for i in range(CONCURRENCY)]
+        case(results, runs, "curl x8 ranges (tmpfs ceiling)", "HTTP", "tmpfs files",
+             [["curl", "-sf", "-r", f"{a}-{b}", "-o", p, url] for (a, b), p in zip(ranges, parts)])
+        for p in parts:
+            os.unlink(p)
         case(results, runs, "ckptio get", "HTTP", "memory", [[args.get_memory, url, str(CONCURRENCY), str(CHUNK)]])
         case(results, runs, "ckptio get", "HTTP", "tmpfs file", [[args.ckptio, "-q", "get", url, out]], check=check)
         hf = (f"import hf_transfer; hf_transfer.download(url={url!r}, filename={out!r}, "
@@ -133,9 +143,9 @@ def main():
 
 
 def report(results, size):
-    ceiling = next(r for r in results if "ceiling" in r["tool"])["median_s"]
+    ceiling = next(r for r in results if "(ceiling)" in r["tool"])["median_s"]
     peers = {
-        "HTTP": [r for r in results if r["target"] == "HTTP" and not r["tool"].startswith(("ckptio", "curl"))],
+        "HTTP": [r for r in results if r["target"] == "HTTP" and not r["tool"].startswith("ckptio")],
         "S3": [r for r in results if r["target"] == "S3" and not r["tool"].startswith("ckptio")],
     }
     print(f"\n1 object of {size / GiB:.2f} GiB on 127.0.0.1; {os.cpu_count()} cores; median of runs; "
