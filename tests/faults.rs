@@ -304,6 +304,44 @@ async fn a_reset_refetches_only_what_was_lost(name: &'static str) {
     s.backend.cleanup().await;
 }
 
+async fn dropping_a_download_stops_its_requests(name: &'static str) {
+    let Some(s) = setup(name, "fault-drop", 64 * CHUNK as usize).await else {
+        return;
+    };
+    // Two 32 MiB ranges read at 1 MiB/s: each is far from done when the download is dropped.
+    let options = FetchOptions {
+        chunk_size: 32 * CHUNK,
+        concurrency: 2,
+        rate_limit: Some(CHUNK),
+        retry: quick_retries(),
+        ..FetchOptions::default()
+    };
+    let object = Object::open(&s.location, options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out.bin");
+    let cut_short =
+        tokio::time::timeout(Duration::from_millis(500), object.download_to(&dest)).await;
+    assert!(
+        cut_short.is_err(),
+        "[{name}] the capped download was still running"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (gets, bytes) = (s.proxy.gets(), s.proxy.body_bytes());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        s.proxy.gets(),
+        gets,
+        "[{name}] no request starts after the drop"
+    );
+    assert_eq!(
+        s.proxy.body_bytes(),
+        bytes,
+        "[{name}] no bytes flow after the drop"
+    );
+    assert!(!dest.exists(), "[{name}] no final-named file");
+    s.backend.cleanup().await;
+}
+
 macro_rules! fault_tests {
     ($($case:ident),* $(,)?) => {
         $(
@@ -328,4 +366,5 @@ fault_tests!(
     truncated_bodies_are_resumed,
     without_retries_a_fault_names_uri_range_and_cause,
     a_reset_refetches_only_what_was_lost,
+    dropping_a_download_stops_its_requests,
 );
