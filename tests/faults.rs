@@ -33,6 +33,15 @@ struct Setup {
     data: Bytes,
 }
 
+impl Setup {
+    /// The object, pinned, read through the proxy.
+    async fn open(&self, options: FetchOptions) -> Object {
+        Object::open(&self.location, options)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {e}", self.backend.name))
+    }
+}
+
 fn upstream_of(b: &Backend) -> SocketAddr {
     let endpoint = b
         .options
@@ -111,9 +120,7 @@ async fn resets_mid_body_are_resumed(name: &'static str) {
         Fault::ResetAfter(700_000),
     ]);
     let delivered = Arc::new(Delivered::default());
-    let object = Object::open(&s.location, options(4, quick_retries(), delivered.clone()))
-        .await
-        .unwrap();
+    let object = s.open(options(4, quick_retries(), delivered.clone())).await;
     let got = object
         .bytes()
         .await
@@ -141,9 +148,7 @@ async fn server_errors_are_retried(name: &'static str) {
         Fault::Status(503, None),
         Fault::Status(429, Some(1)),
     ]);
-    let object = Object::open(&s.location, options(2, quick_retries(), Arc::default()))
-        .await
-        .unwrap();
+    let object = s.open(options(2, quick_retries(), Arc::default())).await;
     let got = object
         .bytes()
         .await
@@ -164,9 +169,7 @@ async fn stalls_beyond_the_idle_timeout_are_retried(name: &'static str) {
         .push([Fault::StallAfter(200_000, Duration::from_secs(5))]);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out.bin");
-    let object = Object::open(&s.location, options(1, quick_retries(), Arc::default()))
-        .await
-        .unwrap();
+    let object = s.open(options(1, quick_retries(), Arc::default())).await;
     object
         .download_to(&dest)
         .await
@@ -191,9 +194,7 @@ async fn truncated_bodies_are_resumed(name: &'static str) {
         Fault::Pass,
         Fault::TruncateAfter(1),
     ]);
-    let object = Object::open(&s.location, options(3, quick_retries(), Arc::default()))
-        .await
-        .unwrap();
+    let object = s.open(options(3, quick_retries(), Arc::default())).await;
     let pieces: Vec<(u64, Bytes)> = object
         .stream()
         .try_collect()
@@ -216,9 +217,9 @@ async fn without_retries_a_fault_names_uri_range_and_cause(name: &'static str) {
         return;
     };
     s.proxy.push([Fault::ResetAfter(1000)]);
-    let object = Object::open(&s.location, options(1, RetryPolicy::none(), Arc::default()))
-        .await
-        .unwrap();
+    let object = s
+        .open(options(1, RetryPolicy::none(), Arc::default()))
+        .await;
     let err = object
         .bytes()
         .await
@@ -266,9 +267,7 @@ async fn a_reset_refetches_only_what_was_lost(name: &'static str) {
     let reset_at = 700_000;
     s.proxy.push([Fault::ResetAfter(reset_at)]);
     let delivered = Arc::new(Delivered::default());
-    let object = Object::open(&s.location, options(1, quick_retries(), delivered.clone()))
-        .await
-        .unwrap();
+    let object = s.open(options(1, quick_retries(), delivered.clone())).await;
     let got = object
         .bytes()
         .await

@@ -12,7 +12,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use bytes::Bytes;
 use ckptio::fetch::{FetchOptions, Object, Progress};
 
-use crate::support::{Backend, pattern, relative};
+use crate::support::{Backend, pattern, read_all, relative};
 
 /// Resolving a URI and showing it again gives the same URI, and repeated resolves share a store.
 pub async fn uri_round_trips(b: Backend) {
@@ -68,14 +68,7 @@ pub async fn ranged_read_equals_slice_of_full_read(b: Backend) {
     let data = pattern(len);
     b.seed("ranged.bin", data.clone()).await;
     let loc = b.location("ranged.bin");
-    let full = loc
-        .store()
-        .get(loc.path())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let full = read_all(&loc).await;
     assert_eq!(full, data, "[{}] full read", b.name);
     let last = len as u64;
     for range in [
@@ -178,14 +171,7 @@ pub async fn put_get_delete_round_trip(b: Backend) {
         .put(loc.path(), PutPayload::from_bytes(data.clone()))
         .await
         .unwrap_or_else(|e| panic!("[{}] put: {e}", b.name));
-    let got = loc
-        .store()
-        .get(loc.path())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = read_all(&loc).await;
     assert_eq!(got, data, "[{}]", b.name);
     loc.store()
         .delete(loc.path())
@@ -212,14 +198,7 @@ pub async fn parallel_download_equals_sequential(b: Backend) {
         let key = format!("parallel-{len}.bin");
         b.seed(&key, pattern(len as usize)).await;
         let loc = b.location(&key);
-        let sequential = loc
-            .store()
-            .get(loc.path())
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let sequential = read_all(&loc).await;
         assert_eq!(sequential.len() as u64, len, "[{}] seeded size", b.name);
 
         let options = FetchOptions {

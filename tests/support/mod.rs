@@ -240,6 +240,16 @@ impl Backend {
     }
 }
 
+/// The whole object at `loc`, read by one plain GET: the reference the parallel paths are
+/// compared against.
+pub async fn read_all(loc: &Location) -> Bytes {
+    let got = loc.store().get(loc.path()).await;
+    let got = got.unwrap_or_else(|e| panic!("GET {loc}: {e}"));
+    got.bytes()
+        .await
+        .unwrap_or_else(|e| panic!("GET {loc}: {e}"))
+}
+
 /// Deterministic bytes that differ at every offset of interest (a ranged read at the wrong
 /// offset cannot match).
 pub fn pattern(len: usize) -> Bytes {
