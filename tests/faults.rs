@@ -286,12 +286,18 @@ async fn a_reset_refetches_only_what_was_lost(name: &'static str) {
         resumed_from > 0,
         "[{name}] the retry resumed mid-chunk ({resumed}), not from the chunk start"
     );
-    assert_eq!(
-        resumed_from, reset_at as u64,
-        "[{name}] the retry starts at the first byte not received"
+    // The proxy sent `reset_at` bytes before the reset; the client had read `resumed_from` of
+    // them (the proxy waits for it to drain, so usually all). Only the difference is sent twice.
+    assert!(
+        resumed_from <= reset_at as u64,
+        "[{name}] resumed past the reset: {resumed}"
     );
     let refetched = s.proxy.body_bytes() - size;
-    assert_eq!(refetched, 0, "[{name}] {refetched} bytes sent twice");
+    assert_eq!(
+        refetched,
+        reset_at as u64 - resumed_from,
+        "[{name}] only lost bytes are sent twice"
+    );
     assert_eq!(
         delivered.0.load(Ordering::SeqCst),
         size,
