@@ -166,6 +166,23 @@ pub enum Error {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// A safetensors file whose header is invalid.
+    #[error("{uri}: not a valid safetensors file: {source}")]
+    Safetensors {
+        /// The URI, redacted.
+        uri: String,
+        /// What is wrong with the header.
+        #[source]
+        source: crate::format::safetensors::HeaderError,
+    },
+    /// No tensor of that name in the file.
+    #[error("{uri}: no tensor named `{name}`")]
+    NoSuchTensor {
+        /// The URI, redacted.
+        uri: String,
+        /// The name asked for.
+        name: String,
+    },
     /// Any other failure of a storage operation.
     #[error("{uri}: {operation} failed: {detail}")]
     Storage {
@@ -197,6 +214,8 @@ impl Error {
             | Self::RangeFailed { uri, .. }
             | Self::InvalidRange { uri, .. }
             | Self::TooLarge { uri, .. }
+            | Self::Safetensors { uri, .. }
+            | Self::NoSuchTensor { uri, .. }
             | Self::Storage { uri, .. } => uri,
             Self::LocalIo { path, .. } => path,
         }

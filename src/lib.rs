@@ -26,9 +26,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod dtype;
 pub mod error;
 pub mod fetch;
+pub mod format;
 pub mod location;
 
+pub use dtype::DType;
 pub use error::{Error, Result};
 pub use location::{Location, Resolver, StorageOptions};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
+use object_store::{GetOptions, GetRange};
 use tokio::sync::mpsc;
 
 use super::options::FetchOptions;
@@ -60,6 +61,51 @@ impl Object {
     pub async fn open(location: &Location, options: FetchOptions) -> Result<Self> {
         let info = stat(location).await?;
         Ok(Self::with_info(location, info, options))
+    }
+
+    /// The object at `location`, pinned by one ranged GET of its first `len` bytes (or all of
+    /// it, if smaller), which are returned too: a reader that needs a header costs one
+    /// request, not a HEAD and a GET.
+    ///
+    /// # Errors
+    ///
+    /// As [`stat`](super::stat()), and as a range read.
+    pub async fn open_prefix(
+        location: &Location,
+        len: u64,
+        options: FetchOptions,
+    ) -> Result<(Self, Bytes)> {
+        let get = GetOptions {
+            range: Some(GetRange::Bounded(0..len.max(1))),
+            ..GetOptions::default()
+        };
+        let result = match location.store().get_opts(location.path(), get).await {
+            Ok(result) => result,
+            // An empty object has no byte 0 to ask for; a HEAD says what it is.
+            Err(first) => {
+                let info = stat(location)
+                    .await
+                    .map_err(|_| location.error("get", first))?;
+                return Ok((Self::with_info(location, info, options), Bytes::new()));
+            }
+        };
+        let info = ObjectInfo {
+            uri: location.uri(),
+            size: result.meta.size,
+            etag: result.meta.e_tag.clone(),
+            last_modified: result.meta.last_modified,
+            version: result.meta.version.clone(),
+        };
+        let object = Self::with_info(location, info, options);
+        let want = len.min(object.info().size);
+        let mut prefix = result.bytes().await.map_err(|e| location.error("get", e))?;
+        if (prefix.len() as u64) < want {
+            // The body broke off: the retrying range reader fetches the rest.
+            let rest = object.read_range(prefix.len() as u64..want).await?;
+            prefix = [prefix, rest].concat().into();
+        }
+        prefix.truncate(want as usize);
+        Ok((object, prefix))
     }
 
     /// The object at `location` as `info` describes it (from an earlier [`stat`](super::stat())).

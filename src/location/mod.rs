@@ -30,6 +30,7 @@
 //! ```
 
 mod backend;
+mod counting;
 mod options;
 mod redact;
 mod tap;
@@ -42,6 +43,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
+pub use counting::{CountingStore, Counts};
 pub use options::{ClientSettings, Env, StorageOptions};
 pub use redact::{Redactor, redact_uri, scrub_urls};
 pub use tap::ServerHints;
@@ -98,6 +100,33 @@ impl Location {
             path,
             root: Arc::new(root),
         }
+    }
+
+    /// This location, with every request to its store counted into the returned [`Counts`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ckptio::Result<()> {
+    /// let loc = ckptio::location::resolve("fixtures/tiny.safetensors", &Default::default())?;
+    /// let (counted, counts) = loc.counted();
+    /// ckptio::fetch::stat(&counted).await?;
+    /// assert_eq!((counts.heads(), counts.gets()), (1, 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn counted(&self) -> (Location, Arc<Counts>) {
+        let counts = Arc::new(Counts::default());
+        let store = Arc::new(CountingStore::new(
+            Arc::clone(&self.store),
+            Arc::clone(&counts),
+        ));
+        (
+            Location {
+                store,
+                path: self.path.clone(),
+                root: Arc::clone(&self.root),
+            },
+            counts,
+        )
     }
 
     /// The store holding the object.

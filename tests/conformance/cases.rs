@@ -328,3 +328,76 @@ pub async fn object_replaced_mid_download_is_detected(b: Backend) {
         assert!(!dest.exists(), "[{}] no destination file", b.name);
     }
 }
+
+/// A safetensors file with `n` one-byte tensors and long names: a header of about `n × 110`
+/// bytes.
+fn safetensors_with_long_header(n: usize) -> Vec<u8> {
+    let entries: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#""layer.{i:06}.{}":{{"dtype":"U8","shape":[1],"data_offsets":[{i},{}]}}"#,
+                "x".repeat(40),
+                i + 1
+            )
+        })
+        .collect();
+    let json = format!("{{{}}}", entries.join(","));
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(json.as_bytes());
+    out.extend((0..n).map(|i| i as u8));
+    out
+}
+
+/// Opening a safetensors file costs one GET when its header fits the first read and exactly
+/// two when it does not; a tensor costs one more; and every tensor read lazily equals its
+/// slice of the whole file.
+pub async fn safetensors_lazy_reads_cost_one_get_each(b: Backend) {
+    use ckptio::format::safetensors::SafetensorsFile;
+
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/tiny.safetensors"
+    ))
+    .unwrap();
+    b.seed("tiny.safetensors", fixture).await;
+    let (loc, counts) = b.location("tiny.safetensors").counted();
+    let file = SafetensorsFile::open(&loc, FetchOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    assert_eq!((counts.gets(), counts.heads()), (1, 0), "[{}] open", b.name);
+    let weight = file.read("embed.weight").await.unwrap();
+    assert_eq!(
+        (counts.gets(), counts.heads()),
+        (2, 0),
+        "[{}] one tensor",
+        b.name
+    );
+    assert_eq!(weight.len(), 48);
+
+    let whole = read_all(&loc).await;
+    for t in &file.header().tensors {
+        let lazy = file.read(&t.name).await.unwrap();
+        assert_eq!(
+            lazy,
+            whole.slice(t.range.start as usize..t.range.end as usize),
+            "[{}] {}",
+            b.name,
+            t.name
+        );
+    }
+
+    let long = safetensors_with_long_header(12_000);
+    b.seed("long.safetensors", long).await;
+    let (loc, counts) = b.location("long.safetensors").counted();
+    let file = SafetensorsFile::open(&loc, FetchOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    assert!(file.header().data_start > 1 << 20);
+    assert_eq!(file.header().tensors.len(), 12_000);
+    assert_eq!(
+        (counts.gets(), counts.heads()),
+        (2, 0),
+        "[{}] a long header costs one more GET",
+        b.name
+    );
+}

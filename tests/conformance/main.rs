@@ -32,4 +32,5 @@ conformance!(
     put_get_delete_round_trip,
     parallel_download_equals_sequential,
     object_replaced_mid_download_is_detected,
+    safetensors_lazy_reads_cost_one_get_each,
 );
