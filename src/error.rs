@@ -183,6 +183,16 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// A tensor whose stored layout does not fit its range, or that has no data.
+    #[error("{uri}: tensor `{path}` {reason}")]
+    Tensor {
+        /// The URI of the object holding it, redacted (empty for an abstract tensor).
+        uri: String,
+        /// The tensor's path in its tree.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Any other failure of a storage operation.
     #[error("{uri}: {operation} failed: {detail}")]
     Storage {
@@ -216,6 +226,7 @@ impl Error {
             | Self::TooLarge { uri, .. }
             | Self::Safetensors { uri, .. }
             | Self::NoSuchTensor { uri, .. }
+            | Self::Tensor { uri, .. }
             | Self::Storage { uri, .. } => uri,
             Self::LocalIo { path, .. } => path,
         }

@@ -31,6 +31,9 @@ pub mod error;
 pub mod fetch;
 pub mod format;
 pub mod location;
+pub mod materialize;
+pub mod save;
+pub mod tree;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

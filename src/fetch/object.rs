@@ -125,6 +125,11 @@ impl Object {
         &self.source.location
     }
 
+    /// Whether both handles read the same pinned object (clones of one [`Object`]).
+    pub fn same_as(&self, other: &Object) -> bool {
+        Arc::ptr_eq(&self.source, &other.source)
+    }
+
     pub(crate) fn source(&self) -> &Arc<Source> {
         &self.source
     }

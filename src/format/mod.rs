@@ -1,4 +1,75 @@
 //! Checkpoint formats: pure, bounded parsers over bytes, and readers that ask
-//! [`fetch`](crate::fetch) for exactly the byte ranges they need.
+//! [`fetch`](crate::fetch) for exactly the byte ranges they need. [`open`] picks the reader.
 
 pub mod safetensors;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::error::Result;
+use crate::fetch::FetchOptions;
+use crate::location::Location;
+use crate::tree::StateTree;
+
+/// A checkpoint's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    /// One safetensors file.
+    Safetensors,
+    /// Safetensors shards with a `*.safetensors.index.json`.
+    ShardedSafetensors {
+        /// How many shards.
+        shards: usize,
+    },
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Safetensors => f.write_str("safetensors"),
+            Self::ShardedSafetensors { shards } => {
+                write!(f, "sharded safetensors ({shards} shards)")
+            }
+        }
+    }
+}
+
+/// A checkpoint opened lazily: its tree of lazy tensors and its metadata.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The format it was read as.
+    pub format: Format,
+    /// The tree; tensors are fetched only when materialized.
+    pub tree: StateTree,
+    /// Free-form metadata (safetensors `__metadata__`, the index's `metadata`).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Opens the checkpoint at `location`: a `*.safetensors.index.json` as sharded safetensors,
+/// anything else as one safetensors file.
+///
+/// # Errors
+///
+/// The reader's errors: [`Error::Safetensors`](crate::Error::Safetensors) for a file that is
+/// not valid safetensors, [`Error::NotFound`](crate::Error::NotFound), and so on.
+pub async fn open(location: &Location, options: FetchOptions) -> Result<Checkpoint> {
+    let name = location.path().filename().unwrap_or_default();
+    if safetensors::is_index(name) {
+        let sharded = safetensors::ShardedSafetensors::open(location, options).await?;
+        let tree = sharded.tree().await?;
+        return Ok(Checkpoint {
+            format: Format::ShardedSafetensors {
+                shards: sharded.shard_count(),
+            },
+            tree,
+            metadata: sharded.metadata().clone(),
+        });
+    }
+    let file = safetensors::SafetensorsFile::open(location, options).await?;
+    Ok(Checkpoint {
+        format: Format::Safetensors,
+        tree: file.tree(),
+        metadata: file.header().metadata.clone(),
+    })
+}

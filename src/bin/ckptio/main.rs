@@ -1,6 +1,8 @@
 //! `ckptio`: inspect, fetch and copy ML checkpoints on any store.
 
+mod convert;
 mod get;
+mod inspect;
 mod logging;
 mod progress;
 mod stat;
@@ -30,6 +32,10 @@ enum Command {
     Stat(stat::Args),
     /// Download an object with parallel range requests (resumable, ETag-pinned).
     Get(get::Args),
+    /// Show a checkpoint's tree (tensor dtypes, shapes, sizes; metadata) without fetching data.
+    Inspect(inspect::Args),
+    /// Convert a checkpoint to safetensors, streaming (optionally sharded).
+    Convert(convert::Args),
 }
 
 /// The user pressed Ctrl-C.
@@ -58,6 +64,27 @@ impl std::str::FromStr for StoreOption {
     }
 }
 
+/// `tree` with `--select` globs kept and `--ignore` globs dropped.
+pub fn filtered(
+    tree: &ckptio::tree::StateTree,
+    select: &[String],
+    ignore: &[String],
+) -> anyhow::Result<ckptio::tree::StateTree> {
+    fn as_strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let tree = if select.is_empty() {
+        tree.clone()
+    } else {
+        tree.select(&as_strs(select))?
+    };
+    Ok(if ignore.is_empty() {
+        tree
+    } else {
+        tree.ignore(&as_strs(ignore))?
+    })
+}
+
 /// The options of every command that opens a URI.
 pub fn storage_options(options: &[StoreOption]) -> ckptio::StorageOptions {
     options
@@ -80,6 +107,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Stat(args) => stat::run(args).await,
             Command::Get(args) => get::run(args, cli.quiet).await,
+            Command::Inspect(args) => inspect::run(args).await,
+            Command::Convert(args) => convert::run(args, cli.quiet).await,
         }
     });
     match result {

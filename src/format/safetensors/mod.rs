@@ -2,6 +2,7 @@
 //! speculative first read, and each tensor is then one more range.
 
 mod header;
+mod sharded;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -9,10 +10,12 @@ use std::ops::Range;
 use bytes::Bytes;
 
 pub use header::{Header, HeaderError, MAX_HEADER_SIZE, TensorInfo, header_end, parse};
+pub use sharded::{MAX_INDEX_SIZE, ShardedSafetensors, is_index};
 
 use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Object};
 use crate::location::Location;
+use crate::tree::{LazyTensor, Leaf, Node, StateTree};
 
 /// Bytes read from the start of a file when opening it: most headers fit, so opening costs one
 /// request; a longer header costs exactly one more.
@@ -83,6 +86,32 @@ impl SafetensorsFile {
     /// The pinned object the tensors are read from.
     pub fn object(&self) -> &Object {
         &self.object
+    }
+
+    /// The file as a tree: one top-level key per tensor (names are kept whole, dots and all),
+    /// each a [`LazyTensor`] reading its range of this file.
+    pub fn tree(&self) -> StateTree {
+        let root = self
+            .header
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), Node::Leaf(Leaf::Tensor(self.lazy(t)))))
+            .collect();
+        StateTree::from_dict(root)
+    }
+
+    /// Tensor `name` as a [`LazyTensor`] reading its range of this file.
+    pub fn lazy_tensor(&self, name: &str) -> Option<LazyTensor> {
+        self.info(name).map(|t| self.lazy(t))
+    }
+
+    fn lazy(&self, t: &TensorInfo) -> LazyTensor {
+        LazyTensor::contiguous(
+            t.dtype,
+            t.shape.clone(),
+            self.object.clone(),
+            t.range.clone(),
+        )
     }
 
     /// The entry of tensor `name`.

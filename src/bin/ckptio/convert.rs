@@ -1,0 +1,80 @@
+//! `ckptio convert SRC DST`: any readable checkpoint to safetensors, streaming.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use ckptio::fetch::FetchOptions;
+use ckptio::save::safetensors::{WriteOptions, write_safetensors};
+
+use crate::progress::Bar;
+use crate::units::ByteSize;
+use crate::{Interrupted, StoreOption, filtered, storage_options};
+
+/// Arguments of `ckptio convert`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The checkpoint to read (any path or URI).
+    src: String,
+    /// Where to write (any path or URI); shards go next to it.
+    dst: String,
+    /// A store option KEY=VALUE (repeatable), for both SRC and DST.
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
+    options: Vec<StoreOption>,
+    /// Keep only paths matching this glob, and what lies below them (repeatable).
+    #[arg(long = "select", value_name = "GLOB")]
+    select: Vec<String>,
+    /// Drop paths matching this glob, and what lies below them (repeatable).
+    #[arg(long = "ignore", value_name = "GLOB")]
+    ignore: Vec<String>,
+    /// Split into shards of at most this size, with an index (Hugging Face convention).
+    #[arg(long, value_name = "SIZE")]
+    max_shard_size: Option<ByteSize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Target::Safetensors)]
+    to: Target,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Target {
+    /// safetensors (tensor names are tree paths).
+    Safetensors,
+}
+
+/// Converts; tensors stream from source to destination within a bounded memory budget.
+pub async fn run(args: Args, quiet: bool) -> Result<()> {
+    let options = storage_options(&args.options);
+    let src = ckptio::location::resolve(&args.src, &options)?;
+    let dst = ckptio::location::resolve(&args.dst, &options)?;
+    let bar = Arc::new(Bar::new(quiet));
+    let fetch = FetchOptions {
+        progress: bar.clone(),
+        ..FetchOptions::default()
+    };
+    // Sources keep these options: every tensor byte read advances the bar.
+    let checkpoint = ckptio::format::open(&src, fetch).await?;
+    let tree = filtered(&checkpoint.tree, &args.select, &args.ignore)?;
+    let tensors: Vec<_> = tree.tensors().map(|(p, t)| (p, t.clone())).collect();
+    if tensors.is_empty() {
+        bail!("{src}: no tensors to convert (after --select/--ignore)");
+    }
+    let total = tensors.iter().map(|(_, t)| t.nbytes()).sum();
+    ckptio::fetch::Progress::started(bar.as_ref(), &src.uri(), total);
+    let Target::Safetensors = args.to;
+    let write = WriteOptions {
+        max_shard_size: args.max_shard_size.map(|s| s.0),
+        metadata: checkpoint.metadata,
+        ..WriteOptions::default()
+    };
+    let written = tokio::select! {
+        written = write_safetensors(tensors, &dst, &write) => written?,
+        _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
+    };
+    ckptio::fetch::Progress::finished(bar.as_ref());
+    if !quiet {
+        for file in &written.files {
+            eprintln!("wrote {file}");
+        }
+    }
+    Ok(())
+}

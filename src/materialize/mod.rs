@@ -1,0 +1,420 @@
+//! Turning lazy tensors into bytes: reads grouped per object and coalesced, elements made
+//! contiguous and little-endian, optionally widened to F32; all at once, or streamed in file
+//! order within a memory budget.
+
+mod convert;
+mod layout;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+
+pub use convert::{to_f32, widens};
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::fetch::Object;
+use crate::tree::{LazyTensor, StateTree};
+
+/// A tensor's bytes: contiguous, row-major, little-endian.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tensor {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions (empty for a scalar).
+    pub shape: Vec<u64>,
+    /// The elements.
+    pub data: Bytes,
+}
+
+/// How tensors are materialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaterializeOptions {
+    /// Widen F16, BF16 and FP8 tensors to F32 (other dtypes are left as they are).
+    pub to_f32: bool,
+    /// What the streaming API may hold at once (two batches of this size, or one tensor
+    /// larger than it).
+    pub memory_budget: u64,
+}
+
+impl Default for MaterializeOptions {
+    fn default() -> Self {
+        Self {
+            to_f32: false,
+            memory_budget: 256 << 20,
+        }
+    }
+}
+
+/// The given tensors, materialized. Tensors of one object are read with coalesced range
+/// requests in parallel.
+///
+/// # Errors
+///
+/// [`Error::Tensor`] for an abstract tensor or a stored layout that does not fit its range;
+/// otherwise the read's error.
+pub async fn materialize(
+    tensors: Vec<(String, LazyTensor)>,
+    options: MaterializeOptions,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::with_capacity(tensors.len());
+    for batch in batches(tensors, u64::MAX)? {
+        out.extend(read_batch(batch, options).await?);
+    }
+    Ok(out)
+}
+
+/// Every tensor of `tree`, materialized.
+///
+/// # Errors
+///
+/// As [`materialize`].
+pub async fn materialize_tree(
+    tree: &StateTree,
+    options: MaterializeOptions,
+) -> Result<Vec<(String, Tensor)>> {
+    materialize(
+        tree.tensors().map(|(p, t)| (p, t.clone())).collect(),
+        options,
+    )
+    .await
+}
+
+/// The given tensors as a stream in file order, read a batch ahead: at most two batches of
+/// [`memory_budget`](MaterializeOptions::memory_budget) bytes are held at once. The stream
+/// ends after the first error.
+pub fn stream(
+    tensors: Vec<(String, LazyTensor)>,
+    options: MaterializeOptions,
+) -> BoxStream<'static, Result<(String, Tensor)>> {
+    let batches = match batches(tensors, options.memory_budget) {
+        Ok(b) => b,
+        Err(e) => return stream::once(async { Err(e) }).boxed(),
+    };
+    stream::iter(batches)
+        .map(move |batch| read_batch(batch, options))
+        .buffered(2)
+        .flat_map(|result| match result {
+            Ok(items) => stream::iter(items.into_iter().map(Ok)).left_stream(),
+            Err(e) => stream::once(async { Err(e) }).right_stream(),
+        })
+        .scan(false, |failed, item| {
+            let next = if *failed {
+                None
+            } else {
+                *failed = item.is_err();
+                Some(item)
+            };
+            std::future::ready(next)
+        })
+        .boxed()
+}
+
+/// A tensor with the object it is read from.
+struct Planned {
+    path: String,
+    tensor: LazyTensor,
+    object: Object,
+    range: std::ops::Range<u64>,
+}
+
+/// Sorts tensors into file order: grouped by object in first-seen order, then by offset.
+/// Streaming and writing use this one order, so each tensor arrives when it is next needed.
+pub fn file_order(tensors: &mut Vec<(String, LazyTensor)>) {
+    let mut objects: Vec<Object> = Vec::new();
+    let mut keyed: Vec<((usize, u64), (String, LazyTensor))> = std::mem::take(tensors)
+        .into_iter()
+        .map(|(path, t)| {
+            let key = match &t.source {
+                Some(s) => {
+                    let group = objects
+                        .iter()
+                        .position(|o| o.same_as(&s.object))
+                        .unwrap_or_else(|| {
+                            objects.push(s.object.clone());
+                            objects.len() - 1
+                        });
+                    (group, s.range.start)
+                }
+                None => (usize::MAX, 0),
+            };
+            (key, (path, t))
+        })
+        .collect();
+    keyed.sort_by_key(|(key, _)| *key);
+    *tensors = keyed.into_iter().map(|(_, t)| t).collect();
+}
+
+/// Tensors in [`file_order`], cut into batches of one object and at most `budget` bytes (a
+/// larger tensor is a batch of its own).
+fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64) -> Result<Vec<Vec<Planned>>> {
+    file_order(&mut tensors);
+    let mut out: Vec<Vec<Planned>> = Vec::new();
+    let mut bytes = 0u64;
+    for (path, tensor) in tensors {
+        let Some(source) = tensor.source.clone() else {
+            return Err(Error::Tensor {
+                uri: String::new(),
+                path,
+                reason: "is abstract (a type and shape, no data)".into(),
+            });
+        };
+        let planned = Planned {
+            path,
+            tensor,
+            object: source.object,
+            range: source.range,
+        };
+        let len = planned.range.end - planned.range.start;
+        let fits = out.last().is_some_and(|b| {
+            b[0].object.same_as(&planned.object) && bytes.saturating_add(len) <= budget
+        });
+        if fits {
+            bytes = bytes.saturating_add(len);
+            out.last_mut().expect("checked").push(planned);
+        } else {
+            bytes = len;
+            out.push(vec![planned]);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads one batch (all from one object) and finishes its tensors.
+async fn read_batch(
+    batch: Vec<Planned>,
+    options: MaterializeOptions,
+) -> Result<Vec<(String, Tensor)>> {
+    let object = Arc::new(batch[0].object.clone());
+    let ranges: Vec<_> = batch.iter().map(|p| p.range.clone()).collect();
+    let raw = object.read_ranges(&ranges).await?;
+    batch
+        .into_iter()
+        .zip(raw)
+        .map(|(p, bytes)| finish(&object, p, bytes, options))
+        .collect()
+}
+
+/// Stored bytes → a contiguous little-endian tensor (widened if asked).
+fn finish(
+    object: &Object,
+    p: Planned,
+    stored: Bytes,
+    options: MaterializeOptions,
+) -> Result<(String, Tensor)> {
+    let t = &p.tensor;
+    let bad = |reason: String| Error::Tensor {
+        uri: object.location().uri(),
+        path: p.path.clone(),
+        reason,
+    };
+    let nbytes = t.dtype.byte_len(t.numel()).ok_or_else(|| {
+        bad(format!(
+            "{} × {:?} is not a whole number of bytes",
+            t.dtype, t.shape
+        ))
+    })?;
+    let elem = (t.dtype.bits() / 8) as usize;
+    let mut data = if t.is_contiguous() {
+        if stored.len() as u64 != nbytes {
+            return Err(bad(format!(
+                "{} × {:?} needs {nbytes} bytes, its range holds {}",
+                t.dtype,
+                t.shape,
+                stored.len()
+            )));
+        }
+        stored
+    } else {
+        if t.dtype.bits() % 8 != 0 || t.strides.len() != t.shape.len() {
+            return Err(bad(format!(
+                "a strided layout {:?} for {} × {:?} is not supported",
+                t.strides, t.dtype, t.shape
+            )));
+        }
+        let extent = layout::strided_extent(t.dtype, &t.shape, &t.strides)
+            .ok_or_else(|| bad("its strides overflow".into()))?;
+        if (stored.len() as u64) < extent {
+            return Err(bad(format!(
+                "strides {:?} reach byte {extent}, its range holds {}",
+                t.strides,
+                stored.len()
+            )));
+        }
+        layout::gather(&stored, elem, &t.shape, &t.strides)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{nbytes} bytes cannot be allocated to make it contiguous"
+                ))
+            })?
+            .into()
+    };
+    if t.source.as_ref().is_some_and(|s| s.big_endian) && elem > 1 {
+        let mut swapped = data.to_vec();
+        layout::swap_bytes(&mut swapped, elem);
+        data = swapped.into();
+    }
+    let mut dtype = t.dtype;
+    if options.to_f32 && dtype != DType::F32 {
+        if let Some(wide) = to_f32(dtype, &data) {
+            data = wide.into();
+            dtype = DType::F32;
+        }
+    }
+    Ok((
+        p.path,
+        Tensor {
+            dtype,
+            shape: t.shape.clone(),
+            data,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+
+    use super::*;
+    use crate::fetch::FetchOptions;
+    use crate::location::resolve;
+    use crate::tree::TensorSource;
+
+    async fn object(name: &str, data: Vec<u8>) -> Object {
+        let loc = resolve(
+            &format!("memory://materialize-tests/{name}"),
+            &Default::default(),
+        )
+        .unwrap();
+        loc.store().put(loc.path(), data.into()).await.unwrap();
+        Object::open(&loc, FetchOptions::default()).await.unwrap()
+    }
+
+    fn lazy(
+        object: &Object,
+        dtype: DType,
+        shape: &[u64],
+        range: std::ops::Range<u64>,
+    ) -> LazyTensor {
+        LazyTensor::contiguous(dtype, shape.to_vec(), object.clone(), range)
+    }
+
+    #[tokio::test]
+    async fn tensors_come_back_with_their_bytes() {
+        let data: Vec<u8> = (0..64).collect();
+        let o = object("plain", data.clone()).await;
+        let ts = vec![
+            ("b".to_owned(), lazy(&o, DType::U16, &[4], 8..16)),
+            ("a".to_owned(), lazy(&o, DType::U8, &[2, 2], 0..4)),
+        ];
+        let got = materialize(ts, MaterializeOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(got[0].0, "a", "file order");
+        assert_eq!(got[0].1.data, data[0..4]);
+        assert_eq!(
+            got[1].1,
+            Tensor {
+                dtype: DType::U16,
+                shape: vec![4],
+                data: Bytes::copy_from_slice(&data[8..16])
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn strided_big_endian_tensors_become_contiguous_little_endian() {
+        // A 2×2 big-endian U16 matrix stored row-major, read as its transpose.
+        let o = object("strided", vec![0, 1, 0, 2, 0, 3, 0, 4]).await;
+        let mut t = lazy(&o, DType::U16, &[2, 2], 0..8);
+        t.strides = vec![1, 2];
+        t.source = Some(TensorSource {
+            big_endian: true,
+            ..t.source.unwrap()
+        });
+        let got = materialize(vec![("t".into(), t)], MaterializeOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(got[0].1.data, [1, 0, 3, 0, 2, 0, 4, 0].as_slice());
+    }
+
+    #[tokio::test]
+    async fn a_range_that_does_not_fit_the_shape_names_the_tensor() {
+        let o = object("short", vec![0; 8]).await;
+        let err = materialize(
+            vec![("w".into(), lazy(&o, DType::F32, &[3], 0..8))],
+            MaterializeOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("tensor `w`") && err.to_string().contains("needs 12 bytes"),
+            "{err}"
+        );
+        let err = materialize(
+            vec![("x".into(), LazyTensor::abstract_(DType::F32, vec![1]))],
+            MaterializeOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("abstract"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bf16_widens_to_f32_on_request() {
+        let bytes: Vec<u8> = [1.0f32, -3.5]
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect();
+        let o = object("bf16", bytes).await;
+        let options = MaterializeOptions {
+            to_f32: true,
+            ..MaterializeOptions::default()
+        };
+        let got = materialize(
+            vec![("w".into(), lazy(&o, DType::BF16, &[2], 0..4))],
+            options,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got[0].1.dtype, DType::F32);
+        assert_eq!(
+            got[0].1.data,
+            [1.0f32.to_le_bytes(), (-3.5f32).to_le_bytes()].concat()
+        );
+    }
+
+    #[tokio::test]
+    async fn streaming_yields_file_order_in_budgeted_batches() {
+        let data: Vec<u8> = (0..100).collect();
+        let o = object("stream", data.clone()).await;
+        let ts: Vec<_> = (0..10)
+            .rev()
+            .map(|i| {
+                (
+                    format!("t{i}"),
+                    lazy(&o, DType::U8, &[10], i * 10..i * 10 + 10),
+                )
+            })
+            .collect();
+        let planned = batches(ts.clone(), 25).unwrap();
+        assert_eq!(
+            planned.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2, 2, 2, 2, 2],
+            "25-byte budget: two 10-byte tensors a batch"
+        );
+        let options = MaterializeOptions {
+            memory_budget: 25,
+            ..MaterializeOptions::default()
+        };
+        let got: Vec<(String, Tensor)> = stream(ts, options).try_collect().await.unwrap();
+        let names: Vec<_> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9"]
+        );
+        assert_eq!(got[3].1.data, data[30..40]);
+    }
+}

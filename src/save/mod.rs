@@ -1,0 +1,3 @@
+//! Writing checkpoints: format writers that stream tensors to any store.
+
+pub mod safetensors;

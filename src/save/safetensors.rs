@@ -1,0 +1,244 @@
+//! Writing tensors as safetensors, to any store: the header first, then each tensor's bytes as
+//! they are materialized, through object_store's buffered writer (one PUT for small files, a
+//! multipart upload for large ones). With a shard size, several files and an index in the
+//! Hugging Face convention.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::materialize::{self, MaterializeOptions};
+use crate::tree::LazyTensor;
+
+/// How safetensors files are written.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Split into shards of at most this many data bytes (a larger tensor gets a shard of its
+    /// own), named `{stem}-00001-of-0000N.safetensors`, with `{stem}.safetensors.index.json`.
+    pub max_shard_size: Option<u64>,
+    /// Strings stored in each file's `__metadata__`.
+    pub metadata: BTreeMap<String, String>,
+    /// How the tensors are read.
+    pub materialize: MaterializeOptions,
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// URIs of the files, in order (shards, then the index).
+    pub files: Vec<String>,
+    /// Tensor data bytes.
+    pub data_bytes: u64,
+}
+
+/// Multipart part size: S3 allows 10,000 parts, so this size covers files up to 160 GiB.
+const PART_SIZE: usize = 16 << 20;
+
+/// The bytes of a safetensors header for `tensors` (name, dtype, shape, nbytes), padded with
+/// spaces so the data starts 8-byte aligned.
+pub fn header_bytes(
+    tensors: &[(String, &LazyTensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    let mut map = serde_json::Map::new();
+    if !metadata.is_empty() {
+        map.insert("__metadata__".into(), json!(metadata));
+    }
+    let mut offset = 0u64;
+    for (name, t) in tensors {
+        let end = offset + t.nbytes();
+        map.insert(
+            name.clone(),
+            json!({ "dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut header = serde_json::to_vec(&Value::Object(map)).expect("a JSON map always serializes");
+    while (8 + header.len()) % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out
+}
+
+/// Writes `tensors` to `dest` as safetensors (or as shards and an index next to it).
+///
+/// # Errors
+///
+/// [`Error::InvalidOption`] for a tensor whose bytes are not a whole number; read errors from
+/// the sources; the store's error for a failed upload (which is aborted, leaving no file).
+pub async fn write_safetensors(
+    mut tensors: Vec<(String, LazyTensor)>,
+    dest: &Location,
+    options: &WriteOptions,
+) -> Result<Written> {
+    // Written in the sources' file order: each tensor is streamed as it is read, none waits.
+    materialize::file_order(&mut tensors);
+    for (name, t) in &tensors {
+        if t.dtype.byte_len(t.numel()).is_none() {
+            return Err(Error::Tensor {
+                uri: dest.uri(),
+                path: name.clone(),
+                reason: format!("{} × {:?} is not a whole number of bytes", t.dtype, t.shape),
+            });
+        }
+    }
+    let shards = plan_shards(&tensors, options.max_shard_size);
+    let total: u64 = tensors.iter().map(|(_, t)| t.nbytes()).sum();
+    if shards.len() <= 1 {
+        write_file(tensors, dest, options).await?;
+        return Ok(Written {
+            files: vec![dest.uri()],
+            data_bytes: total,
+        });
+    }
+
+    let file_name = dest.path().filename().unwrap_or("model.safetensors");
+    let stem = file_name
+        .strip_suffix(".safetensors")
+        .unwrap_or(file_name)
+        .to_owned();
+    let n = shards.len();
+    let mut files = Vec::with_capacity(n + 1);
+    let mut weight_map = BTreeMap::new();
+    let mut remaining = tensors.into_iter();
+    for (i, count) in shards.into_iter().enumerate() {
+        let name = format!("{stem}-{:05}-of-{n:05}.safetensors", i + 1);
+        let shard: Vec<_> = remaining.by_ref().take(count).collect();
+        for (tensor, _) in &shard {
+            weight_map.insert(tensor.clone(), name.clone());
+        }
+        let location = sibling(dest, &name);
+        write_file(shard, &location, options).await?;
+        files.push(location.uri());
+    }
+    let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    let index_location = sibling(dest, &format!("{stem}.safetensors.index.json"));
+    let body = serde_json::to_vec_pretty(&index).expect("a JSON value always serializes");
+    index_location
+        .store()
+        .put(index_location.path(), body.into())
+        .await
+        .map_err(|e| index_location.error("put", e))?;
+    files.push(index_location.uri());
+    Ok(Written {
+        files,
+        data_bytes: total,
+    })
+}
+
+/// How many tensors go in each shard, in order: a shard is closed when the next tensor would
+/// take it past `max` (a tensor larger than `max` gets a shard of its own).
+fn plan_shards(tensors: &[(String, LazyTensor)], max: Option<u64>) -> Vec<usize> {
+    let Some(max) = max else {
+        return vec![tensors.len()];
+    };
+    let mut shards = Vec::new();
+    let (mut count, mut bytes) = (0usize, 0u64);
+    for (_, t) in tensors {
+        if count > 0 && bytes.saturating_add(t.nbytes()) > max {
+            shards.push(count);
+            (count, bytes) = (0, 0);
+        }
+        count += 1;
+        bytes = bytes.saturating_add(t.nbytes());
+    }
+    if count > 0 || shards.is_empty() {
+        shards.push(count);
+    }
+    shards
+}
+
+fn sibling(dest: &Location, name: &str) -> Location {
+    let parts: Vec<_> = dest.path().parts().collect();
+    let dir = &parts[..parts.len().saturating_sub(1)];
+    dest.with_path(Path::from_iter(
+        dir.iter().cloned().chain(std::iter::once(name.into())),
+    ))
+}
+
+/// One safetensors file: header, then each tensor streamed in order. A failed write is
+/// aborted, so no partial file appears under the name.
+async fn write_file(
+    tensors: Vec<(String, LazyTensor)>,
+    dest: &Location,
+    options: &WriteOptions,
+) -> Result<()> {
+    let header = {
+        let refs: Vec<(String, &LazyTensor)> =
+            tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
+        header_bytes(&refs, &options.metadata)
+    };
+    let mut writer = BufWriter::with_capacity(dest.store().clone(), dest.path().clone(), PART_SIZE);
+    let result = async {
+        writer
+            .put(header.into())
+            .await
+            .map_err(|e| dest.error("put", e))?;
+        // `tensors` is in file order, which is the order the stream yields.
+        let options = MaterializeOptions {
+            to_f32: false,
+            ..options.materialize
+        };
+        let mut data = materialize::stream(tensors, options);
+        while let Some(item) = data.next().await {
+            let (_, tensor) = item?;
+            writer
+                .put(tensor.data)
+                .await
+                .map_err(|e| dest.error("put", e))?;
+        }
+        writer.shutdown().await.map_err(|e| Error::Storage {
+            uri: dest.uri(),
+            operation: "put",
+            detail: e.to_string(),
+        })
+    }
+    .await;
+    if result.is_err() {
+        let _ = writer.abort().await;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+    use crate::format::safetensors::parse;
+
+    #[test]
+    fn headers_are_valid_and_aligned() {
+        let a = LazyTensor::abstract_(DType::F32, vec![2, 3]);
+        let b = LazyTensor::abstract_(DType::BF16, vec![]);
+        let meta = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
+        let bytes = header_bytes(&[("a".into(), &a), ("b".into(), &b)], &meta);
+        assert_eq!(bytes.len() % 8, 0);
+        let mut file = bytes.clone();
+        file.extend(std::iter::repeat_n(0, 26));
+        let header = parse(&file, file.len() as u64).unwrap();
+        assert_eq!(header.metadata, meta);
+        assert_eq!(
+            header.tensors[1].range,
+            bytes.len() as u64 + 24..bytes.len() as u64 + 26
+        );
+    }
+
+    #[test]
+    fn shards_close_before_they_overflow() {
+        let t = |n: u64| ("t".to_owned(), LazyTensor::abstract_(DType::U8, vec![n]));
+        let tensors = vec![t(4), t(4), t(4), t(10), t(1)];
+        assert_eq!(plan_shards(&tensors, None), [5]);
+        assert_eq!(plan_shards(&tensors, Some(8)), [2, 1, 1, 1]);
+        assert_eq!(plan_shards(&tensors, Some(100)), [5]);
+        assert_eq!(plan_shards(&[], Some(8)), [0]);
+    }
+}
