@@ -20,6 +20,12 @@ pub struct Args {
     /// A store option KEY=VALUE (repeatable), for both SRC and DST.
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
     options: Vec<StoreOption>,
+    /// A store option for SRC only (repeatable).
+    #[arg(long = "src-option", value_name = "KEY=VALUE")]
+    src_options: Vec<StoreOption>,
+    /// A store option for DST only (repeatable).
+    #[arg(long = "dst-option", value_name = "KEY=VALUE")]
+    dst_options: Vec<StoreOption>,
     /// Keep only paths matching this glob, and what lies below them (repeatable).
     #[arg(long = "select", value_name = "GLOB")]
     select: Vec<String>,
@@ -43,9 +49,9 @@ enum Target {
 
 /// Converts; tensors stream from source to destination within a bounded memory budget.
 pub async fn run(args: Args, quiet: bool) -> Result<()> {
-    let options = storage_options(&args.options);
-    let src = ckptio::location::resolve(&args.src, &options)?;
-    let dst = ckptio::location::resolve(&args.dst, &options)?;
+    let both = |side: &[StoreOption]| storage_options(&[args.options.as_slice(), side].concat());
+    let src = ckptio::location::resolve(&args.src, &both(&args.src_options))?;
+    let dst = ckptio::location::resolve(&args.dst, &both(&args.dst_options))?;
     let bar = Arc::new(Bar::new(quiet));
     let fetch = FetchOptions {
         progress: bar.clone(),
