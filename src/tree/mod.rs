@@ -25,7 +25,7 @@ use std::ops::Range;
 
 use indexmap::IndexMap;
 
-pub use select::{Mismatch, Report};
+pub use select::{GlobError, Mismatch, Report};
 
 use crate::dtype::{self, DType};
 use crate::fetch::Object;

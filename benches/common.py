@@ -1,0 +1,49 @@
+"""What the benchmarks share: running commands and measuring wall time and peak RSS."""
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def measure(cmds, env=None):
+    """Runs the commands in parallel; returns (wall seconds, peak RSS bytes of any one).
+
+    Each runs under GNU time, whose %M is the command's own peak RSS: a child forked from this
+    (much larger) Python process would report Python's memory as its own."""
+    rss_files = [tempfile.NamedTemporaryFile(prefix="ckptio-rss-", delete=False) for _ in cmds]
+    start = time.perf_counter()
+    procs = [subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", f.name, *c], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for c, f in zip(cmds, rss_files)]
+    errors = [p.communicate()[1].decode(errors="replace") for p in procs]
+    elapsed = time.perf_counter() - start
+    peak = 0
+    for p, err, f in zip(procs, errors, rss_files):
+        if p.returncode != 0:
+            sys.exit(f"bench: {' '.join(cmds[0])} failed ({p.returncode}): {err}")
+        with open(f.name) as rss:
+            peak = max(peak, int(rss.read().split()[-1]) * 1024)
+        os.unlink(f.name)
+    return elapsed, peak
+
+
+def case(results, runs, label, target, sink, cmds, env=None, check=None):
+    times, rss = [], []
+    for _ in range(runs):
+        if check:
+            check(before=True)
+        t, r = measure(cmds, env)
+        if check:
+            check(before=False)
+        times.append(t)
+        rss.append(r)
+    results.append({"tool": label, "target": target, "sink": sink, "median_s": statistics.median(times),
+                    "runs_s": times, "peak_rss": max(rss)})
+    print(f"  {target:5} {label:28} {sink:12} {statistics.median(times):7.3f} s", file=sys.stderr)
+
+

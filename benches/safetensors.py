@@ -1,0 +1,103 @@
+"""safetensors benchmark: inspect + materialize every tensor of a 1 GiB file with ckptio (the
+streaming API) from local disk, nginx and S3 (Garage), against Python's safetensors.safe_open on
+the local file and "download, then safe_open" for the remote ones. Run through `scripts/bench
+safetensors`. Reports medians, ratios and peak RSS (GNU time's %M per process)."""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+from common import GiB, MiB, case
+
+SAFE_OPEN = """
+import sys
+from safetensors import safe_open
+total = 0
+with safe_open(sys.argv[1], framework="numpy") as f:
+    for k in f.keys():
+        total += f.get_tensor(k).nbytes
+print(total)
+"""
+
+DOWNLOAD_THEN_SAFE_OPEN_HTTP = """
+import os, sys, hf_transfer
+url, dest = sys.argv[1], sys.argv[2]
+hf_transfer.download(url=url, filename=dest, max_files=8, chunk_size=8 << 20)
+from safetensors import safe_open
+total = 0
+with safe_open(dest, framework="numpy") as f:
+    for k in f.keys():
+        total += f.get_tensor(k).nbytes
+os.unlink(dest)
+print(total)
+"""
+
+DOWNLOAD_THEN_SAFE_OPEN_S3 = """
+import os, sys, boto3
+from boto3.s3.transfer import TransferConfig
+endpoint, bucket, key, dest = sys.argv[1:5]
+boto3.client("s3", endpoint_url=endpoint).download_file(bucket, key, dest,
+    Config=TransferConfig(max_concurrency=8, multipart_chunksize=8 << 20))
+from safetensors import safe_open
+total = 0
+with safe_open(dest, framework="numpy") as f:
+    for k in f.keys():
+        total += f.get_tensor(k).nbytes
+os.unlink(dest)
+print(total)
+"""
+
+WRITE = """
+import sys, numpy as np
+from safetensors.numpy import save_file
+n, path = int(sys.argv[1]), sys.argv[2]
+rng = np.random.default_rng(0)
+save_file({f"layers.{i}.weight": rng.standard_normal(1 << 20, dtype=np.float32) for i in range(n)}, path)
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--materialize", required=True)
+    ap.add_argument("--tmpfs", default="/dev/shm")
+    args = ap.parse_args()
+
+    http_root = os.environ["CKPTIO_TEST_HTTP_ROOT"]
+    url = os.environ["CKPTIO_TEST_HTTP_URI"] + "bench.safetensors"
+    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
+    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
+    s3_env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
+                  AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"])
+    local = os.path.join(http_root, "bench.safetensors")
+    print("bench: writing a 1 GiB safetensors file (256 F32 tensors of 4 MiB) with Python's safetensors",
+          file=sys.stderr)
+    import subprocess
+    subprocess.run([sys.executable, "-c", WRITE, "256", local], check=True)
+    size = os.path.getsize(local)
+    subprocess.run(["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local, f"s3://{bucket}/bench.safetensors"],
+                   env=s3_env, check=True, stdout=subprocess.DEVNULL)
+    dl = os.path.join(tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs), "downloaded.safetensors")
+
+    results, runs = [], args.runs
+    case(results, runs, "ckptio stream", "local", "", [[args.materialize, local]])
+    case(results, runs, "safe_open (mmap)", "local", "", [[sys.executable, "-c", SAFE_OPEN, local]])
+    case(results, runs, "ckptio stream", "HTTP", "", [[args.materialize, url]])
+    case(results, runs, "hf_transfer + safe_open", "HTTP", "", [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_HTTP, url, dl]])
+    case(results, runs, "ckptio stream", "S3", "", [[args.materialize, f"s3://{bucket}/bench.safetensors"]], env=s3_env)
+    case(results, runs, "boto3 + safe_open", "S3", "",
+         [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_S3, s3["endpoint"], bucket, "bench.safetensors", dl]], env=s3_env)
+
+    print(f"\n1 safetensors file of {size / GiB:.2f} GiB (256 F32 tensors); every tensor read; median of {runs} runs\n")
+    print("| source | tool | median s | GiB/s | ckptio × this | peak RSS MiB |")
+    print("|---|---|---:|---:|---:|---:|")
+    ours = {r["target"]: r["median_s"] for r in results if r["tool"].startswith("ckptio")}
+    for r in results:
+        print(f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {size / GiB / r['median_s']:.2f} | "
+              f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
