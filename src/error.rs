@@ -175,6 +175,14 @@ pub enum Error {
         #[source]
         source: crate::format::safetensors::HeaderError,
     },
+    /// A checkpoint format ckptio recognizes but does not read yet.
+    #[error("{uri}: this is {what}, which ckptio cannot read yet")]
+    UnsupportedFormat {
+        /// The URI, redacted.
+        uri: String,
+        /// What the file looks like.
+        what: &'static str,
+    },
     /// No tensor of that name in the file.
     #[error("{uri}: no tensor named `{name}`")]
     NoSuchTensor {
@@ -225,6 +233,7 @@ impl Error {
             | Self::InvalidRange { uri, .. }
             | Self::TooLarge { uri, .. }
             | Self::Safetensors { uri, .. }
+            | Self::UnsupportedFormat { uri, .. }
             | Self::NoSuchTensor { uri, .. }
             | Self::Tensor { uri, .. }
             | Self::Storage { uri, .. } => uri,

@@ -403,6 +403,22 @@ async fn bad_files_give_distinct_errors_naming_the_file() {
             "{name}: expected `{expected}` in {err}"
         );
     }
+    for (name, bytes, what) in [
+        (
+            "model.pt",
+            b"PK\x03\x04rest of a zip".to_vec(),
+            "a PyTorch zip checkpoint",
+        ),
+        ("old.pt", b"\x80\x02\x8a\x0a".to_vec(), "a pickle"),
+        ("m.gguf", b"GGUF\x03\x00\x00\x00".to_vec(), "a GGUF file"),
+    ] {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        let err = stderr(&ckptio(dir.path(), &["inspect", name]).await);
+        assert!(
+            err.contains(name) && err.contains(what) && err.contains("cannot read yet"),
+            "{name}: {err}"
+        );
+    }
     let out = ckptio(dir.path(), &["inspect", "absent.safetensors"]).await;
     assert!(
         stderr(&out).contains("absent.safetensors: not found"),

@@ -46,6 +46,20 @@ pub struct Checkpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// What a file that is not safetensors looks like, from its first bytes, for a clear "not
+/// supported yet" instead of a header error.
+pub fn sniff(first: &[u8]) -> Option<&'static str> {
+    if first.starts_with(b"PK\x03\x04") {
+        Some("a PyTorch zip checkpoint (torch.save, .pt/.ckpt)")
+    } else if first.starts_with(b"\x80") && first.get(1).is_some_and(|&p| (2..=5).contains(&p)) {
+        Some("a pickle (legacy torch.save before 1.6, or a plain pickle)")
+    } else if first.starts_with(b"GGUF") {
+        Some("a GGUF file")
+    } else {
+        None
+    }
+}
+
 /// Opens the checkpoint at `location`: a `*.safetensors.index.json` as sharded safetensors,
 /// anything else as one safetensors file.
 ///
