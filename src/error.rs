@@ -167,13 +167,12 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A safetensors file whose header is invalid.
-    #[error("{uri}: not a valid safetensors file: {source}")]
+    #[error("{uri}: not a valid safetensors file: {problem}")]
     Safetensors {
         /// The URI, redacted.
         uri: String,
         /// What is wrong with the header.
-        #[source]
-        source: crate::format::safetensors::HeaderError,
+        problem: crate::format::safetensors::HeaderError,
     },
     /// A checkpoint format ckptio recognizes but does not read yet.
     #[error("{uri}: this is {what}, which ckptio cannot read yet")]

@@ -53,9 +53,16 @@ impl SafetensorsFile {
     pub async fn open(location: &Location, options: FetchOptions) -> Result<Self> {
         let (object, first) = Object::open_prefix(location, SPECULATIVE_READ, options).await?;
         let size = object.info().size;
-        let invalid = |source| Error::Safetensors {
-            uri: location.uri(),
-            source,
+        let looks_like = super::sniff(&first);
+        let invalid = |problem| match looks_like {
+            Some(what) => Error::UnsupportedFormat {
+                uri: location.uri(),
+                what,
+            },
+            None => Error::Safetensors {
+                uri: location.uri(),
+                problem,
+            },
         };
         let end = header_end(&first, size).map_err(invalid)?;
         let bytes = if end as usize <= first.len() {
