@@ -6,33 +6,34 @@ safetensors`. Reports medians, ratios and peak RSS (GNU time's %M per process)."
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 
 from common import GiB, MiB, case
 
-SAFE_OPEN = """
-import sys
+# Reads every tensor of the file at `path` (what each Python case ends with).
+READ_ALL = """
 from safetensors import safe_open
 total = 0
-with safe_open(sys.argv[1], framework="numpy") as f:
+with safe_open(path, framework="numpy") as f:
     for k in f.keys():
         total += f.get_tensor(k).nbytes
 print(total)
 """
 
+SAFE_OPEN = """
+import sys
+path = sys.argv[1]
+""" + READ_ALL
+
 DOWNLOAD_THEN_SAFE_OPEN_HTTP = """
 import os, sys, hf_transfer
 url, dest = sys.argv[1], sys.argv[2]
 hf_transfer.download(url=url, filename=dest, max_files=8, chunk_size=8 << 20)
-from safetensors import safe_open
-total = 0
-with safe_open(dest, framework="numpy") as f:
-    for k in f.keys():
-        total += f.get_tensor(k).nbytes
-os.unlink(dest)
-print(total)
-"""
+path = dest
+""" + READ_ALL
 
 DOWNLOAD_THEN_SAFE_OPEN_S3 = """
 import os, sys, boto3
@@ -40,14 +41,8 @@ from boto3.s3.transfer import TransferConfig
 endpoint, bucket, key, dest = sys.argv[1:5]
 boto3.client("s3", endpoint_url=endpoint).download_file(bucket, key, dest,
     Config=TransferConfig(max_concurrency=8, multipart_chunksize=8 << 20))
-from safetensors import safe_open
-total = 0
-with safe_open(dest, framework="numpy") as f:
-    for k in f.keys():
-        total += f.get_tensor(k).nbytes
-os.unlink(dest)
-print(total)
-"""
+path = dest
+""" + READ_ALL
 
 WRITE = """
 import sys, numpy as np
@@ -74,13 +69,20 @@ def main():
     local = os.path.join(http_root, "bench.safetensors")
     print("bench: writing a 1 GiB safetensors file (256 F32 tensors of 4 MiB) with Python's safetensors",
           file=sys.stderr)
-    import subprocess
     subprocess.run([sys.executable, "-c", WRITE, "256", local], check=True)
     size = os.path.getsize(local)
     subprocess.run(["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local, f"s3://{bucket}/bench.safetensors"],
                    env=s3_env, check=True, stdout=subprocess.DEVNULL)
-    dl = os.path.join(tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs), "downloaded.safetensors")
+    dl_dir = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
+    dl = os.path.join(dl_dir, "downloaded.safetensors")
+    try:
+        results = run_cases(args, local, url, bucket, s3, s3_env, dl)
+    finally:
+        shutil.rmtree(dl_dir, ignore_errors=True)
+    report(results, size)
 
+
+def run_cases(args, local, url, bucket, s3, s3_env, dl):
     results, runs = [], args.runs
     case(results, runs, "ckptio stream", "local", "", [[args.materialize, local]])
     case(results, runs, "safe_open (mmap)", "local", "", [[sys.executable, "-c", SAFE_OPEN, local]])
@@ -89,7 +91,11 @@ def main():
     case(results, runs, "ckptio stream", "S3", "", [[args.materialize, f"s3://{bucket}/bench.safetensors"]], env=s3_env)
     case(results, runs, "boto3 + safe_open", "S3", "",
          [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_S3, s3["endpoint"], bucket, "bench.safetensors", dl]], env=s3_env)
+    return results
 
+
+def report(results, size):
+    runs = len(results[0]["runs_s"])
     print(f"\n1 safetensors file of {size / GiB:.2f} GiB (256 F32 tensors); every tensor read; median of {runs} runs\n")
     print("| source | tool | median s | GiB/s | ckptio × this | peak RSS MiB |")
     print("|---|---|---:|---:|---:|---:|")

@@ -33,6 +33,7 @@ pub mod format;
 pub mod location;
 pub mod materialize;
 pub mod save;
+mod streams;
 pub mod tree;
 
 pub use dtype::DType;

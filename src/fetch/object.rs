@@ -275,34 +275,27 @@ impl Object {
             .started(&source.location.uri(), source.info.size);
         let chunks = plan::chunks(source.info.size, source.options.chunk_size);
         let done = Arc::clone(&source);
-        stream::iter(chunks)
-            .map(move |range| {
-                let source = Arc::clone(&source);
-                spawn(async move {
-                    let mut buf = BytesMut::with_capacity((range.end - range.start) as usize);
-                    source.fill(range.clone(), &mut buf).await?;
-                    Ok((range.start, buf.freeze()))
+        crate::streams::end_at_first_error(
+            stream::iter(chunks)
+                .map(move |range| {
+                    let source = Arc::clone(&source);
+                    spawn(async move {
+                        let mut buf = BytesMut::with_capacity((range.end - range.start) as usize);
+                        source.fill(range.clone(), &mut buf).await?;
+                        Ok((range.start, buf.freeze()))
+                    })
                 })
-            })
-            .buffered(concurrency)
-            // Reached only when every chunk arrived: the scan below ends the stream at an error.
-            .chain(
-                stream::once(async move {
-                    done.options.progress.finished();
-                    None
-                })
-                .filter_map(std::future::ready),
-            )
-            .scan(false, |failed, item: Result<(u64, Bytes)>| {
-                let next = if *failed {
-                    None
-                } else {
-                    *failed = item.is_err();
-                    Some(item)
-                };
-                std::future::ready(next)
-            })
-            .boxed()
+                .buffered(concurrency)
+                // Reached only when every chunk arrived: the stream ends at an error.
+                .chain(
+                    stream::once(async move {
+                        done.options.progress.finished();
+                        None
+                    })
+                    .filter_map(std::future::ready),
+                ),
+        )
+        .boxed()
     }
 }
 

@@ -92,23 +92,14 @@ pub fn stream(
         Ok(b) => b,
         Err(e) => return stream::once(async { Err(e) }).boxed(),
     };
-    stream::iter(batches)
+    let tensors = stream::iter(batches)
         .map(move |batch| read_batch(batch, options))
         .buffered(2)
         .flat_map(|result| match result {
             Ok(items) => stream::iter(items.into_iter().map(Ok)).left_stream(),
             Err(e) => stream::once(async { Err(e) }).right_stream(),
-        })
-        .scan(false, |failed, item| {
-            let next = if *failed {
-                None
-            } else {
-                *failed = item.is_err();
-                Some(item)
-            };
-            std::future::ready(next)
-        })
-        .boxed()
+        });
+    crate::streams::end_at_first_error(tensors).boxed()
 }
 
 /// A tensor with the object it is read from.
