@@ -42,7 +42,7 @@ impl Default for MaterializeOptions {
     fn default() -> Self {
         Self {
             to_f32: false,
-            memory_budget: 256 << 20,
+            memory_budget: 64 << 20,
         }
     }
 }
