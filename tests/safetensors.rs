@@ -464,3 +464,53 @@ async fn a_shard_missing_from_the_index_names_the_shard() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn a_shard_is_opened_only_when_one_of_its_tensors_is_needed() {
+    use ckptio::format::safetensors::ShardedSafetensors;
+
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("dtypes.safetensors");
+    let out = ckptio(
+        dir.path(),
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            "m.safetensors",
+            "--max-shard-size",
+            "8",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let index = ckptio::location::resolve(
+        dir.path()
+            .join("m.safetensors.index.json")
+            .to_str()
+            .unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let (index, counts) = index.counted();
+    let sharded = ShardedSafetensors::open(&index, Default::default())
+        .await
+        .unwrap();
+    assert!(sharded.shard_count() > 3);
+    assert_eq!(
+        (sharded.opened_shards(), counts.gets()),
+        (0, 1),
+        "the index alone"
+    );
+    let bf16 = sharded.tensor("bf16").await.unwrap();
+    assert_eq!(bf16.shape, [4]);
+    assert_eq!(
+        (sharded.opened_shards(), counts.gets()),
+        (1, 2),
+        "one shard header for one tensor"
+    );
+    sharded.tensor("bf16").await.unwrap();
+    assert_eq!(counts.gets(), 2, "an opened shard is not opened again");
+    let tree = sharded.tree().await.unwrap();
+    assert_eq!(sharded.opened_shards(), sharded.shard_count());
+    assert_eq!(tree.tensors().count(), 13);
+}

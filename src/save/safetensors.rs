@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
-use crate::location::Location;
+use crate::location::{Location, Scheme};
 use crate::materialize::{self, MaterializeOptions};
 use crate::tree::LazyTensor;
 
@@ -177,6 +177,13 @@ async fn write_file(
             tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
         header_bytes(&refs, &options.metadata)
     };
+    let options = MaterializeOptions {
+        to_f32: false,
+        ..options.materialize
+    };
+    if dest.scheme() == Scheme::Http {
+        return single_put(header, tensors, dest, options).await;
+    }
     let mut writer = BufWriter::with_capacity(dest.store().clone(), dest.path().clone(), PART_SIZE);
     let result = async {
         writer
@@ -184,10 +191,6 @@ async fn write_file(
             .await
             .map_err(|e| dest.error("put", e))?;
         // `tensors` is in file order, which is the order the stream yields.
-        let options = MaterializeOptions {
-            to_f32: false,
-            ..options.materialize
-        };
         let mut data = materialize::stream(tensors, options);
         while let Some(item) = data.next().await {
             let (_, tensor) = item?;
@@ -207,6 +210,33 @@ async fn write_file(
         let _ = writer.abort().await;
     }
     result
+}
+
+/// One PUT of the whole file, for stores without multipart uploads (object_store's HTTP
+/// store, WebDAV): the file is held in memory, as the tensors' own buffers, never copied.
+async fn single_put(
+    header: Vec<u8>,
+    tensors: Vec<(String, LazyTensor)>,
+    dest: &Location,
+    options: MaterializeOptions,
+) -> Result<()> {
+    let mut payload = vec![bytes::Bytes::from(header)];
+    let mut data = materialize::stream(tensors, options);
+    while let Some(item) = data.next().await {
+        payload.push(item?.1.data);
+    }
+    let size: usize = payload.iter().map(bytes::Bytes::len).sum();
+    if size > PART_SIZE {
+        tracing::info!(uri = %dest, size, "this store takes no multipart uploads: one PUT of the whole file");
+    }
+    dest.store()
+        .put(
+            dest.path(),
+            payload.into_iter().collect::<object_store::PutPayload>(),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| dest.error("put", e))
 }
 
 #[cfg(test)]

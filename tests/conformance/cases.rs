@@ -401,3 +401,61 @@ pub async fn safetensors_lazy_reads_cost_one_get_each(b: Backend) {
         b.name
     );
 }
+
+/// A safetensors file written through the store's multipart path (over the 16 MiB part size)
+/// reads back tensor for tensor.
+pub async fn safetensors_large_write_reads_back(b: Backend) {
+    use ckptio::format::safetensors::SafetensorsFile;
+    use ckptio::save::safetensors::{WriteOptions, write_safetensors};
+
+    if !b.caps.write {
+        eprintln!("[{}] read-only backend: nothing to write", b.name);
+        return;
+    }
+    // The source: a 40 MiB safetensors file in memory, three tensors.
+    let sizes = [(20u64 << 20) + 4, 12 << 20, 8 << 20];
+    let mut json = String::from("{");
+    let mut offset = 0u64;
+    for (i, size) in sizes.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        json.push_str(&format!(
+            r#"{sep}"t{i}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{offset},{}]}}"#,
+            offset + size
+        ));
+        offset += size;
+    }
+    json.push('}');
+    let mut source = (json.len() as u64).to_le_bytes().to_vec();
+    source.extend_from_slice(json.as_bytes());
+    source.extend_from_slice(&pattern(offset as usize));
+    let src = ckptio::location::resolve(
+        &format!("memory://large-write-{}/src.safetensors", b.name),
+        &Default::default(),
+    )
+    .unwrap();
+    src.store().put(src.path(), source.into()).await.unwrap();
+    let src = SafetensorsFile::open(&src, FetchOptions::default())
+        .await
+        .unwrap();
+
+    let dest = b.location("big/model.safetensors");
+    let tensors = src.tree().tensors().map(|(p, t)| (p, t.clone())).collect();
+    write_safetensors(tensors, &dest, &WriteOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    let written = SafetensorsFile::open(&dest, FetchOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    for t in &src.header().tensors {
+        let (want, got) = (
+            src.read(&t.name).await.unwrap(),
+            written.read(&t.name).await.unwrap(),
+        );
+        assert!(
+            want == got,
+            "[{}] {} differs after the write",
+            b.name,
+            t.name
+        );
+    }
+}

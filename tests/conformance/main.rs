@@ -33,4 +33,5 @@ conformance!(
     parallel_download_equals_sequential,
     object_replaced_mid_download_is_detected,
     safetensors_lazy_reads_cost_one_get_each,
+    safetensors_large_write_reads_back,
 );
