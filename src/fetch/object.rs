@@ -81,12 +81,15 @@ impl Object {
         };
         let result = match location.store().get_opts(location.path(), get).await {
             Ok(result) => result,
-            // An empty object has no byte 0 to ask for; a HEAD says what it is.
+            // An empty object has no byte 0 to ask for; a HEAD tells. Any other failure is
+            // the GET's own error.
             Err(first) => {
-                let info = stat(location)
-                    .await
-                    .map_err(|_| location.error("get", first))?;
-                return Ok((Self::with_info(location, info, options), Bytes::new()));
+                return match stat(location).await {
+                    Ok(info) if info.size == 0 => {
+                        Ok((Self::with_info(location, info, options), Bytes::new()))
+                    }
+                    _ => Err(location.error("get", first)),
+                };
             }
         };
         let info = ObjectInfo {
@@ -336,6 +339,18 @@ mod tests {
             let got = object.bytes().await.unwrap();
             assert!(got == d, "{len} bytes");
         }
+    }
+
+    #[tokio::test]
+    async fn open_prefix_of_an_empty_object_is_empty_and_pinned() {
+        let object = object("empty-prefix", &[], 4).await;
+        let (pinned, prefix) =
+            Object::open_prefix(object.location(), 1 << 20, FetchOptions::default())
+                .await
+                .unwrap();
+        assert!(prefix.is_empty());
+        assert_eq!(pinned.info().size, 0);
+        assert!(pinned.info().etag.is_some());
     }
 
     #[tokio::test]
