@@ -40,6 +40,16 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs ckptio expecting a failure whose message holds every one of `expected`.
+async fn fails_with(dir: &Path, args: &[&str], expected: &[&str]) {
+    let out = ckptio(dir, args).await;
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    for want in expected {
+        assert!(err.contains(want), "{args:?}: expected `{want}` in {err}");
+    }
+}
+
 /// The Python that can read safetensors, if the environment has one.
 fn python() -> Option<String> {
     let python = std::env::var("CKPTIO_TEST_PYTHON")
@@ -391,17 +401,12 @@ async fn bad_files_give_distinct_errors_naming_the_file() {
     ];
     for (name, bytes, expected) in &cases {
         std::fs::write(dir.path().join(name), bytes).unwrap();
-        let out = ckptio(dir.path(), &["inspect", name]).await;
-        let err = stderr(&out);
-        assert!(!out.status.success(), "{name}");
-        assert!(
-            err.contains(name) && err.contains("not a valid safetensors file"),
-            "{name}: {err}"
-        );
-        assert!(
-            err.contains(expected),
-            "{name}: expected `{expected}` in {err}"
-        );
+        fails_with(
+            dir.path(),
+            &["inspect", name],
+            &[name, "not a valid safetensors file", expected],
+        )
+        .await;
     }
     for (name, bytes, what) in [
         (
@@ -413,18 +418,19 @@ async fn bad_files_give_distinct_errors_naming_the_file() {
         ("m.gguf", b"GGUF\x03\x00\x00\x00".to_vec(), "a GGUF file"),
     ] {
         std::fs::write(dir.path().join(name), bytes).unwrap();
-        let err = stderr(&ckptio(dir.path(), &["inspect", name]).await);
-        assert!(
-            err.contains(name) && err.contains(what) && err.contains("cannot read yet"),
-            "{name}: {err}"
-        );
+        fails_with(
+            dir.path(),
+            &["inspect", name],
+            &[name, what, "cannot read yet"],
+        )
+        .await;
     }
-    let out = ckptio(dir.path(), &["inspect", "absent.safetensors"]).await;
-    assert!(
-        stderr(&out).contains("absent.safetensors: not found"),
-        "{}",
-        stderr(&out)
-    );
+    fails_with(
+        dir.path(),
+        &["inspect", "absent.safetensors"],
+        &["absent.safetensors: not found"],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -444,25 +450,25 @@ async fn a_shard_missing_from_the_index_names_the_shard() {
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     std::fs::remove_file(dir.path().join("m-00002-of-00003.safetensors")).unwrap();
-    let out = ckptio(dir.path(), &["inspect", "m.safetensors.index.json"]).await;
-    let err = stderr(&out);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("shard `m-00002-of-00003.safetensors`") && err.contains("is missing"),
-        "{err}"
-    );
+    let missing = ["shard `m-00002-of-00003.safetensors`", "is missing"];
+    fails_with(
+        dir.path(),
+        &["inspect", "m.safetensors.index.json"],
+        &missing,
+    )
+    .await;
 
     std::fs::write(
         dir.path().join("bad.safetensors.index.json"),
         br#"{"weight_map":{"a":"../../etc/passwd"}}"#,
     )
     .unwrap();
-    let out = ckptio(dir.path(), &["inspect", "bad.safetensors.index.json"]).await;
-    assert!(
-        stderr(&out).contains("is not a file next to the index"),
-        "{}",
-        stderr(&out)
-    );
+    fails_with(
+        dir.path(),
+        &["inspect", "bad.safetensors.index.json"],
+        &["is not a file next to the index"],
+    )
+    .await;
 }
 
 #[tokio::test]
