@@ -93,7 +93,7 @@ impl Object {
     pub async fn download_to(&self, dest: &Path) -> Result<ObjectInfo> {
         let info = self.info().clone();
         let source = Arc::clone(self.source());
-        let chunk_size = source.options.chunk_size.max(1);
+        let chunk_size = plan::chunk_size_for(info.size, source.options.chunk_size);
         let paths = PartPaths::for_dest(dest);
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(local_io(parent, "create the directory"))?;
@@ -141,7 +141,7 @@ impl Object {
                     Ok::<_, Error>(index)
                 })
             })
-            .buffer_unordered(source.options.concurrency.max(1));
+            .buffer_unordered(source.options.in_flight());
 
         let mut resume = Resume {
             file: Arc::clone(&file),
@@ -228,7 +228,7 @@ fn open_part(paths: &PartPaths, fresh: Option<PartState>) -> Result<(File, Optio
             s.etag == fresh.etag
                 && s.version == fresh.version
                 && s.size == fresh.size
-                && s.chunk_size > 0
+                && plan::chunk_size_for(s.size, s.chunk_size) == s.chunk_size
                 && s.done
                     .last()
                     .is_none_or(|&last| (last as u64) < s.size.div_ceil(s.chunk_size))

@@ -19,7 +19,7 @@ mod stat;
 mod task;
 
 pub use object::Object;
-pub use options::{FetchOptions, RetryPolicy};
-pub use plan::{chunks, coalesce, split};
+pub use options::{FetchOptions, MAX_CONCURRENCY, RetryPolicy};
+pub use plan::{MAX_PIECES, chunk_size_for, chunks, coalesce, split};
 pub use progress::{NoProgress, Progress};
 pub use stat::{ObjectInfo, stat};

@@ -216,7 +216,7 @@ impl Object {
             })
             .collect::<Result<Vec<Region>>>()?;
         let chunk = self.source.options.chunk_size;
-        let concurrency = self.source.options.concurrency.max(1);
+        let concurrency = self.source.options.in_flight();
         let (tx, mut rx) = mpsc::channel::<(usize, u64, Bytes)>(FRAMES_IN_FLIGHT * concurrency);
         let pieces: Vec<(usize, Range<u64>, u64)> = spans
             .iter()
@@ -271,7 +271,7 @@ impl Object {
     /// error.
     pub fn stream(&self) -> BoxStream<'static, Result<(u64, Bytes)>> {
         let source = Arc::clone(&self.source);
-        let concurrency = source.options.concurrency.max(1);
+        let concurrency = source.options.in_flight();
         source
             .options
             .progress

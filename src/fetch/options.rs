@@ -15,7 +15,7 @@ use super::progress::{NoProgress, Progress};
 pub struct FetchOptions {
     /// Bytes per range request (default 8 MiB).
     pub chunk_size: u64,
-    /// Range requests in flight at once (default 8).
+    /// Range requests in flight at once (default 8; at most [`MAX_CONCURRENCY`]).
     pub concurrency: usize,
     /// Ranges closer than this are read with one request (default 1 MiB).
     pub coalesce_gap: u64,
@@ -25,6 +25,16 @@ pub struct FetchOptions {
     pub rate_limit: Option<u64>,
     /// Receives progress events.
     pub progress: Arc<dyn Progress>,
+}
+
+/// The most range requests one download keeps in flight.
+pub const MAX_CONCURRENCY: usize = 1024;
+
+impl FetchOptions {
+    /// [`concurrency`](Self::concurrency), within 1..=[`MAX_CONCURRENCY`].
+    pub(crate) fn in_flight(&self) -> usize {
+        self.concurrency.clamp(1, MAX_CONCURRENCY)
+    }
 }
 
 impl Default for FetchOptions {

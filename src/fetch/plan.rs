@@ -2,14 +2,24 @@
 
 use std::ops::Range;
 
+/// Most pieces one range is split into: a tiny chunk size on a huge object grows the chunk
+/// instead of planning billions of requests.
+pub const MAX_PIECES: u64 = 1 << 20;
+
+/// The chunk size used for `len` bytes when `chunk` is asked for: at least 1, and large
+/// enough that there are at most [`MAX_PIECES`] pieces.
+pub fn chunk_size_for(len: u64, chunk: u64) -> u64 {
+    chunk.max(1).max(len.div_ceil(MAX_PIECES))
+}
+
 /// `0..size` split into ranges of `chunk` bytes (the last may be shorter); none for size 0.
 pub fn chunks(size: u64, chunk: u64) -> Vec<Range<u64>> {
     split(0..size, chunk)
 }
 
-/// `range` split into pieces of at most `chunk` bytes.
+/// `range` split into pieces of [`chunk_size_for`] bytes (the last may be shorter).
 pub fn split(range: Range<u64>, chunk: u64) -> Vec<Range<u64>> {
-    let chunk = chunk.max(1);
+    let chunk = chunk_size_for(range.end.saturating_sub(range.start), chunk);
     let mut out = Vec::new();
     let mut start = range.start;
     while start < range.end {
@@ -53,6 +63,18 @@ mod tests {
             chunks(3, 0),
             [0..1, 1..2, 2..3],
             "a zero chunk size cannot loop forever"
+        );
+    }
+
+    #[test]
+    fn a_tiny_chunk_on_a_huge_object_plans_a_bounded_number_of_pieces() {
+        let size = 1 << 40;
+        assert_eq!(chunk_size_for(size, 1), size / MAX_PIECES);
+        assert_eq!(chunks(size, 1).len() as u64, MAX_PIECES);
+        assert_eq!(
+            chunk_size_for(100, 8),
+            8,
+            "ordinary sizes keep the chunk asked for"
         );
     }
 
