@@ -92,23 +92,35 @@ impl Object {
                 };
             }
         };
-        let info = ObjectInfo {
-            uri: location.uri(),
-            size: result.meta.size,
-            etag: result.meta.e_tag.clone(),
-            last_modified: result.meta.last_modified,
-            version: result.meta.version.clone(),
-        };
-        let object = Self::with_info(location, info, options);
+        let object = Self::with_info(
+            location,
+            ObjectInfo::new(location, result.meta.clone()),
+            options,
+        );
         let want = len.min(object.info().size);
-        let mut prefix = result.bytes().await.map_err(|e| location.error("get", e))?;
-        if (prefix.len() as u64) < want {
-            // The body broke off: the retrying range reader fetches the rest.
-            let rest = object.read_range(prefix.len() as u64..want).await?;
-            prefix = [prefix, rest].concat().into();
-        }
-        prefix.truncate(want as usize);
+        // A body that breaks off is finished by the retrying range reader.
+        let first = result.bytes().await.unwrap_or_default();
+        let prefix = object.extend_prefix(first, want).await?;
         Ok((object, prefix))
+    }
+
+    /// The first `end` bytes of the object, given its first `have.len()` bytes: what is
+    /// missing is read (one range request, retried), what is beyond `end` dropped.
+    ///
+    /// # Errors
+    ///
+    /// As a range read.
+    pub async fn extend_prefix(&self, have: Bytes, end: u64) -> Result<Bytes> {
+        let got = have.len() as u64;
+        if got >= end {
+            return Ok(have.slice(..end as usize));
+        }
+        let rest = self.read_range(got..end).await?;
+        Ok(if have.is_empty() {
+            rest
+        } else {
+            [have, rest].concat().into()
+        })
     }
 
     /// The object at `location` as `info` describes it (from an earlier [`stat`](super::stat())).
@@ -339,6 +351,19 @@ mod tests {
             let got = object.bytes().await.unwrap();
             assert!(got == d, "{len} bytes");
         }
+    }
+
+    #[tokio::test]
+    async fn a_prefix_is_extended_or_cut_to_the_length_asked() {
+        let d = data(100);
+        let object = object("extend", &d, 16).await;
+        let have = Bytes::copy_from_slice(&d[..10]);
+        assert_eq!(
+            object.extend_prefix(have.clone(), 40).await.unwrap(),
+            d[..40]
+        );
+        assert_eq!(object.extend_prefix(have, 4).await.unwrap(), d[..4]);
+        assert_eq!(object.extend_prefix(Bytes::new(), 100).await.unwrap(), d);
     }
 
     #[tokio::test]

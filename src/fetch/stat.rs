@@ -22,7 +22,7 @@ pub struct ObjectInfo {
 }
 
 impl ObjectInfo {
-    fn new(location: &Location, meta: ObjectMeta) -> Self {
+    pub(crate) fn new(location: &Location, meta: ObjectMeta) -> Self {
         Self {
             uri: location.uri(),
             size: meta.size,

@@ -65,12 +65,7 @@ impl SafetensorsFile {
             },
         };
         let end = header_end(&first, size).map_err(invalid)?;
-        let bytes = if end as usize <= first.len() {
-            first
-        } else {
-            let rest = object.read_range(first.len() as u64..end).await?;
-            [first, rest].concat().into()
-        };
+        let bytes = object.extend_prefix(first, end).await?;
         let header = parse(&bytes, size).map_err(invalid)?;
         let by_name = header
             .tensors

@@ -67,17 +67,14 @@ impl ShardedSafetensors {
             operation: "read the safetensors index",
             detail,
         };
-        let (object, mut raw) = Object::open_prefix(index, FIRST_READ, options.clone()).await?;
+        let (object, first) = Object::open_prefix(index, FIRST_READ, options.clone()).await?;
         let size = object.info().size;
         if size > MAX_INDEX_SIZE {
             return Err(bad(format!(
                 "{size} bytes is over the {MAX_INDEX_SIZE}-byte limit for an index"
             )));
         }
-        if (raw.len() as u64) < size {
-            let rest = object.read_range(raw.len() as u64..size).await?;
-            raw = [raw, rest].concat().into();
-        }
+        let raw = object.extend_prefix(first, size).await?;
         let parsed: IndexJson = serde_json::from_slice(&raw)
             .map_err(|e| bad(format!("not a safetensors index: {e}")))?;
 
