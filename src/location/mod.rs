@@ -163,6 +163,20 @@ impl Location {
         }
     }
 
+    /// The directory (prefix) holding this location; the store's root stays the root.
+    ///
+    /// ```
+    /// # fn main() -> ckptio::Result<()> {
+    /// let index = ckptio::location::resolve("memory://m/run/model.safetensors.index.json", &Default::default())?;
+    /// assert_eq!(index.parent().join("model-00001-of-00002.safetensors").path().as_ref(), "run/model-00001-of-00002.safetensors");
+    /// # Ok(()) }
+    /// ```
+    pub fn parent(&self) -> Location {
+        let parts: Vec<_> = self.path.parts().collect();
+        let keep = parts.len().saturating_sub(1);
+        self.with_path(Path::from_iter(parts.into_iter().take(keep)))
+    }
+
     /// The location `relative` (`/`-separated) below this one.
     ///
     /// ```

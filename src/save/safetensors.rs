@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
-use object_store::path::Path;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -116,12 +115,14 @@ pub async fn write_safetensors(
         for (tensor, _) in &shard {
             weight_map.insert(tensor.clone(), name.clone());
         }
-        let location = sibling(dest, &name);
+        let location = dest.parent().join(&name);
         write_file(shard, &location, options).await?;
         files.push(location.uri());
     }
     let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-    let index_location = sibling(dest, &format!("{stem}.safetensors.index.json"));
+    let index_location = dest
+        .parent()
+        .join(&format!("{stem}.safetensors.index.json"));
     let body = serde_json::to_vec_pretty(&index).expect("a JSON value always serializes");
     index_location
         .store()
@@ -155,14 +156,6 @@ fn plan_shards(tensors: &[(String, LazyTensor)], max: Option<u64>) -> Vec<usize>
         shards.push(count);
     }
     shards
-}
-
-fn sibling(dest: &Location, name: &str) -> Location {
-    let parts: Vec<_> = dest.path().parts().collect();
-    let dir = &parts[..parts.len().saturating_sub(1)];
-    dest.with_path(Path::from_iter(
-        dir.iter().cloned().chain(std::iter::once(name.into())),
-    ))
 }
 
 /// One safetensors file: header, then each tensor streamed in order. A failed write is

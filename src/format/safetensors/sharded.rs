@@ -78,8 +78,7 @@ impl ShardedSafetensors {
         let parsed: IndexJson = serde_json::from_slice(&raw)
             .map_err(|e| bad(format!("not a safetensors index: {e}")))?;
 
-        let dir = index.path().parts().collect::<Vec<_>>();
-        let dir = &dir[..dir.len().saturating_sub(1)];
+        let dir = index.parent();
         let mut shard_names: Vec<String> = parsed.weight_map.values().cloned().collect();
         shard_names.sort();
         shard_names.dedup();
@@ -94,12 +93,9 @@ impl ShardedSafetensors {
                     "shard `{name}` is not a file next to the index"
                 )));
             }
-            let path = object_store::path::Path::from_iter(
-                dir.iter().cloned().chain(name.split('/').map(Into::into)),
-            );
             shards.push(Shard {
                 name: name.clone(),
-                location: index.with_path(path),
+                location: dir.join(name),
                 file: OnceCell::new(),
             });
         }
