@@ -20,7 +20,7 @@ use super::object::Object;
 use super::plan;
 use super::sink::FileWriter;
 use super::stat::ObjectInfo;
-use super::task::spawn;
+use super::task::{blocking, local_io, spawn};
 use crate::error::{Error, Result};
 
 /// How often the resume state is saved while chunks complete.
@@ -56,26 +56,6 @@ impl PartPaths {
             state: with_suffix(".part.json"),
         }
     }
-}
-
-fn local_io<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::LocalIo {
-        path: path.display().to_string(),
-        action,
-        source,
-    }
-}
-
-/// Runs blocking file I/O off the async workers; `path` and `action` name it in errors.
-async fn blocking<T: Send + 'static>(
-    path: &Path,
-    action: &'static str,
-    io: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(io)
-        .await
-        .unwrap_or_else(|join| Err(io::Error::other(join)))
-        .map_err(local_io(path, action))
 }
 
 impl Object {

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use memmap2::{Advice, MmapMut};
 use tokio::sync::mpsc;
 
+use super::task::blocking;
 use crate::error::{Error, Result};
 
 /// Takes the bytes of one range, in order.
@@ -52,11 +53,16 @@ impl RangeSink for FrameSender {
 
     async fn accept(&mut self, piece: Bytes) -> Result<()> {
         let len = piece.len() as u64;
-        // The receiver only goes away when the download is abandoned; nothing to deliver then.
-        let _ = self
-            .tx
-            .send((self.region, self.offset + self.received, piece))
-            .await;
+        // The receiver only goes away when the download is abandoned: stop fetching then.
+        let place = (self.region, self.offset + self.received);
+        self.tx
+            .send((place.0, place.1, piece))
+            .await
+            .map_err(|_| Error::LocalIo {
+                path: "<memory>".into(),
+                action: "hand bytes to an abandoned download",
+                source: io::Error::from(io::ErrorKind::BrokenPipe),
+            })?;
         self.received += len;
         Ok(())
     }
@@ -97,7 +103,7 @@ impl FileWriter {
         let batch = std::mem::take(&mut self.pending);
         let (file, at) = (Arc::clone(&self.file), self.offset + self.written);
         let len = std::mem::take(&mut self.pending_len) as u64;
-        tokio::task::spawn_blocking(move || {
+        blocking(&self.path, "write", move || {
             let mut at = at;
             for piece in batch {
                 file.write_all_at(&piece, at)?;
@@ -105,13 +111,7 @@ impl FileWriter {
             }
             Ok(())
         })
-        .await
-        .unwrap_or_else(|join| Err(io::Error::other(join)))
-        .map_err(|source| Error::LocalIo {
-            path: self.path.display().to_string(),
-            action: "write",
-            source,
-        })?;
+        .await?;
         self.written += len;
         Ok(())
     }
