@@ -77,6 +77,9 @@ pub(crate) fn parse(uri: &str, cwd: &FsPath) -> Result<Target, UriError> {
         return local(&cwd.join(trimmed));
     }
     let url = Url::parse(trimmed).map_err(|e| UriError::Malformed(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https" | "file") {
+        refuse_dot_segments(trimmed)?;
+    }
     let scheme = Scheme::from_url_scheme(url.scheme())
         .ok_or_else(|| UriError::UnsupportedScheme(url.scheme().to_owned()))?;
     match scheme {
@@ -144,6 +147,23 @@ pub(crate) fn parse(uri: &str, cwd: &FsPath) -> Result<Target, UriError> {
             })
         }
     }
+}
+
+/// Object keys are names, not paths to resolve: URL parsing would turn `s3://b/a/../x` into
+/// `s3://b/x`, a different object than the one written, so `.` and `..` segments (also
+/// percent-encoded) are refused.
+fn refuse_dot_segments(uri: &str) -> Result<(), UriError> {
+    let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let path = after_scheme.split(['?', '#']).next().unwrap_or_default();
+    for segment in path.split('/').skip(1) {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(UriError::Malformed(format!(
+                "`{segment}` segments are not allowed in object keys"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn url_path(url: &Url) -> Result<Path, UriError> {
@@ -270,6 +290,33 @@ mod tests {
             p("s3://b/k?versionId=1"),
             Err(UriError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn dot_segments_in_object_keys_are_refused_not_resolved() {
+        for uri in [
+            "s3://b/a/../x",
+            "s3://b/../../x",
+            "gs://b/%2e%2e/x",
+            "memory://m/./x",
+            "az://c/%2E/x",
+        ] {
+            assert!(
+                matches!(p(uri), Err(UriError::Malformed(ref m)) if m.contains("not allowed")),
+                "{uri}: {:?}",
+                p(uri)
+            );
+        }
+        assert_eq!(
+            p("s3://b/a..b/.x").unwrap().path.as_ref(),
+            "a..b/.x",
+            "dots inside names are fine"
+        );
+        assert_eq!(
+            p("http://h/a/../x").unwrap().path.as_ref(),
+            "x",
+            "web URLs normalize as browsers do"
+        );
     }
 
     #[test]
