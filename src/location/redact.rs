@@ -92,9 +92,11 @@ pub fn is_secret_key(key: &str) -> bool {
 /// after `?` or before `@` can leak.
 pub fn redact_uri(uri: &str) -> String {
     match Url::parse(uri) {
-        Ok(url) if url.has_host() || url.query().is_some() => redact_url(url),
-        _ if uri.contains("://") => redact_unparsed(uri),
-        _ => uri.to_owned(),
+        Ok(url) if url.password().is_some() || url.query().is_some() => redact_url(url),
+        // Nothing to hide: shown exactly as given, not as the URL parser would rewrite it.
+        Ok(_) => uri.to_owned(),
+        Err(_) if uri.contains("://") => redact_unparsed(uri),
+        Err(_) => uri.to_owned(),
     }
 }
 
