@@ -250,22 +250,14 @@ fn save_state(file: &File, paths: &PartPaths, state: &PartState) -> io::Result<(
 mod tests {
     use super::*;
     use crate::fetch::FetchOptions;
-    use crate::location::resolve;
-    use object_store::ObjectStoreExt;
 
     async fn object(name: &str, data: Vec<u8>) -> Object {
-        let loc = resolve(
-            &format!("memory://fetch-file-tests/{name}"),
-            &Default::default(),
-        )
-        .unwrap();
-        loc.store().put(loc.path(), data.into()).await.unwrap();
         let options = FetchOptions {
             chunk_size: 10,
             concurrency: 2,
             ..FetchOptions::default()
         };
-        Object::open(&loc, options).await.unwrap()
+        crate::fetch::testing::memory_object(&format!("file/{name}"), data, options).await
     }
 
     #[test]
@@ -293,26 +285,40 @@ mod tests {
         assert_eq!(names, ["out.bin"]);
     }
 
+    /// What an earlier run left next to `dest`: `part` as `DEST.part`, and a state naming
+    /// `done` chunks of `chunk_size` bytes of a 95-byte object with `etag`.
+    fn leave_part(
+        dest: &Path,
+        part: &[u8],
+        etag: &str,
+        chunk_size: u64,
+        done: &[usize],
+    ) -> PartPaths {
+        let paths = PartPaths::for_dest(dest);
+        std::fs::write(&paths.data, part).unwrap();
+        let state = PartState {
+            etag: etag.to_owned(),
+            version: None,
+            size: 95,
+            chunk_size,
+            done: done.iter().copied().collect(),
+        };
+        std::fs::write(&paths.state, serde_json::to_vec(&state).unwrap()).unwrap();
+        paths
+    }
+
     #[tokio::test]
     async fn a_matching_part_file_is_resumed_without_refetching_done_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..95u8).collect();
         let object = object("resume", data.clone()).await;
         let dest = dir.path().join("out.bin");
-        let paths = PartPaths::for_dest(&dest);
         // A previous run wrote chunks 0 and 3, but with a marker byte instead of the data: a
         // resumed download keeps what the state says is done, so the marker survives.
         let mut part = data.clone();
         part[0] = 0xEE;
-        std::fs::write(&paths.data, &part).unwrap();
-        let state = PartState {
-            etag: object.info().etag.clone().unwrap(),
-            version: None,
-            size: 95,
-            chunk_size: 10,
-            done: [0, 3].into(),
-        };
-        std::fs::write(&paths.state, serde_json::to_vec(&state).unwrap()).unwrap();
+        let etag = object.info().etag.clone().unwrap();
+        let paths = leave_part(&dest, &part, &etag, 10, &[0, 3]);
         object.download_to(&dest).await.unwrap();
         assert_eq!(
             std::fs::read(&dest).unwrap()[0],
@@ -328,19 +334,10 @@ mod tests {
         let data: Vec<u8> = (0..95u8).collect();
         let object = object("rechunk", data.clone()).await;
         let dest = dir.path().join("out.bin");
-        let paths = PartPaths::for_dest(&dest);
         let mut part = data.clone();
         part[30] = 0xEE;
-        std::fs::write(&paths.data, &part).unwrap();
         // Written with 30-byte chunks; this run asks for 10-byte ones.
-        let state = PartState {
-            etag: object.info().etag.clone().unwrap(),
-            version: None,
-            size: 95,
-            chunk_size: 30,
-            done: [1].into(),
-        };
-        std::fs::write(&paths.state, serde_json::to_vec(&state).unwrap()).unwrap();
+        leave_part(&dest, &part, &object.info().etag.clone().unwrap(), 30, &[1]);
         object.download_to(&dest).await.unwrap();
         let got = std::fs::read(&dest).unwrap();
         assert_eq!(got[30], 0xEE, "bytes 30..60 were kept");
@@ -354,17 +351,8 @@ mod tests {
         let data: Vec<u8> = (0..95u8).collect();
         let object = object("corrupt", data.clone()).await;
         let dest = dir.path().join("out.bin");
-        let paths = PartPaths::for_dest(&dest);
-        std::fs::write(&paths.data, vec![0xEE; 95]).unwrap();
         let etag = object.info().etag.clone().unwrap();
-        let bad = PartState {
-            etag,
-            version: None,
-            size: 95,
-            chunk_size: 10,
-            done: [3, 10_000].into(),
-        };
-        std::fs::write(&paths.state, serde_json::to_vec(&bad).unwrap()).unwrap();
+        let paths = leave_part(&dest, &[0xEE; 95], &etag, 10, &[3, 10_000]);
         object.download_to(&dest).await.unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
         std::fs::write(&paths.state, b"{not json").unwrap();
@@ -379,16 +367,8 @@ mod tests {
         let data: Vec<u8> = (0..95u8).collect();
         let object = object("stale", data.clone()).await;
         let dest = dir.path().join("out.bin");
-        let paths = PartPaths::for_dest(&dest);
-        std::fs::write(&paths.data, vec![0xEE; 95]).unwrap();
-        let state = PartState {
-            etag: "\"other\"".into(),
-            version: None,
-            size: 95,
-            chunk_size: 10,
-            done: (0..10).collect(),
-        };
-        std::fs::write(&paths.state, serde_json::to_vec(&state).unwrap()).unwrap();
+        let all: Vec<usize> = (0..10).collect();
+        leave_part(&dest, &[0xEE; 95], "\"other\"", 10, &all);
         object.download_to(&dest).await.unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
     }

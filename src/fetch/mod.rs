@@ -23,3 +23,27 @@ pub use options::{FetchOptions, MAX_CONCURRENCY, RetryPolicy};
 pub use plan::{MAX_PIECES, chunk_size_for, chunks, coalesce, split};
 pub use progress::{NoProgress, Progress};
 pub use stat::{ObjectInfo, stat};
+
+/// What the crate's unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use object_store::ObjectStoreExt;
+
+    use super::{FetchOptions, Object};
+
+    /// `data` as the object `memory://unit-tests/{name}`, opened with `options`.
+    pub(crate) async fn memory_object(
+        name: &str,
+        data: impl Into<bytes::Bytes>,
+        options: FetchOptions,
+    ) -> Object {
+        let loc =
+            crate::location::resolve(&format!("memory://unit-tests/{name}"), &Default::default())
+                .unwrap();
+        loc.store()
+            .put(loc.path(), data.into().into())
+            .await
+            .unwrap();
+        Object::open(&loc, options).await.unwrap()
+    }
+}

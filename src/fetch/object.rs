@@ -317,26 +317,17 @@ impl Object {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::location::resolve;
     use object_store::ObjectStoreExt;
 
     async fn object(name: &str, data: &[u8], chunk: u64) -> Object {
-        let loc = resolve(
-            &format!("memory://fetch-object-tests/{name}"),
-            &Default::default(),
-        )
-        .unwrap();
-        loc.store()
-            .put(loc.path(), data.to_vec().into())
-            .await
-            .unwrap();
         let options = FetchOptions {
             chunk_size: chunk,
             concurrency: 3,
             coalesce_gap: 4,
             ..FetchOptions::default()
         };
-        Object::open(&loc, options).await.unwrap()
+        crate::fetch::testing::memory_object(&format!("object/{name}"), data.to_vec(), options)
+            .await
     }
 
     fn data(len: usize) -> Vec<u8> {

@@ -266,21 +266,18 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use futures::TryStreamExt;
-    use object_store::ObjectStoreExt;
 
     use super::*;
     use crate::fetch::FetchOptions;
-    use crate::location::resolve;
     use crate::tree::TensorSource;
 
     async fn object(name: &str, data: Vec<u8>) -> Object {
-        let loc = resolve(
-            &format!("memory://materialize-tests/{name}"),
-            &Default::default(),
+        crate::fetch::testing::memory_object(
+            &format!("materialize/{name}"),
+            data,
+            FetchOptions::default(),
         )
-        .unwrap();
-        loc.store().put(loc.path(), data.into()).await.unwrap();
-        Object::open(&loc, FetchOptions::default()).await.unwrap()
+        .await
     }
 
     fn lazy(
