@@ -1,10 +1,9 @@
 //! Reading one byte range of a pinned object, with ckptio's one retry policy.
 
 use std::ops::Range;
-use std::time::Duration;
-
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
