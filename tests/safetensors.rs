@@ -239,6 +239,27 @@ async fn convert_round_trips_through_python_single_and_sharded() {
         "python reads the shards"
     );
     assert_eq!(index["metadata"]["total_size"], 65);
+    let shard = SafetensorsFile::open(
+        &ckptio::location::resolve(shards[0].to_str().unwrap(), &Default::default()).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let meta = &shard.header().metadata;
+    assert_eq!(
+        meta.get("producer").map(String::as_str),
+        Some("ckptio fixtures"),
+        "source metadata kept"
+    );
+    assert_eq!(
+        meta.get("format").map(String::as_str),
+        Some("pt"),
+        "a format for Hugging Face loaders"
+    );
+    assert!(
+        !meta.contains_key("total_size"),
+        "index bookkeeping stays in the index"
+    );
 
     // And back: the sharded checkpoint converts to one file again.
     let out = ckptio(
@@ -254,6 +275,18 @@ async fn convert_round_trips_through_python_single_and_sharded() {
     assert_eq!(
         python_reads(&python, &[dir.path().join("again.safetensors")]).await,
         original
+    );
+    let again = ckptio::location::resolve(
+        dir.path().join("again.safetensors").to_str().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let again = SafetensorsFile::open(&again, Default::default())
+        .await
+        .unwrap();
+    assert!(
+        !again.header().metadata.contains_key("total_size"),
+        "no stale total_size from the index"
     );
 }
 

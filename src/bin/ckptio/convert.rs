@@ -67,9 +67,14 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     let total = tensors.iter().map(|(_, t)| t.nbytes()).sum();
     ckptio::fetch::Progress::started(bar.as_ref(), &src.uri(), total);
     let Target::Safetensors = args.to;
+    let mut metadata = checkpoint.metadata;
+    // Hugging Face's loaders refuse safetensors files without a `format`.
+    metadata
+        .entry("format".into())
+        .or_insert_with(|| "pt".into());
     let write = WriteOptions {
         max_shard_size: args.max_shard_size.map(|s| s.0),
-        metadata: checkpoint.metadata,
+        metadata,
         ..WriteOptions::default()
     };
     let written = tokio::select! {

@@ -109,9 +109,12 @@ impl ShardedSafetensors {
                 (tensor, i)
             })
             .collect();
+        // `total_size` is the index's bookkeeping (derivable from the tensors), not metadata of
+        // the checkpoint: carried into converted files, it would be stale.
         let metadata = parsed
             .metadata
             .into_iter()
+            .filter(|(k, _)| k != "total_size")
             .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
             .collect();
         Ok(Self {
@@ -123,7 +126,7 @@ impl ShardedSafetensors {
         })
     }
 
-    /// The index's `metadata` (values that are not strings are shown as JSON).
+    /// The index's `metadata` but `total_size` (values that are not strings are shown as JSON).
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata
     }
