@@ -12,7 +12,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use bytes::Bytes;
 use ckptio::fetch::{FetchOptions, Object, Progress};
 
-use crate::support::{Backend, pattern, read_all, relative};
+use crate::support::{Backend, pattern, read_all, relative, safetensors_file};
 
 /// Resolving a URI and showing it again gives the same URI, and repeated resolves share a store.
 pub async fn uri_round_trips(b: Backend) {
@@ -161,8 +161,7 @@ pub async fn list_under_a_prefix(b: Backend) {
 
 /// What is put can be read back, and is gone after a delete.
 pub async fn put_get_delete_round_trip(b: Backend) {
-    if !b.caps.write {
-        eprintln!("[{}] read-only backend: nothing to write", b.name);
+    if b.read_only() {
         return;
     }
     let loc = b.location("rw/obj.bin");
@@ -329,25 +328,6 @@ pub async fn object_replaced_mid_download_is_detected(b: Backend) {
     }
 }
 
-/// A safetensors file with `n` one-byte tensors and long names: a header of about `n × 110`
-/// bytes.
-fn safetensors_with_long_header(n: usize) -> Vec<u8> {
-    let entries: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                r#""layer.{i:06}.{}":{{"dtype":"U8","shape":[1],"data_offsets":[{i},{}]}}"#,
-                "x".repeat(40),
-                i + 1
-            )
-        })
-        .collect();
-    let json = format!("{{{}}}", entries.join(","));
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(json.as_bytes());
-    out.extend((0..n).map(|i| i as u8));
-    out
-}
-
 /// Opening a safetensors file costs one GET when its header fits the first read and exactly
 /// two when it does not; a tensor costs one more; and every tensor read lazily equals its
 /// slice of the whole file.
@@ -386,7 +366,11 @@ pub async fn safetensors_lazy_reads_cost_one_get_each(b: Backend) {
         );
     }
 
-    let long = safetensors_with_long_header(12_000);
+    let long = safetensors_file(
+        &(0..12_000)
+            .map(|i| (format!("layer.{i:06}.{}", "x".repeat(40)), 1))
+            .collect::<Vec<_>>(),
+    );
     b.seed("long.safetensors", long).await;
     let (loc, counts) = b.location("long.safetensors").counted();
     let file = SafetensorsFile::open(&loc, FetchOptions::default())
@@ -408,26 +392,18 @@ pub async fn safetensors_large_write_reads_back(b: Backend) {
     use ckptio::format::safetensors::SafetensorsFile;
     use ckptio::save::safetensors::{WriteOptions, write_safetensors};
 
-    if !b.caps.write {
-        eprintln!("[{}] read-only backend: nothing to write", b.name);
+    if b.read_only() {
         return;
     }
     // The source: a 40 MiB safetensors file in memory, three tensors.
     let sizes = [(20u64 << 20) + 4, 12 << 20, 8 << 20];
-    let mut json = String::from("{");
-    let mut offset = 0u64;
-    for (i, size) in sizes.iter().enumerate() {
-        let sep = if i == 0 { "" } else { "," };
-        json.push_str(&format!(
-            r#"{sep}"t{i}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{offset},{}]}}"#,
-            offset + size
-        ));
-        offset += size;
-    }
-    json.push('}');
-    let mut source = (json.len() as u64).to_le_bytes().to_vec();
-    source.extend_from_slice(json.as_bytes());
-    source.extend_from_slice(&pattern(offset as usize));
+    let source = safetensors_file(
+        &sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (format!("t{i}"), n))
+            .collect::<Vec<_>>(),
+    );
     let src = ckptio::location::resolve(
         &format!("memory://large-write-{}/src.safetensors", b.name),
         &Default::default(),

@@ -173,6 +173,15 @@ impl Backend {
         })
     }
 
+    /// Whether the backend takes no writes from object_store (the case then has nothing to
+    /// check, and says so).
+    pub fn read_only(&self) -> bool {
+        if !self.caps.write {
+            eprintln!("[{}] read-only backend: nothing to write", self.name);
+        }
+        !self.caps.write
+    }
+
     /// The URI of `key` under this test's prefix.
     pub fn uri(&self, key: &str) -> String {
         format!("{}{key}", self.base)
@@ -248,6 +257,28 @@ pub async fn read_all(loc: &Location) -> Bytes {
     got.bytes()
         .await
         .unwrap_or_else(|e| panic!("GET {loc}: {e}"))
+}
+
+/// A safetensors file of U8 tensors with the given names and sizes, in that order, holding
+/// [`pattern`] bytes.
+pub fn safetensors_file(tensors: &[(String, u64)]) -> Vec<u8> {
+    let mut offset = 0u64;
+    let entries: Vec<String> = tensors
+        .iter()
+        .map(|(name, size)| {
+            let entry = format!(
+                r#""{name}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{offset},{}]}}"#,
+                offset + size
+            );
+            offset += size;
+            entry
+        })
+        .collect();
+    let json = format!("{{{}}}", entries.join(","));
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(&pattern(offset as usize));
+    out
 }
 
 /// Deterministic bytes that differ at every offset of interest (a ranged read at the wrong
