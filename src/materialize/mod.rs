@@ -5,8 +5,6 @@
 mod convert;
 mod layout;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
@@ -15,7 +13,7 @@ pub use convert::{to_f32, widens};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fetch::Object;
-use crate::tree::{LazyTensor, StateTree};
+use crate::tree::{LazyTensor, StateTree, TensorSource};
 
 /// A tensor's bytes: contiguous, row-major, little-endian.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,12 +100,19 @@ pub fn stream(
     crate::streams::end_at_first_error(tensors).boxed()
 }
 
-/// A tensor with the object it is read from.
+/// A tensor that has a source (abstract tensors never get this far).
 struct Planned {
     path: String,
     tensor: LazyTensor,
-    object: Object,
-    range: std::ops::Range<u64>,
+}
+
+impl Planned {
+    fn source(&self) -> &TensorSource {
+        self.tensor
+            .source
+            .as_ref()
+            .expect("batches() plans only tensors with a source")
+    }
 }
 
 /// Sorts tensors into file order: grouped by object in first-seen order, then by offset.
@@ -144,22 +149,19 @@ fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64) -> Result<Vec<Ve
     let mut out: Vec<Vec<Planned>> = Vec::new();
     let mut bytes = 0u64;
     for (path, tensor) in tensors {
-        let Some(source) = tensor.source.clone() else {
+        if tensor.source.is_none() {
             return Err(Error::Tensor {
                 uri: String::new(),
                 path,
                 reason: "is abstract (a type and shape, no data)".into(),
             });
         };
-        let planned = Planned {
-            path,
-            tensor,
-            object: source.object,
-            range: source.range,
-        };
-        let len = planned.range.end - planned.range.start;
+        let planned = Planned { path, tensor };
+        let range = &planned.source().range;
+        let len = range.end - range.start;
         let fits = out.last().is_some_and(|b| {
-            b[0].object.same_as(&planned.object) && bytes.saturating_add(len) <= budget
+            b[0].source().object.same_as(&planned.source().object)
+                && bytes.saturating_add(len) <= budget
         });
         if fits {
             bytes = bytes.saturating_add(len);
@@ -177,8 +179,8 @@ async fn read_batch(
     batch: Vec<Planned>,
     options: MaterializeOptions,
 ) -> Result<Vec<(String, Tensor)>> {
-    let object = Arc::new(batch[0].object.clone());
-    let ranges: Vec<_> = batch.iter().map(|p| p.range.clone()).collect();
+    let object = batch[0].source().object.clone();
+    let ranges: Vec<_> = batch.iter().map(|p| p.source().range.clone()).collect();
     let raw = object.read_ranges(&ranges).await?;
     batch
         .into_iter()
