@@ -336,6 +336,12 @@ async fn get_to_a_file_a_directory_and_stdout() {
     std::fs::create_dir(dir.path().join("into")).unwrap();
     run(ckptio(dir.path()).args(["get", &uri, "into"]), true).await;
     assert_eq!(std::fs::read(dir.path().join("into/w.bin")).unwrap(), data);
+    run(ckptio(dir.path()).args(["get", &uri, "fresh/"]), true).await;
+    assert_eq!(
+        std::fs::read(dir.path().join("fresh/w.bin")).unwrap(),
+        data,
+        "a trailing / names a directory"
+    );
 
     let out = ckptio(dir.path())
         .args(["get", &uri, "-"])

@@ -50,14 +50,15 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         progress: Arc::new(Bar::new(quiet || args.dest == "-")),
         ..FetchOptions::default()
     };
+    let dest = match args.dest.as_str() {
+        "-" => None,
+        dest => Some(destination(dest, &location)?),
+    };
     let object = Object::open(&location, options).await?;
     let download = async {
-        if args.dest == "-" {
-            to_stdout(&object).await
-        } else {
-            let dest = destination(&args.dest, &location);
-            object.download_to(&dest).await?;
-            Ok(())
+        match &dest {
+            None => to_stdout(&object).await,
+            Some(dest) => Ok(object.download_to(dest).await.map(drop)?),
         }
     };
     tokio::select! {
@@ -66,12 +67,18 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     }
 }
 
-/// `dest`, or the object's file name inside `dest` when that is a directory.
-fn destination(dest: &str, location: &ckptio::Location) -> PathBuf {
-    let dest = PathBuf::from(dest);
+/// `dest`, or the object's file name inside `dest` when that is a directory (an existing one,
+/// or any path ending in `/`). Decided before a byte is fetched.
+fn destination(dest: &str, location: &ckptio::Location) -> Result<PathBuf> {
+    let path = PathBuf::from(dest);
+    if !(dest.ends_with('/') || path.is_dir()) {
+        return Ok(path);
+    }
     match location.path().filename() {
-        Some(name) if dest.is_dir() => dest.join(name),
-        _ => dest,
+        Some(name) => Ok(path.join(name)),
+        None => bail!(
+            "{location} names no file to put into the directory {dest}; give DEST a file name"
+        ),
     }
 }
 
