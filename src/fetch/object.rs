@@ -335,7 +335,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bytes_assembles_chunks_in_place() {
+    async fn bytes_equal_the_object_for_sizes_around_the_chunk_and_the_mapping_threshold() {
         for len in [0, 1, 1000, 40 << 20] {
             let d = data(len);
             let object = object(&format!("whole-{len}"), &d, 64 << 10).await;
