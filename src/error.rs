@@ -193,7 +193,7 @@ pub enum Error {
     /// A tensor whose stored layout does not fit its range, or that has no data.
     #[error("{uri}: tensor `{path}` {reason}")]
     Tensor {
-        /// The URI of the object holding it, redacted (empty for an abstract tensor).
+        /// The URI of the object holding it, redacted (`(no data source)` for an abstract tensor).
         uri: String,
         /// The tensor's path in its tree.
         path: String,

@@ -151,7 +151,7 @@ fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64) -> Result<Vec<Ve
     for (path, tensor) in tensors {
         if tensor.source.is_none() {
             return Err(Error::Tensor {
-                uri: String::new(),
+                uri: "(no data source)".into(),
                 path,
                 reason: "is abstract (a type and shape, no data)".into(),
             });
@@ -350,6 +350,10 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.to_string().contains("abstract"), "{err}");
+        assert!(
+            err.to_string().starts_with("(no data source): tensor `x`"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
