@@ -1,7 +1,9 @@
 //! Checkpoint formats: pure, bounded parsers over bytes, and readers that ask
 //! [`fetch`](crate::fetch) for exactly the byte ranges they need. [`open`] picks the reader.
 
+pub mod pickle;
 pub mod safetensors;
+pub mod zip;
 
 use std::collections::BTreeMap;
 use std::fmt;

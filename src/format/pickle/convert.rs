@@ -1,0 +1,1 @@
+//! Heap → tree conversion (filled in next).

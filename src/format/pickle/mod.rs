@@ -1,0 +1,322 @@
+//! A restricted pickle interpreter: it reads protocol 2–5 pickles into an inert heap of values
+//! and never runs anything. A `GLOBAL` records a name, `REDUCE` and `BUILD` record a call and
+//! its arguments; what a call *means* is decided later, by whoever converts the heap into a
+//! [`StateTree`](crate::tree::StateTree) (see [`convert`]).
+//!
+//! Values live in one arena ([`Heap`]) and refer to each other by [`Id`], so the memo shares
+//! values instead of copying them, cycles cost nothing, and dropping a deeply nested value
+//! never recurses.
+//!
+//! Some globals are refused outright, whatever the mode: anything from `os`, `posix`, `nt`,
+//! `sys`, `subprocess`, `runpy` and a few other modules whose only use in a pickle is an
+//! attack, and `builtins.eval`/`exec`/`getattr`/`__import__` and friends.
+//!
+//! ```
+//! use ckptio::format::pickle::{self, Policy, Value};
+//!
+//! // pickle.dumps({"lr": 0.1}, protocol=2)
+//! let data = b"\x80\x02}q\x00X\x02\x00\x00\x00lrq\x01G?\xb9\x99\x99\x99\x99\x99\x9as.";
+//! let heap = pickle::parse(data, &Policy::permissive()).unwrap();
+//! let Value::Dict(items) = heap.get(heap.root()) else { panic!() };
+//! assert!(matches!(heap.get(items[0].1), Value::Float(v) if *v == 0.1));
+//! ```
+
+pub mod convert;
+mod vm;
+
+use std::fmt;
+
+use bytes::Bytes;
+
+pub use vm::parse;
+
+/// Refers to a value in a [`Heap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(u32);
+
+impl Id {
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A `module.name` reference, as `GLOBAL` or `STACK_GLOBAL` recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Global {
+    /// The module (`torch._utils`).
+    pub module: String,
+    /// The attribute (`_rebuild_tensor_v2`).
+    pub name: String,
+}
+
+impl Global {
+    /// Whether this is `module.name`.
+    pub fn is(&self, module: &str, name: &str) -> bool {
+        self.module == module && self.name == name
+    }
+}
+
+impl fmt::Display for Global {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.module, self.name)
+    }
+}
+
+/// One value of an unpickled stream. Nothing here was executed: a [`Value::Call`] is the
+/// record of a call, not its result.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// `None`.
+    None,
+    /// `True` / `False`.
+    Bool(bool),
+    /// An integer that fits in 64 bits.
+    Int(i64),
+    /// A larger integer, as little-endian two's-complement bytes (`LONG1`/`LONG4`).
+    BigInt(Bytes),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// Bytes (`BINBYTES*`, `SHORT_BINBYTES`, `BYTEARRAY8`).
+    Bytes(Bytes),
+    /// A tuple.
+    Tuple(Vec<Id>),
+    /// A list.
+    List(Vec<Id>),
+    /// A dict, in insertion order (keys need not be strings).
+    Dict(Vec<(Id, Id)>),
+    /// A set or frozenset.
+    Set(Vec<Id>),
+    /// A reference to `module.name`.
+    Global(Global),
+    /// A persistent id (`BINPERSID`): what the pickler replaced by a reference; torch uses it
+    /// for storages.
+    PersistentId(Id),
+    /// `func(*args)` (`REDUCE`) or `cls.__new__(cls, *args)` (`NEWOBJ`), with whatever
+    /// `BUILD`, `SETITEM(S)` and `APPEND(S)` later did to the result.
+    Call(Call),
+}
+
+/// The record of a call, and of what happened to its result afterwards.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// What was called (usually a [`Value::Global`]).
+    pub func: Id,
+    /// Its positional arguments (a tuple).
+    pub args: Id,
+    /// Keyword arguments (`NEWOBJ_EX`), a dict.
+    pub kwargs: Option<Id>,
+    /// The state passed to `__setstate__` by `BUILD`.
+    pub state: Option<Id>,
+    /// Items set on the result (an `OrderedDict`'s entries, say).
+    pub items: Vec<(Id, Id)>,
+    /// Items appended to the result.
+    pub appended: Vec<Id>,
+}
+
+/// The values of one pickle; [`root`](Heap::root) is what `pickle.load` would return.
+#[derive(Debug, Clone)]
+pub struct Heap {
+    values: Vec<Value>,
+    root: Id,
+}
+
+impl Heap {
+    /// The value `id` refers to.
+    pub fn get(&self, id: Id) -> &Value {
+        &self.values[id.index()]
+    }
+
+    /// The top-level value.
+    pub fn root(&self) -> Id {
+        self.root
+    }
+
+    /// The global a call's function refers to, if it is one.
+    pub fn global(&self, id: Id) -> Option<&Global> {
+        match self.get(id) {
+            Value::Global(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// The items of a tuple (or list) value.
+    pub fn items(&self, id: Id) -> Option<&[Id]> {
+        match self.get(id) {
+            Value::Tuple(items) | Value::List(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// How many values the pickle made.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether the heap is empty (never true for a parsed pickle).
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// What to do with globals that are not refused outright.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Refuse any global `known` does not accept.
+    pub strict: bool,
+    /// The globals the caller knows how to interpret.
+    pub known: fn(&Global) -> bool,
+}
+
+impl Policy {
+    /// Every global that is not refused outright is recorded.
+    pub fn permissive() -> Self {
+        Self {
+            strict: false,
+            known: |_| true,
+        }
+    }
+}
+
+/// Modules whose globals are always refused: their only use in a checkpoint is running code.
+const REFUSED_MODULES: &[&str] = &[
+    "os",
+    "posix",
+    "nt",
+    "sys",
+    "subprocess",
+    "runpy",
+    "shutil",
+    "socket",
+    "importlib",
+    "ctypes",
+    "pty",
+    "code",
+    "webbrowser",
+    "marshal",
+    "pickle",
+    "_pickle",
+    "multiprocessing",
+    "asyncio",
+    "signal",
+];
+
+/// `builtins` names that are always refused.
+const REFUSED_BUILTINS: &[&str] = &[
+    "eval",
+    "exec",
+    "execfile",
+    "compile",
+    "getattr",
+    "setattr",
+    "delattr",
+    "__import__",
+    "open",
+    "globals",
+    "locals",
+    "vars",
+    "breakpoint",
+    "input",
+    "exit",
+    "quit",
+];
+
+/// Whether `global` is refused in every mode.
+pub fn is_refused(global: &Global) -> bool {
+    let top = global.module.split('.').next().unwrap_or_default();
+    REFUSED_MODULES.contains(&top)
+        || (matches!(global.module.as_str(), "builtins" | "__builtin__")
+            && REFUSED_BUILTINS.contains(&global.name.as_str()))
+}
+
+/// Limits that keep a hostile pickle from exhausting memory or the stack.
+pub mod limits {
+    /// Values on the stack at once.
+    pub const MAX_STACK: usize = 1 << 20;
+    /// Open `MARK`s at once.
+    pub const MAX_MARKS: usize = 1 << 16;
+    /// Memo entries.
+    pub const MAX_MEMO: usize = 1 << 22;
+    /// Values in one pickle (every opcode makes at most one).
+    pub const MAX_VALUES: usize = 1 << 26;
+    /// Bytes of one `LONG1`/`LONG4` integer.
+    pub const MAX_LONG_BYTES: usize = 4096;
+    /// Nesting depth when a heap is converted into a tree.
+    pub const MAX_DEPTH: usize = 256;
+    /// Tree nodes one pickle may expand into (shared values count each time they appear).
+    pub const MAX_NODES: usize = 1 << 24;
+}
+
+/// Why a pickle was refused, with the byte offset of the opcode at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pickle byte {offset}: {kind}")]
+pub struct PickleError {
+    /// Offset of the opcode in the pickle stream.
+    pub offset: usize,
+    /// What was wrong.
+    pub kind: PickleErrorKind,
+}
+
+/// What was wrong with a pickle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PickleErrorKind {
+    /// The stream ended inside an opcode or before `STOP`.
+    #[error("the pickle ends before its STOP opcode (truncated)")]
+    Truncated,
+    /// An opcode this interpreter does not know.
+    #[error("unknown opcode 0x{0:02x}")]
+    UnknownOpcode(u8),
+    /// An opcode it knows but does not support (out-of-band buffers, extensions, text opcodes).
+    #[error("unsupported opcode {0}")]
+    UnsupportedOpcode(&'static str),
+    /// A protocol outside 2–5.
+    #[error("pickle protocol {0} is not supported (2 to 5 are)")]
+    Protocol(u8),
+    /// A length that runs past the end of the input.
+    #[error("a length of {len} bytes runs past the end of the pickle ({remaining} left)")]
+    LyingLength {
+        /// The length read.
+        len: u64,
+        /// Bytes left in the input.
+        remaining: usize,
+    },
+    /// An opcode found the stack emptier than it needs.
+    #[error("{0} found the stack empty")]
+    StackUnderflow(&'static str),
+    /// An opcode needed a mark and there was none.
+    #[error("{0} needs a MARK and there is none")]
+    NoMark(&'static str),
+    /// A value of the wrong kind for an opcode.
+    #[error("{op} expects {expected}")]
+    WrongType {
+        /// The opcode.
+        op: &'static str,
+        /// What it expects.
+        expected: &'static str,
+    },
+    /// A memo index that was never set.
+    #[error("memo entry {0} is read before it is set")]
+    MissingMemo(u64),
+    /// Invalid UTF-8 in a string opcode.
+    #[error("a string is not valid UTF-8")]
+    InvalidUtf8,
+    /// A limit was exceeded.
+    #[error("{what} exceeds the limit of {limit}")]
+    Limit {
+        /// What grew too large.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// A global that is never allowed.
+    #[error("refused to load global `{0}`: it can run code")]
+    Refused(Global),
+    /// A global the strict policy does not know.
+    #[error("global `{0}` is not allowed in strict mode")]
+    NotAllowed(Global),
+    /// `STOP` with not exactly one value on the stack, or data after `STOP`.
+    #[error("{0}")]
+    Malformed(&'static str),
+}
