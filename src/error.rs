@@ -174,6 +174,47 @@ pub enum Error {
         /// What is wrong with the header.
         problem: crate::format::safetensors::HeaderError,
     },
+    /// A zip archive (a torch checkpoint) whose directory or local headers are invalid.
+    #[error("{uri}: {problem}")]
+    Zip {
+        /// The URI, redacted.
+        uri: String,
+        /// What is wrong.
+        problem: crate::format::zip::ZipError,
+    },
+    /// A pickle that cannot be read, or is refused.
+    #[error("{uri}: `{record}`: {problem}")]
+    Pickle {
+        /// The URI, redacted.
+        uri: String,
+        /// The pickle's name inside the checkpoint (`archive/data.pkl`).
+        record: String,
+        /// What is wrong, and where.
+        problem: crate::format::pickle::PickleError,
+    },
+    /// A torch checkpoint whose records do not fit together (a tensor without its storage
+    /// record, a compressed entry, arguments of the wrong kind, ...).
+    #[error("{uri}: {problem}")]
+    Torch {
+        /// The URI, redacted.
+        uri: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Stored bytes that do not match their checksum.
+    #[error("{uri}: tensor `{path}`: `{record}` is corrupt: expected {expected}, computed {found}")]
+    Checksum {
+        /// The URI of the object holding the record, redacted.
+        uri: String,
+        /// The tensor being read.
+        path: String,
+        /// The checksummed record (a zip entry, a data file).
+        record: String,
+        /// The checksum stored with the data.
+        expected: crate::tree::Checksum,
+        /// The checksum of the bytes read.
+        found: crate::tree::Checksum,
+    },
     /// A checkpoint format ckptio recognizes but does not read yet.
     #[error("{uri}: this is {what}, which ckptio cannot read yet")]
     UnsupportedFormat {
@@ -233,6 +274,10 @@ impl Error {
             | Self::TooLarge { uri, .. }
             | Self::Safetensors { uri, .. }
             | Self::UnsupportedFormat { uri, .. }
+            | Self::Zip { uri, .. }
+            | Self::Pickle { uri, .. }
+            | Self::Torch { uri, .. }
+            | Self::Checksum { uri, .. }
             | Self::NoSuchTensor { uri, .. }
             | Self::Tensor { uri, .. }
             | Self::Storage { uri, .. } => uri,

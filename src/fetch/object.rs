@@ -104,6 +104,78 @@ impl Object {
         Ok((object, prefix))
     }
 
+    /// The object at `location`, pinned by one ranged GET of its last `len` bytes (or all of
+    /// it, if smaller), which are returned with their offset: how a zip's directory is found
+    /// in one request.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_prefix`](Self::open_prefix).
+    pub async fn open_suffix(
+        location: &Location,
+        len: u64,
+        options: FetchOptions,
+    ) -> Result<(Self, u64, Bytes)> {
+        let get = GetOptions {
+            range: Some(GetRange::Suffix(len.max(1))),
+            ..GetOptions::default()
+        };
+        let result = match location.store().get_opts(location.path(), get).await {
+            Ok(result) => result,
+            Err(first) => {
+                return match stat(location).await {
+                    Ok(info) if info.size == 0 => {
+                        Ok((Self::with_info(location, info, options), 0, Bytes::new()))
+                    }
+                    _ => Err(location.error("get", first)),
+                };
+            }
+        };
+        let object = Self::with_info(
+            location,
+            ObjectInfo::new(location, result.meta.clone()),
+            options,
+        );
+        let range = result.range.clone();
+        let first = result.bytes().await.unwrap_or_default();
+        let got = range.start + first.len() as u64;
+        let tail = if got >= range.end {
+            first
+        } else {
+            let rest = object.read_range(got..range.end).await?;
+            [first, rest].concat().into()
+        };
+        Ok((object, range.start, tail))
+    }
+
+    /// An object held in memory (`name` says what it is in errors): how data carried inside a
+    /// checkpoint's metadata (a numpy array in a pickle, say) becomes a tensor source like any
+    /// other.
+    pub fn inline(name: &str, data: Bytes) -> Self {
+        use futures::FutureExt;
+        use object_store::ObjectStoreExt;
+        use object_store::memory::InMemory;
+        use object_store::path::Path;
+
+        let store = Arc::new(InMemory::new());
+        let path = Path::from(name);
+        let size = data.len() as u64;
+        let etag = store
+            .put(&path, data.into())
+            .now_or_never()
+            .and_then(|r| r.ok())
+            .and_then(|r| r.e_tag);
+        let location = Location::from_store("inline://array", store, path);
+        let info = ObjectInfo {
+            uri: location.uri(),
+            size,
+            etag,
+            last_modified: chrono::Utc::now(),
+            version: None,
+        };
+        Self::with_info(&location, info, FetchOptions::default())
+    }
+
     /// The first `end` bytes of the object, given its first `have.len()` bytes: what is
     /// missing is read (one range request, retried), what is beyond `end` dropped.
     ///

@@ -5,6 +5,8 @@
 mod convert;
 mod layout;
 
+use std::ops::Range;
+
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
@@ -13,6 +15,7 @@ pub use convert::{to_f32, widens};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fetch::Object;
+use crate::format::zip;
 use crate::tree::{LazyTensor, StateTree, TensorSource};
 
 /// A tensor's bytes: contiguous, row-major, little-endian.
@@ -180,13 +183,73 @@ async fn read_batch(
     options: MaterializeOptions,
 ) -> Result<Vec<(String, Tensor)>> {
     let object = batch[0].source().object.clone();
-    let ranges: Vec<_> = batch.iter().map(|p| p.source().range.clone()).collect();
+    let ranges: Vec<_> = batch.iter().map(|p| read_range(p.source())).collect();
     let raw = object.read_ranges(&ranges).await?;
-    batch
-        .into_iter()
-        .zip(raw)
-        .map(|(p, bytes)| finish(&object, p, bytes, options))
-        .collect()
+    let mut out = Vec::with_capacity(batch.len());
+    for (p, read) in batch.into_iter().zip(raw) {
+        let stored = stored_bytes(&object, &p, read).await?;
+        out.push(finish(&object, p, stored, options)?);
+    }
+    Ok(out)
+}
+
+/// What to read for a tensor: its range, and the local header before it when its offset was
+/// predicted.
+fn read_range(source: &TensorSource) -> Range<u64> {
+    match &source.anchor {
+        Some(anchor) => anchor.entry.header_offset.min(source.range.start)..source.range.end,
+        None => source.range.clone(),
+    }
+}
+
+/// The tensor's stored bytes out of what [`read_range`] read: a predicted offset confirmed by
+/// the local header (or the bytes read again where the header says they are), and the
+/// checksum verified when the range covers what it sums.
+async fn stored_bytes(object: &Object, p: &Planned, read: Bytes) -> Result<Bytes> {
+    let source = p.source();
+    let uri = || object.location().uri();
+    let mut range = source.range.clone();
+    let mut span = source.check.as_ref().map(|c| c.span.clone());
+    let data = match &source.anchor {
+        None => read,
+        Some(anchor) => {
+            let start = read_range(source).start;
+            let actual =
+                zip::payload_offset(&anchor.entry, &read).map_err(|problem| Error::Zip {
+                    uri: uri(),
+                    problem,
+                })?;
+            if actual == anchor.payload {
+                read.slice((range.start - start) as usize..)
+            } else {
+                let moved = |r: &Range<u64>| {
+                    let start = (r.start - anchor.payload).checked_add(actual)?;
+                    Some(start..start.checked_add(r.end - r.start)?)
+                };
+                range = moved(&range).ok_or_else(|| Error::Torch {
+                    uri: uri(),
+                    problem: format!("entry `{}` lies beyond any offset", anchor.entry.name),
+                })?;
+                span = span.and_then(|s| moved(&s));
+                object.read_range(range.clone()).await?
+            }
+        }
+    };
+    if let (Some(check), Some(span)) = (&source.check, span) {
+        if span == range {
+            let found = check.checksum.compute(&data);
+            if found != check.checksum {
+                return Err(Error::Checksum {
+                    uri: uri(),
+                    path: p.path.clone(),
+                    record: check.record.to_string(),
+                    expected: check.checksum,
+                    found,
+                });
+            }
+        }
+    }
+    Ok(data)
 }
 
 /// Stored bytes → a contiguous little-endian tensor (widened if asked).

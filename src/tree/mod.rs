@@ -22,6 +22,7 @@ mod select;
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 
@@ -29,6 +30,7 @@ pub use select::{GlobError, Mismatch, Report};
 
 use crate::dtype::{self, DType};
 use crate::fetch::Object;
+use crate::format::zip::ZipEntry;
 
 /// A nested checkpoint: the root is a dict.
 #[derive(Debug, Clone, Default)]
@@ -131,6 +133,74 @@ pub struct TensorSource {
     pub range: Range<u64>,
     /// Elements are stored big-endian (swapped when materialized).
     pub big_endian: bool,
+    /// A checksum the stored bytes must match.
+    pub check: Option<Check>,
+    /// The zip entry holding the bytes, when their offset was predicted rather than read.
+    pub anchor: Option<Arc<ZipAnchor>>,
+}
+
+impl TensorSource {
+    /// The bytes at `range` of `object`, unchecked, little-endian.
+    pub fn new(object: Object, range: Range<u64>) -> Self {
+        Self {
+            object,
+            range,
+            big_endian: false,
+            check: None,
+            anchor: None,
+        }
+    }
+}
+
+/// A checksum over a record that holds a tensor's bytes (a zip entry, a data file).
+///
+/// It is verified whenever a tensor's range covers the whole span: a view of part of a
+/// storage cannot be checked without reading the rest, and is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The checksummed bytes of the object.
+    pub span: Range<u64>,
+    /// The expected value.
+    pub checksum: Checksum,
+    /// The record's name, for errors (`archive/data/3`).
+    pub record: Arc<str>,
+}
+
+/// A checksum algorithm and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Checksum {
+    /// CRC-32 (IEEE), as zip stores.
+    Crc32(u32),
+}
+
+impl Checksum {
+    /// The same algorithm's value for `data`.
+    pub fn compute(&self, data: &[u8]) -> Self {
+        match self {
+            Self::Crc32(_) => Self::Crc32(crc32fast::hash(data)),
+        }
+    }
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Crc32(v) => write!(f, "CRC-32 {v:08x}"),
+        }
+    }
+}
+
+/// A zip entry whose payload offset was predicted from the central directory (torch's
+/// writer aligns payloads, so no request per local header is needed). The materializer reads
+/// the local header with the data and, should the prediction be wrong, reads again at the
+/// right offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipAnchor {
+    /// The entry.
+    pub entry: ZipEntry,
+    /// Where its payload was predicted to start.
+    pub payload: u64,
 }
 
 impl LazyTensor {
@@ -140,11 +210,7 @@ impl LazyTensor {
             dtype,
             shape,
             strides: Vec::new(),
-            source: Some(TensorSource {
-                object,
-                range,
-                big_endian: false,
-            }),
+            source: Some(TensorSource::new(object, range)),
         }
     }
 

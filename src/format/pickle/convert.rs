@@ -1,1 +1,663 @@
-//! Heap → tree conversion (filled in next).
+//! From a [`Heap`] to tree nodes. Containers become dicts and lists; the globals ckptio
+//! understands (`OrderedDict`, sets, `_codecs.encode`, numpy scalars and arrays, paths,
+//! `argparse.Namespace`, datetimes, ...) become plain data; a format adds its own through
+//! [`Hooks`] (torch's tensors); any other object becomes an inert [`Opaque`] node.
+//!
+//! Conversion is bounded: nesting deeper than [`MAX_DEPTH`] (a cycle, say) or more than
+//! [`MAX_NODES`] nodes (shared values expand each time they appear) is an error.
+
+use bytes::Bytes;
+
+use super::limits::{MAX_DEPTH, MAX_NODES};
+use super::{Call, Global, Heap, Id, Value};
+use crate::dtype::DType;
+use crate::fetch::Object;
+use crate::tree::{Dict, Int, LazyTensor, Leaf, Node, Opaque, TensorSource};
+
+/// What a format adds to the generic conversion.
+pub trait Hooks {
+    /// The node for a call of `func`, or `None` to let the generic rules convert it.
+    ///
+    /// # Errors
+    ///
+    /// A message saying what is wrong with the call's arguments.
+    fn call(&mut self, heap: &Heap, func: &Global, call: &Call) -> Option<Result<Node, String>>;
+}
+
+/// No format-specific rules.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    fn call(&mut self, _: &Heap, _: &Global, _: &Call) -> Option<Result<Node, String>> {
+        None
+    }
+}
+
+/// Whether the generic conversion understands `global` (for strict mode).
+pub fn is_known(global: &Global) -> bool {
+    let (m, n) = (global.module.as_str(), global.name.as_str());
+    matches!(
+        (m, n),
+        ("collections", "OrderedDict" | "defaultdict" | "Counter")
+            | (
+                "builtins" | "__builtin__",
+                "set"
+                    | "frozenset"
+                    | "complex"
+                    | "bytearray"
+                    | "slice"
+                    | "dict"
+                    | "list"
+                    | "tuple"
+                    | "object"
+                    | "int"
+                    | "float"
+                    | "str"
+                    | "bool"
+            )
+            | ("_codecs", "encode")
+            | ("copyreg" | "copy_reg", "_reconstructor")
+            | ("argparse", "Namespace")
+            | (
+                "datetime",
+                "datetime" | "date" | "time" | "timedelta" | "timezone"
+            )
+            | ("numpy", "dtype" | "ndarray")
+            | (
+                "numpy.core.multiarray" | "numpy._core.multiarray",
+                "scalar" | "_reconstruct"
+            )
+    ) || (matches!(m, "pathlib" | "pathlib._local") && n.ends_with("Path"))
+        || (m.starts_with("numpy.dtypes") && n.ends_with("DType"))
+}
+
+/// Converts `heap`'s root into a node; `name` names the pickle in inline objects (numpy
+/// arrays become tensors over in-memory objects called `{name}/{n}`).
+///
+/// # Errors
+///
+/// A message naming the path at fault: a limit exceeded, or a call the hooks refused.
+pub fn to_node(heap: &Heap, hooks: &mut dyn Hooks, name: &str) -> Result<Node, String> {
+    let mut cx = Converter {
+        heap,
+        name,
+        depth: 0,
+        nodes: 0,
+        arrays: 0,
+    };
+    cx.node(hooks, heap.root())
+}
+
+struct Converter<'a> {
+    heap: &'a Heap,
+    name: &'a str,
+    depth: usize,
+    nodes: usize,
+    arrays: usize,
+}
+
+impl Converter<'_> {
+    fn node(&mut self, hooks: &mut dyn Hooks, id: Id) -> Result<Node, String> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(format!(
+                "the pickle expands to more than {MAX_NODES} values (shared references repeated)"
+            ));
+        }
+        if self.depth >= MAX_DEPTH {
+            return Err(format!(
+                "values nest deeper than {MAX_DEPTH} levels (or refer to themselves)"
+            ));
+        }
+        self.depth += 1;
+        let node = self.value(hooks, id);
+        self.depth -= 1;
+        node
+    }
+
+    fn list(&mut self, hooks: &mut dyn Hooks, items: &[Id]) -> Result<Node, String> {
+        items
+            .iter()
+            .map(|&i| self.node(hooks, i))
+            .collect::<Result<_, _>>()
+            .map(Node::List)
+    }
+
+    fn dict(&mut self, hooks: &mut dyn Hooks, pairs: &[(Id, Id)]) -> Result<Dict, String> {
+        let mut dict = Dict::with_capacity(pairs.len());
+        for &(k, v) in pairs {
+            let key = key_string(self.heap, k, 0);
+            let value = self
+                .node(hooks, v)
+                .map_err(|e| format!("at `{key}`: {e}"))?;
+            dict.insert(key, value);
+        }
+        Ok(dict)
+    }
+
+    fn value(&mut self, hooks: &mut dyn Hooks, id: Id) -> Result<Node, String> {
+        let heap = self.heap;
+        let leaf = |l| Ok(Node::Leaf(l));
+        match heap.get(id) {
+            Value::None => leaf(Leaf::None),
+            Value::Bool(b) => leaf(Leaf::Bool(*b)),
+            Value::Int(v) => leaf(Leaf::Int(Int::Small(*v))),
+            Value::BigInt(raw) => leaf(Leaf::Int(Int::Big(decimal(raw)))),
+            Value::Float(v) => leaf(Leaf::Float(*v)),
+            Value::Str(s) => leaf(Leaf::Str(s.clone())),
+            Value::Bytes(b) => leaf(Leaf::Bytes(b.clone())),
+            Value::Tuple(items) | Value::List(items) | Value::Set(items) => self.list(hooks, items),
+            Value::Dict(pairs) => Ok(Node::Dict(self.dict(hooks, pairs)?)),
+            Value::Global(g) => leaf(Leaf::Str(g.to_string())),
+            Value::PersistentId(pid) => Ok(Node::Leaf(Leaf::Opaque(Opaque {
+                module: "pickle".into(),
+                name: "persistent_id".into(),
+                args: vec![self.node(hooks, *pid)?],
+                state: None,
+            }))),
+            Value::Call(call) => {
+                let Some(func) = heap.global(call.func) else {
+                    return self.opaque(hooks, "pickle", "call", call);
+                };
+                if let Some(node) = hooks.call(heap, func, call) {
+                    return node;
+                }
+                self.call(hooks, func, call)
+            }
+        }
+    }
+
+    fn call(&mut self, hooks: &mut dyn Hooks, func: &Global, call: &Call) -> Result<Node, String> {
+        let heap = self.heap;
+        let args = heap.items(call.args).unwrap_or_default();
+        let (m, n) = (func.module.as_str(), func.name.as_str());
+        let leaf = |l| Ok(Node::Leaf(l));
+        match (m, n) {
+            ("collections", "OrderedDict" | "defaultdict" | "Counter")
+            | ("builtins" | "__builtin__", "dict") => {
+                let mut dict = Dict::new();
+                // Counter(dict) and OrderedDict([(k, v), ...]) carry items in their arguments.
+                if n != "defaultdict" {
+                    if let Some(&first) = args.first() {
+                        match heap.get(first) {
+                            Value::Dict(pairs) => dict.extend(self.dict(hooks, pairs)?),
+                            Value::List(items) | Value::Tuple(items) => {
+                                let pairs: Vec<(Id, Id)> = items
+                                    .iter()
+                                    .filter_map(|&p| match heap.items(p) {
+                                        Some(&[k, v]) => Some((k, v)),
+                                        _ => None,
+                                    })
+                                    .collect();
+                                dict.extend(self.dict(hooks, &pairs)?);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                dict.extend(self.dict(hooks, &call.items)?);
+                Ok(Node::Dict(dict))
+            }
+            ("builtins" | "__builtin__", "set" | "frozenset" | "list" | "tuple") => {
+                let mut items: Vec<Id> = match args.first().map(|&a| heap.get(a)) {
+                    Some(Value::List(i) | Value::Tuple(i) | Value::Set(i)) => i.clone(),
+                    _ => Vec::new(),
+                };
+                items.extend(&call.appended);
+                self.list(hooks, &items)
+            }
+            ("builtins" | "__builtin__", "slice") => self.list(hooks, args),
+            ("builtins" | "__builtin__", "complex") => {
+                let part = |i: usize| args.get(i).and_then(|&a| number(heap, a)).unwrap_or(0.0);
+                let mut dict = Dict::new();
+                dict.insert("real".into(), Node::Leaf(Leaf::Float(part(0))));
+                dict.insert("imag".into(), Node::Leaf(Leaf::Float(part(1))));
+                Ok(Node::Dict(dict))
+            }
+            ("_codecs", "encode") | ("builtins" | "__builtin__", "bytearray") => {
+                match bytes_of(heap, call) {
+                    Some(b) => leaf(Leaf::Bytes(b)),
+                    None => self.opaque(hooks, m, n, call),
+                }
+            }
+            ("copyreg" | "copy_reg", "_reconstructor") => {
+                // _reconstructor(cls, object, None) then BUILD: an instance of `cls`.
+                let cls = args.first().and_then(|&c| heap.global(c));
+                match cls {
+                    Some(cls) => {
+                        let (module, name) = (cls.module.clone(), cls.name.clone());
+                        let empty = Call {
+                            args: call.args,
+                            ..call.clone()
+                        };
+                        let mut node = self.opaque(hooks, &module, &name, &empty)?;
+                        if let Node::Leaf(Leaf::Opaque(o)) = &mut node {
+                            o.args.clear();
+                        }
+                        Ok(node)
+                    }
+                    None => self.opaque(hooks, m, n, call),
+                }
+            }
+            ("argparse", "Namespace") => match call.state.map(|s| heap.get(s)) {
+                Some(Value::Dict(pairs)) => Ok(Node::Dict(self.dict(hooks, pairs)?)),
+                _ => Ok(Node::Dict(Dict::new())),
+            },
+            ("datetime", _) => match datetime(heap, n, args) {
+                Some(l) => leaf(l),
+                None => self.opaque(hooks, m, n, call),
+            },
+            ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => {
+                let scalar = args
+                    .first()
+                    .and_then(|&d| numpy_dtype(heap, d))
+                    .zip(args.get(1).and_then(|&b| bytes_value(heap, b)));
+                match scalar.and_then(|((dtype, big), raw)| scalar_leaf(dtype, big, &raw)) {
+                    Some(l) => leaf(l),
+                    None => self.opaque(hooks, m, n, call),
+                }
+            }
+            ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
+                match self.array(call) {
+                    Some(t) => leaf(Leaf::Tensor(t)),
+                    None => self.opaque(hooks, "numpy", "ndarray", call),
+                }
+            }
+            ("numpy", "dtype") => match args.first().map(|&a| heap.get(a)) {
+                Some(Value::Str(s)) => leaf(Leaf::Str(format!("numpy.{s}"))),
+                _ => self.opaque(hooks, m, n, call),
+            },
+            _ if matches!(m, "pathlib" | "pathlib._local") && n.ends_with("Path") => {
+                let parts: Vec<&str> = args
+                    .iter()
+                    .filter_map(|&a| match heap.get(a) {
+                        Value::Str(s) => Some(s.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                leaf(Leaf::Str(parts.join("/").replace("//", "/")))
+            }
+            _ => self.opaque(hooks, m, n, call),
+        }
+    }
+
+    fn opaque(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        module: &str,
+        name: &str,
+        call: &Call,
+    ) -> Result<Node, String> {
+        let args = match self.heap.items(call.args) {
+            Some(items) => items
+                .iter()
+                .map(|&a| self.node(hooks, a))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let mut state = match call.state {
+            Some(s) => Some(Box::new(self.node(hooks, s)?)),
+            None => None,
+        };
+        if state.is_none() && !call.items.is_empty() {
+            state = Some(Box::new(Node::Dict(self.dict(hooks, &call.items)?)));
+        }
+        if state.is_none() && !call.appended.is_empty() {
+            state = Some(Box::new(self.list(hooks, &call.appended)?));
+        }
+        Ok(Node::Leaf(Leaf::Opaque(Opaque {
+            module: module.into(),
+            name: name.into(),
+            args,
+            state,
+        })))
+    }
+
+    /// A numpy array: `_reconstruct(ndarray, (0,), b'b')` then `BUILD` with
+    /// `(version, shape, dtype, is_fortran, raw data)`.
+    fn array(&mut self, call: &Call) -> Option<LazyTensor> {
+        let heap = self.heap;
+        let state = heap.items(call.state?)?;
+        let [_, shape, dtype, fortran, data] = state else {
+            return None;
+        };
+        let shape: Vec<u64> = heap
+            .items(*shape)?
+            .iter()
+            .map(|&d| match heap.get(d) {
+                Value::Int(v) => u64::try_from(*v).ok(),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        let (dtype, big_endian) = numpy_dtype(heap, *dtype)?;
+        let data = bytes_value(heap, *data)?;
+        if dtype.byte_len(crate::dtype::numel(&shape)?)? != data.len() as u64 {
+            return None;
+        }
+        let strides = if matches!(heap.get(*fortran), Value::Bool(true)) && shape.len() > 1 {
+            let mut strides = vec![1u64; shape.len()];
+            for i in 1..shape.len() {
+                strides[i] = strides[i - 1].checked_mul(shape[i - 1])?;
+            }
+            strides
+        } else {
+            Vec::new()
+        };
+        self.arrays += 1;
+        let len = data.len() as u64;
+        let object = Object::inline(&format!("{}/{}", self.name, self.arrays), data);
+        Some(LazyTensor {
+            dtype,
+            shape,
+            strides,
+            source: Some(TensorSource {
+                big_endian,
+                ..TensorSource::new(object, 0..len)
+            }),
+        })
+    }
+}
+
+/// The bytes a value stands for: `bytes`, or `_codecs.encode(str, "latin1")` (how protocol 2
+/// pickles bytes), or `bytearray(...)`.
+pub fn bytes_value(heap: &Heap, id: Id) -> Option<Bytes> {
+    match heap.get(id) {
+        Value::Bytes(b) => Some(b.clone()),
+        Value::Str(s) => latin1(s),
+        Value::Call(call) => bytes_of(heap, call),
+        _ => None,
+    }
+}
+
+fn bytes_of(heap: &Heap, call: &Call) -> Option<Bytes> {
+    let func = heap.global(call.func)?;
+    let args = heap.items(call.args)?;
+    if func.is("_codecs", "encode") {
+        let Value::Str(text) = heap.get(*args.first()?) else {
+            return None;
+        };
+        let encoding = match args.get(1).map(|&e| heap.get(e)) {
+            Some(Value::Str(e)) => e.to_ascii_lowercase().replace(['-', '_'], ""),
+            _ => "utf8".into(),
+        };
+        return match encoding.as_str() {
+            "latin1" | "iso88591" => latin1(text),
+            "utf8" => Some(Bytes::copy_from_slice(text.as_bytes())),
+            _ => None,
+        };
+    }
+    if func.name == "bytearray" {
+        return match args.first() {
+            None => Some(Bytes::new()),
+            Some(&a) => bytes_value(heap, a),
+        };
+    }
+    None
+}
+
+fn latin1(text: &str) -> Option<Bytes> {
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<Vec<u8>>>()
+        .map(Bytes::from)
+}
+
+fn number(heap: &Heap, id: Id) -> Option<f64> {
+    match heap.get(id) {
+        Value::Int(v) => Some(*v as f64),
+        Value::Float(v) => Some(*v),
+        _ => None,
+    }
+}
+
+/// A numpy dtype: `numpy.dtype("f8", False, True)` with `BUILD` state
+/// `(3, "<", ...)`, or a `numpy.dtypes.Float64DType` instance wrapping one.
+fn numpy_dtype(heap: &Heap, id: Id) -> Option<(DType, bool)> {
+    let Value::Call(call) = heap.get(id) else {
+        return None;
+    };
+    let func = heap.global(call.func)?;
+    if !(func.is("numpy", "dtype") || func.module.starts_with("numpy")) {
+        return None;
+    }
+    let args = heap.items(call.args)?;
+    let Value::Str(code) = heap.get(*args.first()?) else {
+        return None;
+    };
+    let order = call
+        .state
+        .and_then(|s| heap.items(s))
+        .and_then(|s| s.get(1))
+        .and_then(|&o| match heap.get(o) {
+            Value::Str(o) => Some(o.as_str()),
+            _ => None,
+        })
+        .unwrap_or("<");
+    let dtype = match code.as_str() {
+        "b1" => DType::BOOL,
+        "i1" => DType::I8,
+        "i2" => DType::I16,
+        "i4" => DType::I32,
+        "i8" => DType::I64,
+        "u1" => DType::U8,
+        "u2" => DType::U16,
+        "u4" => DType::U32,
+        "u8" => DType::U64,
+        "f2" => DType::F16,
+        "f4" => DType::F32,
+        "f8" => DType::F64,
+        "c8" => DType::C64,
+        _ => return None,
+    };
+    Some((dtype, order == ">"))
+}
+
+fn scalar_leaf(dtype: DType, big_endian: bool, raw: &[u8]) -> Option<Leaf> {
+    let mut b = raw.to_vec();
+    if big_endian {
+        b.reverse();
+    }
+    let b = b.as_slice();
+    Some(match dtype {
+        DType::BOOL => Leaf::Bool(*b.first()? != 0),
+        DType::I8 => Leaf::Int(Int::Small(i8::from_le_bytes(b.try_into().ok()?).into())),
+        DType::I16 => Leaf::Int(Int::Small(i16::from_le_bytes(b.try_into().ok()?).into())),
+        DType::I32 => Leaf::Int(Int::Small(i32::from_le_bytes(b.try_into().ok()?).into())),
+        DType::I64 => Leaf::Int(Int::Small(i64::from_le_bytes(b.try_into().ok()?))),
+        DType::U8 => Leaf::Int(Int::Small(u8::from_le_bytes(b.try_into().ok()?).into())),
+        DType::U16 => Leaf::Int(Int::Small(u16::from_le_bytes(b.try_into().ok()?).into())),
+        DType::U32 => Leaf::Int(Int::Small(u32::from_le_bytes(b.try_into().ok()?).into())),
+        DType::U64 => {
+            let v = u64::from_le_bytes(b.try_into().ok()?);
+            Leaf::Int(i64::try_from(v).map_or_else(|_| Int::Big(v.to_string()), Int::Small))
+        }
+        DType::F16 => Leaf::Float(half::f16::from_le_bytes(b.try_into().ok()?).to_f64()),
+        DType::F32 => Leaf::Float(f32::from_le_bytes(b.try_into().ok()?).into()),
+        DType::F64 => Leaf::Float(f64::from_le_bytes(b.try_into().ok()?)),
+        _ => return None,
+    })
+}
+
+/// `datetime.datetime(b"...")` and friends: the packed state, as an ISO 8601 string; a
+/// `timedelta(days, seconds, microseconds)` as seconds.
+fn datetime(heap: &Heap, name: &str, args: &[Id]) -> Option<Leaf> {
+    let int = |i: usize| match args.get(i).map(|&a| heap.get(a)) {
+        Some(Value::Int(v)) => Some(*v),
+        None => Some(0),
+        _ => None,
+    };
+    if name == "timedelta" {
+        let (d, s, us) = (int(0)?, int(1)?, int(2)?);
+        return Some(Leaf::Float(d as f64 * 86400.0 + s as f64 + us as f64 / 1e6));
+    }
+    let raw = bytes_value(heap, *args.first()?)?;
+    let b = raw.as_ref();
+    match (name, b.len()) {
+        ("datetime", 10) => {
+            let year = u16::from_be_bytes([b[0], b[1]]);
+            let us = u32::from_be_bytes([0, b[7], b[8], b[9]]);
+            Some(Leaf::Str(format!(
+                "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{us:06}",
+                b[2], b[3], b[4], b[5], b[6]
+            )))
+        }
+        ("date", 4) => {
+            let year = u16::from_be_bytes([b[0], b[1]]);
+            Some(Leaf::Str(format!("{year:04}-{:02}-{:02}", b[2], b[3])))
+        }
+        ("time", 6) => {
+            let us = u32::from_be_bytes([0, b[3], b[4], b[5]]);
+            Some(Leaf::Str(format!(
+                "{:02}:{:02}:{:02}.{us:06}",
+                b[0], b[1], b[2]
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// A dict key as a path segment: strings as they are, other scalars as Python prints them.
+pub fn key_string(heap: &Heap, id: Id, depth: usize) -> String {
+    match heap.get(id) {
+        Value::Str(s) => s.clone(),
+        Value::Int(v) => v.to_string(),
+        Value::BigInt(raw) => decimal(raw),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::None => "None".into(),
+        Value::Float(v) => format!("{v:?}"),
+        Value::Bytes(b) => format!("b{:?}", String::from_utf8_lossy(b)),
+        Value::Global(g) => g.to_string(),
+        Value::Tuple(items) if depth < 8 => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|&i| key_string(heap, i, depth + 1))
+                .collect();
+            format!("({})", parts.join(", "))
+        }
+        _ => "<object>".into(),
+    }
+}
+
+/// Little-endian two's complement → decimal digits.
+fn decimal(raw: &[u8]) -> String {
+    let negative = raw.last().is_some_and(|&b| b & 0x80 != 0);
+    let mut magnitude: Vec<u8> = raw.to_vec();
+    if negative {
+        // Two's complement: invert and add one.
+        let mut carry = true;
+        for b in &mut magnitude {
+            *b = !*b;
+            if carry {
+                let (v, c) = b.overflowing_add(1);
+                *b = v;
+                carry = c;
+            }
+        }
+    }
+    // Base 2^32 limbs, most significant first; repeatedly divide by 10^9.
+    let mut limbs: Vec<u32> = magnitude
+        .chunks(4)
+        .rev()
+        .map(|c| {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(w)
+        })
+        .collect();
+    let mut groups = Vec::new();
+    while limbs.iter().any(|&l| l != 0) {
+        let mut rem = 0u64;
+        for l in &mut limbs {
+            let cur = (rem << 32) | u64::from(*l);
+            *l = (cur / 1_000_000_000) as u32;
+            rem = cur % 1_000_000_000;
+        }
+        groups.push(rem as u32);
+    }
+    let mut out = String::from(if negative { "-" } else { "" });
+    match groups.split_last() {
+        None => out.push('0'),
+        Some((first, rest)) => {
+            out.push_str(&first.to_string());
+            for g in rest.iter().rev() {
+                out.push_str(&format!("{g:09}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pickle::{Policy, parse};
+
+    fn convert(data: &[u8]) -> Result<Node, String> {
+        let heap = parse(data, &Policy::permissive()).unwrap();
+        to_node(&heap, &mut NoHooks, "test")
+    }
+
+    #[test]
+    fn big_integers_are_exact_decimals() {
+        assert_eq!(
+            decimal(&[0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            "18446744073709551616"
+        );
+        assert_eq!(decimal(&[0xff]), "-1");
+        assert_eq!(decimal(&[0x00, 0x80]), "-32768");
+        assert_eq!(decimal(&[0x00]), "0");
+        // 10**30
+        let raw = [
+            0x00, 0x00, 0x00, 0x40, 0xea, 0xed, 0x74, 0x46, 0xd0, 0x9c, 0x2c, 0x9f, 0x0c,
+        ];
+        assert_eq!(decimal(&raw), "1000000000000000000000000000000");
+    }
+
+    #[test]
+    fn ordered_dicts_sets_and_protocol_2_bytes_become_plain_data() {
+        // pickle.dumps({"o": collections.OrderedDict(a=1), "s": {3}, "b": b"\x00\xff",
+        //               "p": pathlib.PurePosixPath("/x/y"), "c": collections.Counter(k=2)}, 2)
+        let data = b"\x80\x02}q\x00(X\x01\x00\x00\x00oq\x01ccollections\nOrderedDict\nq\x02)Rq\x03X\x01\x00\x00\x00aq\x04K\x01sX\x01\x00\x00\x00sq\x05c__builtin__\nset\nq\x06]q\x07K\x03a\x85q\x08Rq\tX\x01\x00\x00\x00bq\nc_codecs\nencode\nq\x0bX\x03\x00\x00\x00\x00\xc3\xbfq\x0cX\x06\x00\x00\x00latin1q\r\x86q\x0eRq\x0fX\x01\x00\x00\x00pq\x10cpathlib\nPurePosixPath\nq\x11X\x01\x00\x00\x00/q\x12X\x01\x00\x00\x00xq\x13X\x01\x00\x00\x00yq\x14\x87q\x15Rq\x16X\x01\x00\x00\x00cq\x17ccollections\nCounter\nq\x18}q\x19X\x01\x00\x00\x00kq\x1aK\x02s\x85q\x1bRq\x1cu.";
+        let Node::Dict(d) = convert(data).unwrap() else {
+            panic!()
+        };
+        assert!(
+            matches!(&d["o"], Node::Dict(o) if matches!(o["a"], Node::Leaf(Leaf::Int(Int::Small(1)))))
+        );
+        assert!(matches!(&d["s"], Node::List(s) if s.len() == 1));
+        assert!(matches!(&d["b"], Node::Leaf(Leaf::Bytes(b)) if b[..] == [0, 255]));
+        assert!(matches!(&d["p"], Node::Leaf(Leaf::Str(p)) if p == "/x/y"));
+        assert!(matches!(&d["c"], Node::Dict(c) if c.contains_key("k")));
+    }
+
+    #[test]
+    fn unknown_classes_stay_inert_opaque_nodes() {
+        // class Thing: pass; t = Thing(); t.x = 1; pickle.dumps(t, 2) with Thing in `mod`
+        let data = b"\x80\x02cmod\nThing\nq\x00)\x81q\x01}q\x02X\x01\x00\x00\x00xq\x03K\x01sb.";
+        let Node::Leaf(Leaf::Opaque(o)) = convert(data).unwrap() else {
+            panic!()
+        };
+        assert_eq!((o.module.as_str(), o.name.as_str()), ("mod", "Thing"));
+        assert!(matches!(o.state.as_deref(), Some(Node::Dict(d)) if d.contains_key("x")));
+    }
+
+    #[test]
+    fn cycles_and_memo_bombs_are_bounded_errors() {
+        // l = []; l.append(l)
+        let err = convert(b"\x80\x02]q\x00h\x00a.").unwrap_err();
+        assert!(err.contains("deeper than"), "{err}");
+        // 40 levels of [x, x]: 2**40 nodes once expanded.
+        let mut data = b"\x80\x02]\x940".to_vec();
+        for i in 0..40u32 {
+            data.extend(b"(\x6a");
+            data.extend(i.to_le_bytes());
+            data.extend(b"\x6a");
+            data.extend(i.to_le_bytes());
+            data.extend(b"l\x940");
+        }
+        data.extend(b"\x6a\x28\x00\x00\x00.");
+        let err = convert(&data).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
+    }
+}

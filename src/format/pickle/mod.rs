@@ -245,7 +245,7 @@ pub mod limits {
     /// Nesting depth when a heap is converted into a tree.
     pub const MAX_DEPTH: usize = 256;
     /// Tree nodes one pickle may expand into (shared values count each time they appear).
-    pub const MAX_NODES: usize = 1 << 24;
+    pub const MAX_NODES: usize = 1 << 22;
 }
 
 /// Why a pickle was refused, with the byte offset of the opcode at fault.
