@@ -5,7 +5,6 @@
 //! cargo run --release --example materialize_all -- URI
 //! ```
 
-use ckptio::fetch::FetchOptions;
 use ckptio::materialize::{self, MaterializeOptions};
 use futures::StreamExt;
 
@@ -15,7 +14,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .ok_or("usage: materialize_all URI")?;
     let location = ckptio::location::resolve(&uri, &Default::default())?;
-    let checkpoint = ckptio::format::open(&location, FetchOptions::default()).await?;
+    let checkpoint = ckptio::format::open(&location, Default::default()).await?;
     let tensors = checkpoint
         .tree
         .tensors()

@@ -3,6 +3,7 @@
 
 pub mod pickle;
 pub mod safetensors;
+pub mod torch;
 pub mod zip;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,8 @@ pub enum Format {
         /// How many shards.
         shards: usize,
     },
+    /// A `torch.save` zip (`.pt`, `.pth`, `.ckpt`, `pytorch_model.bin`).
+    Torch,
 }
 
 impl fmt::Display for Format {
@@ -33,6 +36,7 @@ impl fmt::Display for Format {
             Self::ShardedSafetensors { shards } => {
                 write!(f, "sharded safetensors ({shards} shards)")
             }
+            Self::Torch => f.write_str("torch (zip + pickle)"),
         }
     }
 }
@@ -48,11 +52,13 @@ pub struct Checkpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
+const ZIP: &str = "a zip archive";
+
 /// What a file that is not safetensors looks like, from its first bytes, for a clear "not
 /// supported yet" instead of a header error.
 pub fn sniff(first: &[u8]) -> Option<&'static str> {
     if first.starts_with(b"PK\x03\x04") {
-        Some("a PyTorch zip checkpoint (torch.save, .pt/.ckpt)")
+        Some(ZIP)
     } else if first.starts_with(b"\x80") && first.get(1).is_some_and(|&p| (2..=5).contains(&p)) {
         Some("a pickle (legacy torch.save before 1.6, or a plain pickle)")
     } else if first.starts_with(b"GGUF") {
@@ -62,17 +68,37 @@ pub fn sniff(first: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Opens the checkpoint at `location`: a `*.safetensors.index.json` as sharded safetensors,
-/// anything else as one safetensors file.
+/// How checkpoints are opened.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// How bytes are fetched.
+    pub fetch: FetchOptions,
+    /// How torch files are read.
+    pub torch: torch::TorchOptions,
+}
+
+/// Names torch gives its files.
+fn is_torch_name(name: &str) -> bool {
+    [".pt", ".pth", ".ckpt", ".bin", ".pkl", ".tar"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+/// Opens the checkpoint at `location`: a `*.safetensors.index.json` as sharded safetensors, a
+/// `.pt`/`.pth`/`.ckpt`/`.bin` as a torch file, anything else as safetensors, falling back to
+/// torch when the first bytes are a zip's.
 ///
 /// # Errors
 ///
 /// The reader's errors: [`Error::Safetensors`](crate::Error::Safetensors) for a file that is
-/// not valid safetensors, [`Error::NotFound`](crate::Error::NotFound), and so on.
-pub async fn open(location: &Location, options: FetchOptions) -> Result<Checkpoint> {
+/// not valid safetensors, [`Error::Zip`](crate::Error::Zip) or
+/// [`Error::Pickle`](crate::Error::Pickle) for a broken torch file,
+/// [`Error::NotFound`](crate::Error::NotFound), and so on.
+pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoint> {
     let name = location.path().filename().unwrap_or_default();
     if safetensors::is_index(name) {
-        let sharded = safetensors::ShardedSafetensors::open(location, options).await?;
+        let sharded =
+            safetensors::ShardedSafetensors::open(location, options.fetch.clone()).await?;
         let tree = sharded.tree().await?;
         return Ok(Checkpoint {
             format: Format::ShardedSafetensors {
@@ -82,10 +108,27 @@ pub async fn open(location: &Location, options: FetchOptions) -> Result<Checkpoi
             metadata: sharded.metadata().clone(),
         });
     }
-    let file = safetensors::SafetensorsFile::open(location, options).await?;
+    if is_torch_name(name) {
+        return open_torch(location, options).await;
+    }
+    match safetensors::SafetensorsFile::open(location, options.fetch.clone()).await {
+        Ok(file) => Ok(Checkpoint {
+            format: Format::Safetensors,
+            tree: file.tree(),
+            metadata: file.header().metadata.clone(),
+        }),
+        Err(crate::Error::UnsupportedFormat { what, .. }) if what == ZIP => {
+            open_torch(location, options).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn open_torch(location: &Location, options: OpenOptions) -> Result<Checkpoint> {
+    let file = torch::TorchFile::open(location, options.fetch, options.torch).await?;
     Ok(Checkpoint {
-        format: Format::Safetensors,
-        tree: file.tree(),
-        metadata: file.header().metadata.clone(),
+        format: Format::Torch,
+        tree: file.into_tree(),
+        metadata: BTreeMap::new(),
     })
 }

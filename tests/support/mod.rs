@@ -12,6 +12,7 @@
 //! skipping.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod proxy;
 
 use std::future::Future;

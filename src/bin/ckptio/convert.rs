@@ -8,7 +8,7 @@ use ckptio::save::safetensors::{WriteOptions, write_safetensors};
 
 use crate::progress::Bar;
 use crate::units::ByteSize;
-use crate::{Interrupted, StoreOption, filtered, storage_options};
+use crate::{Interrupted, ReadArgs, StoreOption, filtered, storage_options};
 
 /// Arguments of `ckptio convert`.
 #[derive(Debug, clap::Args)]
@@ -38,6 +38,8 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Target::Safetensors)]
     to: Target,
+    #[command(flatten)]
+    read: ReadArgs,
 }
 
 /// Output formats.
@@ -58,7 +60,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         ..FetchOptions::default()
     };
     // Sources keep these options: every tensor byte read advances the bar.
-    let checkpoint = ckptio::format::open(&src, fetch).await?;
+    let checkpoint = ckptio::format::open(&src, args.read.options(fetch)).await?;
     let tree = filtered(&checkpoint.tree, &args.select, &args.ignore)?;
     let tensors: Vec<_> = tree.tensors().map(|(p, t)| (p, t.clone())).collect();
     if tensors.is_empty() {

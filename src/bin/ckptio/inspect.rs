@@ -6,7 +6,7 @@ use ckptio::tree::{Leaf, Node, StateTree};
 use indicatif::HumanBytes;
 use serde_json::{Value, json};
 
-use crate::{StoreOption, filtered, storage_options};
+use crate::{ReadArgs, StoreOption, filtered, storage_options};
 
 /// Arguments of `ckptio inspect`.
 #[derive(Debug, clap::Args)]
@@ -28,13 +28,16 @@ pub struct Args {
     /// Report the requests and bytes the inspection cost (on stderr).
     #[arg(long)]
     stats: bool,
+    #[command(flatten)]
+    read: ReadArgs,
 }
 
 /// Prints the tree: path, dtype, shape and size of each tensor, scalar values, metadata.
 pub async fn run(args: Args) -> Result<()> {
     let location = ckptio::location::resolve(&args.uri, &storage_options(&args.options))?;
     let (counted, counts) = location.counted();
-    let checkpoint = ckptio::format::open(&counted, FetchOptions::default()).await?;
+    let checkpoint =
+        ckptio::format::open(&counted, args.read.options(FetchOptions::default())).await?;
     let tree = filtered(&checkpoint.tree, &args.select, &args.ignore)?;
     if args.json {
         let tensors: Vec<Value> = tree

@@ -86,6 +86,31 @@ pub fn filtered(
 }
 
 /// The options of every command that opens a URI.
+/// How checkpoints are read (shared by `inspect` and `convert`).
+#[derive(Debug, clap::Args)]
+pub struct ReadArgs {
+    /// Refuse pickled objects of classes ckptio does not understand, instead of keeping them
+    /// as opaque nodes.
+    #[arg(long)]
+    strict: bool,
+    /// Skip the CRC-32 check of torch storages.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+impl ReadArgs {
+    /// The library's options, fetching with `fetch`.
+    pub fn options(&self, fetch: ckptio::fetch::FetchOptions) -> ckptio::format::OpenOptions {
+        ckptio::format::OpenOptions {
+            fetch,
+            torch: ckptio::format::torch::TorchOptions {
+                strict: self.strict,
+                verify_crc: !self.no_verify,
+            },
+        }
+    }
+}
+
 pub fn storage_options(options: &[StoreOption]) -> ckptio::StorageOptions {
     options
         .iter()

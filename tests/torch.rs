@@ -1,0 +1,526 @@
+//! PyTorch checkpoints end to end: every committed fixture (written by torch and Lightning,
+//! `fixtures/torch/make_torch_fixtures.py`) reads as `torch.load` shows it, converts to
+//! safetensors bit for bit, and bad or hostile files are refused with clear errors. A 1 GiB
+//! torch file on S3 and HTTP is inspected for a few KiB.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use ckptio::format::{OpenOptions, open};
+use ckptio::location::Location;
+use ckptio::materialize::{MaterializeOptions, materialize, materialize_tree};
+use ckptio::tree::{Int, LazyTensor, Leaf, Node, StateTree};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use support::cli::{ckptio, fails_with, fixture, python, python_reads};
+
+fn expected() -> BTreeMap<String, Value> {
+    let raw = std::fs::read(fixture("torch/expected.json")).unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// The fixtures that hold a tree (not the version strings).
+fn fixtures() -> Vec<(String, BTreeMap<String, Value>)> {
+    expected()
+        .into_iter()
+        .filter_map(|(name, tree)| match tree {
+            Value::Object(map) => Some((name, map.into_iter().collect())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn local(path: &Path) -> Location {
+    ckptio::location::resolve(path.to_str().unwrap(), &Default::default()).unwrap()
+}
+
+async fn read_tree(loc: &Location) -> StateTree {
+    open(loc, OpenOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .tree
+}
+
+fn sha256(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn leaf_matches(leaf: &Leaf, want: &Value) -> bool {
+    match (leaf, want) {
+        (Leaf::None, Value::Null) => true,
+        (Leaf::Bool(a), Value::Bool(b)) => a == b,
+        (Leaf::Int(Int::Small(a)), Value::Number(b)) => b.as_i64() == Some(*a),
+        (Leaf::Int(Int::Big(a)), Value::String(b)) => a == b,
+        (Leaf::Float(a), Value::Number(b)) => b.as_f64() == Some(*a),
+        (Leaf::Str(a), Value::String(b)) => a == b,
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn every_fixture_reads_as_torch_load_shows_it() {
+    for (name, want) in fixtures() {
+        let tree = read_tree(&local(&fixture(&format!("torch/{name}")))).await;
+        let ours: BTreeMap<String, LazyTensor> =
+            tree.tensors().map(|(p, t)| (p, t.clone())).collect();
+        let theirs: Vec<&String> = want
+            .iter()
+            .filter(|(_, v)| v.get("dtype").is_some())
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            {
+                let mut t = theirs.clone();
+                t.sort();
+                t
+            },
+            "{name}: tensor paths"
+        );
+        let data: BTreeMap<String, ckptio::materialize::Tensor> =
+            materialize_tree(&tree, MaterializeOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .into_iter()
+                .collect();
+        for (path, w) in &want {
+            if let Some(dtype) = w.get("dtype") {
+                let t = &data[path];
+                assert_eq!(t.dtype.name(), dtype.as_str().unwrap(), "{name}: {path}");
+                let shape: Vec<u64> = serde_json::from_value(w["shape"].clone()).unwrap();
+                assert_eq!(t.shape, shape, "{name}: {path}");
+                assert_eq!(sha256(&t.data), w["sha256"], "{name}: {path} bytes");
+                continue;
+            }
+            let node = tree
+                .get(path)
+                .unwrap_or_else(|| panic!("{name}: `{path}` is missing"));
+            if let Some(value) = w.get("value") {
+                let Node::Leaf(leaf) = node else {
+                    panic!("{name}: `{path}` is not a leaf")
+                };
+                assert!(
+                    leaf_matches(leaf, value),
+                    "{name}: {path}: {leaf:?} vs {value}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_classes_are_opaque_and_strict_mode_names_them() {
+    let loc = local(&fixture("torch/training_state.pt"));
+    let tree = read_tree(&loc).await;
+    let Some(Node::Leaf(Leaf::Opaque(info))) = tree.get("info") else {
+        panic!("the script's own dataclass is an opaque node")
+    };
+    assert_eq!(info.name, "RunInfo");
+    let strict = OpenOptions {
+        torch: ckptio::format::torch::TorchOptions {
+            strict: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err = open(&loc, strict).await.unwrap_err().to_string();
+    assert!(
+        err.contains("global `__main__.RunInfo` is not allowed in strict mode"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn convert_writes_bit_identical_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut written = Vec::new();
+    for (name, want) in fixtures() {
+        let out = dir.path().join(format!("{name}.safetensors"));
+        let src = fixture(&format!("torch/{name}"));
+        let run = ckptio(
+            dir.path(),
+            &[
+                "convert",
+                src.to_str().unwrap(),
+                out.to_str().unwrap(),
+                "-q",
+            ],
+        )
+        .await;
+        assert!(
+            run.status.success(),
+            "{name}: {}",
+            support::cli::stderr(&run)
+        );
+        let file =
+            ckptio::format::safetensors::SafetensorsFile::open(&local(&out), Default::default())
+                .await
+                .unwrap();
+        for (path, w) in want.iter().filter(|(_, w)| w.get("sha256").is_some()) {
+            let bytes = file
+                .read(path)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(sha256(&bytes), w["sha256"], "{name}: {path}");
+        }
+        written.push((name, want, out));
+    }
+    let Some(python) = python() else { return };
+    for (name, want, out) in written {
+        let theirs = python_reads(&python, std::slice::from_ref(&out)).await;
+        for (path, w) in want.iter().filter(|(_, w)| w.get("sha256").is_some()) {
+            let t = &theirs[path];
+            let bytes: Vec<u8> = (0..t["hex"].as_str().unwrap().len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&t["hex"].as_str().unwrap()[i..i + 2], 16).unwrap())
+                .collect();
+            assert_eq!(sha256(&bytes), w["sha256"], "python reads {name}: {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_pickle_is_refused_naming_the_global_and_nothing_runs() {
+    let marker = Path::new("/tmp/ckptio-pwned");
+    let _ = std::fs::remove_file(marker);
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("torch/hostile.pt");
+    let src = src.to_str().unwrap();
+    for args in [
+        vec!["inspect", src],
+        vec!["convert", src, "out.safetensors"],
+    ] {
+        fails_with(
+            dir.path(),
+            &args,
+            &["hostile.pt", "refused to load global `posix.system`"],
+        )
+        .await;
+    }
+    assert!(!marker.exists(), "the pickle's command ran");
+    assert!(!dir.path().join("out.safetensors").exists());
+}
+
+#[tokio::test]
+async fn a_legacy_file_gets_the_fix_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("torch/legacy.pt");
+    fails_with(
+        dir.path(),
+        &["inspect", src.to_str().unwrap()],
+        &["legacy torch.save format", "torch.save(torch.load("],
+    )
+    .await;
+}
+
+/// Offset of the central directory record of `name`.
+fn central_record(zip: &[u8], name: &str) -> usize {
+    let needle = name.as_bytes();
+    (0..zip.len() - 46)
+        .find(|&i| {
+            zip[i..].starts_with(b"PK\x01\x02") && zip[i + 46..].starts_with(needle) && {
+                let len = u16::from_le_bytes([zip[i + 28], zip[i + 29]]) as usize;
+                len == needle.len()
+            }
+        })
+        .unwrap_or_else(|| panic!("no central record for {name}"))
+}
+
+/// Writes `bytes` as `name` in `dir` and returns its path.
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn bad_archives_fail_with_clear_errors() {
+    let good = std::fs::read(fixture("torch/views.pt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let directory = ckptio::format::zip::read_directory(&good).unwrap();
+    let entry = |name: &str| directory.get(&format!("views/{name}")).unwrap().clone();
+
+    // Truncated: the end records are gone.
+    let cut = write(d, "cut.pt", &good[..good.len() / 2]);
+    fails_with(d, &["inspect", &cut], &["cut.pt", "zip"]).await;
+
+    // A stored entry marked as deflated.
+    let mut compressed = good.clone();
+    let at = central_record(&compressed, "views/data/0");
+    compressed[at + 10] = 8;
+    let compressed = write(d, "compressed.pt", &compressed);
+    fails_with(
+        d,
+        &["inspect", &compressed],
+        &["compressed.pt", "`views/data/0` is compressed"],
+    )
+    .await;
+
+    // A storage record renamed away: the tensor's storage is missing.
+    let mut missing = good.clone();
+    let at = central_record(&missing, "views/data/0");
+    missing[at + 46 + "views/data/".len()] = b'x';
+    let missing = write(d, "missing.pt", &missing);
+    fails_with(
+        d,
+        &["inspect", &missing],
+        &["missing.pt", "has no record `views/data/0`"],
+    )
+    .await;
+
+    // A directory record lies about its name's length.
+    let mut lying = good.clone();
+    let at = central_record(&lying, "views/data/0");
+    lying[at + 28..at + 30].copy_from_slice(&[0xff, 0xff]);
+    let lying = write(d, "lying.pt", &lying);
+    fails_with(
+        d,
+        &["inspect", &lying],
+        &["lying.pt", "points past the end"],
+    )
+    .await;
+
+    // data.pkl with a flipped byte: its CRC no longer matches.
+    let pkl = entry("data.pkl");
+    let mut flipped = good.clone();
+    flipped[pkl.torch_payload_offset(64).unwrap() as usize + 10] ^= 0x20;
+    let flipped = write(d, "flipped.pt", &flipped);
+    fails_with(
+        d,
+        &["inspect", &flipped],
+        &["flipped.pt", "`views/data.pkl` is corrupt", "CRC-32"],
+    )
+    .await;
+
+    // An unknown opcode, with the CRC made to match: the pickle itself is refused.
+    let mut opcode = good.clone();
+    let at = pkl.torch_payload_offset(64).unwrap() as usize + 2;
+    opcode[at] = 0xff;
+    let pkl_range = at - 2..at - 2 + pkl.size as usize;
+    let crc = crc32fast::hash(&opcode[pkl_range]);
+    let record = central_record(&opcode, "views/data.pkl");
+    opcode[record + 16..record + 20].copy_from_slice(&crc.to_le_bytes());
+    let opcode = write(d, "opcode.pt", &opcode);
+    fails_with(
+        d,
+        &["inspect", &opcode],
+        &[
+            "opcode.pt",
+            "`views/data.pkl`",
+            "pickle byte 2: unknown opcode 0xff",
+        ],
+    )
+    .await;
+
+    // A flipped byte in a storage: inspecting works, reading names the tensor and the record.
+    let storage = entry("data/0");
+    let mut corrupt = good.clone();
+    corrupt[storage.torch_payload_offset(64).unwrap() as usize + 4] ^= 1;
+    let corrupt_path = write(d, "corrupt.pt", &corrupt);
+    let run = ckptio(d, &["inspect", &corrupt_path]).await;
+    assert!(run.status.success());
+    fails_with(
+        d,
+        &[
+            "convert",
+            &corrupt_path,
+            "out.safetensors",
+            "-q",
+            "--select",
+            "base",
+        ],
+        &[
+            "corrupt.pt",
+            "tensor `base`",
+            "`views/data/0` is corrupt",
+            "CRC-32",
+        ],
+    )
+    .await;
+    assert!(
+        !d.join("out.safetensors").exists(),
+        "nothing half-written is left"
+    );
+    let run = ckptio(
+        d,
+        &[
+            "convert",
+            &corrupt_path,
+            "out.safetensors",
+            "-q",
+            "--select",
+            "base",
+            "--no-verify",
+        ],
+    )
+    .await;
+    assert!(run.status.success(), "--no-verify reads it anyway");
+}
+
+/// A torch-layout zip as torch writes it (stored entries, payloads padded to 64 bytes with an
+/// `FB` extra field, data descriptors), around `pkl`.
+fn torch_zip(records: &[(&str, Bytes)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in records {
+        let offset = out.len();
+        let start = offset + 30 + name.len() + 4;
+        let pad = start.next_multiple_of(64) - start;
+        let crc = crc32fast::hash(data);
+        out.extend(b"PK\x03\x04\x00\x00\x08\x08\x00\x00\x00\x00\x00\x00");
+        out.extend([0u8; 12]);
+        out.extend((name.len() as u16).to_le_bytes());
+        out.extend(((pad + 4) as u16).to_le_bytes());
+        out.extend(name.as_bytes());
+        out.extend(b"FB");
+        out.extend((pad as u16).to_le_bytes());
+        out.extend(std::iter::repeat_n(b'Z', pad));
+        out.extend(data.iter());
+        out.extend(b"PK\x07\x08");
+        out.extend(crc.to_le_bytes());
+        out.extend((data.len() as u32).to_le_bytes());
+        out.extend((data.len() as u32).to_le_bytes());
+        central.extend(b"PK\x01\x02\x00\x00\x00\x00\x08\x08\x00\x00\x00\x00\x00\x00");
+        central.extend(crc.to_le_bytes());
+        central.extend((data.len() as u32).to_le_bytes());
+        central.extend((data.len() as u32).to_le_bytes());
+        central.extend((name.len() as u16).to_le_bytes());
+        central.extend([0u8; 12]);
+        central.extend((offset as u32).to_le_bytes());
+        central.extend(name.as_bytes());
+    }
+    let cd = out.len() as u32;
+    out.extend(&central);
+    out.extend(b"PK\x05\x06\x00\x00\x00\x00");
+    out.extend((records.len() as u16).to_le_bytes());
+    out.extend((records.len() as u16).to_le_bytes());
+    out.extend((central.len() as u32).to_le_bytes());
+    out.extend(cd.to_le_bytes());
+    out.extend(0u16.to_le_bytes());
+    out
+}
+
+/// 1 GiB: four F32 [8192, 8192] storages and a [1024] bias around torch's own data.pkl.
+fn gib_file() -> (Vec<u8>, Bytes) {
+    let pkl = Bytes::from(std::fs::read(fixture("torch/gib.data.pkl")).unwrap());
+    let weight = support::pattern(8192 * 8192 * 4);
+    let bias = support::pattern(1024 * 4);
+    let mut records = vec![
+        ("archive/data.pkl", pkl.clone()),
+        ("archive/.format_version", Bytes::from_static(b"1")),
+        ("archive/.storage_alignment", Bytes::from_static(b"64")),
+        ("archive/byteorder", Bytes::from_static(b"little")),
+    ];
+    let names = [
+        "archive/data/0",
+        "archive/data/1",
+        "archive/data/2",
+        "archive/data/3",
+    ];
+    records.extend(names.iter().map(|n| (*n, weight.clone())));
+    records.push(("archive/data/4", bias.clone()));
+    records.push(("archive/version", Bytes::from_static(b"3\n")));
+    (torch_zip(&records), pkl)
+}
+
+async fn a_gib_pt_is_inspected_for_its_directory_and_pickle(backend: support::Backend) {
+    if backend.read_only() {
+        return;
+    }
+    let (file, pkl) = gib_file();
+    let size = file.len() as u64;
+    let directory = ckptio::format::zip::read_directory(&file).unwrap();
+    let central = directory.entries().len() as u64 * (46 + 24);
+    backend.seed("gib.pt", file).await;
+
+    let (loc, counts) = backend.location("gib.pt").counted();
+    let tree = read_tree(&loc).await;
+    assert_eq!(tree.tensors().count(), 5);
+    let (requests, moved) = (counts.gets() + counts.heads(), counts.bytes());
+    assert!(
+        requests <= 4,
+        "[{}] {requests} requests to inspect",
+        backend.name
+    );
+    let budget = central + pkl.len() as u64 + (128 << 10);
+    assert!(
+        moved <= budget,
+        "[{}] inspecting moved {moved} bytes of {size}; the budget is {budget}",
+        backend.name
+    );
+
+    let one = |path: &str| {
+        vec![(
+            path.to_owned(),
+            tree.tensors().find(|(p, _)| p == path).unwrap().1.clone(),
+        )]
+    };
+    let got = materialize(one("head.bias"), MaterializeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(got[0].1.data, support::pattern(4096));
+    assert_eq!(
+        counts.gets() + counts.heads(),
+        requests + 1,
+        "[{}] one request",
+        backend.name
+    );
+    let extra = counts.bytes() - moved - 4096;
+    assert!(
+        extra <= 128,
+        "[{}] {extra} bytes beyond the tensor",
+        backend.name
+    );
+
+    let before = counts.bytes();
+    let got = materialize(one("layers.2.weight"), MaterializeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        sha256(&got[0].1.data),
+        sha256(&support::pattern(8192 * 8192 * 4))
+    );
+    let extra = counts.bytes() - before - (256 << 20);
+    assert!(
+        extra <= 128,
+        "[{}] {extra} bytes beyond the tensor",
+        backend.name
+    );
+}
+
+#[tokio::test]
+async fn a_gib_pt_on_s3_is_inspected_for_its_directory_and_pickle() {
+    support::run(
+        "s3s",
+        "torch-gib",
+        a_gib_pt_is_inspected_for_its_directory_and_pickle,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_gib_pt_over_http_is_inspected_for_its_directory_and_pickle() {
+    support::run(
+        "http",
+        "torch-gib",
+        a_gib_pt_is_inspected_for_its_directory_and_pickle,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_gib_pt_in_memory_is_inspected_for_its_directory_and_pickle() {
+    support::run(
+        "memory",
+        "torch-gib",
+        a_gib_pt_is_inspected_for_its_directory_and_pickle,
+    )
+    .await;
+}
