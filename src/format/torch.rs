@@ -71,20 +71,38 @@ impl TorchFile {
         options: TorchOptions,
     ) -> Result<Self> {
         let (object, start, tail) = Object::open_suffix(location, zip::TAIL_READ, fetch).await?;
-        let mut blocks = Blocks::new(object.clone());
-        blocks.held.push((start, tail.clone()));
-        let directory = read_directory(&object, start, tail).await?;
-        Self::from_directory(location, object, directory, blocks, options).await
+        let size = object.info().size;
+        Self::read(object, 0..size, (start, tail), options).await
     }
 
-    /// Reads a torch file whose directory is known (a DCP chunk inside a larger file, say).
-    async fn from_directory(
-        location: &Location,
-        object: Object,
-        directory: Directory,
-        mut blocks: Blocks,
+    /// Opens the torch file at `range` of `object` (a chunk of a distributed checkpoint,
+    /// which concatenates them): the same reads as [`open`](Self::open), within the range.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub async fn open_embedded(
+        object: &Object,
+        range: Range<u64>,
         options: TorchOptions,
     ) -> Result<Self> {
+        let tail = range.end.saturating_sub(zip::TAIL_READ).max(range.start)..range.end;
+        let bytes = object.read_range(tail.clone()).await?;
+        Self::read(object.clone(), range, (tail.start, bytes), options).await
+    }
+
+    /// Reads the torch file at `range` of `object`, given a block of its tail.
+    async fn read(
+        object: Object,
+        range: Range<u64>,
+        tail: (u64, Bytes),
+        options: TorchOptions,
+    ) -> Result<Self> {
+        let location = object.location().clone();
+        let base = range.start;
+        let mut blocks = Blocks::new(object.clone(), base);
+        blocks.held.push(tail.clone());
+        let directory = read_directory(&object, range, tail).await?;
         let uri = || location.uri();
         let torch_err = |problem: String| Error::Torch {
             uri: uri(),
@@ -144,6 +162,7 @@ impl TorchFile {
             problem,
         })?;
         let mut hooks = Storages {
+            base,
             object: &object,
             directory: &directory,
             archive: &archive,
@@ -190,25 +209,30 @@ impl TorchFile {
     }
 }
 
-/// Reads the directory, starting from the tail already held.
-async fn read_directory(object: &Object, start: u64, tail: Bytes) -> Result<Directory> {
+/// Reads the directory of the zip at `range` of `object`, starting from a block of its tail
+/// already held. Offsets in the directory are relative to the zip's start.
+async fn read_directory(
+    object: &Object,
+    range: Range<u64>,
+    (start, tail): (u64, Bytes),
+) -> Result<Directory> {
     let uri = || object.location().uri();
-    let size = object.info().size;
-    let mut reader = DirectoryReader::new(size);
-    reader.supply(start, tail.clone());
+    let base = range.start;
+    let mut reader = DirectoryReader::new(range.end - base);
+    reader.supply(start - base, tail.clone());
     loop {
         match reader.advance() {
             Ok(Step::Done(directory)) => return Ok(directory),
-            Ok(Step::Read(range)) => {
-                let bytes = object.read_range(range.clone()).await?;
-                reader.supply(range.start, bytes);
+            Ok(Step::Read(r)) => {
+                let bytes = object.read_range(base + r.start..base + r.end).await?;
+                reader.supply(r.start, bytes);
             }
             Err(problem) => {
                 // A pre-1.6 torch file is a bare pickle: say so, rather than "not a zip".
-                let first = if start == 0 {
+                let first = if start == base {
                     tail.slice(..tail.len().min(16))
                 } else {
-                    object.read_range(0..size.min(16)).await?
+                    object.read_range(base..range.end.min(base + 16)).await?
                 };
                 if first.starts_with(b"\x80") && first.get(1).is_some_and(|p| (2..=5).contains(p)) {
                     return Err(Error::Torch {
@@ -238,16 +262,19 @@ fn archive_pickle(directory: &Directory) -> Option<&ZipEntry> {
         .min_by_key(|e| e.name.matches('/').count())
 }
 
-/// Byte blocks of one object already read, and reads of small records through them.
+/// Byte blocks of one object already read (at absolute offsets), and reads of small records
+/// of the zip starting at `base` through them.
 struct Blocks {
     object: Object,
+    base: u64,
     held: Vec<(u64, Bytes)>,
 }
 
 impl Blocks {
-    fn new(object: Object) -> Self {
+    fn new(object: Object, base: u64) -> Self {
         Self {
             object,
+            base,
             held: Vec::new(),
         }
     }
@@ -268,15 +295,17 @@ impl Blocks {
     ) -> Result<HashMap<String, Bytes>> {
         let uri = || self.object.location().uri();
         let size = self.object.info().size;
+        let base = self.base;
         // What to read: each entry's header and payload, with room for the extra field.
         let mut spans: Vec<Range<u64>> = entries
             .iter()
             .map(|e| {
-                let end = (e.header_offset + zip::LOCAL_HEADER_LEN + e.name.len() as u64)
+                let start = base.saturating_add(e.header_offset);
+                let end = (start + zip::LOCAL_HEADER_LEN + e.name.len() as u64)
                     .saturating_add(EXTRA_ROOM)
                     .saturating_add(e.compressed_size)
                     .min(size);
-                e.header_offset.min(end)..end
+                start.min(end)..end
             })
             .filter(|r| self.get(r).is_none())
             .collect();
@@ -306,15 +335,16 @@ impl Blocks {
                     ),
                 });
             }
+            let header_start = base.saturating_add(entry.header_offset).min(size);
             let header_end =
-                (entry.header_offset + zip::LOCAL_HEADER_LEN + entry.name.len() as u64).min(size);
-            let header = self
-                .get(&(entry.header_offset..header_end))
-                .unwrap_or_default();
-            let payload = zip::payload_offset(entry, &header).map_err(|problem| Error::Zip {
-                uri: uri(),
-                problem,
-            })?;
+                (header_start + zip::LOCAL_HEADER_LEN + entry.name.len() as u64).min(size);
+            let header = self.get(&(header_start..header_end)).unwrap_or_default();
+            let payload = zip::payload_offset(entry, &header)
+                .map_err(|problem| Error::Zip {
+                    uri: uri(),
+                    problem,
+                })?
+                .saturating_add(base);
             let range = payload..payload.saturating_add(entry.size);
             if range.end > size {
                 return Err(Error::Zip {
@@ -414,6 +444,8 @@ fn storage_dtype(name: &str) -> Option<DType> {
 
 /// The torch rules: tensors over storage entries, `torch.Size`, `torch.device`.
 struct Storages<'a> {
+    /// Where the zip starts in the object.
+    base: u64,
     object: &'a Object,
     directory: &'a Directory,
     archive: &'a str,
@@ -553,9 +585,16 @@ impl Storages<'_> {
                     entry.size
                 )
             })?;
+        let beyond = || format!("storage record `{name}` lies beyond any offset");
         let payload = entry
             .torch_payload_offset(self.alignment)
-            .ok_or_else(|| format!("storage record `{name}` lies beyond any offset"))?;
+            .and_then(|p| p.checked_add(self.base))
+            .ok_or_else(beyond)?;
+        let mut entry = entry.clone();
+        entry.header_offset = entry
+            .header_offset
+            .checked_add(self.base)
+            .ok_or_else(beyond)?;
         let check = self.verify_crc.then(|| Check {
             span: payload..payload + entry.size,
             checksum: Checksum::Crc32(entry.crc32),
@@ -569,12 +608,10 @@ impl Storages<'_> {
             source: Some(TensorSource {
                 big_endian: self.big_endian,
                 check,
-                anchor: Some(Arc::new(ZipAnchor {
-                    entry: entry.clone(),
-                    payload,
-                })),
+                anchor: Some(Arc::new(ZipAnchor { entry, payload })),
                 ..TensorSource::new(self.object.clone(), payload + start..payload + end)
             }),
+            pieces: None,
         })
     }
 

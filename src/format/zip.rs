@@ -57,7 +57,7 @@ impl ZipEntry {
         let big = self.size >= ZIP64_LIMIT;
         let far = self.header_offset >= ZIP64_LIMIT;
         if big || far {
-            start += 4 + if big { 16 } else { 0 } + if far { 8 } else { 0 };
+            start = start.checked_add(4 + if big { 16 } else { 0 } + if far { 8 } else { 0 })?;
         }
         let alignment = alignment.max(1);
         start.checked_next_multiple_of(alignment)
@@ -456,5 +456,7 @@ mod tests {
         assert_eq!(e("t/data/0", 598, 24).torch_payload_offset(64), Some(640));
         assert_eq!(e("t/data/0", 598, 24).torch_payload_offset(1), Some(640));
         assert_eq!(e("x", u64::MAX - 8, 1).torch_payload_offset(64), None);
+        // Found by the fuzzer: the zip64 fields overflowed an offset near the end.
+        assert_eq!(e("x", u64::MAX - 40, 1).torch_payload_offset(64), None);
     }
 }

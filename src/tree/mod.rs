@@ -120,8 +120,38 @@ pub struct LazyTensor {
     pub shape: Vec<u64>,
     /// Element strides; empty means contiguous, row-major.
     pub strides: Vec<u64>,
-    /// Where the bytes are; `None` for an abstract tensor (an expected type and shape).
+    /// Where the bytes are; `None` for an abstract tensor (an expected type and shape) and for
+    /// one assembled from pieces.
     pub source: Option<TensorSource>,
+    /// The pieces the tensor is assembled from, when it is stored in pieces (the chunks of a
+    /// torch.distributed checkpoint).
+    pub pieces: Option<Arc<Pieces>>,
+}
+
+/// A tensor stored as boxes of its elements, each a complete `torch.save` file of its own
+/// inside a larger object: the chunks a distributed checkpoint writes, one per rank's shard.
+#[derive(Debug)]
+pub struct Pieces {
+    /// The boxes, in no particular order; together they cover the tensor.
+    pub boxes: Vec<Arc<Piece>>,
+    /// The rows (first dimension) of the full tensor this lazy tensor shows: narrowing a
+    /// tensor to rows keeps only the pieces that overlap them.
+    pub rows: Range<u64>,
+}
+
+/// One box of a [`Pieces`] tensor.
+#[derive(Debug)]
+pub struct Piece {
+    /// Where the box starts in each dimension of the full tensor.
+    pub offsets: Vec<u64>,
+    /// Its extent in each dimension.
+    pub sizes: Vec<u64>,
+    /// The object holding it.
+    pub object: Object,
+    /// The bytes of its `torch.save` file within the object.
+    pub range: Range<u64>,
+    /// The box as a lazy tensor, once its file's directory and pickle have been read.
+    pub resolved: tokio::sync::OnceCell<LazyTensor>,
 }
 
 /// Where a tensor's bytes are: a byte range of a pinned object.
@@ -211,6 +241,7 @@ impl LazyTensor {
             shape,
             strides: Vec::new(),
             source: Some(TensorSource::new(object, range)),
+            pieces: None,
         }
     }
 
@@ -221,7 +252,62 @@ impl LazyTensor {
             shape,
             strides: Vec::new(),
             source: None,
+            pieces: None,
         }
+    }
+
+    /// The rows `rows` of the tensor (its first dimension), still lazy: a contiguous tensor
+    /// narrows its byte range, a tensor in pieces keeps only the pieces that overlap. `None`
+    /// when the rows are out of bounds or the layout cannot be narrowed this way.
+    pub fn rows(&self, rows: Range<u64>) -> Option<LazyTensor> {
+        let &first = self.shape.first()?;
+        if rows.start > rows.end || rows.end > first {
+            return None;
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = rows.end - rows.start;
+        if let Some(pieces) = &self.pieces {
+            let start = pieces.rows.start + rows.start;
+            let window = start..start + (rows.end - rows.start);
+            let boxes = pieces
+                .boxes
+                .iter()
+                .filter(|p| match (p.offsets.first(), p.sizes.first()) {
+                    (Some(&o), Some(&n)) => o < window.end && window.start < o + n,
+                    _ => false,
+                })
+                .cloned()
+                .collect();
+            return Some(LazyTensor {
+                shape,
+                pieces: Some(Arc::new(Pieces {
+                    boxes,
+                    rows: window,
+                })),
+                ..self.clone()
+            });
+        }
+        if !self.is_contiguous() {
+            return None;
+        }
+        let row = self.dtype.byte_len(dtype::numel(&self.shape[1..])?)?;
+        let source = match &self.source {
+            Some(s) => {
+                let start = s.range.start.checked_add(rows.start.checked_mul(row)?)?;
+                let end = start.checked_add((rows.end - rows.start).checked_mul(row)?)?;
+                Some(TensorSource {
+                    range: start..end,
+                    ..s.clone()
+                })
+            }
+            None => None,
+        };
+        Some(LazyTensor {
+            shape,
+            strides: Vec::new(),
+            source,
+            ..self.clone()
+        })
     }
 
     /// Number of elements.

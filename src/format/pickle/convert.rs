@@ -354,6 +354,7 @@ impl Converter<'_> {
                 big_endian,
                 ..TensorSource::new(object, 0..len)
             }),
+            pieces: None,
         })
     }
 }
