@@ -524,3 +524,68 @@ async fn a_gib_pt_in_memory_is_inspected_for_its_directory_and_pickle() {
     )
     .await;
 }
+
+/// A copy of a committed DCP fixture in a temporary directory.
+fn dcp_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(&format!("torch/{name}"))).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+#[tokio::test]
+async fn a_row_range_of_a_sharded_tensor_reads_only_the_chunks_it_overlaps() {
+    let dir = dcp_copy("dcp_sharded");
+    let (loc, counts) = local(dir.path()).counted();
+    let tree = read_tree(&loc).await;
+    let Some(Node::Leaf(Leaf::Tensor(w))) = tree.get("model/w") else {
+        panic!("model/w is a tensor")
+    };
+    assert_eq!(
+        w.pieces.as_ref().unwrap().boxes.len(),
+        2,
+        "two ranks, two chunks"
+    );
+    // Rank 1's file is replaced after opening: reading only rank 0's rows cannot notice.
+    std::fs::write(dir.path().join("__1_0.distcp"), b"not what was listed").unwrap();
+    let before = counts.bytes();
+    let top = w.rows(1..3).unwrap();
+    let got = materialize(vec![("w".into(), top)], MaterializeOptions::default())
+        .await
+        .unwrap();
+    let want: Vec<u8> = (6..18).flat_map(|v| (v as f32).to_le_bytes()).collect();
+    assert_eq!(got[0].1.shape, [2, 6]);
+    assert_eq!(got[0].1.data, want);
+    let chunk = std::fs::metadata(dir.path().join("__0_0.distcp"))
+        .unwrap()
+        .len();
+    assert!(
+        counts.bytes() - before <= chunk,
+        "only rank 0's file was read"
+    );
+    // Rows from both halves need rank 1's file, which changed.
+    let err = materialize(
+        vec![("w".into(), w.rows(3..5).unwrap())],
+        MaterializeOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("__1_0.distcp"), "{err}");
+}
+
+#[tokio::test]
+async fn a_dcp_directory_without_its_metadata_or_a_data_file_fails_clearly() {
+    let dir = dcp_copy("dcp_single");
+    std::fs::remove_file(dir.path().join("__0_0.distcp")).unwrap();
+    let path = format!("{}/", dir.path().display());
+    fails_with(
+        dir.path(),
+        &["inspect", &path],
+        &["__0_0.distcp", "missing"],
+    )
+    .await;
+    std::fs::remove_file(dir.path().join(".metadata")).unwrap();
+    fails_with(dir.path(), &["inspect", &path], &["not found"]).await;
+}

@@ -1,6 +1,7 @@
 //! Checkpoint formats: pure, bounded parsers over bytes, and readers that ask
 //! [`fetch`](crate::fetch) for exactly the byte ranges they need. [`open`] picks the reader.
 
+pub mod dcp;
 pub mod pickle;
 pub mod safetensors;
 pub mod torch;
@@ -27,6 +28,11 @@ pub enum Format {
     },
     /// A `torch.save` zip (`.pt`, `.pth`, `.ckpt`, `pytorch_model.bin`).
     Torch,
+    /// A torch.distributed.checkpoint directory.
+    Dcp {
+        /// How many data files it has.
+        files: usize,
+    },
 }
 
 impl fmt::Display for Format {
@@ -37,6 +43,7 @@ impl fmt::Display for Format {
                 write!(f, "sharded safetensors ({shards} shards)")
             }
             Self::Torch => f.write_str("torch (zip + pickle)"),
+            Self::Dcp { files } => write!(f, "torch.distributed.checkpoint ({files} data files)"),
         }
     }
 }
@@ -85,8 +92,9 @@ fn is_torch_name(name: &str) -> bool {
 }
 
 /// Opens the checkpoint at `location`: a `*.safetensors.index.json` as sharded safetensors, a
-/// `.pt`/`.pth`/`.ckpt`/`.bin` as a torch file, anything else as safetensors, falling back to
-/// torch when the first bytes are a zip's.
+/// `.pt`/`.pth`/`.ckpt`/`.bin` as a torch file, a DCP `.metadata` (or a directory holding one)
+/// as a torch.distributed checkpoint, anything else as safetensors, falling back to torch when
+/// the first bytes are a zip's.
 ///
 /// # Errors
 ///
@@ -111,6 +119,9 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
     if is_torch_name(name) {
         return open_torch(location, options).await;
     }
+    if dcp::is_metadata(location) {
+        return open_dcp(location, options).await;
+    }
     match safetensors::SafetensorsFile::open(location, options.fetch.clone()).await {
         Ok(file) => Ok(Checkpoint {
             format: Format::Safetensors,
@@ -120,8 +131,30 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
         Err(crate::Error::UnsupportedFormat { what, .. }) if what == ZIP => {
             open_torch(location, options).await
         }
+        // No such file: a directory holding a DCP checkpoint, perhaps.
+        Err(e) if e.is_not_found() && is_dcp_dir(location).await => {
+            open_dcp(location, options).await
+        }
         Err(e) => Err(e),
     }
+}
+
+/// Whether `location` is a directory (prefix) holding a DCP `.metadata`.
+async fn is_dcp_dir(location: &Location) -> bool {
+    crate::fetch::stat(&location.join(dcp::METADATA))
+        .await
+        .is_ok()
+}
+
+async fn open_dcp(location: &Location, options: OpenOptions) -> Result<Checkpoint> {
+    let dcp = dcp::DcpCheckpoint::open(location, options.fetch, options.torch).await?;
+    Ok(Checkpoint {
+        format: Format::Dcp {
+            files: dcp.file_count(),
+        },
+        metadata: dcp.metadata().clone(),
+        tree: dcp.into_tree(),
+    })
 }
 
 async fn open_torch(location: &Location, options: OpenOptions) -> Result<Checkpoint> {

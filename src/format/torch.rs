@@ -392,6 +392,11 @@ pub fn is_known(global: &Global) -> bool {
     }
 }
 
+/// A torch dtype global (`torch.float32`) as a [`DType`].
+pub(crate) fn dtype_of(global: &Global) -> Option<DType> {
+    (global.module == "torch").then(|| torch_dtype(&global.name))?
+}
+
 /// A torch dtype attribute (`torch.float32`) as a [`DType`].
 fn torch_dtype(name: &str) -> Option<DType> {
     Some(match name {

@@ -145,13 +145,24 @@ pub fn file_order(tensors: &mut Vec<(String, LazyTensor)>) {
     *tensors = keyed.into_iter().map(|(_, t)| t).collect();
 }
 
+/// A unit of reading: tensors of one object within the budget, or one tensor assembled from
+/// pieces.
+enum Batch {
+    Read(Vec<Planned>),
+    Assemble(Planned),
+}
+
 /// Tensors in [`file_order`], cut into batches of one object and at most `budget` bytes (a
-/// larger tensor is a batch of its own).
-fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64) -> Result<Vec<Vec<Planned>>> {
+/// larger tensor is a batch of its own); a tensor in pieces is a batch of its own.
+fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64) -> Result<Vec<Batch>> {
     file_order(&mut tensors);
-    let mut out: Vec<Vec<Planned>> = Vec::new();
+    let mut out: Vec<Batch> = Vec::new();
     let mut bytes = 0u64;
     for (path, tensor) in tensors {
+        if tensor.pieces.is_some() {
+            out.push(Batch::Assemble(Planned { path, tensor }));
+            continue;
+        }
         if tensor.source.is_none() {
             return Err(Error::Tensor {
                 uri: "(no data source)".into(),
@@ -162,23 +173,32 @@ fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64) -> Result<Vec<Ve
         let planned = Planned { path, tensor };
         let range = &planned.source().range;
         let len = range.end - range.start;
-        let fits = out.last().is_some_and(|b| {
-            b[0].source().object.same_as(&planned.source().object)
-                && bytes.saturating_add(len) <= budget
-        });
-        if fits {
-            bytes = bytes.saturating_add(len);
-            out.last_mut().expect("checked").push(planned);
-        } else {
-            bytes = len;
-            out.push(vec![planned]);
+        match out.last_mut() {
+            Some(Batch::Read(batch))
+                if batch[0].source().object.same_as(&planned.source().object)
+                    && bytes.saturating_add(len) <= budget =>
+            {
+                bytes = bytes.saturating_add(len);
+                batch.push(planned);
+            }
+            _ => {
+                bytes = len;
+                out.push(Batch::Read(vec![planned]));
+            }
         }
     }
     Ok(out)
 }
 
+async fn read_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(String, Tensor)>> {
+    match batch {
+        Batch::Read(batch) => read_tensors(batch, options).await,
+        Batch::Assemble(planned) => Ok(vec![assemble(planned, options).await?]),
+    }
+}
+
 /// Reads one batch (all from one object) and finishes its tensors.
-async fn read_batch(
+async fn read_tensors(
     batch: Vec<Planned>,
     options: MaterializeOptions,
 ) -> Result<Vec<(String, Tensor)>> {
@@ -191,6 +211,102 @@ async fn read_batch(
         out.push(finish(&object, p, stored, options)?);
     }
     Ok(out)
+}
+
+/// A tensor stored in pieces: each piece located (its own small file read), read like any
+/// tensor, and copied into place; only the pieces overlapping the tensor's rows are read.
+fn assemble(
+    p: Planned,
+    options: MaterializeOptions,
+) -> futures::future::BoxFuture<'static, Result<(String, Tensor)>> {
+    Box::pin(async move {
+        let t = &p.tensor;
+        let pieces = t
+            .pieces
+            .clone()
+            .expect("batches() assembles only tensors in pieces");
+        let bad = |reason: String| Error::Tensor {
+            uri: pieces
+                .boxes
+                .first()
+                .map_or_else(|| "(no pieces)".into(), |b| b.object.location().uri()),
+            path: p.path.clone(),
+            reason,
+        };
+        if t.dtype.bits() % 8 != 0 {
+            return Err(bad(format!("{} tensors cannot be assembled", t.dtype)));
+        }
+        let elem = (t.dtype.bits() / 8) as usize;
+        let parts = futures::future::try_join_all(
+            pieces.boxes.iter().map(|b| crate::format::dcp::resolve(b)),
+        )
+        .await?;
+        let named = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| (format!("{}#{i}", p.path), part))
+            .collect();
+        let read = materialize(
+            named,
+            MaterializeOptions {
+                to_f32: false,
+                ..options
+            },
+        )
+        .await?;
+        let nbytes = usize::try_from(t.nbytes()).map_err(|_| bad("is too large".into()))?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(nbytes)
+            .map_err(|_| bad(format!("{nbytes} bytes cannot be allocated")))?;
+        data.resize(nbytes, 0);
+        let mut covered = 0u64;
+        for (name, part) in read {
+            let i: usize = name
+                .rsplit('#')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .expect("pieces are named by index");
+            let piece = &pieces.boxes[i];
+            if part.dtype != t.dtype || part.shape != piece.sizes {
+                return Err(bad(format!(
+                    "its chunk at {:?} holds {} × {:?}, not {} × {:?}",
+                    piece.offsets, part.dtype, part.shape, t.dtype, piece.sizes
+                )));
+            }
+            covered += layout::place(
+                &mut data,
+                &t.shape,
+                pieces.rows.start,
+                &part.data,
+                &piece.offsets,
+                &piece.sizes,
+                elem,
+            )
+            .ok_or_else(|| bad(format!("its chunk at {:?} does not fit", piece.offsets)))?;
+        }
+        if covered != t.numel() {
+            return Err(bad(format!(
+                "its chunks cover {covered} of its {} elements",
+                t.numel()
+            )));
+        }
+        let mut data = Bytes::from(data);
+        let mut dtype = t.dtype;
+        if options.to_f32 && dtype != DType::F32 {
+            if let Some(wide) = to_f32(dtype, &data) {
+                data = wide.into();
+                dtype = DType::F32;
+            }
+        }
+        Ok((
+            p.path.clone(),
+            Tensor {
+                dtype,
+                shape: t.shape.clone(),
+                data,
+            },
+        ))
+    })
 }
 
 /// What to read for a tensor: its range, and the local header before it when its offset was
@@ -458,7 +574,13 @@ mod tests {
             .collect();
         let planned = batches(ts.clone(), 25).unwrap();
         assert_eq!(
-            planned.iter().map(Vec::len).collect::<Vec<_>>(),
+            planned
+                .iter()
+                .map(|b| match b {
+                    Batch::Read(b) => b.len(),
+                    Batch::Assemble(_) => 0,
+                })
+                .collect::<Vec<_>>(),
             [2, 2, 2, 2, 2],
             "25-byte budget: two 10-byte tensors a batch"
         );

@@ -6,7 +6,7 @@ use ckptio::tree::{Leaf, Node, StateTree};
 use indicatif::HumanBytes;
 use serde_json::{Value, json};
 
-use crate::{ReadArgs, StoreOption, filtered, storage_options};
+use crate::{ReadArgs, StoreOption, filtered, out, storage_options};
 
 /// Arguments of `ckptio inspect`.
 #[derive(Debug, clap::Args)]
@@ -51,14 +51,14 @@ pub async fn run(args: Args) -> Result<()> {
             "tensors": tensors,
             "tree": Value::Object(tree.root().iter().map(|(k, n)| (k.clone(), node_json(n))).collect()),
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        out!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print_text(
             &location.uri(),
             &checkpoint.format.to_string(),
             &checkpoint.metadata,
             &tree,
-        );
+        )?;
     }
     if args.stats {
         eprintln!("stats: {counts}");
@@ -71,15 +71,15 @@ fn print_text(
     format: &str,
     metadata: &std::collections::BTreeMap<String, String>,
     tree: &StateTree,
-) {
+) -> Result<()> {
     let (count, bytes) = tree
         .tensors()
         .fold((0u64, 0u64), |(c, b), (_, t)| (c + 1, b + t.nbytes()));
-    println!("{uri}: {format}, {count} tensors, {}", HumanBytes(bytes));
+    out!("{uri}: {format}, {count} tensors, {}", HumanBytes(bytes));
     if !metadata.is_empty() {
-        println!("metadata:");
+        out!("metadata:");
         for (k, v) in metadata {
-            println!("  {k}: {v}");
+            out!("  {k}: {v}");
         }
     }
     let rows: Vec<(String, String)> = tree
@@ -88,8 +88,9 @@ fn print_text(
         .collect();
     let width = rows.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
     for (path, text) in rows {
-        println!("{path:width$}  {text}");
+        out!("{path:width$}  {text}");
     }
+    Ok(())
 }
 
 fn leaf_text(leaf: &Leaf) -> String {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use indicatif::HumanBytes;
 
-use crate::{StoreOption, storage_options};
+use crate::{StoreOption, out, storage_options};
 
 /// Arguments of `ckptio stat`.
 #[derive(Debug, clap::Args)]
@@ -33,13 +33,13 @@ pub async fn run(args: Args) -> Result<()> {
             "last_modified": last_modified,
             "version": info.version,
         });
-        println!("{doc}");
+        out!("{doc}");
     } else {
-        println!("uri            {}", info.uri);
-        println!("size           {} ({})", info.size, HumanBytes(info.size));
-        println!("etag           {}", info.etag.as_deref().unwrap_or("-"));
-        println!("last-modified  {last_modified}");
-        println!("version        {}", info.version.as_deref().unwrap_or("-"));
+        out!("uri            {}", info.uri);
+        out!("size           {} ({})", info.size, HumanBytes(info.size));
+        out!("etag           {}", info.etag.as_deref().unwrap_or("-"));
+        out!("last-modified  {last_modified}");
+        out!("version        {}", info.version.as_deref().unwrap_or("-"));
     }
     Ok(())
 }
