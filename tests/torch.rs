@@ -616,3 +616,13 @@ async fn a_dcp_checkpoint_reads_the_same_on_every_backend() {
         support::run(name, "torch-dcp", dcp_reads_the_same_as_on_disk).await;
     }
 }
+
+#[tokio::test]
+async fn a_torch_file_under_any_name_is_found_by_its_first_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pytorch_model.bin");
+    std::fs::copy(fixture("torch/state_dict.pt"), &path).unwrap();
+    let checkpoint = open(&local(&path), OpenOptions::default()).await.unwrap();
+    assert_eq!(checkpoint.format, ckptio::format::Format::Torch);
+    assert_eq!(checkpoint.tree.tensors().count(), 7);
+}

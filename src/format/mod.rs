@@ -84,15 +84,16 @@ pub struct OpenOptions {
     pub torch: torch::TorchOptions,
 }
 
-/// Names torch gives its files.
+/// Names torch gives its files (`pytorch_model.bin` is found by its first bytes: `.bin` is
+/// anyone's).
 fn is_torch_name(name: &str) -> bool {
-    [".pt", ".pth", ".ckpt", ".bin", ".pkl", ".tar"]
+    [".pt", ".pth", ".ckpt"]
         .iter()
         .any(|ext| name.ends_with(ext))
 }
 
 /// Opens the checkpoint at `location`: a `*.safetensors.index.json` as sharded safetensors, a
-/// `.pt`/`.pth`/`.ckpt`/`.bin` as a torch file, a DCP `.metadata` (or a directory holding one)
+/// `.pt`/`.pth`/`.ckpt` as a torch file, a DCP `.metadata` (or a directory holding one)
 /// as a torch.distributed checkpoint, anything else as safetensors, falling back to torch when
 /// the first bytes are a zip's.
 ///
