@@ -132,8 +132,9 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
         Err(crate::Error::UnsupportedFormat { what, .. }) if what == ZIP => {
             open_torch(location, options).await
         }
-        // No such file: a directory holding a DCP checkpoint, perhaps.
-        Err(e) if e.is_not_found() && is_dcp_dir(location).await => {
+        // Not a file (stores answer a directory's name with 404, or worse): a directory
+        // holding a DCP checkpoint, perhaps.
+        Err(e) if !matches!(e, crate::Error::Safetensors { .. }) && is_dcp_dir(location).await => {
             open_dcp(location, options).await
         }
         Err(e) => Err(e),

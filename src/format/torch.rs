@@ -388,6 +388,7 @@ pub fn is_known(global: &Global) -> bool {
         }
         "torch.storage" => n == "UntypedStorage" || n == "TypedStorage",
         "torch.nn.parameter" => n == "Parameter",
+        "torch.torch_version" => n == "TorchVersion",
         _ => false,
     }
 }
@@ -510,6 +511,11 @@ impl Storages<'_> {
                         .ok_or_else(|| "torch.Size of non-integers".into()),
                 )
             }
+            // A `str` subclass: the version string.
+            ("torch.torch_version", "TorchVersion") => match args.first().map(|&a| heap.get(a)) {
+                Some(Value::Str(s)) => Some(Ok(Node::Leaf(Leaf::Str(s.clone())))),
+                _ => None,
+            },
             ("torch", "device") => {
                 let kind = match args.first().map(|&a| heap.get(a)) {
                     Some(Value::Str(s)) => s.clone(),
