@@ -37,8 +37,27 @@ pub struct Written {
     pub data_bytes: u64,
 }
 
-/// Multipart part size: S3 allows 10,000 parts, so this size covers files up to 160 GiB.
+/// The smallest multipart part: S3 allows 10,000 parts, so files up to 160 GiB use this size.
 const PART_SIZE: usize = 16 << 20;
+
+/// The most parts a file is split into, under S3's limit of 10,000.
+const MAX_PARTS: u64 = 9_000;
+
+/// The part size for a file of `size` bytes: 16 MiB, or larger (whole MiB) so that the file
+/// takes at most 9,000 parts: a 1 TiB file uploads in parts of 117 MiB.
+pub fn part_size_for(size: u64) -> usize {
+    let needed = size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
+    usize::try_from(needed).map_or(usize::MAX, |n| n.max(PART_SIZE))
+}
+
+/// Where each tensor of a written file is, and the CRC-32C of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLayout {
+    /// The file's size.
+    pub size: u64,
+    /// Name, byte range in the file, CRC-32C; in file order.
+    pub tensors: Vec<(String, std::ops::Range<u64>, u32)>,
+}
 
 /// The bytes of a safetensors header for `tensors` (name, dtype, shape, nbytes), padded with
 /// spaces so the data starts 8-byte aligned.
@@ -158,26 +177,43 @@ fn plan_shards(tensors: &[(String, LazyTensor)], max: Option<u64>) -> Vec<usize>
     shards
 }
 
-/// One safetensors file: header, then each tensor streamed in order. A failed write is
-/// aborted, so no partial file appears under the name.
-async fn write_file(
+/// One safetensors file: header, then each tensor streamed in order, its CRC-32C computed on
+/// the way. A failed write is aborted, so no partial file appears under the name.
+pub(crate) async fn write_file(
     tensors: Vec<(String, LazyTensor)>,
     dest: &Location,
     options: &WriteOptions,
-) -> Result<()> {
+) -> Result<FileLayout> {
     let header = {
         let refs: Vec<(String, &LazyTensor)> =
             tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
         header_bytes(&refs, &options.metadata)
+    };
+    let total = header.len() as u64 + tensors.iter().map(|(_, t)| t.nbytes()).sum::<u64>();
+    let mut layout = FileLayout {
+        size: header.len() as u64,
+        tensors: Vec::with_capacity(tensors.len()),
+    };
+    let mut record = |name: String, data: &[u8]| {
+        let start = layout.size;
+        layout.size += data.len() as u64;
+        layout
+            .tensors
+            .push((name, start..layout.size, crc32c::crc32c(data)));
     };
     let options = MaterializeOptions {
         to_f32: false,
         ..options.materialize
     };
     if dest.scheme() == Scheme::Http {
-        return single_put(header, tensors, dest, options).await;
+        single_put(header, tensors, dest, options, &mut record).await?;
+        return Ok(layout);
     }
-    let mut writer = BufWriter::with_capacity(dest.store().clone(), dest.path().clone(), PART_SIZE);
+    let mut writer = BufWriter::with_capacity(
+        dest.store().clone(),
+        dest.path().clone(),
+        part_size_for(total),
+    );
     let result = async {
         writer
             .put(header.into())
@@ -186,7 +222,8 @@ async fn write_file(
         // `tensors` is in file order, which is the order the stream yields.
         let mut data = materialize::stream(tensors, options);
         while let Some(item) = data.next().await {
-            let (_, tensor) = item?;
+            let (name, tensor) = item?;
+            record(name, &tensor.data);
             writer
                 .put(tensor.data)
                 .await
@@ -202,7 +239,7 @@ async fn write_file(
     if result.is_err() {
         let _ = writer.abort().await;
     }
-    result
+    result.map(|()| layout)
 }
 
 /// One PUT of the whole file, for stores without multipart uploads (object_store's HTTP
@@ -212,11 +249,14 @@ async fn single_put(
     tensors: Vec<(String, LazyTensor)>,
     dest: &Location,
     options: MaterializeOptions,
+    record: &mut impl FnMut(String, &[u8]),
 ) -> Result<()> {
     let mut payload = vec![bytes::Bytes::from(header)];
     let mut data = materialize::stream(tensors, options);
     while let Some(item) = data.next().await {
-        payload.push(item?.1.data);
+        let (name, tensor) = item?;
+        record(name, &tensor.data);
+        payload.push(tensor.data);
     }
     let size: usize = payload.iter().map(bytes::Bytes::len).sum();
     if size > PART_SIZE {
@@ -253,6 +293,18 @@ mod tests {
             header.tensors[1].range,
             bytes.len() as u64 + 24..bytes.len() as u64 + 26
         );
+    }
+
+    #[test]
+    fn parts_grow_so_no_file_needs_more_than_9000() {
+        assert_eq!(part_size_for(0), 16 << 20);
+        assert_eq!(part_size_for(100 << 30), 16 << 20);
+        let tib = 1u64 << 40;
+        let part = part_size_for(tib) as u64;
+        assert_eq!(part % (1 << 20), 0);
+        assert!(tib.div_ceil(part) <= 9_000, "{part}");
+        let big = 50u64 << 30;
+        assert!(big.div_ceil(part_size_for(big) as u64) <= 10_000);
     }
 
     #[test]
