@@ -215,6 +215,13 @@ pub enum Error {
         /// The checksum of the bytes read.
         found: crate::tree::Checksum,
     },
+    /// A checkpoint that is already committed (its manifest exists), or that another writer
+    /// committed first.
+    #[error("{uri}: the checkpoint is already committed (its manifest exists)")]
+    AlreadyCommitted {
+        /// The checkpoint's URI, redacted.
+        uri: String,
+    },
     /// A checkpoint format ckptio recognizes but does not read yet.
     #[error("{uri}: this is {what}, which ckptio cannot read yet")]
     UnsupportedFormat {
@@ -278,6 +285,7 @@ impl Error {
             | Self::Pickle { uri, .. }
             | Self::Torch { uri, .. }
             | Self::Checksum { uri, .. }
+            | Self::AlreadyCommitted { uri, .. }
             | Self::NoSuchTensor { uri, .. }
             | Self::Tensor { uri, .. }
             | Self::Storage { uri, .. } => uri,

@@ -1,6 +1,7 @@
 //! Checkpoint formats: pure, bounded parsers over bytes, and readers that ask
 //! [`fetch`](crate::fetch) for exactly the byte ranges they need. [`open`] picks the reader.
 
+pub mod ckptio;
 pub mod dcp;
 pub mod pickle;
 pub mod safetensors;
@@ -28,6 +29,11 @@ pub enum Format {
     },
     /// A `torch.save` zip (`.pt`, `.pth`, `.ckpt`, `pytorch_model.bin`).
     Torch,
+    /// A ckptio checkpoint directory (`manifest.json` and safetensors data files).
+    Ckptio {
+        /// How many data files it has.
+        files: usize,
+    },
     /// A torch.distributed.checkpoint directory.
     Dcp {
         /// How many data files it has.
@@ -43,6 +49,7 @@ impl fmt::Display for Format {
                 write!(f, "sharded safetensors ({shards} shards)")
             }
             Self::Torch => f.write_str("torch (zip + pickle)"),
+            Self::Ckptio { files } => write!(f, "ckptio checkpoint ({files} data files)"),
             Self::Dcp { files } => write!(f, "torch.distributed.checkpoint ({files} data files)"),
         }
     }
@@ -123,6 +130,9 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
     if dcp::is_metadata(location) {
         return open_dcp(location, options).await;
     }
+    if ckptio::is_manifest(location) {
+        return open_ckptio(location, options).await;
+    }
     match safetensors::SafetensorsFile::open(location, options.fetch.clone()).await {
         Ok(file) => Ok(Checkpoint {
             format: Format::Safetensors,
@@ -133,19 +143,34 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
             open_torch(location, options).await
         }
         // Not a file (stores answer a directory's name with 404, or worse): a directory
-        // holding a DCP checkpoint, perhaps.
-        Err(e) if !matches!(e, crate::Error::Safetensors { .. }) && is_dcp_dir(location).await => {
-            open_dcp(location, options).await
+        // holding a ckptio or DCP checkpoint, perhaps.
+        Err(e) if !matches!(e, crate::Error::Safetensors { .. }) => {
+            if has(location, crate::save::manifest::MANIFEST).await {
+                open_ckptio(location, options).await
+            } else if has(location, dcp::METADATA).await {
+                open_dcp(location, options).await
+            } else {
+                Err(e)
+            }
         }
         Err(e) => Err(e),
     }
 }
 
-/// Whether `location` is a directory (prefix) holding a DCP `.metadata`.
-async fn is_dcp_dir(location: &Location) -> bool {
-    crate::fetch::stat(&location.join(dcp::METADATA))
-        .await
-        .is_ok()
+/// Whether the directory (prefix) `location` holds `name`.
+async fn has(location: &Location, name: &str) -> bool {
+    crate::fetch::stat(&location.join(name)).await.is_ok()
+}
+
+async fn open_ckptio(location: &Location, options: OpenOptions) -> Result<Checkpoint> {
+    let checkpoint = ckptio::CkptioCheckpoint::open(location, options.fetch).await?;
+    Ok(Checkpoint {
+        format: Format::Ckptio {
+            files: checkpoint.manifest().files.len(),
+        },
+        metadata: checkpoint.metadata(),
+        tree: checkpoint.tree().clone(),
+    })
 }
 
 async fn open_dcp(location: &Location, options: OpenOptions) -> Result<Checkpoint> {

@@ -202,6 +202,8 @@ pub struct Check {
 pub enum Checksum {
     /// CRC-32 (IEEE), as zip stores.
     Crc32(u32),
+    /// CRC-32C (Castagnoli), as ckptio's manifests store.
+    Crc32c(u32),
 }
 
 impl Checksum {
@@ -209,6 +211,7 @@ impl Checksum {
     pub fn compute(&self, data: &[u8]) -> Self {
         match self {
             Self::Crc32(_) => Self::Crc32(crc32fast::hash(data)),
+            Self::Crc32c(_) => Self::Crc32c(crc32c::crc32c(data)),
         }
     }
 }
@@ -217,6 +220,7 @@ impl fmt::Display for Checksum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Crc32(v) => write!(f, "CRC-32 {v:08x}"),
+            Self::Crc32c(v) => write!(f, "CRC-32C {v:08x}"),
         }
     }
 }
