@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod checkpointer;
 pub mod dtype;
 pub mod error;
 pub mod fetch;

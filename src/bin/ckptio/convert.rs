@@ -1,9 +1,11 @@
-//! `ckptio convert SRC DST`: any readable checkpoint to safetensors, streaming.
+//! `ckptio convert SRC DST`: any readable checkpoint to safetensors or to a ckptio checkpoint,
+//! streaming.
 
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use ckptio::fetch::FetchOptions;
+use ckptio::save::checkpoint::{SaveOptions, save};
 use ckptio::save::safetensors::{WriteOptions, write_safetensors};
 
 use crate::progress::Bar;
@@ -35,18 +37,20 @@ pub struct Args {
     /// Split into shards of at most this size, with an index (Hugging Face convention).
     #[arg(long, value_name = "SIZE")]
     max_shard_size: Option<ByteSize>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Target::Safetensors)]
-    to: Target,
+    /// Output format [default: safetensors when DST ends in `.safetensors`, else ckptio].
+    #[arg(long, value_enum)]
+    to: Option<Target>,
     #[command(flatten)]
     read: ReadArgs,
 }
 
 /// Output formats.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Target {
     /// safetensors (tensor names are tree paths).
     Safetensors,
+    /// A ckptio checkpoint directory: the whole tree, data files and a manifest written last.
+    Ckptio,
 }
 
 /// Converts; tensors stream from source to destination within a bounded memory budget.
@@ -63,12 +67,35 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     let checkpoint = ckptio::format::open(&src, args.read.options(fetch)).await?;
     let tree = filtered(&checkpoint.tree, &args.select, &args.ignore)?;
     let tensors: Vec<_> = tree.tensors().map(|(p, t)| (p, t.clone())).collect();
-    if tensors.is_empty() {
+    let target = args.to.unwrap_or(if args.dst.ends_with(".safetensors") {
+        Target::Safetensors
+    } else {
+        Target::Ckptio
+    });
+    if tensors.is_empty() && target == Target::Safetensors {
         bail!("{src}: no tensors to convert (after --select/--ignore)");
     }
     let total = tensors.iter().map(|(_, t)| t.nbytes()).sum();
     ckptio::fetch::Progress::started(bar.as_ref(), &src.uri(), total);
-    let Target::Safetensors = args.to;
+    if target == Target::Ckptio {
+        let options = SaveOptions {
+            metadata: checkpoint.metadata,
+            ..SaveOptions::default()
+        };
+        let manifest = tokio::select! {
+            saved = save(&dst, &tree, &options) => saved?,
+            _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
+        };
+        ckptio::fetch::Progress::finished(bar.as_ref());
+        if !quiet {
+            eprintln!(
+                "wrote {dst}: {} data files and {}",
+                manifest.files.len(),
+                ckptio::save::manifest::MANIFEST
+            );
+        }
+        return Ok(());
+    }
     let mut metadata = checkpoint.metadata;
     // Hugging Face's loaders refuse safetensors files without a `format`.
     metadata

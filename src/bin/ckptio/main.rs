@@ -1,5 +1,6 @@
 //! `ckptio`: inspect, fetch and copy ML checkpoints on any store.
 
+mod checkpoints;
 mod convert;
 mod get;
 mod inspect;
@@ -34,8 +35,14 @@ enum Command {
     Get(get::Args),
     /// Show a checkpoint's tree (tensor dtypes, shapes, sizes; metadata) without fetching data.
     Inspect(inspect::Args),
-    /// Convert a checkpoint to safetensors, streaming (optionally sharded).
+    /// Convert a checkpoint to safetensors or a ckptio checkpoint, streaming.
     Convert(convert::Args),
+    /// List the numbered checkpoints under a root (committed or partial), or the latest.
+    Ls(checkpoints::LsArgs),
+    /// Read every tensor of a checkpoint once, checking sizes and checksums.
+    Verify(checkpoints::VerifyArgs),
+    /// Remove a checkpoint (its commit marker first).
+    Rm(checkpoints::RmArgs),
 }
 
 /// The user pressed Ctrl-C.
@@ -143,6 +150,9 @@ fn main() -> ExitCode {
             Command::Get(args) => get::run(args, cli.quiet).await,
             Command::Inspect(args) => inspect::run(args).await,
             Command::Convert(args) => convert::run(args, cli.quiet).await,
+            Command::Ls(args) => checkpoints::ls(args).await,
+            Command::Verify(args) => checkpoints::verify(args).await,
+            Command::Rm(args) => checkpoints::rm(args).await,
         }
     });
     match result {

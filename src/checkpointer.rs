@@ -1,0 +1,356 @@
+//! The checkpointer: numbered checkpoints under a root (`{root}/{prefix}{index}`), saved every
+//! `period` steps, the latest committed one found and loaded, the last N kept. Byte handling is
+//! [`save`](crate::save::checkpoint) and [`format`](crate::format)'s; this is policy.
+//!
+//! It recognises other systems' checkpoints too: a DCP directory counts once its `.metadata`
+//! exists, a `.pt`/`.ckpt`/`.safetensors` object once it is whole (its zip directory or its
+//! safetensors header is complete). A directory without its commit marker is *partial*: listed
+//! as such, never loaded, and removed by a new save of the same index.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> ckptio::Result<()> {
+//! use ckptio::checkpointer::{Checkpointer, CheckpointerOptions};
+//!
+//! let root = ckptio::location::resolve("memory://doc-checkpointer/run1/", &Default::default())?;
+//! let ckpt = Checkpointer::new(root, CheckpointerOptions { period: 2, keep_last: Some(2), ..Default::default() });
+//! let tree = ckptio::tree::StateTree::new();
+//! for step in 0..=6 {
+//!     ckpt.save(step, &tree, false).await?;   // saves steps 0, 2, 4, 6
+//! }
+//! assert_eq!(ckpt.latest().await?, Some(6));
+//! let kept: Vec<u64> = ckpt.list().await?.iter().map(|e| e.index).collect();
+//! assert_eq!(kept, [4, 6]);
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+use crate::error::{Error, Result};
+use crate::format::{self, OpenOptions, dcp};
+use crate::location::Location;
+use crate::save::checkpoint::{SaveOptions, save};
+use crate::save::manifest::{MANIFEST, Manifest};
+use crate::tree::StateTree;
+
+/// How a [`Checkpointer`] behaves.
+#[derive(Debug, Clone)]
+pub struct CheckpointerOptions {
+    /// Checkpoint names are `{prefix}{index}`.
+    pub prefix: String,
+    /// Save when `index % period == 0` (or when forced).
+    pub period: u64,
+    /// Keep only the last N committed checkpoints (older ones are removed after a save).
+    pub keep_last: Option<usize>,
+    /// How checkpoints are written.
+    pub save: SaveOptions,
+}
+
+impl Default for CheckpointerOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "step-".into(),
+            period: 1,
+            keep_last: None,
+            save: SaveOptions::default(),
+        }
+    }
+}
+
+/// One checkpoint under the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its index.
+    pub index: u64,
+    /// Its name under the root (`step-100`, `step-100.pt`).
+    pub name: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Whether it is committed.
+    pub committed: bool,
+}
+
+/// What kind of checkpoint an [`Entry`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A ckptio directory (committed by `manifest.json`).
+    Ckptio,
+    /// A DCP directory (committed by `.metadata`).
+    Dcp,
+    /// A directory with neither marker (a save in progress, or one that died).
+    Unknown,
+    /// A single file (`.pt`, `.ckpt`, `.safetensors`).
+    File,
+}
+
+/// Numbered checkpoints under a root.
+#[derive(Debug, Clone)]
+pub struct Checkpointer {
+    root: Location,
+    options: CheckpointerOptions,
+}
+
+impl Checkpointer {
+    /// A checkpointer of the checkpoints under `root`.
+    pub fn new(root: Location, options: CheckpointerOptions) -> Self {
+        Self { root, options }
+    }
+
+    /// Where checkpoint `index` lives.
+    pub fn location(&self, index: u64) -> Location {
+        self.root.join(&format!("{}{index}", self.options.prefix))
+    }
+
+    /// Where a listed checkpoint lives.
+    pub fn location_of(&self, entry: &Entry) -> Location {
+        self.root.join(&entry.name)
+    }
+
+    /// Saves `tree` as checkpoint `index` when the period says so (or `force`); returns the
+    /// manifest when it saved. A partial checkpoint of the same index (a save that died) is
+    /// removed first; older checkpoints beyond `keep_last` are removed after.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyCommitted`] when `index` is committed; the save's errors.
+    pub async fn save(
+        &self,
+        index: u64,
+        tree: &StateTree,
+        force: bool,
+    ) -> Result<Option<Manifest>> {
+        if !force && index % self.options.period.max(1) != 0 {
+            return Ok(None);
+        }
+        let dir = self.location(index);
+        if let Some(entry) = self
+            .list_all()
+            .await?
+            .into_iter()
+            .find(|e| e.index == index)
+        {
+            if entry.committed {
+                return Err(Error::AlreadyCommitted { uri: dir.uri() });
+            }
+            remove_prefix(&dir).await?;
+        }
+        let manifest = save(&dir, tree, &self.options.save).await?;
+        if let Some(keep) = self.options.keep_last {
+            let committed: Vec<u64> = self
+                .list()
+                .await?
+                .iter()
+                .filter(|e| e.committed)
+                .map(|e| e.index)
+                .collect();
+            let drop = committed.len().saturating_sub(keep.max(1));
+            for &old in &committed[..drop] {
+                self.remove(old).await?;
+            }
+        }
+        Ok(Some(manifest))
+    }
+
+    /// Every checkpoint under the root, committed or partial, by index.
+    ///
+    /// # Errors
+    ///
+    /// The LIST's errors.
+    pub async fn list(&self) -> Result<Vec<Entry>> {
+        self.list_all().await
+    }
+
+    async fn list_all(&self) -> Result<Vec<Entry>> {
+        let store = self.root.store();
+        let listing = store
+            .list_with_delimiter(Some(self.root.path()))
+            .await
+            .map_err(|e| self.root.error("list", e))?;
+        let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
+        for dir in listing.common_prefixes {
+            let Some(name) = dir.filename() else { continue };
+            let Some(index) = self.index_of(name, false) else {
+                continue;
+            };
+            let loc = self.root.join(name);
+            let kind = if exists(&loc.join(MANIFEST)).await {
+                Kind::Ckptio
+            } else if exists(&loc.join(dcp::METADATA)).await {
+                Kind::Dcp
+            } else if is_empty(&loc).await {
+                // What a removal leaves on a file system: a directory with nothing in it.
+                continue;
+            } else {
+                Kind::Unknown
+            };
+            entries.insert(
+                index,
+                Entry {
+                    index,
+                    name: name.to_owned(),
+                    kind,
+                    committed: kind != Kind::Unknown,
+                },
+            );
+        }
+        for object in listing.objects {
+            let Some(name) = object.location.filename() else {
+                continue;
+            };
+            let Some(index) = self.index_of(name, true) else {
+                continue;
+            };
+            entries.entry(index).or_insert_with(|| Entry {
+                index,
+                name: name.to_owned(),
+                kind: Kind::File,
+                committed: true,
+            });
+        }
+        Ok(entries.into_values().collect())
+    }
+
+    /// The index in `name` (`{prefix}{digits}`, with a checkpoint file extension for files).
+    fn index_of(&self, name: &str, file: bool) -> Option<u64> {
+        let rest = name.strip_prefix(&self.options.prefix)?;
+        let digits = if file {
+            [".pt", ".pth", ".ckpt", ".safetensors"]
+                .iter()
+                .find_map(|ext| rest.strip_suffix(ext))?
+        } else {
+            rest
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    /// The largest committed index: partial directories are skipped, and so is a file that
+    /// does not open (a `torch.save` cut short).
+    ///
+    /// # Errors
+    ///
+    /// The LIST's errors.
+    pub async fn latest(&self) -> Result<Option<u64>> {
+        for entry in self.list().await?.into_iter().rev() {
+            if !entry.committed {
+                continue;
+            }
+            if entry.kind == Kind::File {
+                let loc = self.root.join(&entry.name);
+                if format::open(&loc, OpenOptions::default()).await.is_err() {
+                    continue;
+                }
+            }
+            return Ok(Some(entry.index));
+        }
+        Ok(None)
+    }
+
+    /// The latest committed checkpoint, opened lazily, with its index.
+    ///
+    /// # Errors
+    ///
+    /// The reader's errors.
+    pub async fn load_latest(&self) -> Result<Option<(u64, format::Checkpoint)>> {
+        let Some(index) = self.latest().await? else {
+            return Ok(None);
+        };
+        let entry = self
+            .list()
+            .await?
+            .into_iter()
+            .find(|e| e.index == index)
+            .expect("latest() found it");
+        let loc = self.root.join(&entry.name);
+        let checkpoint = format::open(&loc, OpenOptions::default()).await?;
+        Ok(Some((index, checkpoint)))
+    }
+
+    /// Removes checkpoint `index`: its commit marker first, so a half-removed checkpoint is
+    /// never committed, then everything else under it.
+    ///
+    /// # Errors
+    ///
+    /// The deletes' errors.
+    pub async fn remove(&self, index: u64) -> Result<()> {
+        let Some(entry) = self.list().await?.into_iter().find(|e| e.index == index) else {
+            return Ok(());
+        };
+        remove(&self.root.join(&entry.name)).await.map(drop)
+    }
+
+    /// Removes every checkpoint under the root (what `delete_existing` does at the start of a
+    /// run).
+    ///
+    /// # Errors
+    ///
+    /// As [`remove`](Self::remove).
+    pub async fn delete_existing(&self) -> Result<()> {
+        for entry in self.list().await? {
+            self.remove(entry.index).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes the checkpoint at `loc`, whatever it is: a ckptio or DCP directory loses its
+/// commit marker first (so a half-removed checkpoint is never committed), then everything
+/// else under it; a file is deleted. Returns what it was.
+///
+/// # Errors
+///
+/// The LIST's and deletes' errors.
+pub async fn remove(loc: &Location) -> Result<Kind> {
+    let kind = if exists(&loc.join(MANIFEST)).await {
+        delete(&loc.join(MANIFEST)).await?;
+        Kind::Ckptio
+    } else if exists(&loc.join(dcp::METADATA)).await {
+        delete(&loc.join(dcp::METADATA)).await?;
+        Kind::Dcp
+    } else if exists(loc).await {
+        delete(loc).await?;
+        return Ok(Kind::File);
+    } else {
+        Kind::Unknown
+    };
+    remove_prefix(loc).await?;
+    Ok(kind)
+}
+
+async fn is_empty(dir: &Location) -> bool {
+    use futures::StreamExt;
+    dir.store().list(Some(dir.path())).next().await.is_none()
+}
+
+async fn exists(loc: &Location) -> bool {
+    crate::fetch::stat(loc).await.is_ok()
+}
+
+async fn delete(loc: &Location) -> Result<()> {
+    match loc.store().delete(loc.path()).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(loc.error("delete", e)),
+    }
+}
+
+/// Deletes every object under the directory `dir`.
+async fn remove_prefix(dir: &Location) -> Result<()> {
+    let objects: Vec<_> = dir
+        .store()
+        .list(Some(dir.path()))
+        .try_collect()
+        .await
+        .map_err(|e| dir.error("list", e))?;
+    for object in objects {
+        match dir.store().delete(&object.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(dir.error("delete", e)),
+        }
+    }
+    Ok(())
+}
