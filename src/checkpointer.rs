@@ -31,7 +31,7 @@ use object_store::ObjectStoreExt;
 
 use crate::error::{Error, Result};
 use crate::format::{self, OpenOptions, dcp};
-use crate::location::Location;
+use crate::location::{Location, Scheme};
 use crate::save::checkpoint::{SaveOptions, save};
 use crate::save::manifest::{MANIFEST, Manifest};
 use crate::tree::StateTree;
@@ -338,8 +338,49 @@ async fn delete(loc: &Location) -> Result<()> {
     }
 }
 
-/// Deletes every object under the directory `dir`.
+/// Deletes every object under the directory `dir`; on a local file system also the staging
+/// files of uploads that were killed mid-way (`name#N`, which listings never show) and the
+/// emptied directories.
 async fn remove_prefix(dir: &Location) -> Result<()> {
+    remove_objects(dir).await?;
+    if dir.scheme() == Scheme::Local {
+        let path = std::path::Path::new("/").join(dir.path().as_ref());
+        let at = path.clone();
+        crate::fetch::blocking(&path, "remove leftover upload files", move || {
+            remove_staging(&at)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Removes `dir`'s leftover staging files (`name#digits`) and then `dir` itself if empty.
+fn remove_staging(dir: &std::path::Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let staging = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('#'))
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if staging && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        // Not empty (someone else's files) or already gone: leave it.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Deletes every object under the directory `dir`.
+async fn remove_objects(dir: &Location) -> Result<()> {
     let objects: Vec<_> = dir
         .store()
         .list(Some(dir.path()))

@@ -127,3 +127,145 @@ async fn a_flipped_byte_is_named_by_verify_and_by_materialize() {
         "{err}"
     );
 }
+
+/// 256 MiB of U8 tensors (64 × 4 MiB) as a local safetensors file.
+fn big_source(dir: &std::path::Path) -> std::path::PathBuf {
+    let tensors: Vec<(String, u64)> = (0..64).map(|i| (format!("layer.{i}"), 4 << 20)).collect();
+    let path = dir.join("big.safetensors");
+    std::fs::write(&path, support::safetensors_file(&tensors)).unwrap();
+    path
+}
+
+/// Objects under `dir` (recursive), by name.
+async fn names(dir: &ckptio::Location) -> Vec<String> {
+    use futures::TryStreamExt;
+    let objects: Vec<_> = dir
+        .store()
+        .list(Some(dir.path()))
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    objects
+        .iter()
+        .filter_map(|o| o.location.filename().map(str::to_owned))
+        .collect()
+}
+
+async fn killed_mid_save(backend: support::Backend) {
+    use ckptio::checkpointer::{Checkpointer, CheckpointerOptions};
+    if backend.read_only() || !backend.caps.list_recursive {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let src = big_source(work.path());
+    let src = src.to_str().unwrap();
+    let convert = |name: &str| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ckptio"));
+        cmd.args([
+            "convert",
+            src,
+            &backend.uri(name),
+            "--max-shard-size",
+            "32MiB",
+            "-q",
+        ])
+        .args(
+            backend
+                .option_args()
+                .into_iter()
+                .map(|a| if a == "-o" { "--dst-option".into() } else { a }),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NO_GCE_CHECK", "true")
+        .kill_on_drop(true);
+        cmd
+    };
+    let done = convert("runs/step-1").status().await.unwrap();
+    assert!(done.success(), "[{}] the first save", backend.name);
+
+    // The second save is killed as soon as its first data file lands (others in flight).
+    let mut child = convert("runs/step-2").spawn().unwrap();
+    let step2 = backend.location("runs/step-2/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while names(&step2).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "[{}] no data file landed",
+            backend.name
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "[{}] finished before it could be killed",
+            backend.name
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let left = names(&step2).await;
+    assert!(
+        !left.iter().any(|n| n == "manifest.json"),
+        "[{}] {left:?}",
+        backend.name
+    );
+
+    let ckpt = Checkpointer::new(
+        backend.location("runs/"),
+        CheckpointerOptions {
+            save: SaveOptions {
+                max_file_size: 32 << 20,
+                ..SaveOptions::default()
+            },
+            ..CheckpointerOptions::default()
+        },
+    );
+    assert_eq!(ckpt.latest().await.unwrap(), Some(1), "[{}]", backend.name);
+    let listed = ckpt.list().await.unwrap();
+    assert!(
+        listed.iter().any(|e| e.index == 2 && !e.committed),
+        "[{}] the killed save is listed as partial: {listed:?}",
+        backend.name
+    );
+    let (index, previous) = ckpt.load_latest().await.unwrap().unwrap();
+    assert_eq!(index, 1);
+    let one = previous.tree.select(&["layer.63"]).unwrap();
+    let got = materialize_tree(&one, MaterializeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0].1.data.len(),
+        4 << 20,
+        "[{}] the previous checkpoint loads",
+        backend.name
+    );
+
+    // Saving index 2 again: the partial one is cleared first, and it commits.
+    let manifest = ckpt.save(2, &previous.tree, false).await.unwrap().unwrap();
+    assert_eq!(ckpt.latest().await.unwrap(), Some(2), "[{}]", backend.name);
+    let mut left = names(&step2).await;
+    left.sort();
+    let mut want: Vec<String> = manifest.files.iter().map(|f| f.name.clone()).collect();
+    want.push("manifest.json".into());
+    want.sort();
+    assert_eq!(
+        left, want,
+        "[{}] nothing of the killed save is left",
+        backend.name
+    );
+    if backend.name == "local" {
+        let dir = std::path::Path::new("/").join(step2.path().as_ref());
+        let staging: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains('#'))
+            .collect();
+        assert!(staging.is_empty(), "upload staging files left: {staging:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_save_killed_mid_upload_leaves_the_previous_checkpoint_latest() {
+    for name in ["local", "s3s", "moto", "garage", "s3"] {
+        support::run(name, "ckpt-killed", killed_mid_save).await;
+    }
+}

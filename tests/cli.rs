@@ -80,14 +80,6 @@ async fn stat_missing_local_file_names_it() {
     assert!(stderr.contains("nope.safetensors: not found"), "{stderr}");
 }
 
-/// The backend's options as `-o KEY=VALUE` arguments.
-fn option_args(b: &Backend) -> Vec<String> {
-    b.options
-        .iter()
-        .flat_map(|(k, v)| ["-o".to_owned(), format!("{k}={v}")])
-        .collect()
-}
-
 /// The backend's options as the environment variables a user would set instead.
 fn option_env(b: &Backend) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -117,7 +109,7 @@ async fn stat_on(name: &'static str) {
         ckptio(dir.path())
             .arg("stat")
             .arg(&uri)
-            .args(option_args(&b))
+            .args(b.option_args())
             .arg("--json"),
         true,
     )

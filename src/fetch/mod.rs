@@ -18,6 +18,8 @@ mod source;
 mod stat;
 mod task;
 
+pub(crate) use task::blocking;
+
 pub use object::Object;
 pub use options::{FetchOptions, MAX_CONCURRENCY, RetryPolicy};
 pub use plan::{MAX_PIECES, chunk_size_for, chunks, coalesce, split};

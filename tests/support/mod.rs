@@ -183,6 +183,14 @@ impl Backend {
         !self.caps.write
     }
 
+    /// The backend's options as the CLI's `-o KEY=VALUE` arguments.
+    pub fn option_args(&self) -> Vec<String> {
+        self.options
+            .iter()
+            .flat_map(|(k, v)| ["-o".to_owned(), format!("{k}={v}")])
+            .collect()
+    }
+
     /// The URI of `key` under this test's prefix.
     pub fn uri(&self, key: &str) -> String {
         format!("{}{key}", self.base)

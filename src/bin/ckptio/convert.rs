@@ -34,7 +34,8 @@ pub struct Args {
     /// Drop paths matching this glob, and what lies below them (repeatable).
     #[arg(long = "ignore", value_name = "GLOB")]
     ignore: Vec<String>,
-    /// Split into shards of at most this size, with an index (Hugging Face convention).
+    /// Split into shards of at most this size, with an index (Hugging Face convention); for
+    /// a ckptio checkpoint, the largest data file.
     #[arg(long, value_name = "SIZE")]
     max_shard_size: Option<ByteSize>,
     /// Output format [default: safetensors when DST ends in `.safetensors`, else ckptio].
@@ -78,9 +79,11 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     let total = tensors.iter().map(|(_, t)| t.nbytes()).sum();
     ckptio::fetch::Progress::started(bar.as_ref(), &src.uri(), total);
     if target == Target::Ckptio {
+        let defaults = SaveOptions::default();
         let options = SaveOptions {
             metadata: checkpoint.metadata,
-            ..SaveOptions::default()
+            max_file_size: args.max_shard_size.map_or(defaults.max_file_size, |s| s.0),
+            ..defaults
         };
         let manifest = tokio::select! {
             saved = save(&dst, &tree, &options) => saved?,
