@@ -74,29 +74,61 @@ async fn save_then_load_round_trips_on_every_writable_backend() {
     }
 }
 
-#[tokio::test]
-async fn of_two_writers_of_one_checkpoint_exactly_one_commits() {
+async fn two_writers(backend: support::Backend) {
+    if backend.read_only() || !backend.caps.list_recursive {
+        return;
+    }
     let tree = training_state().await;
-    let dir = tempfile::tempdir().unwrap();
-    let loc = ckptio::location::resolve(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    let loc = backend.location("ckpt/");
     let options = SaveOptions::default();
     let (a, b) = tokio::join!(save(&loc, &tree, &options), save(&loc, &tree, &options));
-    assert!(a.is_ok() != b.is_ok(), "exactly one commits: {a:?} / {b:?}");
-    let err = a.err().or(b.err()).unwrap().to_string();
-    assert!(err.contains("already committed"), "{err}");
+    let outcome = |r: &ckptio::Result<_>| match r {
+        Ok(_) => "committed".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    // Servers that ignore If-None-Match (s3s-fs, Garage) give no atomic create: there the
+    // read-back narrows the race but cannot close it, so both may report success.
+    let atomic = !matches!(backend.name, "s3s" | "garage");
+    assert!(
+        a.is_ok() != b.is_ok() || (!atomic && a.is_ok()),
+        "[{}] exactly one commits: {} / {}",
+        backend.name,
+        outcome(&a),
+        outcome(&b)
+    );
+    if let Some(err) = a.err().or(b.err()) {
+        assert!(
+            err.to_string().contains("already committed"),
+            "[{}] {err}",
+            backend.name
+        );
+    }
     // The loser cleaned up: only the winner's files and the manifest remain.
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
     let checkpoint = CkptioCheckpoint::open(&loc, Default::default())
         .await
         .unwrap();
-    assert_eq!(
-        names.len(),
-        checkpoint.manifest().files.len() + 1,
-        "{names:?}"
+    let back = materialize_tree(checkpoint.tree(), MaterializeOptions::default()).await;
+    assert!(
+        back.is_ok(),
+        "[{}] the committed checkpoint loads",
+        backend.name
     );
+    let left = names(&loc).await;
+    if atomic {
+        assert_eq!(
+            left.len(),
+            checkpoint.manifest().files.len() + 1,
+            "[{}] {left:?}",
+            backend.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn of_two_writers_of_one_checkpoint_exactly_one_commits() {
+    for name in support::BACKENDS {
+        support::run(name, "ckpt-two-writers", two_writers).await;
+    }
 }
 
 #[tokio::test]

@@ -150,7 +150,19 @@ async fn commit(loc: &Location, body: Vec<u8>) -> std::result::Result<(), Commit
         .put_opts(loc.path(), body.clone().into(), create)
         .await
     {
-        Ok(_) => Ok(()),
+        // Some S3 servers (Garage, s3s-fs) accept the create-only header and ignore it: read
+        // the manifest back, and whoever finds another writer's there has lost.
+        Ok(_) => match loc.store().get(loc.path()).await {
+            Ok(got) => match got.bytes().await {
+                Ok(stored) if stored[..] == body[..] => Ok(()),
+                Ok(_) => {
+                    tracing::warn!(uri = %loc, "the store ignored a create-only put; another writer's manifest won");
+                    Err(Commit::Exists)
+                }
+                Err(e) => Err(Commit::Failed(loc.error("get", e))),
+            },
+            Err(e) => Err(Commit::Failed(loc.error("get", e))),
+        },
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => Err(Commit::Exists),
