@@ -301,3 +301,95 @@ async fn a_save_killed_mid_upload_leaves_the_previous_checkpoint_latest() {
         support::run(name, "ckpt-killed", killed_mid_save).await;
     }
 }
+
+/// Runs the CLI with the backend's options for `flag` (`-o`, `--dst-option`; none for "").
+async fn cli(backend: &support::Backend, flag: &str, args: &[&str]) -> std::process::Output {
+    let options = backend
+        .option_args()
+        .into_iter()
+        .filter(|_| !flag.is_empty())
+        .map(|a| if a == "-o" { flag.to_owned() } else { a });
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ckptio"))
+        .args(args)
+        .args(options)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NO_GCE_CHECK", "true")
+        .output()
+        .await
+        .unwrap()
+}
+
+async fn cp_ls_verify_rm(backend: support::Backend) {
+    // Each CLI run is a process of its own: a memory store would not outlive it.
+    if backend.read_only() || !backend.caps.list_recursive || backend.name == "memory" {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("step-7");
+    let local_uri = format!("{}/", local.display());
+    let ok = |out: &std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "[{}] {what}: {}",
+            backend.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let src = fixture("torch/fabric.ckpt");
+    let out = cli(
+        &backend,
+        "",
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            local.to_str().unwrap(),
+            "-q",
+        ],
+    )
+    .await;
+    ok(&out, "convert --to ckptio (the default)");
+    let remote = backend.uri("runs/step-7/");
+    let out = cli(&backend, "--dst-option", &["cp", &local_uri, &remote, "-q"]).await;
+    ok(&out, "cp a checkpoint directory");
+    let out = cli(&backend, "-o", &["verify", &remote]).await;
+    let said = ok(&out, "verify the copy");
+    assert!(
+        said.contains("ok (ckptio checkpoint"),
+        "[{}] {said}",
+        backend.name
+    );
+    let out = cli(&backend, "-o", &["ls", &backend.uri("runs/")]).await;
+    let said = ok(&out, "ls");
+    assert!(
+        said.contains("step-7") && said.contains("committed"),
+        "[{}] {said}",
+        backend.name
+    );
+    let out = cli(&backend, "-o", &["ls", &backend.uri("runs/"), "--latest"]).await;
+    assert!(
+        ok(&out, "ls --latest").trim_end().ends_with("runs/step-7"),
+        "[{}]",
+        backend.name
+    );
+    let out = cli(&backend, "-o", &["rm", &remote]).await;
+    ok(&out, "rm");
+    assert!(
+        names(&backend.location("runs/step-7/")).await.is_empty(),
+        "[{}] removed",
+        backend.name
+    );
+    let out = cli(&backend, "-o", &["ls", &backend.uri("runs/"), "--latest"]).await;
+    assert!(
+        !out.status.success(),
+        "[{}] nothing left to be latest",
+        backend.name
+    );
+}
+
+#[tokio::test]
+async fn cp_ls_verify_and_rm_work_on_every_writable_backend() {
+    for name in support::BACKENDS {
+        support::run(name, "ckpt-cli", cp_ls_verify_rm).await;
+    }
+}

@@ -2,6 +2,7 @@
 
 mod checkpoints;
 mod convert;
+mod cp;
 mod get;
 mod inspect;
 mod logging;
@@ -37,6 +38,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Convert a checkpoint to safetensors or a ckptio checkpoint, streaming.
     Convert(convert::Args),
+    /// Copy an object or a whole checkpoint between any two stores (streaming, multipart).
+    Cp(cp::Args),
     /// List the numbered checkpoints under a root (committed or partial), or the latest.
     Ls(checkpoints::LsArgs),
     /// Read every tensor of a checkpoint once, checking sizes and checksums.
@@ -150,6 +153,7 @@ fn main() -> ExitCode {
             Command::Get(args) => get::run(args, cli.quiet).await,
             Command::Inspect(args) => inspect::run(args).await,
             Command::Convert(args) => convert::run(args, cli.quiet).await,
+            Command::Cp(args) => cp::run(args, cli.quiet).await,
             Command::Ls(args) => checkpoints::ls(args).await,
             Command::Verify(args) => checkpoints::verify(args).await,
             Command::Rm(args) => checkpoints::rm(args).await,

@@ -1,0 +1,72 @@
+//! `ckptio cp SRC DST`: an object or a whole checkpoint directory, between any two stores.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use ckptio::fetch::FetchOptions;
+use ckptio::save::copy::{copy_dir, copy_object};
+use indicatif::HumanBytes;
+
+use crate::progress::Bar;
+use crate::{Interrupted, StoreOption, storage_options};
+
+/// Arguments of `ckptio cp`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to copy: an object, or a directory (prefix) ending in `/`.
+    src: String,
+    /// Where to: an object, or a directory ending in `/` (the source's name is kept).
+    dst: String,
+    /// A store option KEY=VALUE (repeatable), for both SRC and DST.
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
+    options: Vec<StoreOption>,
+    /// A store option for SRC only (repeatable).
+    #[arg(long = "src-option", value_name = "KEY=VALUE")]
+    src_options: Vec<StoreOption>,
+    /// A store option for DST only (repeatable).
+    #[arg(long = "dst-option", value_name = "KEY=VALUE")]
+    dst_options: Vec<StoreOption>,
+    /// Objects copied at once (for a directory).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
+/// Copies: parallel ranges in, multipart out; a directory's commit marker last.
+pub async fn run(args: Args, quiet: bool) -> Result<()> {
+    let both = |side: &[StoreOption]| storage_options(&[args.options.as_slice(), side].concat());
+    let src = ckptio::location::resolve(&args.src, &both(&args.src_options))?;
+    let mut dst = ckptio::location::resolve(&args.dst, &both(&args.dst_options))?;
+    let bar = Arc::new(Bar::new(quiet));
+    let fetch = FetchOptions {
+        progress: bar.clone(),
+        ..FetchOptions::default()
+    };
+    let dir = args.src.ends_with('/')
+        || matches!(ckptio::fetch::stat(&src).await, Err(e) if e.is_not_found());
+    if args.dst.ends_with('/') && !dir {
+        if let Some(name) = src.path().filename() {
+            dst = dst.join(name);
+        }
+    }
+    let work = async {
+        if dir {
+            copy_dir(&src, &dst, fetch, args.concurrency).await
+        } else {
+            copy_object(&src, &dst, fetch)
+                .await
+                .map(|bytes| ckptio::save::copy::Copied { objects: 1, bytes })
+        }
+    };
+    let copied = tokio::select! {
+        copied = work => copied?,
+        _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
+    };
+    if !quiet {
+        eprintln!(
+            "copied {} objects, {} to {dst}",
+            copied.objects,
+            HumanBytes(copied.bytes)
+        );
+    }
+    Ok(())
+}
