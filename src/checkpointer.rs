@@ -1,6 +1,6 @@
 //! The checkpointer: numbered checkpoints under a root (`{root}/{prefix}{index}`), saved every
 //! `period` steps, the latest committed one found and loaded, the last N kept. Byte handling is
-//! [`save`](crate::save::checkpoint) and [`format`]'s; this is policy.
+//! [`save`](crate::save::checkpoint) and [`format`](mod@crate::format)'s; this is policy.
 //!
 //! It recognises other systems' checkpoints too: a DCP directory counts once its `.metadata`
 //! exists, a `.pt`/`.ckpt`/`.safetensors` object once it is whole (its zip directory or its
