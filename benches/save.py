@@ -1,0 +1,106 @@
+"""save benchmark: a 1 GiB checkpoint (256 F32 tensors of 4 MiB, read from a local safetensors
+file) saved as a ckptio checkpoint to local disk (tmpfs) and to S3 (Garage), against `s5cmd cp`
+uploading the same bytes as one file, and Python's `safetensors.save_file` (+ boto3
+`upload_file` for S3). Run through `scripts/bench save`. Reports medians, ratios and peak RSS
+(GNU time's %M per process)."""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from common import GiB, MiB, case
+
+WRITE = """
+import sys, numpy as np
+from safetensors.numpy import save_file
+n, path = int(sys.argv[1]), sys.argv[2]
+rng = np.random.default_rng(0)
+save_file({f"layers.{i}.weight": rng.standard_normal(1 << 20, dtype=np.float32) for i in range(n)}, path)
+"""
+
+SAVE_FILE = """
+import sys
+from safetensors.numpy import load_file, save_file
+src, dst = sys.argv[1], sys.argv[2]
+save_file(load_file(src), dst)
+"""
+
+SAVE_FILE_THEN_BOTO3 = """
+import os, sys, boto3
+from boto3.s3.transfer import TransferConfig
+from safetensors.numpy import load_file, save_file
+src, tmp, endpoint, bucket, key = sys.argv[1:6]
+save_file(load_file(src), tmp)
+boto3.client("s3", endpoint_url=endpoint).upload_file(tmp, bucket, key,
+    Config=TransferConfig(max_concurrency=8, multipart_chunksize=16 << 20))
+os.unlink(tmp)
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--ckptio", required=True)
+    ap.add_argument("--tmpfs", default="/dev/shm")
+    args = ap.parse_args()
+
+    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
+    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
+    s3_env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
+                  AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"],
+                  AWS_ALLOW_HTTP="true", AWS_EC2_METADATA_DISABLED="true")
+    work = tempfile.mkdtemp(prefix="ckptio-bench-save-", dir=args.tmpfs)
+    try:
+        src = os.path.join(work, "src.safetensors")
+        print("bench: writing the 1 GiB source with Python's safetensors", file=sys.stderr)
+        subprocess.run([sys.executable, "-c", WRITE, "256", src], check=True)
+        size = os.path.getsize(src)
+        results = run_cases(args, src, work, bucket, s3, s3_env)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, size)
+
+
+def fresh(template):
+    """A command that writes to a new destination each run (ckptio refuses to overwrite a
+    committed checkpoint)."""
+    return ["sh", "-c", template.replace("{n}", "$(date +%s%N)")]
+
+
+def run_cases(args, src, work, bucket, s3, s3_env):
+    results, runs, py = [], args.runs, sys.executable
+    ep = s3["endpoint"]
+    clean = lambda **_: subprocess.run(["sh", "-c", f"rm -rf {work}/out-*"], check=True)
+    case(results, runs, "ckptio convert --to ckptio", "local", "", [fresh(f"{args.ckptio} convert -q {src} {work}/out-{{n}}")],
+         check=clean)
+    case(results, runs, "safetensors.save_file", "local", "", [fresh(f"{py} -c '{SAVE_FILE}' {src} {work}/out-{{n}}.st")],
+         check=clean)
+    case(results, runs, "cp (one file, the ceiling)", "local", "", [fresh(f"cp {src} {work}/out-{{n}}")], check=clean)
+    case(results, runs, "ckptio convert --to ckptio", "S3", "",
+         [fresh(f"{args.ckptio} convert -q {src} s3://{bucket}/save-{{n}}/ --dst-option endpoint={ep} --dst-option allow_http=true")],
+         env=s3_env)
+    case(results, runs, "s5cmd cp (one file)", "S3", "",
+         [fresh(f"s5cmd --endpoint-url {ep} cp {src} s3://{bucket}/s5cmd-{{n}}.safetensors")], env=s3_env)
+    case(results, runs, "save_file + boto3 upload", "S3", "",
+         [fresh(f"{py} -c '{SAVE_FILE_THEN_BOTO3}' {src} {work}/tmp-{{n}}.st {ep} {bucket} boto3-{{n}}.safetensors")],
+         env=s3_env)
+    return results
+
+
+def report(results, size):
+    runs = len(results[0]["runs_s"])
+    print(f"\nSaving {size / GiB:.2f} GiB (256 F32 tensors) read from local safetensors; median of {runs} runs\n")
+    print("| target | tool | median s | GiB/s | this ÷ ckptio | peak RSS MiB |")
+    print("|---|---|---:|---:|---:|---:|")
+    ours = {r["target"]: r["median_s"] for r in results if r["tool"].startswith("ckptio")}
+    for r in results:
+        print(f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {size / GiB / r['median_s']:.2f} | "
+              f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
