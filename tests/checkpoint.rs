@@ -393,3 +393,98 @@ async fn cp_ls_verify_and_rm_work_on_every_writable_backend() {
         support::run(name, "ckpt-cli", cp_ls_verify_rm).await;
     }
 }
+
+#[tokio::test]
+async fn the_checkpointer_counts_only_what_is_committed_and_keeps_the_last_n() {
+    use ckptio::checkpointer::{Checkpointer, CheckpointerOptions, Kind};
+    let dir = tempfile::tempdir().unwrap();
+    let root =
+        ckptio::location::resolve(&format!("{}/", dir.path().display()), &Default::default())
+            .unwrap();
+    let tree = training_state().await;
+    let ckpt = Checkpointer::new(
+        root,
+        CheckpointerOptions {
+            period: 10,
+            keep_last: Some(2),
+            ..CheckpointerOptions::default()
+        },
+    );
+    assert_eq!(ckpt.latest().await.unwrap(), None);
+    assert!(
+        ckpt.save(5, &tree, false).await.unwrap().is_none(),
+        "off period"
+    );
+    for step in [10, 20, 30] {
+        assert!(ckpt.save(step, &tree, false).await.unwrap().is_some());
+    }
+    assert!(
+        ckpt.save(35, &tree, true).await.unwrap().is_some(),
+        "forced"
+    );
+    let indices =
+        |l: Vec<ckptio::checkpointer::Entry>| l.iter().map(|e| e.index).collect::<Vec<_>>();
+    assert_eq!(
+        indices(ckpt.list().await.unwrap()),
+        [30, 35],
+        "keep the last 2"
+    );
+
+    // Other systems' checkpoints: a DCP directory with and without its .metadata, whole and
+    // cut torch files.
+    let copy_dcp = |to: &str, with_metadata: bool| {
+        let to = dir.path().join(to);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(fixture("torch/dcp_single")).unwrap() {
+            let e = e.unwrap();
+            if with_metadata || e.file_name() != ".metadata" {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    };
+    copy_dcp("step-40", true);
+    assert_eq!(ckpt.latest().await.unwrap(), Some(40));
+    copy_dcp("step-50", false);
+    assert_eq!(
+        ckpt.latest().await.unwrap(),
+        Some(40),
+        "a DCP without .metadata is partial"
+    );
+    let good = std::fs::read(fixture("torch/views.pt")).unwrap();
+    std::fs::write(dir.path().join("step-60.pt"), &good).unwrap();
+    assert_eq!(ckpt.latest().await.unwrap(), Some(60));
+    std::fs::write(dir.path().join("step-70.pt"), &good[..good.len() / 2]).unwrap();
+    assert_eq!(
+        ckpt.latest().await.unwrap(),
+        Some(60),
+        "a cut torch file is skipped"
+    );
+    let (index, loaded) = ckpt.load_latest().await.unwrap().unwrap();
+    assert_eq!((index, loaded.tree.tensors().count()), (60, 20));
+
+    let kinds: Vec<(u64, Kind, bool)> = ckpt
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.index, e.kind, e.committed))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (30, Kind::Ckptio, true),
+            (35, Kind::Ckptio, true),
+            (40, Kind::Dcp, true),
+            (50, Kind::Unknown, false),
+            (60, Kind::File, true),
+            (70, Kind::File, true),
+        ]
+    );
+    ckpt.remove(40).await.unwrap();
+    assert!(
+        !dir.path().join("step-40").exists(),
+        "removed, directory and all"
+    );
+    ckpt.delete_existing().await.unwrap();
+    assert!(ckpt.list().await.unwrap().is_empty());
+}
