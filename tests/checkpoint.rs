@@ -133,10 +133,21 @@ async fn of_two_writers_of_one_checkpoint_exactly_one_commits() {
 
 #[tokio::test]
 async fn a_flipped_byte_is_named_by_verify_and_by_materialize() {
+    for sha256 in [false, true] {
+        flipped_byte(sha256).await;
+    }
+}
+
+async fn flipped_byte(sha256: bool) {
     let tree = training_state().await;
     let dir = tempfile::tempdir().unwrap();
     let loc = ckptio::location::resolve(dir.path().to_str().unwrap(), &Default::default()).unwrap();
-    let manifest = save(&loc, &tree, &SaveOptions::default()).await.unwrap();
+    let options = SaveOptions {
+        sha256,
+        ..SaveOptions::default()
+    };
+    let manifest = save(&loc, &tree, &options).await.unwrap();
+    let algorithm = if sha256 { "SHA-256" } else { "CRC-32C" };
     let file = &manifest.files[0];
     let path = dir.path().join(&file.name);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -147,7 +158,7 @@ async fn a_flipped_byte_is_named_by_verify_and_by_materialize() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains(&file.name) && err.contains("CRC-32C"), "{err}");
+    assert!(err.contains(&file.name) && err.contains(algorithm), "{err}");
     assert!(err.contains("tensor `"), "{err}");
     let back = open(&loc, OpenOptions::default()).await.unwrap().tree;
     let err = materialize_tree(&back, MaterializeOptions::default())

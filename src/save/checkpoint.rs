@@ -29,6 +29,8 @@ pub struct SaveOptions {
     pub metadata: BTreeMap<String, String>,
     /// How the tensors are read (the memory budget of each file's stream).
     pub materialize: MaterializeOptions,
+    /// Also store each tensor's SHA-256, which loads then check instead of the CRC-32C.
+    pub sha256: bool,
 }
 
 impl Default for SaveOptions {
@@ -38,6 +40,7 @@ impl Default for SaveOptions {
             concurrency: 4,
             metadata: BTreeMap::new(),
             materialize: MaterializeOptions::default(),
+            sha256: false,
         }
     }
 }
@@ -68,6 +71,7 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
         max_shard_size: None,
         metadata: BTreeMap::from([("format".to_owned(), "ckptio".to_owned())]),
         materialize: options.materialize,
+        sha256: options.sha256,
     };
     let uploads = futures::stream::iter(groups.into_iter().zip(&names))
         .map(|(group, name)| {
@@ -97,16 +101,17 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
             name: name.clone(),
             size: layout.size,
         });
-        for (path, range, crc32c) in layout.tensors {
-            let (dtype, shape) = shapes[&path].clone();
+        for t in layout.tensors {
+            let (dtype, shape) = shapes[&t.name].clone();
             stored.insert(
-                path,
+                t.name,
                 Stored {
                     file: i,
                     dtype,
                     shape,
-                    range,
-                    crc32c,
+                    range: t.range,
+                    crc32c: t.crc32c,
+                    sha256: t.sha256,
                 },
             );
         }

@@ -26,6 +26,8 @@ pub struct WriteOptions {
     pub metadata: BTreeMap<String, String>,
     /// How the tensors are read.
     pub materialize: MaterializeOptions,
+    /// Also compute each tensor's SHA-256 (CRC-32C is always computed).
+    pub sha256: bool,
 }
 
 /// What was written.
@@ -55,8 +57,21 @@ pub fn part_size_for(size: u64) -> usize {
 pub struct FileLayout {
     /// The file's size.
     pub size: u64,
-    /// Name, byte range in the file, CRC-32C; in file order.
-    pub tensors: Vec<(String, std::ops::Range<u64>, u32)>,
+    /// Each tensor, in file order.
+    pub tensors: Vec<WrittenTensor>,
+}
+
+/// One tensor of a written file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenTensor {
+    /// Its name (tree path).
+    pub name: String,
+    /// Its bytes in the file.
+    pub range: std::ops::Range<u64>,
+    /// CRC-32C of those bytes.
+    pub crc32c: u32,
+    /// SHA-256 of those bytes, when asked for.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// The bytes of a safetensors header for `tensors` (name, dtype, shape, nbytes), padded with
@@ -194,12 +209,16 @@ pub(crate) async fn write_file(
         size: header.len() as u64,
         tensors: Vec::with_capacity(tensors.len()),
     };
+    let sha256 = options.sha256;
     let mut record = |name: String, data: &[u8]| {
         let start = layout.size;
         layout.size += data.len() as u64;
-        layout
-            .tensors
-            .push((name, start..layout.size, crc32c::crc32c(data)));
+        layout.tensors.push(WrittenTensor {
+            name,
+            range: start..layout.size,
+            crc32c: crc32c::crc32c(data),
+            sha256: sha256.then(|| sha2::Digest::digest::<sha2::Sha256>(data).into()),
+        });
     };
     let options = MaterializeOptions {
         to_f32: false,

@@ -41,6 +41,10 @@ pub struct Args {
     /// Output format [default: safetensors when DST ends in `.safetensors`, else ckptio].
     #[arg(long, value_enum)]
     to: Option<Target>,
+    /// For a ckptio checkpoint: also store each tensor's SHA-256 (checked instead of the
+    /// CRC-32C when it is read).
+    #[arg(long)]
+    sha256: bool,
     #[command(flatten)]
     read: ReadArgs,
 }
@@ -83,6 +87,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         let options = SaveOptions {
             metadata: checkpoint.metadata,
             max_file_size: args.max_shard_size.map_or(defaults.max_file_size, |s| s.0),
+            sha256: args.sha256,
             ..defaults
         };
         let manifest = tokio::select! {
