@@ -210,10 +210,10 @@ pub enum Error {
         path: String,
         /// The checksummed record (a zip entry, a data file).
         record: String,
-        /// The checksum stored with the data.
-        expected: crate::tree::Checksum,
+        /// The checksum stored with the data (`CRC-32C 1a2b3c4d`).
+        expected: String,
         /// The checksum of the bytes read.
-        found: crate::tree::Checksum,
+        found: String,
     },
     /// A checkpoint that is already committed (its manifest exists), or that another writer
     /// committed first.

@@ -148,7 +148,9 @@ fn tensor(s: &Stored, objects: &[Object], manifest: &Manifest) -> LazyTensor {
         source: Some(TensorSource {
             check: Some(Check {
                 span: s.range.clone(),
-                checksum: Checksum::Crc32c(s.crc32c),
+                checksum: s
+                    .sha256
+                    .map_or(Checksum::Crc32c(s.crc32c), Checksum::Sha256),
                 record: Arc::from(manifest.files[s.file].name.as_str()),
             }),
             ..TensorSource::new(objects[s.file].clone(), s.range.clone())

@@ -359,8 +359,8 @@ async fn stored_bytes(object: &Object, p: &Planned, read: Bytes) -> Result<Bytes
                     uri: uri(),
                     path: p.path.clone(),
                     record: check.record.to_string(),
-                    expected: check.checksum,
-                    found,
+                    expected: check.checksum.to_string(),
+                    found: found.to_string(),
                 });
             }
         }

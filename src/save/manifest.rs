@@ -62,6 +62,8 @@ pub struct Stored {
     pub range: Range<u64>,
     /// CRC-32C of those bytes.
     pub crc32c: u32,
+    /// SHA-256 of those bytes, when the save computed it.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// A node of the manifest's tree: the state tree with tensors replaced by where they are.
@@ -219,13 +221,19 @@ fn node_json(node: &ManifestNode) -> Value {
                 .collect(),
         ),
         ManifestNode::List(l) => Value::Array(l.iter().map(node_json).collect()),
-        ManifestNode::Tensor(s) => json!({"$tensor": {
-            "file": s.file,
-            "dtype": s.dtype.name(),
-            "shape": s.shape,
-            "offsets": [s.range.start, s.range.end],
-            "crc32c": format!("{:08x}", s.crc32c),
-        }}),
+        ManifestNode::Tensor(s) => {
+            let mut t = json!({
+                "file": s.file,
+                "dtype": s.dtype.name(),
+                "shape": s.shape,
+                "offsets": [s.range.start, s.range.end],
+                "crc32c": format!("{:08x}", s.crc32c),
+            });
+            if let Some(sha) = &s.sha256 {
+                t["sha256"] = json!(hex(sha));
+            }
+            json!({ "$tensor": t })
+        }
         ManifestNode::Leaf(LeafValue(leaf)) => leaf_json(leaf),
     }
 }
@@ -244,9 +252,7 @@ fn leaf_json(leaf: &Leaf) -> Value {
             _ => json!({"$float": format!("{v:?}")}),
         },
         Leaf::Str(s) => Value::String(s.clone()),
-        Leaf::Bytes(b) => {
-            json!({"$bytes": b.iter().map(|x| format!("{x:02x}")).collect::<String>()})
-        }
+        Leaf::Bytes(b) => json!({"$bytes": hex(b)}),
         Leaf::Opaque(o) => json!({"$opaque": {
             "module": o.module,
             "name": o.name,
@@ -357,17 +363,7 @@ fn leaf_from(tag: &str, body: &Value, path: &str) -> Result<Leaf, ManifestError>
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(wrong)?,
         ),
-        "$bytes" => {
-            let hex = body.as_str().ok_or_else(wrong)?;
-            if hex.len() % 2 != 0 {
-                return Err(wrong());
-            }
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| wrong()))
-                .collect::<Result<Vec<u8>, _>>()?;
-            Leaf::Bytes(bytes.into())
-        }
+        "$bytes" => Leaf::Bytes(body.as_str().and_then(unhex).ok_or_else(wrong)?.into()),
         "$opaque" => {
             let module = body
                 .get("module")
@@ -448,6 +444,16 @@ fn stored_from(body: &Value, files: &[DataFile], path: &str) -> Result<Stored, M
         .and_then(Value::as_str)
         .and_then(|h| u32::from_str_radix(h, 16).ok())
         .ok_or_else(|| wrong("bad crc32c"))?;
+    let sha256 = match body.get("sha256") {
+        None => None,
+        Some(v) => {
+            let raw = v
+                .as_str()
+                .and_then(unhex)
+                .ok_or_else(|| wrong("bad sha256"))?;
+            Some(<[u8; 32]>::try_from(raw).map_err(|_| wrong("bad sha256"))?)
+        }
+    };
     let range = offsets[0]..offsets[1];
     if range.start > range.end || range.end > files[file].size {
         return Err(wrong(&format!(
@@ -468,7 +474,22 @@ fn stored_from(body: &Value, files: &[DataFile], path: &str) -> Result<Stored, M
         shape,
         range,
         crc32c,
+        sha256,
     })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -512,6 +533,7 @@ mod tests {
                 shape: vec![2],
                 range: 8..16,
                 crc32c: 0xdead_beef,
+                sha256: Some([7; 32]),
             })
         };
         Manifest {

@@ -217,7 +217,7 @@ pub(crate) async fn write_file(
             name,
             range: start..layout.size,
             crc32c: crc32c::crc32c(data),
-            sha256: sha256.then(|| sha2::Digest::digest::<sha2::Sha256>(data).into()),
+            sha256: sha256.then(|| <sha2::Sha256 as sha2::Digest>::digest(data).into()),
         });
     };
     let options = MaterializeOptions {

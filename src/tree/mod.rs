@@ -204,6 +204,8 @@ pub enum Checksum {
     Crc32(u32),
     /// CRC-32C (Castagnoli), as ckptio's manifests store.
     Crc32c(u32),
+    /// SHA-256, which ckptio's manifests store on request.
+    Sha256([u8; 32]),
 }
 
 impl Checksum {
@@ -212,6 +214,7 @@ impl Checksum {
         match self {
             Self::Crc32(_) => Self::Crc32(crc32fast::hash(data)),
             Self::Crc32c(_) => Self::Crc32c(crc32c::crc32c(data)),
+            Self::Sha256(_) => Self::Sha256(<sha2::Sha256 as sha2::Digest>::digest(data).into()),
         }
     }
 }
@@ -221,6 +224,10 @@ impl fmt::Display for Checksum {
         match self {
             Self::Crc32(v) => write!(f, "CRC-32 {v:08x}"),
             Self::Crc32c(v) => write!(f, "CRC-32C {v:08x}"),
+            Self::Sha256(v) => {
+                f.write_str("SHA-256 ")?;
+                v.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
         }
     }
 }
