@@ -148,9 +148,9 @@ fn tensor(s: &Stored, objects: &[Object], manifest: &Manifest) -> LazyTensor {
         source: Some(TensorSource {
             check: Some(Check {
                 span: s.range.clone(),
-                checksum: s
-                    .sha256
-                    .map_or(Checksum::Crc32c(s.crc32c), Checksum::Sha256),
+                checksum: s.sha256.map_or(Checksum::Crc32c(s.crc32c), |h| {
+                    Checksum::Sha256(Box::new(h))
+                }),
                 record: Arc::from(manifest.files[s.file].name.as_str()),
             }),
             ..TensorSource::new(objects[s.file].clone(), s.range.clone())

@@ -197,15 +197,16 @@ pub struct Check {
 }
 
 /// A checksum algorithm and value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Checksum {
     /// CRC-32 (IEEE), as zip stores.
     Crc32(u32),
     /// CRC-32C (Castagnoli), as ckptio's manifests store.
     Crc32c(u32),
-    /// SHA-256, which ckptio's manifests store on request.
-    Sha256([u8; 32]),
+    /// SHA-256, which ckptio's manifests store on request (boxed: tree nodes stay small,
+    /// which keeps recursion over deep trees cheap).
+    Sha256(Box<[u8; 32]>),
 }
 
 impl Checksum {
@@ -214,7 +215,9 @@ impl Checksum {
         match self {
             Self::Crc32(_) => Self::Crc32(crc32fast::hash(data)),
             Self::Crc32c(_) => Self::Crc32c(crc32c::crc32c(data)),
-            Self::Sha256(_) => Self::Sha256(<sha2::Sha256 as sha2::Digest>::digest(data).into()),
+            Self::Sha256(_) => Self::Sha256(Box::new(
+                <sha2::Sha256 as sha2::Digest>::digest(data).into(),
+            )),
         }
     }
 }

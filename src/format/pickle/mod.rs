@@ -243,7 +243,7 @@ pub mod limits {
     /// Bytes of one `LONG1`/`LONG4` integer.
     pub const MAX_LONG_BYTES: usize = 4096;
     /// Nesting depth when a heap is converted into a tree.
-    pub const MAX_DEPTH: usize = 256;
+    pub const MAX_DEPTH: usize = 128;
     /// Tree nodes one pickle may expand into (shared values count each time they appear).
     pub const MAX_NODES: usize = 1 << 22;
 }
