@@ -499,3 +499,43 @@ async fn the_checkpointer_counts_only_what_is_committed_and_keeps_the_last_n() {
     ckpt.delete_existing().await.unwrap();
     assert!(ckpt.list().await.unwrap().is_empty());
 }
+
+#[derive(Default)]
+struct Counted {
+    total: std::sync::atomic::AtomicU64,
+    advanced: std::sync::atomic::AtomicU64,
+    finished: std::sync::atomic::AtomicU64,
+}
+
+impl ckptio::fetch::Progress for Counted {
+    fn started(&self, _: &str, total: u64) {
+        self.total.store(total, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn advanced(&self, bytes: u64) {
+        self.advanced
+            .fetch_add(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn finished(&self) {
+        self.finished
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_save_reports_every_tensor_byte_and_its_commit() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let tree = training_state().await;
+    let bytes: u64 = tree.tensors().map(|(_, t)| t.nbytes()).sum();
+    let progress = std::sync::Arc::new(Counted::default());
+    let loc =
+        ckptio::location::resolve("memory://ckpt-progress/run/", &Default::default()).unwrap();
+    let options = SaveOptions {
+        max_file_size: 300,
+        progress: progress.clone(),
+        ..SaveOptions::default()
+    };
+    save(&loc, &tree, &options).await.unwrap();
+    assert_eq!(progress.total.load(SeqCst), bytes);
+    assert_eq!(progress.advanced.load(SeqCst), bytes);
+    assert_eq!(progress.finished.load(SeqCst), 1);
+}

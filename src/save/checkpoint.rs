@@ -13,13 +13,16 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions};
 
 use super::manifest::{DataFile, MANIFEST, Manifest, Stored, node_of};
 use super::safetensors::{WriteOptions, write_file};
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
+use crate::fetch::{NoProgress, Progress};
 use crate::location::Location;
 use crate::materialize::{self, MaterializeOptions};
 use crate::tree::{LazyTensor, Node, StateTree};
 
 /// How a checkpoint is saved.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SaveOptions {
     /// Data files hold at most this many tensor bytes (a larger tensor gets a file of its own).
     pub max_file_size: u64,
@@ -31,6 +34,21 @@ pub struct SaveOptions {
     pub materialize: MaterializeOptions,
     /// Also store each tensor's SHA-256, which loads then check instead of the CRC-32C.
     pub sha256: bool,
+    /// Told when the save starts (the tensor bytes to write), of each tensor's bytes handed
+    /// to an upload, and when the manifest is committed.
+    pub progress: Arc<dyn Progress>,
+}
+
+impl std::fmt::Debug for SaveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaveOptions")
+            .field("max_file_size", &self.max_file_size)
+            .field("concurrency", &self.concurrency)
+            .field("metadata", &self.metadata)
+            .field("materialize", &self.materialize)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SaveOptions {
@@ -41,6 +59,7 @@ impl Default for SaveOptions {
             metadata: BTreeMap::new(),
             materialize: MaterializeOptions::default(),
             sha256: false,
+            progress: Arc::new(NoProgress),
         }
     }
 }
@@ -72,7 +91,10 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
         metadata: BTreeMap::from([("format".to_owned(), "ckptio".to_owned())]),
         materialize: options.materialize,
         sha256: options.sha256,
+        progress: options.progress.clone(),
     };
+    let total = tensors_bytes(&groups);
+    options.progress.started(&dir.uri(), total);
     let uploads = futures::stream::iter(groups.into_iter().zip(&names))
         .map(|(group, name)| {
             let loc = dir.join(name);
@@ -135,7 +157,12 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
             Commit::Failed(e) => e,
         });
     }
+    options.progress.finished();
     Ok(manifest)
+}
+
+fn tensors_bytes(groups: &[Vec<(String, LazyTensor)>]) -> u64 {
+    groups.iter().flatten().map(|(_, t)| t.nbytes()).sum()
 }
 
 enum Commit {

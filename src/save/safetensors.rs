@@ -11,13 +11,16 @@ use object_store::buffered::BufWriter;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
+use crate::fetch::{NoProgress, Progress};
 use crate::location::{Location, Scheme};
 use crate::materialize::{self, MaterializeOptions};
 use crate::tree::LazyTensor;
 
 /// How safetensors files are written.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct WriteOptions {
     /// Split into shards of at most this many data bytes (a larger tensor gets a shard of its
     /// own), named `{stem}-00001-of-0000N.safetensors`, with `{stem}.safetensors.index.json`.
@@ -28,6 +31,31 @@ pub struct WriteOptions {
     pub materialize: MaterializeOptions,
     /// Also compute each tensor's SHA-256 (CRC-32C is always computed).
     pub sha256: bool,
+    /// Told of every tensor's bytes as they are handed to the upload (`advanced`).
+    pub progress: Arc<dyn Progress>,
+}
+
+impl std::fmt::Debug for WriteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteOptions")
+            .field("max_shard_size", &self.max_shard_size)
+            .field("metadata", &self.metadata)
+            .field("materialize", &self.materialize)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            max_shard_size: None,
+            metadata: BTreeMap::new(),
+            materialize: MaterializeOptions::default(),
+            sha256: false,
+            progress: Arc::new(NoProgress),
+        }
+    }
 }
 
 /// What was written.
@@ -220,12 +248,14 @@ pub(crate) async fn write_file(
             sha256: sha256.then(|| <sha2::Sha256 as sha2::Digest>::digest(data).into()),
         });
     };
+    let progress = options.progress.clone();
     let options = MaterializeOptions {
         to_f32: false,
         ..options.materialize
     };
     if dest.scheme() == Scheme::Http {
         single_put(header, tensors, dest, options, &mut record).await?;
+        progress.advanced(layout.size);
         return Ok(layout);
     }
     let mut writer = BufWriter::with_capacity(
@@ -243,10 +273,12 @@ pub(crate) async fn write_file(
         while let Some(item) = data.next().await {
             let (name, tensor) = item?;
             record(name, &tensor.data);
+            let len = tensor.data.len() as u64;
             writer
                 .put(tensor.data)
                 .await
                 .map_err(|e| dest.error("put", e))?;
+            progress.advanced(len);
         }
         writer.shutdown().await.map_err(|e| Error::Storage {
             uri: dest.uri(),
