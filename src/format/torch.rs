@@ -580,7 +580,7 @@ impl Storages<'_> {
         if let Some(method) = &entry.compression {
             return Err(format!("storage record `{name}` is compressed ({method})"));
         }
-        let extent = strided_extent(elem, &shape, &strides)
+        let extent = crate::materialize::strided_extent(dtype, &shape, &strides)
             .ok_or_else(|| format!("size {shape:?} with stride {strides:?} overflows"))?;
         let start = u64::try_from(*offset)
             .ok()
@@ -652,15 +652,4 @@ impl Storages<'_> {
         };
         Ok((dtype, key))
     }
-}
-
-/// Bytes from the first element to the last (`None` on overflow; 0 for an empty tensor).
-fn strided_extent(elem: u64, shape: &[u64], strides: &[u64]) -> Option<u64> {
-    if shape.contains(&0) {
-        return Some(0);
-    }
-    let last = shape.iter().zip(strides).try_fold(0u64, |acc, (&d, &s)| {
-        acc.checked_add((d - 1).checked_mul(s)?)
-    })?;
-    last.checked_add(1)?.checked_mul(elem)
 }

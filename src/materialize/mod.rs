@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
 pub use convert::{to_f32, widens};
+pub use layout::strided_extent;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
