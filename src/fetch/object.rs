@@ -63,6 +63,53 @@ impl Object {
         Ok(Self::with_info(location, info, options))
     }
 
+    /// The objects `names` of the directory `dir`, all pinned by one LIST (a HEAD each on
+    /// stores that cannot list). A name that is not there, or that is not a plain file name,
+    /// is absent from the result.
+    ///
+    /// # Errors
+    ///
+    /// A HEAD's error other than "not found".
+    pub async fn open_all<'a>(
+        dir: &Location,
+        names: impl IntoIterator<Item = &'a str>,
+        options: FetchOptions,
+    ) -> Result<std::collections::HashMap<String, Self>> {
+        use futures::TryStreamExt as _;
+        let wanted: std::collections::BTreeSet<&str> = names
+            .into_iter()
+            .filter(|n| !n.is_empty() && !n.contains('/') && *n != "." && *n != "..")
+            .collect();
+        let mut objects = std::collections::HashMap::new();
+        let listed: std::result::Result<Vec<object_store::ObjectMeta>, _> =
+            dir.store().list(Some(dir.path())).try_collect().await;
+        match listed {
+            Ok(metas) => {
+                for meta in metas {
+                    let Some(name) = meta.location.filename().filter(|n| wanted.contains(n)) else {
+                        continue;
+                    };
+                    let name = name.to_owned();
+                    let loc = dir.join(&name);
+                    let info = ObjectInfo::new(&loc, meta);
+                    objects.insert(name, Self::with_info(&loc, info, options.clone()));
+                }
+            }
+            Err(_) => {
+                for name in wanted {
+                    match Self::open(&dir.join(name), options.clone()).await {
+                        Ok(object) => {
+                            objects.insert(name.to_owned(), object);
+                        }
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(objects)
+    }
+
     /// The object at `location`, pinned by one ranged GET of its first `len` bytes (or all of
     /// it, if smaller), which are returned too: a reader that needs a header costs one
     /// request, not a HEAD and a GET.

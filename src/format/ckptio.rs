@@ -2,13 +2,13 @@
 //! the directory. Every tensor carries its CRC-32C, checked as it is materialized;
 //! [`verify`] reads everything once to check it all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 
 use crate::error::{Error, Result};
-use crate::fetch::{FetchOptions, Object, ObjectInfo};
+use crate::fetch::{FetchOptions, Object};
 use crate::location::Location;
 use crate::materialize::{self, MaterializeOptions};
 use crate::save::manifest::{MANIFEST, MAX_MANIFEST, Manifest, ManifestNode, Stored};
@@ -89,32 +89,15 @@ async fn data_files(
     manifest: &Manifest,
     fetch: FetchOptions,
 ) -> Result<Vec<Object>> {
-    let listed: std::result::Result<Vec<object_store::ObjectMeta>, _> =
-        dir.store().list(Some(dir.path())).try_collect().await;
-    let mut metas: HashMap<String, object_store::ObjectMeta> = HashMap::new();
-    if let Ok(listed) = listed {
-        for m in listed {
-            if let Some(name) = m.location.filename() {
-                metas.insert(name.to_owned(), m.clone());
-            }
-        }
-    }
+    let names = manifest.files.iter().map(|f| f.name.as_str());
+    let mut found = Object::open_all(dir, names, fetch).await?;
     let mut objects = Vec::with_capacity(manifest.files.len());
     for file in &manifest.files {
         let loc = dir.join(&file.name);
-        let object = match metas.remove(&file.name) {
-            Some(meta) => Object::with_info(&loc, ObjectInfo::new(&loc, meta), fetch.clone()),
-            None => Object::open(&loc, fetch.clone()).await.map_err(|e| {
-                if e.is_not_found() {
-                    Error::Torch {
-                        uri: loc.uri(),
-                        problem: "a data file of the checkpoint is missing".into(),
-                    }
-                } else {
-                    e
-                }
-            })?,
-        };
+        let object = found.remove(&file.name).ok_or_else(|| Error::Torch {
+            uri: loc.uri(),
+            problem: "a data file of the checkpoint is missing".into(),
+        })?;
         if object.info().size != file.size {
             return Err(Error::Torch {
                 uri: loc.uri(),

@@ -15,15 +15,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
-use futures::TryStreamExt;
-use object_store::ObjectMeta;
-
 use super::pickle::convert::{self, key_string};
 use super::pickle::{self, Global, Heap, Id, Policy, Value};
 use super::torch::{self, TorchFile, TorchOptions};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::fetch::{FetchOptions, Object, ObjectInfo};
+use crate::fetch::{FetchOptions, Object};
 use crate::location::Location;
 use crate::tree::{Dict, LazyTensor, Leaf, Node, Piece, Pieces, StateTree};
 
@@ -428,38 +425,10 @@ struct Files {
 
 impl Files {
     async fn list(dir: &Location, meta: &Metadata, fetch: FetchOptions) -> Result<Self> {
-        let mut objects = HashMap::new();
-        let prefix = dir.path().clone();
-        let listed: std::result::Result<Vec<ObjectMeta>, _> =
-            dir.store().list(Some(&prefix)).try_collect().await;
-        let wanted: std::collections::BTreeSet<&str> =
-            meta.storage.values().map(|s| s.path.as_str()).collect();
-        match listed {
-            Ok(metas) => {
-                for m in metas {
-                    let Some(name) = m.location.filename().map(str::to_owned) else {
-                        continue;
-                    };
-                    if wanted.contains(name.as_str()) {
-                        let loc = dir.join(&name);
-                        let info = ObjectInfo::new(&loc, m);
-                        objects.insert(name, Object::with_info(&loc, info, fetch.clone()));
-                    }
-                }
-            }
-            Err(_) => {
-                for name in wanted {
-                    if name.contains('/') || name == ".." {
-                        continue;
-                    }
-                    let loc = dir.join(name);
-                    if let Ok(object) = Object::open(&loc, fetch.clone()).await {
-                        objects.insert(name.to_owned(), object);
-                    }
-                }
-            }
-        }
-        Ok(Self { objects })
+        let names = meta.storage.values().map(|s| s.path.as_str());
+        Ok(Self {
+            objects: Object::open_all(dir, names, fetch).await?,
+        })
     }
 
     fn get(&self, name: &str) -> Option<&Object> {
