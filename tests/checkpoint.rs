@@ -3,8 +3,8 @@
 
 mod support;
 
-use ckptio::format::ckptio::{CkptioCheckpoint, verify};
-use ckptio::format::{OpenOptions, open};
+use ckptio::format::ckptio::CkptioCheckpoint;
+use ckptio::format::{OpenOptions, open, verify};
 use ckptio::materialize::{MaterializeOptions, materialize_tree};
 use ckptio::save::checkpoint::{SaveOptions, save};
 use ckptio::tree::StateTree;

@@ -1,16 +1,13 @@
 //! ckptio checkpoints, read: `manifest.json` (one GET) and the data files pinned by one LIST of
 //! the directory. Every tensor carries its CRC-32C, checked as it is materialized;
-//! [`verify`] reads everything once to check it all.
+//! [`verify`](super::verify) reads everything once to check it all.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::TryStreamExt;
-
 use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Object};
 use crate::location::Location;
-use crate::materialize::{self, MaterializeOptions};
 use crate::save::manifest::{MANIFEST, MAX_MANIFEST, Manifest, ManifestNode, Stored};
 use crate::tree::{Check, Checksum, Dict, LazyTensor, Leaf, Node, StateTree, TensorSource};
 
@@ -140,40 +137,4 @@ fn tensor(s: &Stored, objects: &[Object], manifest: &Manifest) -> LazyTensor {
         }),
         ..LazyTensor::abstract_(s.dtype, s.shape.clone())
     }
-}
-
-/// What [`verify`] checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verified {
-    /// Data files (sizes checked).
-    pub files: usize,
-    /// Tensors (checksums checked).
-    pub tensors: usize,
-    /// Tensor bytes read.
-    pub bytes: u64,
-}
-
-/// Checks a checkpoint: every data file's size, every tensor's CRC-32C, reading each tensor
-/// once and keeping none.
-///
-/// # Errors
-///
-/// As [`CkptioCheckpoint::open`]; [`Error::Checksum`] naming the tensor and the file for
-/// corrupt data.
-pub async fn verify(location: &Location, fetch: FetchOptions) -> Result<Verified> {
-    let checkpoint = CkptioCheckpoint::open(location, fetch).await?;
-    let tensors: Vec<_> = checkpoint
-        .tree
-        .tensors()
-        .map(|(p, t)| (p, t.clone()))
-        .collect();
-    let count = tensors.len();
-    let bytes = materialize::stream(tensors, MaterializeOptions::default())
-        .try_fold(0u64, |n, (_, t)| async move { Ok(n + t.data.len() as u64) })
-        .await?;
-    Ok(Verified {
-        files: checkpoint.manifest.files.len(),
-        tensors: count,
-        bytes,
-    })
 }

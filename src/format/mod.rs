@@ -157,6 +157,44 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
     }
 }
 
+/// What [`verify`] checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The format read.
+    pub format: Format,
+    /// Tensors read (and checked, where the format stores checksums).
+    pub tensors: usize,
+    /// Tensor bytes read.
+    pub bytes: u64,
+}
+
+/// Checks a checkpoint by reading every tensor once, keeping none: a ckptio checkpoint's data
+/// file sizes and CRC-32C (or SHA-256) of every tensor, a torch file's storage CRC-32s, and
+/// for any format that every tensor's bytes are there.
+///
+/// # Errors
+///
+/// As [`open`]; [`Error::Checksum`](crate::Error::Checksum) naming the tensor and the file for
+/// corrupt data.
+pub async fn verify(location: &Location, options: OpenOptions) -> Result<Verified> {
+    use futures::TryStreamExt;
+    let checkpoint = open(location, options).await?;
+    let tensors: Vec<_> = checkpoint
+        .tree
+        .tensors()
+        .map(|(p, t)| (p, t.clone()))
+        .collect();
+    let count = tensors.len();
+    let bytes = crate::materialize::stream(tensors, Default::default())
+        .try_fold(0u64, |n, (_, t)| async move { Ok(n + t.data.len() as u64) })
+        .await?;
+    Ok(Verified {
+        format: checkpoint.format,
+        tensors: count,
+        bytes,
+    })
+}
+
 /// Whether the directory (prefix) `location` holds `name`.
 async fn has(location: &Location, name: &str) -> bool {
     crate::fetch::stat(&location.join(name)).await.is_ok()

@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use ckptio::checkpointer::{Checkpointer, CheckpointerOptions, Kind};
-use futures::TryStreamExt;
 use indicatif::HumanBytes;
 
 use crate::{StoreOption, out, storage_options};
@@ -80,20 +79,12 @@ pub struct VerifyArgs {
 /// CRC-32 of torch storages), keeping nothing.
 pub async fn verify(args: VerifyArgs) -> Result<()> {
     let loc = ckptio::location::resolve(&args.uri, &storage_options(&args.options))?;
-    let checkpoint = ckptio::format::open(&loc, Default::default()).await?;
-    let tensors: Vec<_> = checkpoint
-        .tree
-        .tensors()
-        .map(|(p, t)| (p, t.clone()))
-        .collect();
-    let count = tensors.len();
-    let bytes = ckptio::materialize::stream(tensors, Default::default())
-        .try_fold(0u64, |n, (_, t)| async move { Ok(n + t.data.len() as u64) })
-        .await?;
+    let checked = ckptio::format::verify(&loc, Default::default()).await?;
     out!(
-        "{loc}: ok ({}, {count} tensors, {} checked)",
-        checkpoint.format,
-        HumanBytes(bytes)
+        "{loc}: ok ({}, {} tensors, {} checked)",
+        checked.format,
+        checked.tensors,
+        HumanBytes(checked.bytes)
     );
     Ok(())
 }
