@@ -90,6 +90,7 @@ impl DcpCheckpoint {
         let meta = Metadata::read(&heap).map_err(torch_err)?;
         let files = Files::list(&dir, &meta, fetch).await?;
 
+        let count = meta.items.len();
         let mut root = Dict::new();
         let mut items: Vec<(Vec<Key>, &StorageInfo)> = Vec::new();
         for (fqn, item) in &meta.items {
@@ -101,7 +102,7 @@ impl DcpCheckpoint {
             match item {
                 Item::Tensor(t) => {
                     let tensor = meta.tensor(fqn, t, &files).map_err(torch_err)?;
-                    insert(&mut root, &keys, Node::Leaf(Leaf::Tensor(tensor)))
+                    insert(&mut root, &keys, Node::Leaf(Leaf::Tensor(tensor)), count)
                         .map_err(torch_err)?;
                 }
                 Item::Bytes => {
@@ -113,7 +114,7 @@ impl DcpCheckpoint {
             }
         }
         for (keys, node) in read_items(&items, &files, options).await? {
-            insert(&mut root, &keys, node).map_err(torch_err)?;
+            insert(&mut root, &keys, node, count).map_err(torch_err)?;
         }
         let mut metadata = BTreeMap::new();
         if let Some(version) = &meta.version {
@@ -472,15 +473,25 @@ async fn read_items(
     Ok(out)
 }
 
-/// Puts `node` at `keys`, making dicts and lists on the way.
-fn insert(root: &mut Dict, keys: &[Key], node: Node) -> Result<(), String> {
+/// The longest key path accepted from the planner's map (nesting, not length of names).
+const MAX_KEY_DEPTH: usize = 128;
+
+/// Puts `node` at `keys`, making dicts and lists on the way. A list index may not exceed
+/// `items` (the checkpoint's item count): a lying index cannot make a huge list of holes.
+fn insert(root: &mut Dict, keys: &[Key], node: Node, items: usize) -> Result<(), String> {
+    if keys.len() > MAX_KEY_DEPTH {
+        return Err(format!(
+            "a key path of {} levels (more than {MAX_KEY_DEPTH})",
+            keys.len()
+        ));
+    }
     let Some((Key::Str(first), rest)) = keys.split_first() else {
         return Err("a key path that does not start with a name".into());
     };
     let slot = root
         .entry(first.clone())
         .or_insert_with(|| empty_for(rest.first()));
-    place(slot, rest, node)
+    place(slot, rest, node, items)
 }
 
 fn empty_for(key: Option<&Key>) -> Node {
@@ -490,7 +501,7 @@ fn empty_for(key: Option<&Key>) -> Node {
     }
 }
 
-fn place(slot: &mut Node, keys: &[Key], node: Node) -> Result<(), String> {
+fn place(slot: &mut Node, keys: &[Key], node: Node, items: usize) -> Result<(), String> {
     let Some((key, rest)) = keys.split_first() else {
         *slot = node;
         return Ok(());
@@ -501,8 +512,10 @@ fn place(slot: &mut Node, keys: &[Key], node: Node) -> Result<(), String> {
             .or_insert_with(|| empty_for(rest.first())),
         (Node::List(l), Key::Index(i)) => {
             if *i >= l.len() {
-                if *i > 1 << 24 {
-                    return Err(format!("list index {i} is out of any reasonable range"));
+                if *i >= items {
+                    return Err(format!(
+                        "list index {i} in a checkpoint of {items} items (a lying key path)"
+                    ));
                 }
                 l.resize(*i + 1, Node::Leaf(Leaf::None));
             }
@@ -517,5 +530,59 @@ fn place(slot: &mut Node, keys: &[Key], node: Node) -> Result<(), String> {
             .or_insert_with(|| empty_for(rest.first())),
         _ => return Err("two items claim the same path".into()),
     };
-    place(next, rest, node)
+    place(next, rest, node, items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_rebuild_dicts_and_lists_and_lying_ones_are_refused() {
+        let mut root = Dict::new();
+        let leaf = |v: i64| Node::Leaf(Leaf::Int(v.into()));
+        let path = |keys: &[&str]| -> Vec<Key> {
+            keys.iter()
+                .map(|k| k.parse().map_or_else(|_| Key::Str((*k).into()), Key::Index))
+                .collect()
+        };
+        insert(
+            &mut root,
+            &path(&["optim", "groups", "1", "lr"]),
+            leaf(2),
+            4,
+        )
+        .unwrap();
+        insert(
+            &mut root,
+            &path(&["optim", "groups", "0", "lr"]),
+            leaf(1),
+            4,
+        )
+        .unwrap();
+        let tree = StateTree::from_dict(root.clone());
+        assert!(matches!(
+            tree.get("optim/groups/0/lr"),
+            Some(Node::Leaf(Leaf::Int(_)))
+        ));
+        assert!(matches!(tree.get("optim/groups"), Some(Node::List(l)) if l.len() == 2));
+
+        let err = insert(
+            &mut root,
+            &path(&["optim", "groups", "4000000000"]),
+            leaf(3),
+            4,
+        );
+        assert!(err.unwrap_err().contains("lying key path"));
+        let deep: Vec<Key> = (0..200).map(|i| Key::Str(i.to_string())).collect();
+        let err = insert(&mut root, &deep, leaf(4), 4).unwrap_err();
+        assert!(err.contains("200 levels"), "{err}");
+        let err = insert(
+            &mut root,
+            &path(&["optim", "groups", "0", "lr", "x"]),
+            leaf(5),
+            4,
+        );
+        assert!(err.unwrap_err().contains("claim the same path"));
+    }
 }
