@@ -122,32 +122,8 @@ impl Object {
         len: u64,
         options: FetchOptions,
     ) -> Result<(Self, Bytes)> {
-        let get = GetOptions {
-            range: Some(GetRange::Bounded(0..len.max(1))),
-            ..GetOptions::default()
-        };
-        let result = match location.store().get_opts(location.path(), get).await {
-            Ok(result) => result,
-            // An empty object has no byte 0 to ask for; a HEAD tells. Any other failure is
-            // the GET's own error.
-            Err(first) => {
-                return match stat(location).await {
-                    Ok(info) if info.size == 0 => {
-                        Ok((Self::with_info(location, info, options), Bytes::new()))
-                    }
-                    _ => Err(location.error("get", first)),
-                };
-            }
-        };
-        let object = Self::with_info(
-            location,
-            ObjectInfo::new(location, result.meta.clone()),
-            options,
-        );
-        let want = len.min(object.info().size);
-        // A body that breaks off is finished by the retrying range reader.
-        let first = result.bytes().await.unwrap_or_default();
-        let prefix = object.extend_prefix(first, want).await?;
+        let (object, _, prefix) =
+            Self::open_range(location, GetRange::Bounded(0..len.max(1)), options).await?;
         Ok((object, prefix))
     }
 
@@ -163,12 +139,24 @@ impl Object {
         len: u64,
         options: FetchOptions,
     ) -> Result<(Self, u64, Bytes)> {
+        Self::open_range(location, GetRange::Suffix(len.max(1)), options).await
+    }
+
+    /// The object pinned by one ranged GET, with the range the server sent and its bytes (a
+    /// body that breaks off is finished by the retrying range reader).
+    async fn open_range(
+        location: &Location,
+        range: GetRange,
+        options: FetchOptions,
+    ) -> Result<(Self, u64, Bytes)> {
         let get = GetOptions {
-            range: Some(GetRange::Suffix(len.max(1))),
+            range: Some(range),
             ..GetOptions::default()
         };
         let result = match location.store().get_opts(location.path(), get).await {
             Ok(result) => result,
+            // An empty object has no byte to ask for; a HEAD tells. Any other failure is the
+            // GET's own error.
             Err(first) => {
                 return match stat(location).await {
                     Ok(info) if info.size == 0 => {
@@ -183,16 +171,16 @@ impl Object {
             ObjectInfo::new(location, result.meta.clone()),
             options,
         );
-        let range = result.range.clone();
+        let sent = result.range.clone();
         let first = result.bytes().await.unwrap_or_default();
-        let got = range.start + first.len() as u64;
-        let tail = if got >= range.end {
-            first
+        let got = sent.start + first.len() as u64;
+        let bytes = if got >= sent.end {
+            first.slice(..(sent.end - sent.start) as usize)
         } else {
-            let rest = object.read_range(got..range.end).await?;
+            let rest = object.read_range(got..sent.end).await?;
             [first, rest].concat().into()
         };
-        Ok((object, range.start, tail))
+        Ok((object, sent.start, bytes))
     }
 
     /// An object held in memory (`name` says what it is in errors): how data carried inside a
