@@ -245,7 +245,7 @@ fn assemble(
         let named = parts
             .into_iter()
             .enumerate()
-            .map(|(i, part)| (format!("{}#{i}", p.path), part))
+            .map(|(i, part)| (i.to_string(), part))
             .collect();
         let read = materialize(
             named,
@@ -262,11 +262,7 @@ fn assemble(
         data.resize(nbytes, 0);
         let mut covered = 0u64;
         for (name, part) in read {
-            let i: usize = name
-                .rsplit('#')
-                .next()
-                .and_then(|i| i.parse().ok())
-                .expect("pieces are named by index");
+            let i: usize = name.parse().expect("pieces are named by their index");
             let piece = &pieces.boxes[i];
             if part.dtype != t.dtype || part.shape != piece.sizes {
                 return Err(bad(format!(
@@ -291,23 +287,24 @@ fn assemble(
                 t.numel()
             )));
         }
-        let mut data = Bytes::from(data);
-        let mut dtype = t.dtype;
-        if options.to_f32 && dtype != DType::F32 {
-            if let Some(wide) = to_f32(dtype, &data) {
-                data = wide.into();
-                dtype = DType::F32;
-            }
-        }
-        Ok((
-            p.path.clone(),
-            Tensor {
-                dtype,
-                shape: t.shape.clone(),
-                data,
-            },
-        ))
+        let tensor = widened(t.dtype, t.shape.clone(), data.into(), options);
+        Ok((p.path.clone(), tensor))
     })
+}
+
+/// A contiguous little-endian tensor, widened to F32 when asked and possible.
+fn widened(dtype: DType, shape: Vec<u64>, data: Bytes, options: MaterializeOptions) -> Tensor {
+    let wide = (options.to_f32 && dtype != DType::F32)
+        .then(|| to_f32(dtype, &data))
+        .flatten();
+    match wide {
+        Some(wide) => Tensor {
+            dtype: DType::F32,
+            shape,
+            data: wide.into(),
+        },
+        None => Tensor { dtype, shape, data },
+    }
 }
 
 /// What to read for a tensor: its range, and the local header before it when its offset was
@@ -428,21 +425,8 @@ fn finish(
         layout::swap_bytes(&mut swapped, elem);
         data = swapped.into();
     }
-    let mut dtype = t.dtype;
-    if options.to_f32 && dtype != DType::F32 {
-        if let Some(wide) = to_f32(dtype, &data) {
-            data = wide.into();
-            dtype = DType::F32;
-        }
-    }
-    Ok((
-        p.path,
-        Tensor {
-            dtype,
-            shape: t.shape.clone(),
-            data,
-        },
-    ))
+    let tensor = widened(t.dtype, t.shape.clone(), data, options);
+    Ok((p.path, tensor))
 }
 
 #[cfg(test)]
