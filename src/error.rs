@@ -201,6 +201,15 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A ckptio checkpoint whose manifest does not validate, or whose data files do not match
+    /// it (missing, or of another size).
+    #[error("{uri}: {problem}")]
+    Checkpoint {
+        /// The URI of the manifest or data file, redacted.
+        uri: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// Stored bytes that do not match their checksum.
     #[error("{uri}: tensor `{path}`: `{record}` is corrupt: expected {expected}, computed {found}")]
     Checksum {
@@ -284,6 +293,7 @@ impl Error {
             | Self::Zip { uri, .. }
             | Self::Pickle { uri, .. }
             | Self::Torch { uri, .. }
+            | Self::Checkpoint { uri, .. }
             | Self::Checksum { uri, .. }
             | Self::AlreadyCommitted { uri, .. }
             | Self::NoSuchTensor { uri, .. }

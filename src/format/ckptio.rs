@@ -29,7 +29,7 @@ impl CkptioCheckpoint {
     /// # Errors
     ///
     /// [`Error::NotFound`] without a manifest (an uncommitted checkpoint does not exist),
-    /// [`Error::Torch`] for a manifest that does not validate or a data file that is missing
+    /// [`Error::Checkpoint`] for a manifest that does not validate or a data file that is missing
     /// or of the wrong size, and the reads' errors.
     pub async fn open(location: &Location, fetch: FetchOptions) -> Result<Self> {
         let dir = if is_manifest(location) {
@@ -39,7 +39,7 @@ impl CkptioCheckpoint {
         };
         let loc = dir.join(MANIFEST);
         let (object, bytes) = Object::open_prefix(&loc, MAX_MANIFEST, fetch.clone()).await?;
-        let bad = |problem: String| Error::Torch {
+        let bad = |problem: String| Error::Checkpoint {
             uri: loc.uri(),
             problem,
         };
@@ -91,12 +91,12 @@ async fn data_files(
     let mut objects = Vec::with_capacity(manifest.files.len());
     for file in &manifest.files {
         let loc = dir.join(&file.name);
-        let object = found.remove(&file.name).ok_or_else(|| Error::Torch {
+        let object = found.remove(&file.name).ok_or_else(|| Error::Checkpoint {
             uri: loc.uri(),
             problem: "a data file of the checkpoint is missing".into(),
         })?;
         if object.info().size != file.size {
-            return Err(Error::Torch {
+            return Err(Error::Checkpoint {
                 uri: loc.uri(),
                 problem: format!(
                     "the manifest says {} bytes, the file has {}",

@@ -140,7 +140,7 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
     }
     let root = Node::Dict(tree.root().clone());
     let tree_node =
-        node_of(&root, "", &mut |path| stored.remove(path)).map_err(|e| Error::Torch {
+        node_of(&root, "", &mut |path| stored.remove(path)).map_err(|e| Error::Checkpoint {
             uri: dir.uri(),
             problem: e.to_string(),
         })?;
