@@ -236,17 +236,26 @@ impl Checkpointer {
     ///
     /// The LIST's errors.
     pub async fn latest(&self) -> Result<Option<u64>> {
+        Ok(self.latest_entry().await?.map(|e| e.index))
+    }
+
+    /// The latest committed checkpoint's entry (see [`latest`](Self::latest)).
+    ///
+    /// # Errors
+    ///
+    /// The LIST's errors.
+    pub async fn latest_entry(&self) -> Result<Option<Entry>> {
         for entry in self.list().await?.into_iter().rev() {
             if !entry.committed {
                 continue;
             }
             if entry.kind == Kind::File {
-                let loc = self.root.join(&entry.name);
+                let loc = self.location_of(&entry);
                 if format::open(&loc, OpenOptions::default()).await.is_err() {
                     continue;
                 }
             }
-            return Ok(Some(entry.index));
+            return Ok(Some(entry));
         }
         Ok(None)
     }
@@ -257,18 +266,11 @@ impl Checkpointer {
     ///
     /// The reader's errors.
     pub async fn load_latest(&self) -> Result<Option<(u64, format::Checkpoint)>> {
-        let Some(index) = self.latest().await? else {
+        let Some(entry) = self.latest_entry().await? else {
             return Ok(None);
         };
-        let entry = self
-            .list()
-            .await?
-            .into_iter()
-            .find(|e| e.index == index)
-            .expect("latest() found it");
-        let loc = self.root.join(&entry.name);
-        let checkpoint = format::open(&loc, OpenOptions::default()).await?;
-        Ok(Some((index, checkpoint)))
+        let checkpoint = format::open(&self.location_of(&entry), OpenOptions::default()).await?;
+        Ok(Some((entry.index, checkpoint)))
     }
 
     /// Removes checkpoint `index`: its commit marker first, so a half-removed checkpoint is

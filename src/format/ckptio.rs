@@ -66,6 +66,11 @@ impl CkptioCheckpoint {
         &self.tree
     }
 
+    /// The tree, taken.
+    pub fn into_tree(self) -> StateTree {
+        self.tree
+    }
+
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

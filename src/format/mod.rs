@@ -207,7 +207,7 @@ async fn open_ckptio(location: &Location, options: OpenOptions) -> Result<Checkp
             files: checkpoint.manifest().files.len(),
         },
         metadata: checkpoint.metadata(),
-        tree: checkpoint.tree().clone(),
+        tree: checkpoint.into_tree(),
     })
 }
 

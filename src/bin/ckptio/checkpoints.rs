@@ -33,12 +33,8 @@ pub async fn ls(args: LsArgs) -> Result<()> {
         },
     );
     if args.latest {
-        match ckpt.latest().await? {
-            Some(index) => {
-                let entry = ckpt.list().await?.into_iter().find(|e| e.index == index);
-                let loc = entry.map_or_else(|| ckpt.location(index), |e| ckpt.location_of(&e));
-                out!("{}", loc.uri());
-            }
+        match ckpt.latest_entry().await? {
+            Some(entry) => out!("{}", ckpt.location_of(&entry).uri()),
             None => anyhow::bail!("{}: no committed checkpoint", args.root),
         }
         return Ok(());
