@@ -10,7 +10,7 @@ use ckptio::save::safetensors::{WriteOptions, write_safetensors};
 
 use crate::progress::Bar;
 use crate::units::ByteSize;
-use crate::{Interrupted, ReadArgs, StoreOption, filtered, storage_options};
+use crate::{Interrupted, ReadArgs, SrcDstOptions, filtered};
 
 /// Arguments of `ckptio convert`.
 #[derive(Debug, clap::Args)]
@@ -19,15 +19,8 @@ pub struct Args {
     src: String,
     /// Where to write (any path or URI); shards go next to it.
     dst: String,
-    /// A store option KEY=VALUE (repeatable), for both SRC and DST.
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-    options: Vec<StoreOption>,
-    /// A store option for SRC only (repeatable).
-    #[arg(long = "src-option", value_name = "KEY=VALUE")]
-    src_options: Vec<StoreOption>,
-    /// A store option for DST only (repeatable).
-    #[arg(long = "dst-option", value_name = "KEY=VALUE")]
-    dst_options: Vec<StoreOption>,
+    #[command(flatten)]
+    stores: SrcDstOptions,
     /// Keep only paths matching this glob, and what lies below them (repeatable).
     #[arg(long = "select", value_name = "GLOB")]
     select: Vec<String>,
@@ -60,9 +53,7 @@ enum Target {
 
 /// Converts; tensors stream from source to destination within a bounded memory budget.
 pub async fn run(args: Args, quiet: bool) -> Result<()> {
-    let both = |side: &[StoreOption]| storage_options(&[args.options.as_slice(), side].concat());
-    let src = ckptio::location::resolve(&args.src, &both(&args.src_options))?;
-    let dst = ckptio::location::resolve(&args.dst, &both(&args.dst_options))?;
+    let (src, dst) = args.stores.resolve(&args.src, &args.dst)?;
     let bar = Arc::new(Bar::new(quiet));
     let fetch = FetchOptions {
         progress: bar.clone(),

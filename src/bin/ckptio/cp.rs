@@ -8,7 +8,7 @@ use ckptio::save::copy::{copy_dir, copy_object};
 use indicatif::HumanBytes;
 
 use crate::progress::Bar;
-use crate::{Interrupted, StoreOption, storage_options};
+use crate::{Interrupted, SrcDstOptions};
 
 /// Arguments of `ckptio cp`.
 #[derive(Debug, clap::Args)]
@@ -17,15 +17,8 @@ pub struct Args {
     src: String,
     /// Where to: an object, or a directory ending in `/` (the source's name is kept).
     dst: String,
-    /// A store option KEY=VALUE (repeatable), for both SRC and DST.
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-    options: Vec<StoreOption>,
-    /// A store option for SRC only (repeatable).
-    #[arg(long = "src-option", value_name = "KEY=VALUE")]
-    src_options: Vec<StoreOption>,
-    /// A store option for DST only (repeatable).
-    #[arg(long = "dst-option", value_name = "KEY=VALUE")]
-    dst_options: Vec<StoreOption>,
+    #[command(flatten)]
+    stores: SrcDstOptions,
     /// Objects copied at once (for a directory).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -33,9 +26,7 @@ pub struct Args {
 
 /// Copies: parallel ranges in, multipart out; a directory's commit marker last.
 pub async fn run(args: Args, quiet: bool) -> Result<()> {
-    let both = |side: &[StoreOption]| storage_options(&[args.options.as_slice(), side].concat());
-    let src = ckptio::location::resolve(&args.src, &both(&args.src_options))?;
-    let mut dst = ckptio::location::resolve(&args.dst, &both(&args.dst_options))?;
+    let (src, mut dst) = args.stores.resolve(&args.src, &args.dst)?;
     let bar = Arc::new(Bar::new(quiet));
     let fetch = FetchOptions {
         progress: bar.clone(),

@@ -96,6 +96,36 @@ pub fn filtered(
 }
 
 /// The options of every command that opens a URI.
+/// Store options of a command with a source and a destination (`convert`, `cp`).
+#[derive(Debug, clap::Args)]
+pub struct SrcDstOptions {
+    /// A store option KEY=VALUE (repeatable), for both SRC and DST.
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
+    options: Vec<StoreOption>,
+    /// A store option for SRC only (repeatable).
+    #[arg(long = "src-option", value_name = "KEY=VALUE")]
+    src_options: Vec<StoreOption>,
+    /// A store option for DST only (repeatable).
+    #[arg(long = "dst-option", value_name = "KEY=VALUE")]
+    dst_options: Vec<StoreOption>,
+}
+
+impl SrcDstOptions {
+    /// SRC and DST resolved, each with the shared options and its own.
+    pub fn resolve(
+        &self,
+        src: &str,
+        dst: &str,
+    ) -> ckptio::Result<(ckptio::Location, ckptio::Location)> {
+        let both =
+            |side: &[StoreOption]| storage_options(&[self.options.as_slice(), side].concat());
+        Ok((
+            ckptio::location::resolve(src, &both(&self.src_options))?,
+            ckptio::location::resolve(dst, &both(&self.dst_options))?,
+        ))
+    }
+}
+
 /// How checkpoints are read (shared by `inspect` and `convert`).
 #[derive(Debug, clap::Args)]
 pub struct ReadArgs {
