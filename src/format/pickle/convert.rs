@@ -649,15 +649,7 @@ mod tests {
         let err = convert(b"\x80\x02]q\x00h\x00a.").unwrap_err();
         assert!(err.contains("deeper than"), "{err}");
         // 40 levels of [x, x]: 2**40 nodes once expanded.
-        let mut data = b"\x80\x02]\x940".to_vec();
-        for i in 0..40u32 {
-            data.extend(b"(\x6a");
-            data.extend(i.to_le_bytes());
-            data.extend(b"\x6a");
-            data.extend(i.to_le_bytes());
-            data.extend(b"l\x940");
-        }
-        data.extend(b"\x6a\x28\x00\x00\x00.");
+        let data = crate::format::pickle::memo_bomb(40);
         let err = convert(&data).unwrap_err();
         assert!(err.contains("more than"), "{err}");
     }

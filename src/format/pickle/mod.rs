@@ -320,3 +320,22 @@ pub enum PickleErrorKind {
     #[error("{0}")]
     Malformed(&'static str),
 }
+
+/// A hostile pickle for tests: `x0 = []`, then `x(i+1) = [x(i), x(i)]` for `levels` levels,
+/// each a memo reference — `levels + 1` lists in the heap, 2^levels nodes once expanded.
+#[cfg(test)]
+pub(crate) fn memo_bomb(levels: u32) -> Vec<u8> {
+    let mut data = b"\x80\x02]\x940".to_vec();
+    for i in 0..levels {
+        // MARK, LONG_BINGET i, LONG_BINGET i, LIST, MEMOIZE, POP
+        data.extend(b"(j");
+        data.extend(i.to_le_bytes());
+        data.push(b'j');
+        data.extend(i.to_le_bytes());
+        data.extend(b"l\x940");
+    }
+    data.push(b'j');
+    data.extend(levels.to_le_bytes());
+    data.push(b'.');
+    data
+}

@@ -841,15 +841,7 @@ mod tests {
     #[test]
     fn memo_bombs_cost_one_value_per_opcode() {
         // x0 = []; x(i+1) = [x(i), x(i)] ... 2**40 nodes as a tree, 41 lists here.
-        let mut data = b"\x80\x02]\x940".to_vec();
-        for i in 0..40u32 {
-            data.extend(b"(\x6a");
-            data.extend(i.to_le_bytes());
-            data.extend(b"\x6a");
-            data.extend(i.to_le_bytes());
-            data.extend(b"l\x940");
-        }
-        data.extend(b"\x6a\x28\x00\x00\x00.");
+        let data = crate::format::pickle::memo_bomb(40);
         let heap = run(&data).unwrap();
         assert_eq!(heap.len(), 41);
     }
