@@ -239,6 +239,18 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// `good` with `patch` applied, written as `name` in `dir`; its path.
+fn patched(dir: &Path, name: &str, good: &[u8], patch: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut bytes = good.to_vec();
+    patch(&mut bytes);
+    write(dir, name, &bytes)
+}
+
+/// The byte at `at` of the central directory record of `entry`.
+fn record_byte(zip: &[u8], entry: &str, at: usize) -> usize {
+    central_record(zip, entry) + at
+}
+
 #[tokio::test]
 async fn bad_archives_fail_with_clear_errors() {
     let good = std::fs::read(fixture("torch/views.pt")).unwrap();
@@ -252,10 +264,10 @@ async fn bad_archives_fail_with_clear_errors() {
     fails_with(d, &["inspect", &cut], &["cut.pt", "zip"]).await;
 
     // A stored entry marked as deflated.
-    let mut compressed = good.clone();
-    let at = central_record(&compressed, "views/data/0");
-    compressed[at + 10] = 8;
-    let compressed = write(d, "compressed.pt", &compressed);
+    let compressed = patched(d, "compressed.pt", &good, |z| {
+        let at = record_byte(z, "views/data/0", 10);
+        z[at] = 8;
+    });
     fails_with(
         d,
         &["inspect", &compressed],
@@ -264,10 +276,10 @@ async fn bad_archives_fail_with_clear_errors() {
     .await;
 
     // A storage record renamed away: the tensor's storage is missing.
-    let mut missing = good.clone();
-    let at = central_record(&missing, "views/data/0");
-    missing[at + 46 + "views/data/".len()] = b'x';
-    let missing = write(d, "missing.pt", &missing);
+    let missing = patched(d, "missing.pt", &good, |z| {
+        let at = record_byte(z, "views/data/0", 46 + "views/data/".len());
+        z[at] = b'x';
+    });
     fails_with(
         d,
         &["inspect", &missing],
@@ -276,10 +288,10 @@ async fn bad_archives_fail_with_clear_errors() {
     .await;
 
     // A directory record lies about its name's length.
-    let mut lying = good.clone();
-    let at = central_record(&lying, "views/data/0");
-    lying[at + 28..at + 30].copy_from_slice(&[0xff, 0xff]);
-    let lying = write(d, "lying.pt", &lying);
+    let lying = patched(d, "lying.pt", &good, |z| {
+        let at = record_byte(z, "views/data/0", 28);
+        z[at..at + 2].copy_from_slice(&[0xff, 0xff]);
+    });
     fails_with(
         d,
         &["inspect", &lying],
@@ -289,9 +301,8 @@ async fn bad_archives_fail_with_clear_errors() {
 
     // data.pkl with a flipped byte: its CRC no longer matches.
     let pkl = entry("data.pkl");
-    let mut flipped = good.clone();
-    flipped[pkl.torch_payload_offset(64).unwrap() as usize + 10] ^= 0x20;
-    let flipped = write(d, "flipped.pt", &flipped);
+    let pkl_at = pkl.torch_payload_offset(64).unwrap() as usize;
+    let flipped = patched(d, "flipped.pt", &good, |z| z[pkl_at + 10] ^= 0x20);
     fails_with(
         d,
         &["inspect", &flipped],
@@ -300,14 +311,12 @@ async fn bad_archives_fail_with_clear_errors() {
     .await;
 
     // An unknown opcode, with the CRC made to match: the pickle itself is refused.
-    let mut opcode = good.clone();
-    let at = pkl.torch_payload_offset(64).unwrap() as usize + 2;
-    opcode[at] = 0xff;
-    let pkl_range = at - 2..at - 2 + pkl.size as usize;
-    let crc = crc32fast::hash(&opcode[pkl_range]);
-    let record = central_record(&opcode, "views/data.pkl");
-    opcode[record + 16..record + 20].copy_from_slice(&crc.to_le_bytes());
-    let opcode = write(d, "opcode.pt", &opcode);
+    let opcode = patched(d, "opcode.pt", &good, |z| {
+        z[pkl_at + 2] = 0xff;
+        let crc = crc32fast::hash(&z[pkl_at..pkl_at + pkl.size as usize]);
+        let at = record_byte(z, "views/data.pkl", 16);
+        z[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    });
     fails_with(
         d,
         &["inspect", &opcode],
@@ -321,9 +330,8 @@ async fn bad_archives_fail_with_clear_errors() {
 
     // A flipped byte in a storage: inspecting works, reading names the tensor and the record.
     let storage = entry("data/0");
-    let mut corrupt = good.clone();
-    corrupt[storage.torch_payload_offset(64).unwrap() as usize + 4] ^= 1;
-    let corrupt_path = write(d, "corrupt.pt", &corrupt);
+    let storage_at = storage.torch_payload_offset(64).unwrap() as usize;
+    let corrupt_path = patched(d, "corrupt.pt", &good, |z| z[storage_at + 4] ^= 1);
     let run = ckptio(d, &["inspect", &corrupt_path]).await;
     assert!(run.status.success());
     fails_with(
