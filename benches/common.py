@@ -1,5 +1,6 @@
 """What the benchmarks share: running commands and measuring wall time and peak RSS."""
 
+import json
 import os
 import statistics
 import subprocess
@@ -46,4 +47,27 @@ def case(results, runs, label, target, sink, cmds, env=None, check=None):
                     "runs_s": times, "peak_rss": max(rss)})
     print(f"  {target:5} {label:28} {sink:12} {statistics.median(times):7.3f} s", file=sys.stderr)
 
+
+def garage():
+    """The Garage server `scripts/servers` started: (its store options, the bucket, an
+    environment for the AWS peers)."""
+    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
+    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
+               AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"],
+               AWS_ALLOW_HTTP="true", AWS_EC2_METADATA_DISABLED="true")
+    return s3, bucket, env
+
+
+def ratio_table(results, size, title, ratio="ckptio × this"):
+    """The table every read/write benchmark prints: each row's time against ckptio's for the
+    same target (its time divided by ckptio's)."""
+    runs = len(results[0]["runs_s"])
+    print(f"\n{title}; median of {runs} runs\n")
+    print(f"| target | tool | median s | GiB/s | {ratio} | peak RSS MiB |")
+    print("|---|---|---:|---:|---:|---:|")
+    ours = {r["target"]: r["median_s"] for r in results if r["tool"].startswith("ckptio")}
+    for r in results:
+        print(f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {size / GiB / r['median_s']:.2f} | "
+              f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |")
 

@@ -8,14 +8,13 @@ wait4, so a tool's own children are excluded unless it waits for them).
 """
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from common import GiB, MiB, case
+from common import GiB, MiB, case, garage
 CONCURRENCY = 8
 CHUNK = 8 * MiB
 
@@ -41,8 +40,7 @@ def main():
 
     http_base = os.environ["CKPTIO_TEST_HTTP_URI"]
     http_root = os.environ["CKPTIO_TEST_HTTP_ROOT"]
-    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
-    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
+    s3, bucket, s3_env = garage()
     size = args.size
     name = "bench-object.bin"
 
@@ -55,8 +53,6 @@ def main():
             f.write(os.urandom(n))
             left -= n
     url = http_base + name
-    s3_env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
-                  AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"])
     s3_uri = f"s3://{bucket}/{name}"
     subprocess.run(["s5cmd", "--endpoint-url", s3["endpoint"], "cp", src, s3_uri], env=s3_env, check=True,
                    stdout=subprocess.DEVNULL)

@@ -4,14 +4,13 @@ the local file and "download, then safe_open" for the remote ones. Run through `
 safetensors`. Reports medians, ratios and peak RSS (GNU time's %M per process)."""
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from common import GiB, MiB, case
+from common import case, garage, ratio_table
 
 # Reads every tensor of the file at `path` (what each Python case ends with).
 READ_ALL = """
@@ -62,10 +61,7 @@ def main():
 
     http_root = os.environ["CKPTIO_TEST_HTTP_ROOT"]
     url = os.environ["CKPTIO_TEST_HTTP_URI"] + "bench.safetensors"
-    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
-    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
-    s3_env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
-                  AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"])
+    s3, bucket, s3_env = garage()
     local = os.path.join(http_root, "bench.safetensors")
     print("bench: writing a 1 GiB safetensors file (256 F32 tensors of 4 MiB) with Python's safetensors",
           file=sys.stderr)
@@ -95,15 +91,7 @@ def run_cases(args, local, url, bucket, s3, s3_env, dl):
 
 
 def report(results, size):
-    runs = len(results[0]["runs_s"])
-    print(f"\n1 safetensors file of {size / GiB:.2f} GiB (256 F32 tensors); every tensor read; median of {runs} runs\n")
-    print("| source | tool | median s | GiB/s | ckptio × this | peak RSS MiB |")
-    print("|---|---|---:|---:|---:|---:|")
-    ours = {r["target"]: r["median_s"] for r in results if r["tool"].startswith("ckptio")}
-    for r in results:
-        print(f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {size / GiB / r['median_s']:.2f} | "
-              f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |")
-
+    ratio_table(results, size, f"1 safetensors file of {size / (1 << 30):.2f} GiB (256 F32 tensors); every tensor read")
 
 if __name__ == "__main__":
     main()

@@ -5,14 +5,13 @@ uploading the same bytes as one file, and Python's `safetensors.save_file` (+ bo
 (GNU time's %M per process)."""
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from common import GiB, MiB, case
+from common import case, garage, ratio_table
 
 WRITE = """
 import sys, numpy as np
@@ -48,11 +47,7 @@ def main():
     ap.add_argument("--tmpfs", default="/dev/shm")
     args = ap.parse_args()
 
-    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
-    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
-    s3_env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
-                  AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"],
-                  AWS_ALLOW_HTTP="true", AWS_EC2_METADATA_DISABLED="true")
+    s3, bucket, s3_env = garage()
     work = tempfile.mkdtemp(prefix="ckptio-bench-save-", dir=args.tmpfs)
     try:
         src = os.path.join(work, "src.safetensors")
@@ -92,15 +87,8 @@ def run_cases(args, src, work, bucket, s3, s3_env):
 
 
 def report(results, size):
-    runs = len(results[0]["runs_s"])
-    print(f"\nSaving {size / GiB:.2f} GiB (256 F32 tensors) read from local safetensors; median of {runs} runs\n")
-    print("| target | tool | median s | GiB/s | this ÷ ckptio | peak RSS MiB |")
-    print("|---|---|---:|---:|---:|---:|")
-    ours = {r["target"]: r["median_s"] for r in results if r["tool"].startswith("ckptio")}
-    for r in results:
-        print(f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {size / GiB / r['median_s']:.2f} | "
-              f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |")
-
+    ratio_table(results, size, f"Saving {size / (1 << 30):.2f} GiB (256 F32 tensors) read from local safetensors",
+                ratio="this ÷ ckptio")
 
 if __name__ == "__main__":
     main()

@@ -5,14 +5,13 @@ then torch.load" for the remote ones; then one tensor from the remote file (time
 Run through `scripts/bench torch`. Reports medians, ratios and peak RSS (GNU time's %M)."""
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from common import GiB, MiB, case
+from common import case, garage, ratio_table
 
 # Touches every tensor's bytes (clone copies them, as ckptio's materialize does).
 READ_ALL = """
@@ -65,10 +64,7 @@ def main():
 
     http_root = os.environ["CKPTIO_TEST_HTTP_ROOT"]
     url = os.environ["CKPTIO_TEST_HTTP_URI"] + "bench.pt"
-    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
-    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
-    s3_env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
-                  AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"])
+    s3, bucket, s3_env = garage()
     local = os.path.join(http_root, "bench.pt")
     print("bench: writing a 1 GiB torch file (256 F32 tensors of 4 MiB) with torch.save", file=sys.stderr)
     subprocess.run([sys.executable, "-c", WRITE, "256", local], check=True)
@@ -113,14 +109,7 @@ def one_tensor(args, url, s3_uri, s3_env):
 
 
 def report(results, size, one):
-    runs = len(results[0]["runs_s"])
-    print(f"\n1 torch file of {size / GiB:.2f} GiB (256 F32 tensors); every tensor read; median of {runs} runs\n")
-    print("| source | tool | median s | GiB/s | ckptio × this | peak RSS MiB |")
-    print("|---|---|---:|---:|---:|---:|")
-    ours = {r["target"]: r["median_s"] for r in results if r["tool"].startswith("ckptio")}
-    for r in results:
-        print(f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {size / GiB / r['median_s']:.2f} | "
-              f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |")
+    ratio_table(results, size, f"1 torch file of {size / (1 << 30):.2f} GiB (256 F32 tensors); every tensor read")
     print("\nOne 4 MiB tensor (`layers.100.weight`) of the remote file:\n")
     print("| source | median s | moved |")
     print("|---|---:|---|")
