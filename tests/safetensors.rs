@@ -16,6 +16,14 @@ use serde_json::Value;
 use support::Backend;
 use support::cli::{ckptio, fails_with, fixture, python, python_reads, stderr};
 
+/// Converts the fixture `src` into shards of at most `max` bytes named after `dst` in `dir`,
+/// through the CLI.
+async fn convert_sharded(dir: &std::path::Path, src: &std::path::Path, dst: &str, max: &str) {
+    let src = src.to_str().unwrap();
+    let out = ckptio(dir, &["convert", src, dst, "--max-shard-size", max]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[tokio::test]
 async fn every_dtype_fixture_reads_bit_exact_and_widens_as_python_wrote() {
     let expected: BTreeMap<String, Value> =
@@ -129,18 +137,7 @@ async fn convert_round_trips_through_python_single_and_sharded() {
         original
     );
 
-    let out = ckptio(
-        dir.path(),
-        &[
-            "convert",
-            src.to_str().unwrap(),
-            "model.safetensors",
-            "--max-shard-size",
-            "16",
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    convert_sharded(dir.path(), &src, "model.safetensors", "16").await;
     let index: Value = serde_json::from_slice(
         &std::fs::read(dir.path().join("model.safetensors.index.json")).unwrap(),
     )
@@ -401,18 +398,7 @@ async fn bad_files_give_distinct_errors_naming_the_file() {
 async fn a_shard_missing_from_the_index_names_the_shard() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("tiny.safetensors");
-    let out = ckptio(
-        dir.path(),
-        &[
-            "convert",
-            src.to_str().unwrap(),
-            "m.safetensors",
-            "--max-shard-size",
-            "20",
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    convert_sharded(dir.path(), &src, "m.safetensors", "20").await;
     std::fs::remove_file(dir.path().join("m-00002-of-00003.safetensors")).unwrap();
     let missing = ["shard `m-00002-of-00003.safetensors`", "is missing"];
     fails_with(
@@ -441,18 +427,7 @@ async fn a_shard_is_opened_only_when_one_of_its_tensors_is_needed() {
 
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("dtypes.safetensors");
-    let out = ckptio(
-        dir.path(),
-        &[
-            "convert",
-            src.to_str().unwrap(),
-            "m.safetensors",
-            "--max-shard-size",
-            "8",
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    convert_sharded(dir.path(), &src, "m.safetensors", "8").await;
     let index = ckptio::location::resolve(
         dir.path()
             .join("m.safetensors.index.json")
