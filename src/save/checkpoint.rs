@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::fetch::{NoProgress, Progress};
-use crate::location::Location;
+use crate::location::{Location, Scheme};
 use crate::materialize::{self, MaterializeOptions};
 use crate::tree::{LazyTensor, Node, StateTree};
 
@@ -182,19 +182,11 @@ async fn commit(loc: &Location, body: Vec<u8>) -> std::result::Result<(), Commit
         .put_opts(loc.path(), body.clone().into(), create)
         .await
     {
-        // Some S3 servers (Garage, s3s-fs) accept the create-only header and ignore it: read
-        // the manifest back, and whoever finds another writer's there has lost.
-        Ok(_) => match loc.store().get(loc.path()).await {
-            Ok(got) => match got.bytes().await {
-                Ok(stored) if stored[..] == body[..] => Ok(()),
-                Ok(_) => {
-                    tracing::warn!(uri = %loc, "the store ignored a create-only put; another writer's manifest won");
-                    Err(Commit::Exists)
-                }
-                Err(e) => Err(Commit::Failed(loc.error("get", e))),
-            },
-            Err(e) => Err(Commit::Failed(loc.error("get", e))),
-        },
+        // Some S3 servers (Garage, s3s-fs) accept the create-only header and ignore it: there
+        // the manifest is read back, and whoever finds another writer's has lost. Local disks,
+        // memory, GCS and Azure create atomically; no read-back.
+        Ok(_) if loc.scheme() != Scheme::S3 => Ok(()),
+        Ok(_) => read_back(loc, &body).await,
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => Err(Commit::Exists),
@@ -209,6 +201,22 @@ async fn commit(loc: &Location, body: Vec<u8>) -> std::result::Result<(), Commit
                 .map_err(|e| Commit::Failed(loc.error("put", e)))
         }
         Err(e) => Err(Commit::Failed(loc.error("put", e))),
+    }
+}
+
+/// Whether the manifest at `loc` is `body` (ours) or another writer's.
+async fn read_back(loc: &Location, body: &[u8]) -> std::result::Result<(), Commit> {
+    let stored = match loc.store().get(loc.path()).await {
+        Ok(got) => got.bytes().await,
+        Err(e) => Err(e),
+    };
+    match stored {
+        Ok(stored) if stored[..] == body[..] => Ok(()),
+        Ok(_) => {
+            tracing::warn!(uri = %loc, "the store ignored a create-only put; another writer's manifest won");
+            Err(Commit::Exists)
+        }
+        Err(e) => Err(Commit::Failed(loc.error("get", e))),
     }
 }
 
