@@ -4,7 +4,7 @@
 //! cargo run --release --example get_memory -- URI [CONCURRENCY] [CHUNK_BYTES]
 //! ```
 
-use ckptio::fetch::{FetchOptions, Object};
+use ckptio::{FetchOptions, Object};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(defaults.chunk_size),
         ..defaults
     };
-    let location = ckptio::location::resolve(&uri, &Default::default())?;
+    let location = ckptio::resolve(&uri, &Default::default())?;
     let bytes = Object::open(&location, options).await?.bytes().await?;
     println!("{}", bytes.len());
     Ok(())

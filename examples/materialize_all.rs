@@ -6,22 +6,22 @@
 //! cargo run --release --example materialize_all -- URI [GLOB]
 //! ```
 
-use ckptio::materialize::{self, MaterializeOptions};
+use ckptio::MaterializeOptions;
 use futures::StreamExt;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let uri = args.next().ok_or("usage: materialize_all URI [GLOB]")?;
-    let location = ckptio::location::resolve(&uri, &Default::default())?;
+    let location = ckptio::resolve(&uri, &Default::default())?;
     let (counted, counts) = location.counted();
-    let checkpoint = ckptio::format::open(&counted, Default::default()).await?;
+    let checkpoint = ckptio::open(&counted, Default::default()).await?;
     let tree = match args.next() {
         Some(glob) => checkpoint.tree.select(&[glob.as_str()])?,
         None => checkpoint.tree,
     };
     let tensors = tree.tensors().map(|(p, t)| (p, t.clone())).collect();
-    let mut stream = materialize::stream(tensors, MaterializeOptions::default());
+    let mut stream = ckptio::materialize_stream(tensors, MaterializeOptions::default());
     let (mut count, mut bytes, mut check) = (0u64, 0u64, 0u8);
     while let Some(item) = stream.next().await {
         let (_, tensor) = item?;

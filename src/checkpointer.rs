@@ -1,6 +1,6 @@
 //! The checkpointer: numbered checkpoints under a root (`{root}/{prefix}{index}`), saved every
-//! `period` steps, the latest committed one found and loaded, the last N kept. Byte handling is
-//! [`save`](crate::save::checkpoint) and [`format`](mod@crate::format)'s; this is policy.
+//! `period` steps, the latest committed one found and loaded, the last N kept. Bytes are
+//! [`save`](crate::save()) and [`open`](crate::open())'s business; this is policy.
 //!
 //! It recognises other systems' checkpoints too: a DCP directory counts once its `.metadata`
 //! exists, a `.pt`/`.ckpt`/`.safetensors` object once it is whole (its zip directory or its
@@ -10,11 +10,11 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> ckptio::Result<()> {
-//! use ckptio::checkpointer::{Checkpointer, CheckpointerOptions};
+//! use ckptio::{Checkpointer, CheckpointerOptions};
 //!
-//! let root = ckptio::location::resolve("memory://doc-checkpointer/run1/", &Default::default())?;
+//! let root = ckptio::resolve("memory://doc-checkpointer/run1/", &Default::default())?;
 //! let ckpt = Checkpointer::new(root, CheckpointerOptions { period: 2, keep_last: Some(2), ..Default::default() });
-//! let tree = ckptio::tree::StateTree::new();
+//! let tree = ckptio::StateTree::new();
 //! for step in 0..=6 {
 //!     ckpt.save(step, &tree, false).await?;   // saves steps 0, 2, 4, 6
 //! }
@@ -26,14 +26,13 @@
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
 use crate::error::{Error, Result};
-use crate::format::{self, OpenOptions, dcp};
-use crate::location::{Location, Scheme};
-use crate::save::checkpoint::{SaveOptions, save};
-use crate::save::manifest::{MANIFEST, Manifest};
+use crate::fetch::{Listing, list};
+use crate::format::{self, Layout, OpenOptions, committed, marker};
+use crate::location::Location;
+use crate::save::{SaveOptions, Saved, save};
 use crate::tree::StateTree;
 
 /// How a [`Checkpointer`] behaves.
@@ -116,12 +115,7 @@ impl Checkpointer {
     /// # Errors
     ///
     /// [`Error::AlreadyCommitted`] when `index` is committed; the save's errors.
-    pub async fn save(
-        &self,
-        index: u64,
-        tree: &StateTree,
-        force: bool,
-    ) -> Result<Option<Manifest>> {
+    pub async fn save(&self, index: u64, tree: &StateTree, force: bool) -> Result<Option<Saved>> {
         if !force && index % self.options.period.max(1) != 0 {
             return Ok(None);
         }
@@ -164,42 +158,31 @@ impl Checkpointer {
     }
 
     async fn list_all(&self) -> Result<Vec<Entry>> {
-        let store = self.root.store();
-        let listing = store
-            .list_with_delimiter(Some(self.root.path()))
-            .await
-            .map_err(|e| self.root.error("list", e))?;
+        let listing = list(&self.root).await?;
         let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
-        for dir in listing.common_prefixes {
-            let Some(name) = dir.filename() else { continue };
+        for name in listing.dirs() {
             let Some(index) = self.index_of(name, false) else {
                 continue;
             };
-            let loc = self.root.join(name);
-            let kind = if exists(&loc.join(MANIFEST)).await {
-                Kind::Ckptio
-            } else if exists(&loc.join(dcp::METADATA)).await {
-                Kind::Dcp
-            } else if is_empty(&loc).await {
+            let inside = list(&self.root.join(name)).await?;
+            let kind = match committed(&inside) {
+                Some(Layout::Ckptio) => Kind::Ckptio,
+                Some(Layout::Dcp) => Kind::Dcp,
                 // What a removal leaves on a file system: a directory with nothing in it.
-                continue;
-            } else {
-                Kind::Unknown
+                None if inside.is_empty() => continue,
+                None => Kind::Unknown,
             };
             entries.insert(
                 index,
                 Entry {
                     index,
-                    name: name.to_owned(),
+                    name: name.clone(),
                     kind,
                     committed: kind != Kind::Unknown,
                 },
             );
         }
-        for object in listing.objects {
-            let Some(name) = object.location.filename() else {
-                continue;
-            };
+        for name in listing.names() {
             let Some(index) = self.index_of(name, true) else {
                 continue;
             };
@@ -246,18 +229,23 @@ impl Checkpointer {
     /// The LIST's errors.
     pub async fn latest_entry(&self) -> Result<Option<Entry>> {
         for entry in self.list().await?.into_iter().rev() {
-            if !entry.committed {
-                continue;
+            if self.is_whole(&entry).await {
+                return Ok(Some(entry));
             }
-            if entry.kind == Kind::File {
-                let loc = self.location_of(&entry);
-                if format::open(&loc, OpenOptions::default()).await.is_err() {
-                    continue;
-                }
-            }
-            return Ok(Some(entry));
         }
         Ok(None)
+    }
+
+    /// Whether `entry` can be loaded: a directory with its commit marker, or a file that
+    /// opens (a `torch.save` cut short does not). Costs the file's open; a directory's entry
+    /// already says.
+    pub async fn is_whole(&self, entry: &Entry) -> bool {
+        match entry.kind {
+            Kind::File => format::open(&self.location_of(entry), OpenOptions::default())
+                .await
+                .is_ok(),
+            _ => entry.committed,
+        }
     }
 
     /// The latest committed checkpoint, opened lazily, with its index.
@@ -308,29 +296,33 @@ impl Checkpointer {
 ///
 /// The LIST's and deletes' errors.
 pub async fn remove(loc: &Location) -> Result<Kind> {
-    let kind = if exists(&loc.join(MANIFEST)).await {
-        delete(&loc.join(MANIFEST)).await?;
-        Kind::Ckptio
-    } else if exists(&loc.join(dcp::METADATA)).await {
-        delete(&loc.join(dcp::METADATA)).await?;
-        Kind::Dcp
-    } else if exists(loc).await {
+    if crate::fetch::stat(loc).await.is_ok() {
         delete(loc).await?;
         return Ok(Kind::File);
-    } else {
-        Kind::Unknown
+    }
+    let listing = list(loc).await?;
+    let kind = match committed(&listing) {
+        Some(layout) => {
+            delete_marker(loc, &listing, layout).await?;
+            match layout {
+                Layout::Ckptio => Kind::Ckptio,
+                Layout::Dcp => Kind::Dcp,
+            }
+        }
+        None => Kind::Unknown,
     };
     remove_prefix(loc).await?;
     Ok(kind)
 }
 
-async fn is_empty(dir: &Location) -> bool {
-    use futures::StreamExt;
-    dir.store().list(Some(dir.path())).next().await.is_none()
-}
-
-async fn exists(loc: &Location) -> bool {
-    crate::fetch::stat(loc).await.is_ok()
+/// Deletes the commit marker of `layout` in the directory `loc`.
+async fn delete_marker(loc: &Location, listing: &Listing, layout: Layout) -> Result<()> {
+    for name in listing.names() {
+        if marker(name) == Some(layout) {
+            delete(&loc.join(name)).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn delete(loc: &Location) -> Result<()> {
@@ -345,8 +337,7 @@ async fn delete(loc: &Location) -> Result<()> {
 /// emptied directories.
 async fn remove_prefix(dir: &Location) -> Result<()> {
     remove_objects(dir).await?;
-    if dir.scheme() == Scheme::Local {
-        let path = std::path::Path::new("/").join(dir.path().as_ref());
+    if let Some(path) = dir.local_path() {
         let at = path.clone();
         crate::fetch::blocking(&path, "remove leftover upload files", move || {
             remove_staging(&at)
@@ -383,17 +374,8 @@ fn remove_staging(dir: &std::path::Path) -> std::io::Result<()> {
 
 /// Deletes every object under the directory `dir`.
 async fn remove_objects(dir: &Location) -> Result<()> {
-    let objects: Vec<_> = dir
-        .store()
-        .list(Some(dir.path()))
-        .try_collect()
-        .await
-        .map_err(|e| dir.error("list", e))?;
-    for object in objects {
-        match dir.store().delete(&object.location).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(dir.error("delete", e)),
-        }
+    for name in crate::fetch::walk(dir).await? {
+        delete(&dir.join(&name)).await?;
     }
     Ok(())
 }

@@ -2,41 +2,124 @@
 //! `file://`, `s3://`, `gs://`, `az://`, `http(s)://` — without downloading what the caller does
 //! not need.
 //!
-//! The pipeline runs one way: a URI is resolved to a [`Location`] (a store and a path,
-//! [`location`]), bytes are fetched by ranges ([`fetch`]), format readers parse them into a lazy
-//! state tree, and selected tensors are materialized. The storage engine is the
+//! The pipeline runs one way: a URI is [resolved](resolve) to a [`Location`] (a store, a path,
+//! and what the store can do); bytes are fetched by pinned, parallel, retried range requests
+//! ([`Object`]); a format's reader turns the few bytes it needs into a lazy [`StateTree`]
+//! ([`open`]); selected tensors are [materialized](materialize) into contiguous bytes. Saving
+//! runs the other way: a tree's tensors stream into a format's writer, then into multipart
+//! uploads, and a commit marker is put last ([`save`]). The storage engine is the
 //! [`object_store`] crate; ckptio never speaks S3, GCS or HTTP itself.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> ckptio::Result<()> {
-//! use ckptio::location::{resolve, StorageOptions};
-//!
-//! let loc = resolve("memory://demo/model.safetensors", &StorageOptions::new())?;
-//! # use object_store::ObjectStoreExt;
-//! # loc.store().put(loc.path(), vec![0u8; 8].into()).await.unwrap();
-//! let info = ckptio::fetch::stat(&loc).await?;
-//! println!("{} is {} bytes", loc, info.size);
+//! let loc = ckptio::resolve("fixtures/tiny.safetensors", &Default::default())?;
+//! let checkpoint = ckptio::open(&loc, Default::default()).await?; // the header only
+//! let bias = checkpoint.tree.select(&["head.*"]).expect("a valid glob");
+//! let tensors = ckptio::materialize_tree(&bias, Default::default()).await?; // one range
+//! assert_eq!(tensors[0].1.shape, [3]);
 //! # Ok(()) }
 //! ```
 //!
 //! The library never prints: it returns [`enum@Error`]s that name the URI (with secrets
-//! redacted) and emits [`tracing`] events.
+//! redacted) and emits [`tracing`] events and [`Progress`] callbacks.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod checkpointer;
-pub mod dtype;
-pub mod error;
-pub mod fetch;
-pub mod format;
-pub mod location;
-pub mod materialize;
-pub mod save;
+mod checkpointer;
+mod copy;
+mod dtype;
+mod error;
+mod fetch;
+mod format;
+mod location;
+mod materialize;
+mod save;
 mod streams;
-pub mod tree;
+#[cfg(test)]
+mod testing;
+mod tree;
+mod upload;
+mod verify;
 
-pub use dtype::DType;
-pub use error::{Error, Result};
-pub use location::{Location, Resolver, StorageOptions};
+pub use crate::checkpointer::{Checkpointer, CheckpointerOptions, Entry, Kind, remove};
+pub use crate::copy::{Copied, copy_dir, copy_object};
+pub use crate::dtype::{DType, UnknownDType};
+pub use crate::error::{BoxError, ChecksumMismatch, Error, Result, TensorError, TransportKind};
+pub use crate::fetch::{
+    FetchOptions, Listing, NoProgress, Object, ObjectInfo, Progress, RetryPolicy, list, stat, walk,
+};
+pub use crate::format::{Checkpoint, Format, OpenOptions, ReadOptions, open};
+pub use crate::location::{
+    Capabilities, ClientSettings, Counts, CreateOnly, Env, Location, Resolver, Scheme,
+    StorageOptions, redact_uri, resolve, scrub_urls,
+};
+pub use crate::materialize::{
+    MaterializeOptions, materialize, materialize_tree, stream as materialize_stream, to_f32, widens,
+};
+pub use crate::save::{SaveOptions, Saved, WriteOptions, Written, save, write_safetensors};
+pub use crate::tree::{
+    Anchor, ByteRange, Check, Checksum, Dict, GlobError, Inline, Int, LazyTensor, Leaf, Locate,
+    Mismatch, Node, Opaque, PathError, Piece, Pieces, Report, Source, StateTree, Tensor,
+    TensorData, contiguous_strides, path,
+};
+pub use crate::verify::{Verified, verify};
+
+/// The formats' own errors: the `source` of an [`Error::Corrupt`] or [`Error::Unsafe`], for
+/// callers that want the details (a header problem, a pickle refused at a byte offset).
+pub mod sources {
+    pub use crate::format::ckptio::CheckpointError;
+    pub use crate::format::ckptio::manifest::ManifestError;
+    pub use crate::format::dcp::DcpError;
+    pub use crate::format::pickle::{Global, InRecord, PickleError, PickleErrorKind};
+    pub use crate::format::safetensors::header::HeaderError;
+    pub use crate::format::safetensors::index::IndexError;
+    pub use crate::format::safetensors::{Invalid, ShardError};
+    pub use crate::format::torch::TorchError;
+    pub use crate::format::zip::ZipError;
+}
+
+/// The pure codecs, for the fuzz targets: any bytes in, an answer out, never a panic, a hang,
+/// or an allocation sized by a claim in the bytes. Not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    use crate::format::{ckptio, pickle, safetensors, zip};
+
+    /// A whole safetensors file.
+    pub fn safetensors_header(data: &[u8]) {
+        let _ = safetensors::header::parse(data, data.len() as u64);
+    }
+
+    /// A shard index.
+    pub fn safetensors_index(data: &[u8]) {
+        let _ = safetensors::index::parse(data);
+    }
+
+    /// A whole zip: its directory, and every entry's local header.
+    pub fn zip_directory(data: &[u8]) {
+        let Ok(directory) = zip::read_directory(data) else {
+            return;
+        };
+        for entry in directory.entries() {
+            let _ = entry.torch_payload_offset(64);
+            let header = usize::try_from(entry.header_offset)
+                .ok()
+                .and_then(|at| data.get(at..))
+                .unwrap_or_default();
+            let _ = zip::payload_offset(entry, header);
+        }
+    }
+
+    /// A pickle, through the VM and the generic conversion into a tree.
+    pub fn pickle(data: &[u8]) {
+        if let Ok(heap) = pickle::parse(data, &pickle::Policy::permissive()) {
+            let _ = pickle::convert::to_node(&heap, &mut pickle::convert::NoHooks, "fuzz");
+        }
+    }
+
+    /// A ckptio manifest.
+    pub fn manifest(data: &[u8]) {
+        let _ = ckptio::manifest::Manifest::from_json(data);
+    }
+}

@@ -3,15 +3,14 @@
 
 mod support;
 
-use ckptio::format::ckptio::CkptioCheckpoint;
-use ckptio::format::{OpenOptions, open, verify};
-use ckptio::materialize::{MaterializeOptions, materialize_tree};
-use ckptio::save::checkpoint::{SaveOptions, save};
-use ckptio::tree::StateTree;
+use ckptio::StateTree;
+use ckptio::{MaterializeOptions, materialize_tree};
+use ckptio::{OpenOptions, open, verify};
+use ckptio::{SaveOptions, save};
 use support::cli::fixture;
 
 async fn training_state() -> StateTree {
-    let loc = ckptio::location::resolve(
+    let loc = ckptio::resolve(
         fixture("torch/training_state.pt").to_str().unwrap(),
         &Default::default(),
     )
@@ -104,10 +103,8 @@ async fn two_writers(backend: support::Backend) {
         );
     }
     // The loser cleaned up: only the winner's files and the manifest remain.
-    let checkpoint = CkptioCheckpoint::open(&loc, Default::default())
-        .await
-        .unwrap();
-    let back = materialize_tree(checkpoint.tree(), MaterializeOptions::default()).await;
+    let checkpoint = open(&loc, Default::default()).await.unwrap();
+    let back = materialize_tree(&checkpoint.tree, MaterializeOptions::default()).await;
     assert!(
         back.is_ok(),
         "[{}] the committed checkpoint loads",
@@ -117,7 +114,10 @@ async fn two_writers(backend: support::Backend) {
     if atomic {
         assert_eq!(
             left.len(),
-            checkpoint.manifest().files.len() + 1,
+            match checkpoint.format {
+                ckptio::Format::Ckptio { files } => files + 1,
+                other => panic!("{other}"),
+            },
             "[{}] {left:?}",
             backend.name
         );
@@ -141,15 +141,15 @@ async fn a_flipped_byte_is_named_by_verify_and_by_materialize() {
 async fn flipped_byte(sha256: bool) {
     let tree = training_state().await;
     let dir = tempfile::tempdir().unwrap();
-    let loc = ckptio::location::resolve(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    let loc = ckptio::resolve(dir.path().to_str().unwrap(), &Default::default()).unwrap();
     let options = SaveOptions {
         sha256,
         ..SaveOptions::default()
     };
-    let manifest = save(&loc, &tree, &options).await.unwrap();
+    let saved = save(&loc, &tree, &options).await.unwrap();
     let algorithm = if sha256 { "SHA-256" } else { "CRC-32C" };
-    let file = &manifest.files[0];
-    let path = dir.path().join(&file.name);
+    let file = &saved.files[0];
+    let path = dir.path().join(file);
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 3;
     bytes[last] ^= 0x40;
@@ -158,7 +158,10 @@ async fn flipped_byte(sha256: bool) {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains(&file.name) && err.contains(algorithm), "{err}");
+    assert!(
+        err.contains(file.as_str()) && err.contains(algorithm),
+        "{err}"
+    );
     assert!(err.contains("tensor `"), "{err}");
     let back = open(&loc, OpenOptions::default()).await.unwrap().tree;
     let err = materialize_tree(&back, MaterializeOptions::default())
@@ -166,7 +169,7 @@ async fn flipped_byte(sha256: bool) {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains(&file.name) && err.contains("is corrupt"),
+        err.contains(file.as_str()) && err.contains("is corrupt"),
         "{err}"
     );
 }
@@ -195,7 +198,7 @@ async fn names(dir: &ckptio::Location) -> Vec<String> {
 }
 
 async fn killed_mid_save(backend: support::Backend) {
-    use ckptio::checkpointer::{Checkpointer, CheckpointerOptions};
+    use ckptio::{Checkpointer, CheckpointerOptions};
     if backend.read_only() || !backend.caps.list_recursive {
         return;
     }
@@ -287,7 +290,7 @@ async fn killed_mid_save(backend: support::Backend) {
     assert_eq!(ckpt.latest().await.unwrap(), Some(2), "[{}]", backend.name);
     let mut left = names(&step2).await;
     left.sort();
-    let mut want: Vec<String> = manifest.files.iter().map(|f| f.name.clone()).collect();
+    let mut want: Vec<String> = manifest.files.clone();
     want.push("manifest.json".into());
     want.sort();
     assert_eq!(
@@ -407,11 +410,9 @@ async fn cp_ls_verify_and_rm_work_on_every_writable_backend() {
 
 #[tokio::test]
 async fn the_checkpointer_counts_only_what_is_committed_and_keeps_the_last_n() {
-    use ckptio::checkpointer::{Checkpointer, CheckpointerOptions, Kind};
+    use ckptio::{Checkpointer, CheckpointerOptions, Kind};
     let dir = tempfile::tempdir().unwrap();
-    let root =
-        ckptio::location::resolve(&format!("{}/", dir.path().display()), &Default::default())
-            .unwrap();
+    let root = ckptio::resolve(&format!("{}/", dir.path().display()), &Default::default()).unwrap();
     let tree = training_state().await;
     let ckpt = Checkpointer::new(
         root,
@@ -433,8 +434,7 @@ async fn the_checkpointer_counts_only_what_is_committed_and_keeps_the_last_n() {
         ckpt.save(35, &tree, true).await.unwrap().is_some(),
         "forced"
     );
-    let indices =
-        |l: Vec<ckptio::checkpointer::Entry>| l.iter().map(|e| e.index).collect::<Vec<_>>();
+    let indices = |l: Vec<ckptio::Entry>| l.iter().map(|e| e.index).collect::<Vec<_>>();
     assert_eq!(
         indices(ckpt.list().await.unwrap()),
         [30, 35],
@@ -507,7 +507,7 @@ struct Counted {
     finished: std::sync::atomic::AtomicU64,
 }
 
-impl ckptio::fetch::Progress for Counted {
+impl ckptio::Progress for Counted {
     fn started(&self, _: &str, total: u64) {
         self.total.store(total, std::sync::atomic::Ordering::SeqCst);
     }
@@ -527,8 +527,7 @@ async fn a_save_reports_every_tensor_byte_and_its_commit() {
     let tree = training_state().await;
     let bytes: u64 = tree.tensors().map(|(_, t)| t.nbytes()).sum();
     let progress = std::sync::Arc::new(Counted::default());
-    let loc =
-        ckptio::location::resolve("memory://ckpt-progress/run/", &Default::default()).unwrap();
+    let loc = ckptio::resolve("memory://ckpt-progress/run/", &Default::default()).unwrap();
     let options = SaveOptions {
         max_file_size: 300,
         progress: progress.clone(),

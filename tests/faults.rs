@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ckptio::fetch::{FetchOptions, Object, Progress, RetryPolicy};
-use ckptio::location::{Resolver, StorageOptions};
 use ckptio::{Error, Location};
+use ckptio::{FetchOptions, Object, Progress, RetryPolicy};
+use ckptio::{Resolver, StorageOptions};
 use futures::TryStreamExt;
 use support::proxy::{Fault, FaultProxy};
 use support::{Backend, pattern};

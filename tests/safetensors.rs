@@ -10,8 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ckptio::format::safetensors::SafetensorsFile;
-use ckptio::materialize::{MaterializeOptions, materialize_tree};
+use ckptio::{MaterializeOptions, materialize_tree};
 use serde_json::Value;
 use support::Backend;
 use support::cli::{ckptio, fails_with, fixture, python, python_reads, stderr};
@@ -28,20 +27,18 @@ async fn convert_sharded(dir: &std::path::Path, src: &std::path::Path, dst: &str
 async fn every_dtype_fixture_reads_bit_exact_and_widens_as_python_wrote() {
     let expected: BTreeMap<String, Value> =
         serde_json::from_slice(&std::fs::read(fixture("dtypes.expected.json")).unwrap()).unwrap();
-    let loc = ckptio::location::resolve(
+    let loc = ckptio::resolve(
         fixture("dtypes.safetensors").to_str().unwrap(),
         &Default::default(),
     )
     .unwrap();
-    let file = SafetensorsFile::open(&loc, Default::default())
-        .await
-        .unwrap();
+    let file = ckptio::open(&loc, Default::default()).await.unwrap();
     for (name, want) in &expected {
-        let bytes = file.read(name).await.unwrap();
+        let bytes = support::read_tensor(&file.tree, name).await;
         assert_eq!(hex(&bytes), want["bytes"].as_str().unwrap(), "{name}");
     }
     let widened = materialize_tree(
-        &file.tree(),
+        &file.tree,
         MaterializeOptions {
             to_f32: true,
             ..Default::default()
@@ -157,13 +154,13 @@ async fn convert_round_trips_through_python_single_and_sharded() {
         "python reads the shards"
     );
     assert_eq!(index["metadata"]["total_size"], 65);
-    let shard = SafetensorsFile::open(
-        &ckptio::location::resolve(shards[0].to_str().unwrap(), &Default::default()).unwrap(),
+    let shard = ckptio::open(
+        &ckptio::resolve(shards[0].to_str().unwrap(), &Default::default()).unwrap(),
         Default::default(),
     )
     .await
     .unwrap();
-    let meta = &shard.header().metadata;
+    let meta = &shard.metadata;
     assert_eq!(
         meta.get("producer").map(String::as_str),
         Some("ckptio fixtures"),
@@ -194,16 +191,14 @@ async fn convert_round_trips_through_python_single_and_sharded() {
         python_reads(&python, &[dir.path().join("again.safetensors")]).await,
         original
     );
-    let again = ckptio::location::resolve(
+    let again = ckptio::resolve(
         dir.path().join("again.safetensors").to_str().unwrap(),
         &Default::default(),
     )
     .unwrap();
-    let again = SafetensorsFile::open(&again, Default::default())
-        .await
-        .unwrap();
+    let again = ckptio::open(&again, Default::default()).await.unwrap();
     assert!(
-        !again.header().metadata.contains_key("total_size"),
+        !again.metadata.contains_key("total_size"),
         "no stale total_size from the index"
     );
 }
@@ -226,20 +221,13 @@ async fn convert_with_select_and_ignore_keeps_the_chosen_tensors() {
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let loc = ckptio::location::resolve(
+    let loc = ckptio::resolve(
         dir.path().join("f8.safetensors").to_str().unwrap(),
         &Default::default(),
     )
     .unwrap();
-    let file = SafetensorsFile::open(&loc, Default::default())
-        .await
-        .unwrap();
-    let mut names: Vec<_> = file
-        .header()
-        .tensors
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
+    let file = ckptio::open(&loc, Default::default()).await.unwrap();
+    let mut names: Vec<_> = file.tree.tensors().map(|(p, _)| p).collect();
     names.sort();
     assert_eq!(names, ["f8_e4m3", "f8_e5m2"]);
 }
@@ -423,12 +411,10 @@ async fn a_shard_missing_from_the_index_names_the_shard() {
 
 #[tokio::test]
 async fn a_shard_is_opened_only_when_one_of_its_tensors_is_needed() {
-    use ckptio::format::safetensors::ShardedSafetensors;
-
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("dtypes.safetensors");
     convert_sharded(dir.path(), &src, "m.safetensors", "8").await;
-    let index = ckptio::location::resolve(
+    let index = ckptio::resolve(
         dir.path()
             .join("m.safetensors.index.json")
             .to_str()
@@ -437,25 +423,35 @@ async fn a_shard_is_opened_only_when_one_of_its_tensors_is_needed() {
     )
     .unwrap();
     let (index, counts) = index.counted();
-    let sharded = ShardedSafetensors::open(&index, Default::default())
+    let select = |globs: &[&str]| ckptio::OpenOptions {
+        select: globs.iter().map(|g| (*g).to_owned()).collect(),
+        ..Default::default()
+    };
+    let none = ckptio::open(&index, select(&["no such tensor"]))
         .await
         .unwrap();
-    assert!(sharded.shard_count() > 3);
+    let ckptio::Format::ShardedSafetensors { shards } = none.format else {
+        panic!("{}", none.format)
+    };
+    assert!(shards > 3);
     assert_eq!(
-        (sharded.opened_shards(), counts.gets()),
+        (none.tree.tensors().count(), counts.gets()),
         (0, 1),
         "the index alone"
     );
-    let bf16 = sharded.tensor("bf16").await.unwrap();
+    let one = ckptio::open(&index, select(&["bf16"])).await.unwrap();
+    let (_, bf16) = one.tree.tensors().next().unwrap();
     assert_eq!(bf16.shape, [4]);
     assert_eq!(
-        (sharded.opened_shards(), counts.gets()),
-        (1, 2),
-        "one shard header for one tensor"
+        counts.gets(),
+        1 + 2,
+        "the index again, and one shard header for one tensor"
     );
-    sharded.tensor("bf16").await.unwrap();
-    assert_eq!(counts.gets(), 2, "an opened shard is not opened again");
-    let tree = sharded.tree().await.unwrap();
-    assert_eq!(sharded.opened_shards(), sharded.shard_count());
-    assert_eq!(tree.tensors().count(), 13);
+    let all = ckptio::open(&index, Default::default()).await.unwrap();
+    assert_eq!(
+        counts.gets(),
+        1 + 2 + 1 + shards as u64,
+        "every shard, once"
+    );
+    assert_eq!(all.tree.tensors().count(), 13);
 }

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::Bytes;
-use ckptio::format::{OpenOptions, open};
-use ckptio::location::Location;
-use ckptio::materialize::{MaterializeOptions, materialize, materialize_tree};
-use ckptio::tree::{Int, LazyTensor, Leaf, Node, StateTree};
+use ckptio::Location;
+use ckptio::{Int, LazyTensor, Leaf, Node, StateTree};
+use ckptio::{MaterializeOptions, materialize, materialize_tree};
+use ckptio::{OpenOptions, open};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::cli::{ckptio, fails_with, fixture, python, python_reads};
@@ -34,7 +34,7 @@ fn fixtures() -> Vec<(String, BTreeMap<String, Value>)> {
 }
 
 fn local(path: &Path) -> Location {
-    ckptio::location::resolve(path.to_str().unwrap(), &Default::default()).unwrap()
+    ckptio::resolve(path.to_str().unwrap(), &Default::default()).unwrap()
 }
 
 async fn read_tree(loc: &Location) -> StateTree {
@@ -83,7 +83,7 @@ async fn every_fixture_reads_as_torch_load_shows_it() {
             },
             "{name}: tensor paths"
         );
-        let data: BTreeMap<String, ckptio::materialize::Tensor> =
+        let data: BTreeMap<String, ckptio::Tensor> =
             materialize_tree(&tree, MaterializeOptions::default())
                 .await
                 .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -123,7 +123,7 @@ async fn unknown_classes_are_opaque_and_strict_mode_names_them() {
     };
     assert_eq!(info.name, "RunInfo");
     let strict = OpenOptions {
-        torch: ckptio::format::torch::TorchOptions {
+        read: ckptio::ReadOptions {
             strict: true,
             ..Default::default()
         },
@@ -158,15 +158,9 @@ async fn convert_writes_bit_identical_safetensors() {
             "{name}: {}",
             support::cli::stderr(&run)
         );
-        let file =
-            ckptio::format::safetensors::SafetensorsFile::open(&local(&out), Default::default())
-                .await
-                .unwrap();
+        let file = read_tree(&local(&out)).await;
         for (path, w) in want.iter().filter(|(_, w)| w.get("sha256").is_some()) {
-            let bytes = file
-                .read(path)
-                .await
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let bytes = support::read_tensor(&file, &ckptio::path::escape(path)).await;
             assert_eq!(sha256(&bytes), w["sha256"], "{name}: {path}");
         }
         written.push((name, want, out));
@@ -239,6 +233,17 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// Where the record `name`'s payload starts, and its size, from its central directory record
+/// and local header.
+fn payload(zip: &[u8], name: &str) -> (usize, usize) {
+    let central = central_record(zip, name);
+    let u16_at = |at: usize| u16::from_le_bytes([zip[at], zip[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(zip[at..at + 4].try_into().unwrap()) as usize;
+    let size = u32_at(central + 24);
+    let local = u32_at(central + 42);
+    (local + 30 + u16_at(local + 26) + u16_at(local + 28), size)
+}
+
 /// `good` with `patch` applied, written as `name` in `dir`; its path.
 fn patched(dir: &Path, name: &str, good: &[u8], patch: impl FnOnce(&mut Vec<u8>)) -> String {
     let mut bytes = good.to_vec();
@@ -256,8 +261,6 @@ async fn bad_archives_fail_with_clear_errors() {
     let good = std::fs::read(fixture("torch/views.pt")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let directory = ckptio::format::zip::read_directory(&good).unwrap();
-    let entry = |name: &str| directory.get(&format!("views/{name}")).unwrap().clone();
 
     // Truncated: the end records are gone.
     let cut = write(d, "cut.pt", &good[..good.len() / 2]);
@@ -300,8 +303,7 @@ async fn bad_archives_fail_with_clear_errors() {
     .await;
 
     // data.pkl with a flipped byte: its CRC no longer matches.
-    let pkl = entry("data.pkl");
-    let pkl_at = pkl.torch_payload_offset(64).unwrap() as usize;
+    let (pkl_at, pkl_size) = payload(&good, "views/data.pkl");
     let flipped = patched(d, "flipped.pt", &good, |z| z[pkl_at + 10] ^= 0x20);
     fails_with(
         d,
@@ -313,7 +315,7 @@ async fn bad_archives_fail_with_clear_errors() {
     // An unknown opcode, with the CRC made to match: the pickle itself is refused.
     let opcode = patched(d, "opcode.pt", &good, |z| {
         z[pkl_at + 2] = 0xff;
-        let crc = crc32fast::hash(&z[pkl_at..pkl_at + pkl.size as usize]);
+        let crc = crc32fast::hash(&z[pkl_at..pkl_at + pkl_size]);
         let at = record_byte(z, "views/data.pkl", 16);
         z[at..at + 4].copy_from_slice(&crc.to_le_bytes());
     });
@@ -329,8 +331,7 @@ async fn bad_archives_fail_with_clear_errors() {
     .await;
 
     // A flipped byte in a storage: inspecting works, reading names the tensor and the record.
-    let storage = entry("data/0");
-    let storage_at = storage.torch_payload_offset(64).unwrap() as usize;
+    let (storage_at, _) = payload(&good, "views/data/0");
     let corrupt_path = patched(d, "corrupt.pt", &good, |z| z[storage_at + 4] ^= 1);
     let run = ckptio(d, &["inspect", &corrupt_path]).await;
     assert!(run.status.success());
@@ -444,8 +445,8 @@ async fn a_gib_pt_is_inspected_for_its_directory_and_pickle(backend: support::Ba
     }
     let (file, pkl) = gib_file();
     let size = file.len() as u64;
-    let directory = ckptio::format::zip::read_directory(&file).unwrap();
-    let central = directory.entries().len() as u64 * (46 + 24);
+    // 10 records (data.pkl, 4 small ones, 5 storages), each a central record and its name.
+    let central = 10 * (46 + 24);
     backend.seed("gib.pt", file).await;
 
     let (loc, counts) = backend.location("gib.pt").counted();
@@ -551,11 +552,10 @@ async fn a_row_range_of_a_sharded_tensor_reads_only_the_chunks_it_overlaps() {
     let Some(Node::Leaf(Leaf::Tensor(w))) = tree.get("model/w") else {
         panic!("model/w is a tensor")
     };
-    assert_eq!(
-        w.pieces.as_ref().unwrap().boxes.len(),
-        2,
-        "two ranks, two chunks"
-    );
+    let ckptio::TensorData::Pieces(pieces) = &w.data else {
+        panic!("model/w is assembled from pieces")
+    };
+    assert_eq!(pieces.boxes.len(), 2, "two ranks, two chunks");
     // Rank 1's file is replaced after opening: reading only rank 0's rows cannot notice.
     std::fs::write(dir.path().join("__1_0.distcp"), b"not what was listed").unwrap();
     let before = counts.bytes();
@@ -631,6 +631,6 @@ async fn a_torch_file_under_any_name_is_found_by_its_first_bytes() {
     let path = dir.path().join("pytorch_model.bin");
     std::fs::copy(fixture("torch/state_dict.pt"), &path).unwrap();
     let checkpoint = open(&local(&path), OpenOptions::default()).await.unwrap();
-    assert_eq!(checkpoint.format, ckptio::format::Format::Torch);
+    assert_eq!(checkpoint.format, ckptio::Format::Torch);
     assert_eq!(checkpoint.tree.tensors().count(), 7);
 }

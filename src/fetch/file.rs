@@ -257,7 +257,7 @@ mod tests {
             concurrency: 2,
             ..FetchOptions::default()
         };
-        crate::fetch::testing::memory_object(&format!("file/{name}"), data, options).await
+        crate::testing::memory_object(&format!("file/{name}"), data, options).await
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! [`Progress`].
 
 mod file;
+mod list;
 mod object;
 mod options;
 mod plan;
@@ -18,34 +19,11 @@ mod source;
 mod stat;
 mod task;
 
+pub(crate) use plan::coalesce;
 pub(crate) use task::blocking;
 
+pub use list::{Listing, list, walk};
 pub use object::Object;
-pub use options::{FetchOptions, MAX_CONCURRENCY, RetryPolicy};
-pub use plan::{MAX_PIECES, chunk_size_for, chunks, coalesce, split};
+pub use options::{FetchOptions, RetryPolicy};
 pub use progress::{NoProgress, Progress};
 pub use stat::{ObjectInfo, stat};
-
-/// What the crate's unit tests share.
-#[cfg(test)]
-pub(crate) mod testing {
-    use object_store::ObjectStoreExt;
-
-    use super::{FetchOptions, Object};
-
-    /// `data` as the object `memory://unit-tests/{name}`, opened with `options`.
-    pub(crate) async fn memory_object(
-        name: &str,
-        data: impl Into<bytes::Bytes>,
-        options: FetchOptions,
-    ) -> Object {
-        let loc =
-            crate::location::resolve(&format!("memory://unit-tests/{name}"), &Default::default())
-                .unwrap();
-        loc.store()
-            .put(loc.path(), data.into().into())
-            .await
-            .unwrap();
-        Object::open(&loc, options).await.unwrap()
-    }
-}

@@ -28,9 +28,9 @@ const FRAMES_IN_FLIGHT: usize = 16;
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> ckptio::Result<()> {
-/// use ckptio::fetch::{FetchOptions, Object};
+/// use ckptio::{FetchOptions, Object};
 ///
-/// let loc = ckptio::location::resolve("memory://doc-object/weights.bin", &Default::default())?;
+/// let loc = ckptio::resolve("memory://doc-object/weights.bin", &Default::default())?;
 /// # use object_store::ObjectStoreExt;
 /// # loc.store().put(loc.path(), (0..=255u8).collect::<Vec<_>>().into()).await.unwrap();
 /// let object = Object::open(&loc, FetchOptions::default()).await?;
@@ -61,53 +61,6 @@ impl Object {
     pub async fn open(location: &Location, options: FetchOptions) -> Result<Self> {
         let info = stat(location).await?;
         Ok(Self::with_info(location, info, options))
-    }
-
-    /// The objects `names` of the directory `dir`, all pinned by one LIST (a HEAD each on
-    /// stores that cannot list). A name that is not there, or that is not a plain file name,
-    /// is absent from the result.
-    ///
-    /// # Errors
-    ///
-    /// A HEAD's error other than "not found".
-    pub async fn open_all<'a>(
-        dir: &Location,
-        names: impl IntoIterator<Item = &'a str>,
-        options: FetchOptions,
-    ) -> Result<std::collections::HashMap<String, Self>> {
-        use futures::TryStreamExt as _;
-        let wanted: std::collections::BTreeSet<&str> = names
-            .into_iter()
-            .filter(|n| !n.is_empty() && !n.contains('/') && *n != "." && *n != "..")
-            .collect();
-        let mut objects = std::collections::HashMap::new();
-        let listed: std::result::Result<Vec<object_store::ObjectMeta>, _> =
-            dir.store().list(Some(dir.path())).try_collect().await;
-        match listed {
-            Ok(metas) => {
-                for meta in metas {
-                    let Some(name) = meta.location.filename().filter(|n| wanted.contains(n)) else {
-                        continue;
-                    };
-                    let name = name.to_owned();
-                    let loc = dir.join(&name);
-                    let info = ObjectInfo::new(&loc, meta);
-                    objects.insert(name, Self::with_info(&loc, info, options.clone()));
-                }
-            }
-            Err(_) => {
-                for name in wanted {
-                    match Self::open(&dir.join(name), options.clone()).await {
-                        Ok(object) => {
-                            objects.insert(name.to_owned(), object);
-                        }
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-        Ok(objects)
     }
 
     /// The object at `location`, pinned by one ranged GET of its first `len` bytes (or all of
@@ -181,34 +134,6 @@ impl Object {
             [first, rest].concat().into()
         };
         Ok((object, sent.start, bytes))
-    }
-
-    /// An object held in memory (`name` says what it is in errors): how data carried inside a
-    /// checkpoint's metadata (a numpy array in a pickle, say) becomes a tensor source like any
-    /// other.
-    pub fn inline(name: &str, data: Bytes) -> Self {
-        use futures::FutureExt;
-        use object_store::ObjectStoreExt;
-        use object_store::memory::InMemory;
-        use object_store::path::Path;
-
-        let store = Arc::new(InMemory::new());
-        let path = Path::from(name);
-        let size = data.len() as u64;
-        let etag = store
-            .put(&path, data.into())
-            .now_or_never()
-            .and_then(|r| r.ok())
-            .and_then(|r| r.e_tag);
-        let location = Location::from_store("inline://array", store, path);
-        let info = ObjectInfo {
-            uri: location.uri(),
-            size,
-            etag,
-            last_modified: chrono::Utc::now(),
-            version: None,
-        };
-        Self::with_info(&location, info, FetchOptions::default())
     }
 
     /// The first `end` bytes of the object, given its first `have.len()` bytes: what is
@@ -323,6 +248,7 @@ impl Object {
         let too_large = |len: u64| Error::TooLarge {
             uri: self.source.location.uri(),
             size: len,
+            streamable: true,
         };
         let mut regions = spans
             .iter()
@@ -376,10 +302,10 @@ impl Object {
         regions
             .into_iter()
             .map(|region| {
-                region.freeze().map_err(|e| Error::Storage {
-                    uri: self.source.location.uri(),
-                    operation: "get",
-                    detail: format!("cannot seal the download buffer: {e}"),
+                region.freeze().map_err(|e| Error::LocalIo {
+                    path: "<memory>".into(),
+                    action: "seal the download buffer",
+                    source: e,
                 })
             })
             .collect()
@@ -433,8 +359,7 @@ mod tests {
             coalesce_gap: 4,
             ..FetchOptions::default()
         };
-        crate::fetch::testing::memory_object(&format!("object/{name}"), data.to_vec(), options)
-            .await
+        crate::testing::memory_object(&format!("object/{name}"), data.to_vec(), options).await
     }
 
     fn data(len: usize) -> Vec<u8> {

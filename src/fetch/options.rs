@@ -15,7 +15,7 @@ use super::progress::{NoProgress, Progress};
 pub struct FetchOptions {
     /// Bytes per range request (default 8 MiB).
     pub chunk_size: u64,
-    /// Range requests in flight at once (default 8; at most [`MAX_CONCURRENCY`]).
+    /// Range requests in flight at once (default 8; at most 1024).
     pub concurrency: usize,
     /// Ranges closer than this are read with one request (default 1 MiB).
     pub coalesce_gap: u64,
@@ -28,7 +28,7 @@ pub struct FetchOptions {
 }
 
 /// The most range requests one download keeps in flight.
-pub const MAX_CONCURRENCY: usize = 1024;
+pub(crate) const MAX_CONCURRENCY: usize = 1024;
 
 impl FetchOptions {
     /// [`concurrency`](Self::concurrency), within 1..=[`MAX_CONCURRENCY`].
@@ -70,7 +70,7 @@ impl std::fmt::Debug for FetchOptions {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ckptio::fetch::RetryPolicy;
+/// use ckptio::RetryPolicy;
 ///
 /// let policy = RetryPolicy { jitter: false, ..RetryPolicy::default() };
 /// let delays: Vec<Duration> = policy.delays().collect();

@@ -4,21 +4,21 @@ use std::ops::Range;
 
 /// Most pieces one range is split into: a tiny chunk size on a huge object grows the chunk
 /// instead of planning billions of requests.
-pub const MAX_PIECES: u64 = 1 << 20;
+pub(crate) const MAX_PIECES: u64 = 1 << 20;
 
 /// The chunk size used for `len` bytes when `chunk` is asked for: at least 1, and large
 /// enough that there are at most [`MAX_PIECES`] pieces.
-pub fn chunk_size_for(len: u64, chunk: u64) -> u64 {
+pub(crate) fn chunk_size_for(len: u64, chunk: u64) -> u64 {
     chunk.max(1).max(len.div_ceil(MAX_PIECES))
 }
 
 /// `0..size` split into ranges of `chunk` bytes (the last may be shorter); none for size 0.
-pub fn chunks(size: u64, chunk: u64) -> Vec<Range<u64>> {
+pub(crate) fn chunks(size: u64, chunk: u64) -> Vec<Range<u64>> {
     split(0..size, chunk)
 }
 
 /// `range` split into pieces of [`chunk_size_for`] bytes (the last may be shorter).
-pub fn split(range: Range<u64>, chunk: u64) -> Vec<Range<u64>> {
+pub(crate) fn split(range: Range<u64>, chunk: u64) -> Vec<Range<u64>> {
     let chunk = chunk_size_for(range.end.saturating_sub(range.start), chunk);
     let mut out = Vec::new();
     let mut start = range.start;
@@ -33,7 +33,7 @@ pub fn split(range: Range<u64>, chunk: u64) -> Vec<Range<u64>> {
 /// Sorted, merged spans covering every range in `ranges`: ranges that overlap or lie within
 /// `gap` bytes of each other share one span (reading a small gap costs less than a request).
 /// Empty ranges need no bytes and are left out.
-pub fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
+pub(crate) fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
     let mut sorted: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
     sorted.sort_by_key(|r| r.start);
     let mut spans: Vec<Range<u64>> = Vec::with_capacity(sorted.len());

@@ -13,7 +13,7 @@ use super::options::FetchOptions;
 use super::rate::RateLimiter;
 use super::sink::RangeSink;
 use super::stat::ObjectInfo;
-use crate::error::{Error, Result};
+use crate::error::{Class, Error, Result, TransportKind, classify};
 use crate::location::Location;
 
 /// An object pinned to the ETag (and version) of its first HEAD, shared by every task of a
@@ -42,12 +42,10 @@ enum Failure {
 
 impl Failure {
     fn is_transient(&self) -> bool {
-        use object_store::Error as E;
         match self {
             Self::Truncated { .. } => true,
             Self::Changed { .. } | Self::Overflow { .. } | Self::Sink(_) => false,
-            Self::Store(E::Generic { .. }) => !is_permanent_status(self),
-            Self::Store(_) => false,
+            Self::Store(err) => classify(err).is_transient(),
         }
     }
 
@@ -66,26 +64,6 @@ impl Failure {
             Self::Sink(err) => err.to_string(),
         }
     }
-}
-
-/// A 4xx answer other than 408 and 429 will not change on retry. object_store keeps the status
-/// only in its error text ("... status code: 400 Bad Request ...").
-fn is_permanent_status(failure: &Failure) -> bool {
-    let Failure::Store(err) = failure else {
-        return false;
-    };
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cause {
-        let text = e.to_string();
-        if let Some(at) = text.find("status code: ") {
-            let code: String = text[at + 13..].chars().take(3).collect();
-            if let Ok(code) = code.parse::<u16>() {
-                return (400..500).contains(&code) && code != 408 && code != 429;
-            }
-        }
-        cause = e.source();
-    }
-    false
 }
 
 /// Bytes per read of a local file.
@@ -196,7 +174,11 @@ impl Source {
         }
         let options = GetOptions {
             range: Some(GetRange::Bounded(start..range.end)),
-            if_match: self.info.etag.clone(),
+            if_match: self
+                .info
+                .etag
+                .clone()
+                .filter(|_| self.location.capabilities().conditional_get),
             version: self.info.version.clone(),
             ..GetOptions::default()
         };
@@ -263,11 +245,13 @@ impl Source {
 
     async fn fatal(&self, failure: Failure) -> Error {
         match failure {
-            Failure::Store(object_store::Error::Precondition { .. }) => self.changed(None).await,
+            Failure::Store(err) if classify(&err) == Class::Precondition => {
+                self.changed(None).await
+            }
             // A pinned version (GCS generation, S3 versionId) that is gone while the object is
             // still there was replaced, not deleted.
-            Failure::Store(err @ object_store::Error::NotFound { .. })
-                if self.info.version.is_some() =>
+            Failure::Store(err)
+                if classify(&err) == Class::NotFound && self.info.version.is_some() =>
             {
                 match self.location.store().head(self.location.path()).await {
                     Ok(now) => self.changed(now.e_tag).await,
@@ -277,9 +261,10 @@ impl Source {
             Failure::Store(err) => self.location.error("get", err),
             Failure::Changed { found } => self.changed(found).await,
             Failure::Sink(err) => err,
-            other => Error::Storage {
+            other => Error::Transport {
                 uri: self.location.uri(),
                 operation: "get",
+                kind: TransportKind::Other,
                 detail: self.location.redact(&other.describe()),
             },
         }
@@ -328,15 +313,8 @@ mod tests {
             generic("Server returned non-2xx status code: 503 Service Unavailable: ")
                 .is_transient()
         );
-        assert!(
-            generic("Server returned non-2xx status code: 429 Too Many Requests: ").is_transient()
-        );
         assert!(generic("error decoding response body: connection reset").is_transient());
         assert!(!generic("Server returned non-2xx status code: 400 Bad Request: ").is_transient());
-        assert!(
-            !generic("Server returned non-2xx status code: 416 Range Not Satisfiable: ")
-                .is_transient()
-        );
         assert!(
             Failure::Truncated {
                 expected: 10,
@@ -346,16 +324,6 @@ mod tests {
         );
         assert!(!Failure::Changed { found: None }.is_transient());
         assert!(!Failure::Overflow { expected: 1 }.is_transient());
-        let not_found = Failure::Store(object_store::Error::NotFound {
-            path: "x".into(),
-            source: "404".into(),
-        });
-        assert!(!not_found.is_transient());
-        let precondition = Failure::Store(object_store::Error::Precondition {
-            path: "x".into(),
-            source: "412".into(),
-        });
-        assert!(!precondition.is_transient());
     }
 }
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStoreExt};
 
 use crate::error::Result;
-use crate::location::{Location, Scheme};
+use crate::location::Location;
 
 /// Size, ETag, last-modified time and version of an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +41,10 @@ impl ObjectInfo {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> ckptio::Result<()> {
-/// let loc = ckptio::location::resolve("memory://doc/weights.bin", &Default::default())?;
+/// let loc = ckptio::resolve("memory://doc/weights.bin", &Default::default())?;
 /// # use object_store::ObjectStoreExt;
 /// # loc.store().put(loc.path(), vec![0u8; 16].into()).await.unwrap();
-/// let info = ckptio::fetch::stat(&loc).await?;
+/// let info = ckptio::stat(&loc).await?;
 /// assert_eq!(info.size, 16);
 /// # Ok(()) }
 /// ```
@@ -53,14 +53,14 @@ impl ObjectInfo {
 ///
 /// [`Error::NotFound`](crate::Error::NotFound) when there is no such object; otherwise the
 /// store's error, classified ([`Error::PermissionDenied`](crate::Error::PermissionDenied),
-/// [`Error::Unreachable`](crate::Error::Unreachable), ...).
+/// [`Error::Transport`](crate::Error::Transport), ...).
 pub async fn stat(location: &Location) -> Result<ObjectInfo> {
     let store = location.store();
     let head_err = match store.head(location.path()).await {
         Ok(meta) => return Ok(ObjectInfo::new(location, meta)),
         Err(err) => err,
     };
-    let presigned = location.scheme() == Scheme::Http && location.uri().contains('?');
+    let presigned = location.capabilities().presigned;
     let refused = matches!(
         head_err,
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }

@@ -1,9 +1,21 @@
-//! Checkpoint formats: pure, bounded parsers over bytes, and readers that ask
-//! [`fetch`](crate::fetch) for exactly the byte ranges they need. [`open`] picks the reader.
+//! Checkpoint formats, one folder each, holding everything about that format's bytes in both
+//! directions: a pure codec (what the fuzz targets call), a lazy reader that asks
+//! [`fetch`](crate::fetch) for exactly the byte ranges the codec names, and a writer where
+//! ckptio writes the format. [`open`] classifies a URI once ([`probe`]) and picks the reader.
+//!
+//! | folder | codec | reader | writer |
+//! |---|---|---|---|
+//! | `safetensors` | header, shard index | single file, shards | one file |
+//! | `torch` | rebuild rules, dtype tables | `torch.save` zips | — |
+//! | `dcp` | `.metadata` | directories, chunks located on first read | — |
+//! | `ckptio` | manifest | directories | names, commit |
+//! | `zip`, `pickle` | shared codecs: zip directories by ranges; the restricted pickle VM | — | — |
 
 pub mod ckptio;
 pub mod dcp;
+mod object;
 pub mod pickle;
+mod probe;
 pub mod safetensors;
 pub mod torch;
 pub mod zip;
@@ -11,10 +23,13 @@ pub mod zip;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fetch::FetchOptions;
 use crate::location::Location;
 use crate::tree::StateTree;
+
+pub(crate) use probe::{Layout, committed, marker};
+use probe::{Probed, Sniffed, probe};
 
 /// A checkpoint's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,171 +77,197 @@ pub struct Checkpoint {
     pub format: Format,
     /// The tree; tensors are fetched only when materialized.
     pub tree: StateTree,
-    /// Free-form metadata (safetensors `__metadata__`, the index's `metadata`).
+    /// Free-form metadata (safetensors `__metadata__`, the index's `metadata`, a ckptio
+    /// manifest's `metadata` and creation time, a DCP checkpoint's version).
     pub metadata: BTreeMap<String, String>,
 }
 
-const ZIP: &str = "a zip archive";
+/// How pickled and checksummed formats are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Refuse any pickled global ckptio does not understand, instead of keeping it as an
+    /// inert opaque node.
+    pub strict: bool,
+    /// Check stored checksums (torch storages' CRC-32, ckptio tensors' CRC-32C or SHA-256)
+    /// when tensors are read.
+    pub verify: bool,
+}
 
-/// What a file that is not safetensors looks like, from its first bytes, for a clear "not
-/// supported yet" instead of a header error.
-pub fn sniff(first: &[u8]) -> Option<&'static str> {
-    if first.starts_with(b"PK\x03\x04") {
-        Some(ZIP)
-    } else if first.starts_with(b"\x80") && first.get(1).is_some_and(|&p| (2..=5).contains(&p)) {
-        Some("a pickle (legacy torch.save before 1.6, or a plain pickle)")
-    } else if first.starts_with(b"GGUF") {
-        Some("a GGUF file")
-    } else {
-        None
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            strict: false,
+            verify: true,
+        }
     }
 }
 
 /// How checkpoints are opened.
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
-    /// How bytes are fetched.
+    /// How bytes are fetched (also when tensors are materialized later).
     pub fetch: FetchOptions,
-    /// How torch files are read.
-    pub torch: torch::TorchOptions,
+    /// How pickles and checksums are treated.
+    pub read: ReadOptions,
+    /// Only the paths matching one of these globs, and what lies below them (Composer's
+    /// meaning: `*` crosses `/`). A sharded checkpoint opens only the shards holding them.
+    pub select: Vec<String>,
 }
 
-/// Names torch gives its files (`pytorch_model.bin` is found by its first bytes: `.bin` is
-/// anyone's).
-fn is_torch_name(name: &str) -> bool {
-    [".pt", ".pth", ".ckpt"]
-        .iter()
-        .any(|ext| name.ends_with(ext))
-}
-
-/// Opens the checkpoint at `location`: a `*.safetensors.index.json` as sharded safetensors, a
-/// `.pt`/`.pth`/`.ckpt` as a torch file, a DCP `.metadata` (or a directory holding one)
-/// as a torch.distributed checkpoint, anything else as safetensors, falling back to torch when
-/// the first bytes are a zip's.
+/// Opens the checkpoint at `location`, whatever it is: a safetensors file or shard index, a
+/// `torch.save` file, a ckptio or DCP directory (or its `manifest.json`/`.metadata`), a
+/// directory of model weights. Only metadata moves: tensors are fetched when materialized.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ckptio::Result<()> {
+/// let loc = ckptio::resolve("fixtures/tiny.safetensors", &Default::default())?;
+/// let checkpoint = ckptio::open(&loc, Default::default()).await?;
+/// assert_eq!(checkpoint.format, ckptio::Format::Safetensors);
+/// assert_eq!(checkpoint.tree.tensors().count(), 3);
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 ///
-/// The reader's errors: [`Error::Safetensors`](crate::Error::Safetensors) for a file that is
-/// not valid safetensors, [`Error::Zip`](crate::Error::Zip) or
-/// [`Error::Pickle`](crate::Error::Pickle) for a broken torch file,
-/// [`Error::NotFound`](crate::Error::NotFound), and so on.
+/// [`Error::NotFound`] when nothing is there; [`Error::NoCheckpoint`] for a directory holding
+/// nothing ckptio reads; [`Error::Corrupt`], [`Error::Unsafe`] or [`Error::Unsupported`] from
+/// the reader; the requests' errors.
 pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoint> {
-    let name = location.path().filename().unwrap_or_default();
-    if safetensors::is_index(name) {
-        let sharded =
-            safetensors::ShardedSafetensors::open(location, options.fetch.clone()).await?;
-        let tree = sharded.tree().await?;
-        return Ok(Checkpoint {
-            format: Format::ShardedSafetensors {
-                shards: sharded.shard_count(),
-            },
-            tree,
-            metadata: sharded.metadata().clone(),
-        });
-    }
-    if is_torch_name(name) {
-        return open_torch(location, options).await;
-    }
-    if dcp::is_metadata(location) {
-        return open_dcp(location, options).await;
-    }
-    if ckptio::is_manifest(location) {
-        return open_ckptio(location, options).await;
-    }
-    match safetensors::SafetensorsFile::open(location, options.fetch.clone()).await {
-        Ok(file) => Ok(Checkpoint {
-            format: Format::Safetensors,
-            tree: file.tree(),
-            metadata: file.header().metadata.clone(),
-        }),
-        Err(crate::Error::UnsupportedFormat { what, .. }) if what == ZIP => {
-            open_torch(location, options).await
+    let wanted = Selection::new(&options.select)?;
+    let checkpoint = match probe(location, &options.fetch).await? {
+        Probed::Index => open_index(location, &options, &wanted).await?,
+        Probed::TorchByName => Checkpoint {
+            format: Format::Torch,
+            tree: torch::open(location, options.fetch.clone(), options.read).await?,
+            metadata: BTreeMap::new(),
+        },
+        Probed::Marker(layout, dir) => open_dir(layout, &dir, None, &options).await?,
+        Probed::Dir(layout, listing) => {
+            let dir = listing.dir().clone();
+            open_dir(layout, &dir, Some(listing), &options).await?
         }
-        // Not a file (stores answer a directory's name with 404, or worse): a directory
-        // holding a ckptio or DCP checkpoint, perhaps.
-        Err(e) if !matches!(e, crate::Error::Safetensors { .. }) => {
-            if has(location, crate::save::manifest::MANIFEST).await {
-                open_ckptio(location, options).await
-            } else if has(location, dcp::METADATA).await {
-                open_dcp(location, options).await
-            } else {
-                Err(e)
+        Probed::Weights(file) => Box::pin(open(&file, options.clone())).await?,
+        Probed::Object {
+            object,
+            first,
+            kind,
+        } => match kind {
+            Sniffed::Zip => Checkpoint {
+                format: Format::Torch,
+                tree: torch::open_object(&object, first, options.read).await?,
+                metadata: BTreeMap::new(),
+            },
+            Sniffed::Pickle => {
+                return Err(torch::unsupported(&location.uri(), torch::LEGACY_OR_PICKLE));
+            }
+            Sniffed::Gguf => {
+                return Err(torch::unsupported(
+                    &location.uri(),
+                    "this is a GGUF file, which ckptio cannot read yet",
+                ));
+            }
+            Sniffed::Other => {
+                let file = safetensors::SafetensorsFile::from_prefix(object, first).await?;
+                Checkpoint {
+                    format: Format::Safetensors,
+                    metadata: file.metadata().clone(),
+                    tree: file.tree(),
+                }
+            }
+        },
+    };
+    Ok(Checkpoint {
+        tree: wanted.apply(checkpoint.tree)?,
+        ..checkpoint
+    })
+}
+
+async fn open_index(
+    location: &Location,
+    options: &OpenOptions,
+    wanted: &Selection,
+) -> Result<Checkpoint> {
+    let sharded = safetensors::ShardedSafetensors::open(location, options.fetch.clone()).await?;
+    let tree = sharded.tree(&|path| wanted.keeps(path)).await?;
+    Ok(Checkpoint {
+        format: Format::ShardedSafetensors {
+            shards: sharded.shard_count(),
+        },
+        tree,
+        metadata: sharded.metadata().clone(),
+    })
+}
+
+async fn open_dir(
+    layout: Layout,
+    dir: &Location,
+    listing: Option<crate::fetch::Listing>,
+    options: &OpenOptions,
+) -> Result<Checkpoint> {
+    let fetch = options.fetch.clone();
+    Ok(match layout {
+        Layout::Ckptio => {
+            let checkpoint = ckptio::open(dir, listing, fetch, options.read).await?;
+            Checkpoint {
+                format: Format::Ckptio {
+                    files: checkpoint.manifest.files.len(),
+                },
+                metadata: checkpoint.metadata(),
+                tree: checkpoint.tree,
             }
         }
-        Err(e) => Err(e),
+        Layout::Dcp => {
+            let checkpoint = dcp::open(dir, listing, fetch, options.read).await?;
+            Checkpoint {
+                format: Format::Dcp {
+                    files: checkpoint.files,
+                },
+                metadata: checkpoint.metadata,
+                tree: checkpoint.tree,
+            }
+        }
+    })
+}
+
+/// The paths an open keeps.
+struct Selection {
+    globs: Vec<String>,
+    set: Option<globset::GlobSet>,
+}
+
+impl Selection {
+    fn new(globs: &[String]) -> Result<Self> {
+        if globs.is_empty() {
+            return Ok(Self {
+                globs: Vec::new(),
+                set: None,
+            });
+        }
+        let refs: Vec<&str> = globs.iter().map(String::as_str).collect();
+        let set = crate::tree::globset(&refs).map_err(|e| Error::InvalidArgument {
+            what: "select".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            globs: globs.to_vec(),
+            set: Some(set),
+        })
     }
-}
 
-/// What [`verify`] checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
-    /// The format read.
-    pub format: Format,
-    /// Tensors read (and checked, where the format stores checksums).
-    pub tensors: usize,
-    /// Tensor bytes read.
-    pub bytes: u64,
-}
+    /// Whether a top-level path (a sharded checkpoint's tensor) is kept.
+    fn keeps(&self, path: &str) -> bool {
+        self.set.as_ref().is_none_or(|set| set.is_match(path))
+    }
 
-/// Checks a checkpoint by reading every tensor once, keeping none: a ckptio checkpoint's data
-/// file sizes and CRC-32C (or SHA-256) of every tensor, a torch file's storage CRC-32s, and
-/// for any format that every tensor's bytes are there.
-///
-/// # Errors
-///
-/// As [`open`]; [`Error::Checksum`](crate::Error::Checksum) naming the tensor and the file for
-/// corrupt data.
-pub async fn verify(location: &Location, options: OpenOptions) -> Result<Verified> {
-    use futures::TryStreamExt;
-    let checkpoint = open(location, options).await?;
-    let tensors: Vec<_> = checkpoint
-        .tree
-        .tensors()
-        .map(|(p, t)| (p, t.clone()))
-        .collect();
-    let count = tensors.len();
-    let bytes = crate::materialize::stream(tensors, Default::default())
-        .try_fold(0u64, |n, (_, t)| async move { Ok(n + t.data.len() as u64) })
-        .await?;
-    Ok(Verified {
-        format: checkpoint.format,
-        tensors: count,
-        bytes,
-    })
-}
-
-/// Whether the directory (prefix) `location` holds `name`.
-async fn has(location: &Location, name: &str) -> bool {
-    crate::fetch::stat(&location.join(name)).await.is_ok()
-}
-
-async fn open_ckptio(location: &Location, options: OpenOptions) -> Result<Checkpoint> {
-    let checkpoint = ckptio::CkptioCheckpoint::open(location, options.fetch).await?;
-    Ok(Checkpoint {
-        format: Format::Ckptio {
-            files: checkpoint.manifest().files.len(),
-        },
-        metadata: checkpoint.metadata(),
-        tree: checkpoint.into_tree(),
-    })
-}
-
-async fn open_dcp(location: &Location, options: OpenOptions) -> Result<Checkpoint> {
-    let dcp = dcp::DcpCheckpoint::open(location, options.fetch, options.torch).await?;
-    Ok(Checkpoint {
-        format: Format::Dcp {
-            files: dcp.file_count(),
-        },
-        metadata: dcp.metadata().clone(),
-        tree: dcp.into_tree(),
-    })
-}
-
-async fn open_torch(location: &Location, options: OpenOptions) -> Result<Checkpoint> {
-    let file = torch::TorchFile::open(location, options.fetch, options.torch).await?;
-    Ok(Checkpoint {
-        format: Format::Torch,
-        tree: file.into_tree(),
-        metadata: BTreeMap::new(),
-    })
+    fn apply(&self, tree: StateTree) -> Result<StateTree> {
+        if self.globs.is_empty() {
+            return Ok(tree);
+        }
+        let refs: Vec<&str> = self.globs.iter().map(String::as_str).collect();
+        tree.select(&refs).map_err(|e| Error::InvalidArgument {
+            what: "select".into(),
+            reason: e.to_string(),
+        })
+    }
 }

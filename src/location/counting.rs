@@ -13,7 +13,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
-/// Requests and bytes seen by a [`CountingStore`].
+/// Requests and bytes seen through a [`Location::counted`](super::Location::counted).
 #[derive(Debug, Default)]
 pub struct Counts {
     gets: AtomicU64,

@@ -16,7 +16,7 @@
 //!
 //! ```
 //! # fn main() -> ckptio::Result<()> {
-//! use ckptio::location::{Resolver, StorageOptions};
+//! use ckptio::{Resolver, StorageOptions};
 //!
 //! let resolver = Resolver::new();
 //! let loc = resolver.resolve("memory://scratch/ckpt/model.safetensors", &StorageOptions::new())?;
@@ -30,6 +30,7 @@
 //! ```
 
 mod backend;
+mod caps;
 mod counting;
 mod options;
 mod redact;
@@ -43,14 +44,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-pub use counting::{CountingStore, Counts};
+pub use caps::{Capabilities, CreateOnly};
+pub use counting::Counts;
 pub use options::{ClientSettings, Env, StorageOptions};
-pub use redact::{Redactor, redact_uri, scrub_urls};
-pub use tap::ServerHints;
+pub use redact::{redact_uri, scrub_urls};
 pub use uri::Scheme;
+
+pub(crate) use tap::ServerHints;
 
 use crate::error::{Error, Result};
 use backend::{ConfigError, StoreConfig};
+use counting::CountingStore;
+use redact::Redactor;
 use uri::UriError;
 
 /// An object (or a prefix) in a store: where ckptio reads and writes.
@@ -60,12 +65,17 @@ use uri::UriError;
 pub struct Location {
     store: Arc<dyn ObjectStore>,
     path: Path,
+    /// The URI ended in `/`, or the location was made as a directory ([`Location::parent`]).
+    dir: bool,
     root: Arc<Root>,
 }
 
-/// What all locations in one store share: how to show their URIs and what to hide.
+/// What all locations in one store share: what the store is and can do, how to show their URIs
+/// and what to hide.
 struct Root {
-    scheme: Scheme,
+    /// `None` for a store built elsewhere.
+    scheme: Option<Scheme>,
+    caps: Capabilities,
     hints: Arc<ServerHints>,
     /// The URI up to the object path: `s3://bucket/`, `http://host:port/`, `/` for local files.
     prefix: String,
@@ -77,19 +87,23 @@ struct Root {
 impl Location {
     /// A location in a store built elsewhere: a wrapper such as object_store's
     /// `ThrottledStore`, or a store of your own. `name` is shown before the path (`name/path`)
-    /// in messages.
+    /// in messages. The store gets the cautious [`Capabilities::default`]; say what it can do
+    /// with [`with_capabilities`](Self::with_capabilities).
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use ckptio::Location;
+    /// use ckptio::{Capabilities, CreateOnly, Location};
     /// use object_store::{memory::InMemory, path::Path};
     ///
-    /// let loc = Location::from_store("mine:/", Arc::new(InMemory::new()), Path::from("a/b"));
+    /// let loc = Location::from_store("mine:/", Arc::new(InMemory::new()), Path::from("a/b"))
+    ///     .with_capabilities(Capabilities { create: CreateOnly::Atomic, ..Capabilities::default() });
     /// assert_eq!(loc.to_string(), "mine:/a/b");
+    /// assert_eq!(loc.capabilities().create, CreateOnly::Atomic);
     /// ```
     pub fn from_store(name: &str, store: Arc<dyn ObjectStore>, path: Path) -> Location {
         let root = Root {
-            scheme: Scheme::Memory,
+            scheme: None,
+            caps: Capabilities::default(),
             hints: Arc::default(),
             prefix: format!("{}/", name.trim_end_matches('/')),
             shown_query: None,
@@ -98,6 +112,7 @@ impl Location {
         Location {
             store,
             path,
+            dir: false,
             root: Arc::new(root),
         }
     }
@@ -107,9 +122,9 @@ impl Location {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> ckptio::Result<()> {
-    /// let loc = ckptio::location::resolve("fixtures/tiny.safetensors", &Default::default())?;
+    /// let loc = ckptio::resolve("fixtures/tiny.safetensors", &Default::default())?;
     /// let (counted, counts) = loc.counted();
-    /// ckptio::fetch::stat(&counted).await?;
+    /// ckptio::stat(&counted).await?;
     /// assert_eq!((counts.heads(), counts.gets()), (1, 0));
     /// # Ok(()) }
     /// ```
@@ -123,6 +138,7 @@ impl Location {
             Location {
                 store,
                 path: self.path.clone(),
+                dir: self.dir,
                 root: Arc::clone(&self.root),
             },
             counts,
@@ -139,9 +155,39 @@ impl Location {
         &self.path
     }
 
-    /// The kind of store.
-    pub fn scheme(&self) -> Scheme {
+    /// The kind of store the URI named; `None` for a store built elsewhere.
+    pub fn scheme(&self) -> Option<Scheme> {
         self.root.scheme
+    }
+
+    /// What the store can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.root.caps
+    }
+
+    /// This location, in a store that can do what `caps` says: how a store you wrapped
+    /// yourself tells ckptio it has multipart uploads or atomic create-only puts.
+    pub fn with_capabilities(&self, caps: Capabilities) -> Location {
+        let root = Root {
+            scheme: self.root.scheme,
+            caps,
+            hints: Arc::clone(&self.root.hints),
+            prefix: self.root.prefix.clone(),
+            shown_query: self.root.shown_query.clone(),
+            redactor: self.root.redactor.clone(),
+        };
+        Location {
+            store: Arc::clone(&self.store),
+            path: self.path.clone(),
+            dir: self.dir,
+            root: Arc::new(root),
+        }
+    }
+
+    /// The file this location names on the local file system, for a local store.
+    pub fn local_path(&self) -> Option<std::path::PathBuf> {
+        (self.root.scheme == Some(Scheme::Local))
+            .then(|| std::path::Path::new("/").join(self.path.as_ref()))
     }
 
     /// The URI with secrets redacted: what ckptio shows in every message about this location.
@@ -159,29 +205,40 @@ impl Location {
         Location {
             store: Arc::clone(&self.store),
             path,
+            dir: false,
             root: Arc::clone(&self.root),
         }
+    }
+
+    /// Whether the location names a directory (a prefix): its URI ended in `/`, or it was made
+    /// as one ([`parent`](Self::parent), [`join`](Self::join) of a path ending in `/`). Readers
+    /// list such a location instead of asking for an object of its name first.
+    pub fn names_dir(&self) -> bool {
+        self.dir
     }
 
     /// The directory (prefix) holding this location; the store's root stays the root.
     ///
     /// ```
     /// # fn main() -> ckptio::Result<()> {
-    /// let index = ckptio::location::resolve("memory://m/run/model.safetensors.index.json", &Default::default())?;
+    /// let index = ckptio::resolve("memory://m/run/model.safetensors.index.json", &Default::default())?;
     /// assert_eq!(index.parent().join("model-00001-of-00002.safetensors").path().as_ref(), "run/model-00001-of-00002.safetensors");
     /// # Ok(()) }
     /// ```
     pub fn parent(&self) -> Location {
         let parts: Vec<_> = self.path.parts().collect();
         let keep = parts.len().saturating_sub(1);
-        self.with_path(Path::from_iter(parts.into_iter().take(keep)))
+        Location {
+            dir: true,
+            ..self.with_path(Path::from_iter(parts.into_iter().take(keep)))
+        }
     }
 
     /// The location `relative` (`/`-separated) below this one.
     ///
     /// ```
     /// # fn main() -> ckptio::Result<()> {
-    /// let dir = ckptio::location::resolve("memory://m/run/ckpt-10", &Default::default())?;
+    /// let dir = ckptio::resolve("memory://m/run/ckpt-10", &Default::default())?;
     /// assert_eq!(dir.join("model.safetensors").path().as_ref(), "run/ckpt-10/model.safetensors");
     /// # Ok(()) }
     /// ```
@@ -192,11 +249,14 @@ impl Location {
                 .filter(|p| !p.is_empty())
                 .map(Into::into),
         );
-        self.with_path(Path::from_iter(parts))
+        Location {
+            dir: relative.ends_with('/') || (relative.is_empty() && self.dir),
+            ..self.with_path(Path::from_iter(parts))
+        }
     }
 
     /// What the store's server advised about retrying (`Retry-After`).
-    pub fn server_hints(&self) -> &ServerHints {
+    pub(crate) fn server_hints(&self) -> &ServerHints {
         &self.root.hints
     }
 
@@ -207,7 +267,7 @@ impl Location {
 
     /// The ckptio error for `err`, which `operation` on this location returned.
     pub(crate) fn error(&self, operation: &'static str, err: object_store::Error) -> Error {
-        Error::from_store(err, self.uri(), operation, &self.root.redactor)
+        Error::from_store(err, self.uri(), operation, &|text| self.redact(text))
     }
 }
 
@@ -261,29 +321,29 @@ impl Resolver {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidUri`], [`Error::UnsupportedScheme`] or [`Error::MissingBucket`] for a bad
-    /// URI; [`Error::InvalidOption`] for an unknown option key or a bad value;
+    /// [`Error::InvalidUri`] for a malformed URI, an unknown scheme or a missing bucket;
+    /// [`Error::InvalidOption`] for an unknown option key or a bad value;
     /// [`Error::MissingCredentials`] when a store needs credentials and none are configured;
     /// [`Error::Config`] when object_store refuses the configuration.
     pub fn resolve(&self, uri: &str, options: &StorageOptions) -> Result<Location> {
         let shown = redact_uri(uri.trim());
-        let cwd = std::env::current_dir().map_err(|e| Error::InvalidUri {
+        let invalid = |reason: String| Error::InvalidUri {
             uri: shown.clone(),
-            reason: format!("cannot resolve a relative path: {e}"),
-        })?;
-        let target = uri::parse(uri, &cwd).map_err(|e| match e {
-            UriError::Malformed(reason) => Error::InvalidUri {
-                uri: shown.clone(),
-                reason,
-            },
-            UriError::UnsupportedScheme(scheme) => Error::UnsupportedScheme {
-                uri: shown.clone(),
-                scheme,
-            },
-            UriError::MissingBucket(scheme) => Error::MissingBucket {
-                uri: shown.clone(),
-                scheme,
-            },
+            reason,
+        };
+        let cwd = std::env::current_dir()
+            .map_err(|e| invalid(format!("cannot resolve a relative path: {e}")))?;
+        let target = uri::parse(uri, &cwd).map_err(|e| {
+            invalid(match e {
+                UriError::Malformed(reason) => format!("malformed URI: {reason}"),
+                UriError::UnsupportedScheme(scheme) => format!(
+                    "unsupported scheme `{scheme}` (supported: {})",
+                    Scheme::SUPPORTED
+                ),
+                UriError::MissingBucket(scheme) => {
+                    format!("missing bucket name (expected {scheme}://BUCKET/KEY)")
+                }
+            })
         })?;
 
         let process_env;
@@ -326,15 +386,18 @@ impl Resolver {
                 .unwrap_or_default()
         });
         let root = Arc::new(Root {
-            scheme: target.scheme,
+            scheme: Some(target.scheme),
+            caps: Capabilities::of(target.scheme, target.query.is_some()),
             hints,
             prefix,
             shown_query,
             redactor,
         });
+        let before_query = uri.trim().split(['?', '#']).next().unwrap_or_default();
         Ok(Location {
             store,
             path: target.path,
+            dir: before_query.ends_with('/'),
             root,
         })
     }

@@ -14,7 +14,7 @@ use super::redact::{REDACTED, is_secret_key};
 /// ckptio's own keys are listed on [`ClientSettings`].
 ///
 /// ```
-/// use ckptio::location::StorageOptions;
+/// use ckptio::StorageOptions;
 ///
 /// let options = StorageOptions::new()
 ///     .with("endpoint", "http://127.0.0.1:9000")

@@ -1,24 +1,9 @@
 //! Turning stored elements into a contiguous, little-endian, row-major buffer. Pure.
 
-use crate::dtype::DType;
-
-/// Bytes from the first stored element to the last, for `shape` and element `strides`
-/// (`None` on overflow; 0 for an empty tensor).
-pub fn strided_extent(dtype: DType, shape: &[u64], strides: &[u64]) -> Option<u64> {
-    if shape.contains(&0) {
-        return Some(0);
-    }
-    let elem = dtype.bits() / 8;
-    let last = shape.iter().zip(strides).try_fold(0u64, |acc, (&d, &s)| {
-        acc.checked_add((d - 1).checked_mul(s)?)
-    })?;
-    last.checked_add(1)?.checked_mul(elem)
-}
-
 /// The elements of a strided tensor, gathered into row-major order. `data` starts at the first
-/// element; the caller has checked it spans [`strided_extent`] bytes. `None` when the output
+/// element; the caller has checked it spans [`strided_extent`](crate::tree::strided_extent) bytes. `None` when the output
 /// cannot be allocated (a zero stride can make a huge tensor of a few stored bytes).
-pub fn gather(data: &[u8], elem: usize, shape: &[u64], strides: &[u64]) -> Option<Vec<u8>> {
+pub(crate) fn gather(data: &[u8], elem: usize, shape: &[u64], strides: &[u64]) -> Option<Vec<u8>> {
     let numel = crate::dtype::numel(shape)?;
     let len = usize::try_from(numel).ok()?.checked_mul(elem)?;
     let mut out = Vec::new();
@@ -50,7 +35,7 @@ pub fn gather(data: &[u8], elem: usize, shape: &[u64], strides: &[u64]) -> Optio
 /// full tensor) into `out`, the row-major bytes of rows `row0..row0 + shape[0]` of the full
 /// tensor (`shape` is the window's shape). Rows outside the window are skipped. Returns the
 /// number of elements placed; `None` when the box does not fit.
-pub fn place(
+pub(crate) fn place(
     out: &mut [u8],
     shape: &[u64],
     row0: u64,
@@ -125,7 +110,7 @@ pub fn place(
 }
 
 /// Reverses the bytes of every `elem`-byte element (big-endian storage to little-endian).
-pub fn swap_bytes(data: &mut [u8], elem: usize) {
+pub(crate) fn swap_bytes(data: &mut [u8], elem: usize) {
     if elem > 1 {
         data.chunks_exact_mut(elem).for_each(<[u8]>::reverse);
     }
@@ -185,7 +170,6 @@ mod tests {
             gather(&data, 1, &[3, 2], &[1, 3]).unwrap(),
             [0, 3, 1, 4, 2, 5]
         );
-        assert_eq!(strided_extent(DType::U8, &[3, 2], &[1, 3]), Some(6));
     }
 
     #[test]
@@ -193,19 +177,12 @@ mod tests {
         let data: Vec<u8> = (0..16).collect();
         // Two-byte elements, every other one: elements 0, 2, 4.
         assert_eq!(gather(&data, 2, &[3], &[2]).unwrap(), [0, 1, 4, 5, 8, 9]);
-        assert_eq!(strided_extent(DType::U16, &[3], &[2]), Some(10));
     }
 
     #[test]
     fn scalars_and_empty_tensors() {
         assert_eq!(gather(&[9, 8], 2, &[], &[]).unwrap(), [9, 8]);
         assert_eq!(gather(&[], 4, &[0, 3], &[3, 1]).unwrap(), Vec::<u8>::new());
-        assert_eq!(strided_extent(DType::F32, &[], &[]), Some(4));
-        assert_eq!(strided_extent(DType::F32, &[0, 5], &[5, 1]), Some(0));
-        assert_eq!(
-            strided_extent(DType::F32, &[u64::MAX, 2], &[u64::MAX, 1]),
-            None
-        );
     }
 
     #[test]

@@ -1,34 +1,26 @@
-//! Turning lazy tensors into bytes: reads grouped per object and coalesced, elements made
-//! contiguous and little-endian, optionally widened to F32; all at once, or streamed in file
-//! order within a memory budget.
+//! Turning lazy tensors into bytes: reads grouped per object and coalesced, payload offsets
+//! confirmed and checksums verified, elements made contiguous and little-endian, optionally
+//! widened to F32; all at once, or streamed in file order within a memory budget.
+//!
+//! It knows no format: bytes come through the tree's [`Source`], [`Anchor`] and
+//! [`Locate`](crate::tree::Locate) traits.
 
 mod convert;
 mod layout;
+mod pack;
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 pub use convert::{to_f32, widens};
-pub use layout::strided_extent;
+pub(crate) use pack::pack;
 
 use crate::dtype::DType;
-use crate::error::{Error, Result};
-use crate::fetch::Object;
-use crate::format::zip;
-use crate::tree::{LazyTensor, StateTree, TensorSource};
-
-/// A tensor's bytes: contiguous, row-major, little-endian.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tensor {
-    /// Element type.
-    pub dtype: DType,
-    /// Dimensions (empty for a scalar).
-    pub shape: Vec<u64>,
-    /// The elements.
-    pub data: Bytes,
-}
+use crate::error::{ChecksumMismatch, Error, Result, TensorError};
+use crate::tree::{ByteRange, Check, LazyTensor, Pieces, Source, StateTree, Tensor, TensorData};
 
 /// How tensors are materialized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,13 +41,16 @@ impl Default for MaterializeOptions {
     }
 }
 
-/// The given tensors, materialized. Tensors of one object are read with coalesced range
-/// requests in parallel.
+/// Pieces of one tensor located at once: each costs a small read of its own header.
+const PIECES_AT_ONCE: usize = 16;
+
+/// The given tensors, materialized, in file order. Tensors of one object are read with
+/// coalesced range requests in parallel.
 ///
 /// # Errors
 ///
-/// [`Error::Tensor`] for an abstract tensor or a stored layout that does not fit its range;
-/// otherwise the read's error.
+/// [`Error::InvalidArgument`] for an abstract tensor; [`Error::Corrupt`] for a stored layout
+/// that does not fit its bytes or a checksum that does not match; otherwise the read's error.
 pub async fn materialize(
     tensors: Vec<(String, LazyTensor)>,
     options: MaterializeOptions,
@@ -104,147 +99,257 @@ pub fn stream(
     crate::streams::end_at_first_error(tensors).boxed()
 }
 
-/// A tensor that has a source (abstract tensors never get this far).
-struct Planned {
-    path: String,
-    tensor: LazyTensor,
+/// The identity of a tensor's object: tensors of one object share one `Arc<dyn Source>`.
+fn source_id(source: &Arc<dyn Source>) -> *const () {
+    Arc::as_ptr(source).cast()
 }
 
-impl Planned {
-    fn source(&self) -> &TensorSource {
-        self.tensor
-            .source
-            .as_ref()
-            .expect("batches() plans only tensors with a source")
+/// Where a tensor comes in file order: its object (in first-seen order), then its offset;
+/// bytes already in memory first, tensors in pieces last.
+fn order_key(t: &LazyTensor, objects: &mut Vec<*const ()>) -> (usize, u64) {
+    match &t.data {
+        TensorData::Inline(_) | TensorData::Abstract => (0, 0),
+        TensorData::Range(r) => {
+            let id = source_id(&r.source);
+            let group = objects.iter().position(|o| *o == id).unwrap_or_else(|| {
+                objects.push(id);
+                objects.len() - 1
+            });
+            (group + 1, r.range.start)
+        }
+        TensorData::Pieces(_) => (usize::MAX, 0),
     }
 }
 
 /// Sorts tensors into file order: grouped by object in first-seen order, then by offset.
 /// Streaming and writing use this one order, so each tensor arrives when it is next needed.
-pub fn file_order(tensors: &mut Vec<(String, LazyTensor)>) {
-    let mut objects: Vec<Object> = Vec::new();
+pub(crate) fn file_order(tensors: &mut Vec<(String, LazyTensor)>) {
+    let mut objects = Vec::new();
     let mut keyed: Vec<((usize, u64), (String, LazyTensor))> = std::mem::take(tensors)
         .into_iter()
-        .map(|(path, t)| {
-            let key = match &t.source {
-                Some(s) => {
-                    let group = objects
-                        .iter()
-                        .position(|o| o.same_as(&s.object))
-                        .unwrap_or_else(|| {
-                            objects.push(s.object.clone());
-                            objects.len() - 1
-                        });
-                    (group, s.range.start)
-                }
-                None => (usize::MAX, 0),
-            };
-            (key, (path, t))
-        })
+        .map(|(path, t)| (order_key(&t, &mut objects), (path, t)))
         .collect();
     keyed.sort_by_key(|(key, _)| *key);
     *tensors = keyed.into_iter().map(|(_, t)| t).collect();
 }
 
-/// A unit of reading: tensors of one object within the budget, or one tensor assembled from
-/// pieces.
+/// A unit of reading: tensors of one object within the budget (or bytes already held), or
+/// one tensor assembled from pieces.
 enum Batch {
-    Read(Vec<Planned>),
-    Assemble(Planned),
+    Read(Vec<(String, LazyTensor)>),
+    Assemble(String, LazyTensor, Arc<Pieces>),
+}
+
+/// The number of bytes a batch reads for a tensor.
+fn read_len(t: &LazyTensor) -> u64 {
+    match &t.data {
+        TensorData::Range(r) => r.range.end - r.range.start,
+        TensorData::Inline(i) => i.bytes.len() as u64,
+        TensorData::Abstract | TensorData::Pieces(_) => 0,
+    }
+}
+
+/// Whether two tensors may not be read in one batch: they live in different objects, or
+/// one of them needs no read.
+fn apart(a: &(String, LazyTensor), b: &(String, LazyTensor)) -> bool {
+    match (&a.1.data, &b.1.data) {
+        (TensorData::Range(x), TensorData::Range(y)) => {
+            source_id(&x.source) != source_id(&y.source)
+        }
+        (TensorData::Inline(_), TensorData::Inline(_)) => false,
+        _ => true,
+    }
 }
 
 /// Tensors in [`file_order`], cut into batches of one object and at most `budget` bytes (a
 /// larger tensor is a batch of its own); a tensor in pieces is a batch of its own.
 fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64) -> Result<Vec<Batch>> {
-    file_order(&mut tensors);
-    let mut out: Vec<Batch> = Vec::new();
-    let mut bytes = 0u64;
-    for (path, tensor) in tensors {
-        if tensor.pieces.is_some() {
-            out.push(Batch::Assemble(Planned { path, tensor }));
-            continue;
-        }
-        if tensor.source.is_none() {
-            return Err(Error::Tensor {
-                uri: "(no data source)".into(),
-                path,
-                reason: "is abstract (a type and shape, no data)".into(),
-            });
-        };
-        let planned = Planned { path, tensor };
-        let range = &planned.source().range;
-        let len = range.end - range.start;
-        match out.last_mut() {
-            Some(Batch::Read(batch))
-                if batch[0].source().object.same_as(&planned.source().object)
-                    && bytes.saturating_add(len) <= budget =>
-            {
-                bytes = bytes.saturating_add(len);
-                batch.push(planned);
-            }
-            _ => {
-                bytes = len;
-                out.push(Batch::Read(vec![planned]));
-            }
-        }
+    if let Some((path, _)) = tensors.iter().find(|(_, t)| t.is_abstract()) {
+        return Err(Error::InvalidArgument {
+            what: format!("tensor `{path}`"),
+            reason: "is abstract (a type and shape, no data)".into(),
+        });
     }
+    file_order(&mut tensors);
+    let (pieces, reads): (Vec<_>, Vec<_>) = tensors
+        .into_iter()
+        .partition(|(_, t)| matches!(t.data, TensorData::Pieces(_)));
+    let mut out: Vec<Batch> = pack(reads, budget, |(_, t)| read_len(t), apart)
+        .into_iter()
+        .map(Batch::Read)
+        .collect();
+    out.extend(pieces.into_iter().map(|(path, t)| match &t.data {
+        TensorData::Pieces(p) => {
+            let p = Arc::clone(p);
+            Batch::Assemble(path, t, p)
+        }
+        _ => unreachable!("partitioned above"),
+    }));
     Ok(out)
 }
 
 async fn read_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(String, Tensor)>> {
     match batch {
         Batch::Read(batch) => read_tensors(batch, options).await,
-        Batch::Assemble(planned) => Ok(vec![assemble(planned, options).await?]),
+        Batch::Assemble(path, t, pieces) => Ok(vec![assemble(path, t, pieces, options).await?]),
     }
 }
 
-/// Reads one batch (all from one object) and finishes its tensors.
+/// Reads one batch (all from one object, or all held already) and finishes its tensors.
 async fn read_tensors(
-    batch: Vec<Planned>,
+    batch: Vec<(String, LazyTensor)>,
     options: MaterializeOptions,
 ) -> Result<Vec<(String, Tensor)>> {
-    let object = batch[0].source().object.clone();
-    let ranges: Vec<_> = batch.iter().map(|p| read_range(p.source())).collect();
-    let raw = object.read_ranges(&ranges).await?;
+    let source = match batch.first().map(|(_, t)| &t.data) {
+        Some(TensorData::Range(r)) => Arc::clone(&r.source),
+        _ => {
+            return batch
+                .into_iter()
+                .map(|(path, t)| {
+                    let TensorData::Inline(inline) = &t.data else {
+                        unreachable!("a batch without a source holds inline tensors")
+                    };
+                    let (bytes, big_endian) = (inline.bytes.clone(), inline.big_endian);
+                    let origin = inline.origin.to_string();
+                    finish(&origin, path, &t, bytes, big_endian, options)
+                })
+                .collect();
+        }
+    };
+    let ranges: Vec<Range<u64>> = batch.iter().map(|(_, t)| read_range(range_of(t))).collect();
+    let raw = source.read_ranges(ranges).await?;
     let mut out = Vec::with_capacity(batch.len());
-    for (p, read) in batch.into_iter().zip(raw) {
-        let stored = stored_bytes(&object, &p, read).await?;
-        out.push(finish(&object, p, stored, options)?);
+    for ((path, t), read) in batch.into_iter().zip(raw) {
+        let r = range_of(&t);
+        let stored = stored_bytes(r, &path, read).await?;
+        out.push(finish(
+            &r.source.uri(),
+            path,
+            &t,
+            stored,
+            r.big_endian,
+            options,
+        )?);
     }
     Ok(out)
 }
 
-/// A tensor stored in pieces: each piece located (its own small file read), read like any
+fn range_of(t: &LazyTensor) -> &ByteRange {
+    match &t.data {
+        TensorData::Range(r) => r,
+        _ => unreachable!("a batch with a source holds byte ranges"),
+    }
+}
+
+/// What to read for a tensor: its range, and the record's header before it when its offset
+/// was predicted.
+fn read_range(r: &ByteRange) -> Range<u64> {
+    match &r.anchor {
+        Some(anchor) => anchor.header_start().min(r.range.start)..r.range.end,
+        None => r.range.clone(),
+    }
+}
+
+/// The tensor's stored bytes out of what [`read_range`] read: a predicted offset confirmed by
+/// the header (or the bytes read again where the header says they are), and the checksum
+/// verified when the range covers what it sums.
+async fn stored_bytes(r: &ByteRange, path: &str, read: Bytes) -> Result<Bytes> {
+    let uri = || r.source.uri();
+    let mut range = r.range.clone();
+    let mut span = r.check.as_ref().map(|c| c.span.clone());
+    let data = match &r.anchor {
+        None => read,
+        Some(anchor) => {
+            let start = read_range(r).start;
+            let actual = anchor.payload_start(&uri(), &read)?;
+            if actual == anchor.predicted() {
+                read.slice((range.start - start) as usize..)
+            } else {
+                let moved = |x: &Range<u64>| {
+                    let start = (x.start - anchor.predicted()).checked_add(actual)?;
+                    Some(start..start.checked_add(x.end - x.start)?)
+                };
+                range = moved(&range).ok_or_else(|| {
+                    Error::corrupt(
+                        uri(),
+                        TensorError {
+                            path: path.to_owned(),
+                            reason: "lies beyond any offset".into(),
+                        },
+                    )
+                })?;
+                span = span.and_then(|s| moved(&s));
+                let mut again = r.source.read_ranges(vec![range.clone()]).await?;
+                again.pop().unwrap_or_default()
+            }
+        }
+    };
+    if let (Some(check), Some(span)) = (&r.check, span) {
+        verify(check, span == range, &data, path, &uri)?;
+    }
+    Ok(data)
+}
+
+/// Checks `data` against `check` when it covers the checksummed span.
+fn verify(
+    check: &Check,
+    covers: bool,
+    data: &[u8],
+    path: &str,
+    uri: &dyn Fn() -> String,
+) -> Result<()> {
+    if !covers {
+        return Ok(());
+    }
+    let found = check.checksum.compute(data);
+    if found == check.checksum {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        uri(),
+        ChecksumMismatch {
+            path: path.to_owned(),
+            record: check.record.to_string(),
+            expected: check.checksum.to_string(),
+            found: found.to_string(),
+        },
+    ))
+}
+
+/// A tensor stored in pieces: each piece located (its own small header read), read like any
 /// tensor, and copied into place; only the pieces overlapping the tensor's rows are read.
 fn assemble(
-    p: Planned,
+    path: String,
+    t: LazyTensor,
+    pieces: Arc<Pieces>,
     options: MaterializeOptions,
 ) -> futures::future::BoxFuture<'static, Result<(String, Tensor)>> {
     Box::pin(async move {
-        let t = &p.tensor;
-        let pieces = t
-            .pieces
-            .clone()
-            .expect("batches() assembles only tensors in pieces");
-        let bad = |reason: String| Error::Tensor {
-            uri: pieces
-                .boxes
-                .first()
-                .map_or_else(|| "(no pieces)".into(), |b| b.object.location().uri()),
-            path: p.path.clone(),
-            reason,
+        let where_ = pieces
+            .boxes
+            .first()
+            .map_or_else(|| "(no pieces)".to_owned(), |b| b.locate.describe());
+        let bad = |reason: String| {
+            Error::corrupt(
+                where_.clone(),
+                TensorError {
+                    path: path.clone(),
+                    reason,
+                },
+            )
         };
         if t.dtype.bits() % 8 != 0 {
             return Err(bad(format!("{} tensors cannot be assembled", t.dtype)));
         }
         let elem = (t.dtype.bits() / 8) as usize;
-        let parts = futures::future::try_join_all(
-            pieces.boxes.iter().map(|b| crate::format::dcp::resolve(b)),
-        )
-        .await?;
-        let named = parts
+        let located: Vec<(usize, LazyTensor)> =
+            stream::iter(pieces.boxes.iter().cloned().enumerate())
+                .map(|(i, b)| async move { b.locate.locate().await.map(|t| (i, t)) })
+                .buffer_unordered(PIECES_AT_ONCE)
+                .try_collect()
+                .await?;
+        let named = located
             .into_iter()
-            .enumerate()
             .map(|(i, part)| (i.to_string(), part))
             .collect();
         let read = materialize(
@@ -255,11 +360,8 @@ fn assemble(
             },
         )
         .await?;
-        let nbytes = usize::try_from(t.nbytes()).map_err(|_| bad("is too large".into()))?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(nbytes)
-            .map_err(|_| bad(format!("{nbytes} bytes cannot be allocated")))?;
-        data.resize(nbytes, 0);
+        let nbytes = usize::try_from(t.nbytes()).map_err(|_| too_large(&where_, t.nbytes()))?;
+        let mut data = zeroed(nbytes).ok_or_else(|| too_large(&where_, t.nbytes()))?;
         let mut covered = 0u64;
         for (name, part) in read {
             let i: usize = name.parse().expect("pieces are named by their index");
@@ -288,8 +390,24 @@ fn assemble(
             )));
         }
         let tensor = widened(t.dtype, t.shape.clone(), data.into(), options);
-        Ok((p.path.clone(), tensor))
+        Ok((path, tensor))
     })
+}
+
+fn too_large(uri: &str, size: u64) -> Error {
+    Error::TooLarge {
+        uri: uri.to_owned(),
+        size,
+        streamable: false,
+    }
+}
+
+/// `len` zero bytes, or `None` if the memory cannot be had.
+fn zeroed(len: usize) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(len).ok()?;
+    data.resize(len, 0);
+    Some(data)
 }
 
 /// A contiguous little-endian tensor, widened to F32 when asked and possible.
@@ -307,77 +425,23 @@ fn widened(dtype: DType, shape: Vec<u64>, data: Bytes, options: MaterializeOptio
     }
 }
 
-/// What to read for a tensor: its range, and the local header before it when its offset was
-/// predicted.
-fn read_range(source: &TensorSource) -> Range<u64> {
-    match &source.anchor {
-        Some(anchor) => anchor.entry.header_offset.min(source.range.start)..source.range.end,
-        None => source.range.clone(),
-    }
-}
-
-/// The tensor's stored bytes out of what [`read_range`] read: a predicted offset confirmed by
-/// the local header (or the bytes read again where the header says they are), and the
-/// checksum verified when the range covers what it sums.
-async fn stored_bytes(object: &Object, p: &Planned, read: Bytes) -> Result<Bytes> {
-    let source = p.source();
-    let uri = || object.location().uri();
-    let mut range = source.range.clone();
-    let mut span = source.check.as_ref().map(|c| c.span.clone());
-    let data = match &source.anchor {
-        None => read,
-        Some(anchor) => {
-            let start = read_range(source).start;
-            let actual =
-                zip::payload_offset(&anchor.entry, &read).map_err(|problem| Error::Zip {
-                    uri: uri(),
-                    problem,
-                })?;
-            if actual == anchor.payload {
-                read.slice((range.start - start) as usize..)
-            } else {
-                let moved = |r: &Range<u64>| {
-                    let start = (r.start - anchor.payload).checked_add(actual)?;
-                    Some(start..start.checked_add(r.end - r.start)?)
-                };
-                range = moved(&range).ok_or_else(|| Error::Torch {
-                    uri: uri(),
-                    problem: format!("entry `{}` lies beyond any offset", anchor.entry.name),
-                })?;
-                span = span.and_then(|s| moved(&s));
-                object.read_range(range.clone()).await?
-            }
-        }
-    };
-    if let (Some(check), Some(span)) = (&source.check, span) {
-        if span == range {
-            let found = check.checksum.compute(&data);
-            if found != check.checksum {
-                return Err(Error::Checksum {
-                    uri: uri(),
-                    path: p.path.clone(),
-                    record: check.record.to_string(),
-                    expected: check.checksum.to_string(),
-                    found: found.to_string(),
-                });
-            }
-        }
-    }
-    Ok(data)
-}
-
 /// Stored bytes → a contiguous little-endian tensor (widened if asked).
 fn finish(
-    object: &Object,
-    p: Planned,
+    uri: &str,
+    path: String,
+    t: &LazyTensor,
     stored: Bytes,
+    big_endian: bool,
     options: MaterializeOptions,
 ) -> Result<(String, Tensor)> {
-    let t = &p.tensor;
-    let bad = |reason: String| Error::Tensor {
-        uri: object.location().uri(),
-        path: p.path.clone(),
-        reason,
+    let bad = |reason: String| {
+        Error::corrupt(
+            uri,
+            TensorError {
+                path: path.clone(),
+                reason,
+            },
+        )
     };
     let nbytes = t.dtype.byte_len(t.numel()).ok_or_else(|| {
         bad(format!(
@@ -397,14 +461,13 @@ fn finish(
         }
         stored
     } else {
-        if t.dtype.bits() % 8 != 0 || t.strides.len() != t.shape.len() {
-            return Err(bad(format!(
-                "a strided layout {:?} for {} × {:?} is not supported",
-                t.strides, t.dtype, t.shape
-            )));
-        }
-        let extent = layout::strided_extent(t.dtype, &t.shape, &t.strides)
-            .ok_or_else(|| bad("its strides overflow".into()))?;
+        let extent =
+            crate::tree::strided_extent(t.dtype, &t.shape, &t.strides).ok_or_else(|| {
+                bad(format!(
+                    "a strided layout {:?} for {} × {:?} is not supported",
+                    t.strides, t.dtype, t.shape
+                ))
+            })?;
         if (stored.len() as u64) < extent {
             return Err(bad(format!(
                 "strides {:?} reach byte {extent}, its range holds {}",
@@ -413,20 +476,16 @@ fn finish(
             )));
         }
         layout::gather(&stored, elem, &t.shape, &t.strides)
-            .ok_or_else(|| {
-                bad(format!(
-                    "{nbytes} bytes cannot be allocated to make it contiguous"
-                ))
-            })?
+            .ok_or_else(|| too_large(uri, nbytes))?
             .into()
     };
-    if t.source.as_ref().is_some_and(|s| s.big_endian) && elem > 1 {
+    if big_endian && elem > 1 {
         let mut swapped = data.to_vec();
         layout::swap_bytes(&mut swapped, elem);
         data = swapped.into();
     }
     let tensor = widened(t.dtype, t.shape.clone(), data, options);
-    Ok((p.path, tensor))
+    Ok((path, tensor))
 }
 
 #[cfg(test)]
@@ -434,31 +493,25 @@ mod tests {
     use futures::TryStreamExt;
 
     use super::*;
-    use crate::fetch::FetchOptions;
-    use crate::tree::TensorSource;
+    use crate::tree::Inline;
 
-    async fn object(name: &str, data: Vec<u8>) -> Object {
-        crate::fetch::testing::memory_object(
-            &format!("materialize/{name}"),
-            data,
-            FetchOptions::default(),
-        )
-        .await
+    fn source(name: &str, data: Vec<u8>) -> Arc<dyn Source> {
+        crate::testing::memory_source(&format!("materialize/{name}"), data)
     }
 
     fn lazy(
-        object: &Object,
+        source: &Arc<dyn Source>,
         dtype: DType,
         shape: &[u64],
         range: std::ops::Range<u64>,
     ) -> LazyTensor {
-        LazyTensor::contiguous(dtype, shape.to_vec(), object.clone(), range)
+        LazyTensor::contiguous(dtype, shape.to_vec(), Arc::clone(source), range)
     }
 
     #[tokio::test]
     async fn tensors_come_back_with_their_bytes() {
         let data: Vec<u8> = (0..64).collect();
-        let o = object("plain", data.clone()).await;
+        let o = source("plain", data.clone());
         let ts = vec![
             ("b".to_owned(), lazy(&o, DType::U16, &[4], 8..16)),
             ("a".to_owned(), lazy(&o, DType::U8, &[2, 2], 0..4)),
@@ -481,13 +534,12 @@ mod tests {
     #[tokio::test]
     async fn strided_big_endian_tensors_become_contiguous_little_endian() {
         // A 2×2 big-endian U16 matrix stored row-major, read as its transpose.
-        let o = object("strided", vec![0, 1, 0, 2, 0, 3, 0, 4]).await;
+        let o = source("strided", vec![0, 1, 0, 2, 0, 3, 0, 4]);
         let mut t = lazy(&o, DType::U16, &[2, 2], 0..8);
         t.strides = vec![1, 2];
-        t.source = Some(TensorSource {
-            big_endian: true,
-            ..t.source.unwrap()
-        });
+        if let TensorData::Range(r) = &mut t.data {
+            r.big_endian = true;
+        }
         let got = materialize(vec![("t".into(), t)], MaterializeOptions::default())
             .await
             .unwrap();
@@ -495,8 +547,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn inline_tensors_need_no_read() {
+        let t = LazyTensor {
+            dtype: DType::U16,
+            shape: vec![2],
+            strides: Vec::new(),
+            data: TensorData::Inline(Inline {
+                bytes: Bytes::from_static(&[0, 1, 0, 2]),
+                big_endian: true,
+                origin: Arc::from("inline test"),
+            }),
+        };
+        let got = materialize(vec![("i".into(), t)], MaterializeOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(got[0].1.data, [1, 0, 2, 0].as_slice());
+    }
+
+    #[tokio::test]
     async fn a_range_that_does_not_fit_the_shape_names_the_tensor() {
-        let o = object("short", vec![0; 8]).await;
+        let o = source("short", vec![0; 8]);
         let err = materialize(
             vec![("w".into(), lazy(&o, DType::F32, &[3], 0..8))],
             MaterializeOptions::default(),
@@ -507,6 +577,7 @@ mod tests {
             err.to_string().contains("tensor `w`") && err.to_string().contains("needs 12 bytes"),
             "{err}"
         );
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
         let err = materialize(
             vec![("x".into(), LazyTensor::abstract_(DType::F32, vec![1]))],
             MaterializeOptions::default(),
@@ -514,10 +585,8 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.to_string().contains("abstract"), "{err}");
-        assert!(
-            err.to_string().starts_with("(no data source): tensor `x`"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("tensor `x`"), "{err}");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
     }
 
     #[tokio::test]
@@ -526,7 +595,7 @@ mod tests {
             .iter()
             .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
             .collect();
-        let o = object("bf16", bytes).await;
+        let o = source("bf16", bytes);
         let options = MaterializeOptions {
             to_f32: true,
             ..MaterializeOptions::default()
@@ -547,7 +616,7 @@ mod tests {
     #[tokio::test]
     async fn streaming_yields_file_order_in_budgeted_batches() {
         let data: Vec<u8> = (0..100).collect();
-        let o = object("stream", data.clone()).await;
+        let o = source("stream", data.clone());
         let ts: Vec<_> = (0..10)
             .rev()
             .map(|i| {
@@ -563,7 +632,7 @@ mod tests {
                 .iter()
                 .map(|b| match b {
                     Batch::Read(b) => b.len(),
-                    Batch::Assemble(_) => 0,
+                    Batch::Assemble(..) => 0,
                 })
                 .collect::<Vec<_>>(),
             [2, 2, 2, 2, 2],
@@ -580,5 +649,20 @@ mod tests {
             ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9"]
         );
         assert_eq!(got[3].1.data, data[30..40]);
+    }
+
+    #[tokio::test]
+    async fn tensors_of_two_objects_never_share_a_batch() {
+        let a = source("two-a", vec![1; 8]);
+        let b = source("two-b", vec![2; 8]);
+        let ts = vec![
+            ("a".to_owned(), lazy(&a, DType::U8, &[8], 0..8)),
+            ("b".to_owned(), lazy(&b, DType::U8, &[8], 0..8)),
+        ];
+        assert_eq!(batches(ts.clone(), u64::MAX).unwrap().len(), 2);
+        let got = materialize(ts, MaterializeOptions::default())
+            .await
+            .unwrap();
+        assert_eq!((got[0].1.data[0], got[1].1.data[0]), (1, 2));
     }
 }

@@ -17,7 +17,7 @@ pub struct GlobError {
     pub reason: String,
 }
 
-fn globset(globs: &[&str]) -> Result<GlobSet, GlobError> {
+pub(crate) fn globset(globs: &[&str]) -> Result<GlobSet, GlobError> {
     let mut builder = GlobSetBuilder::new();
     for glob in globs {
         // As in fnmatch (Composer's ignore_keys): `*` also matches `/`.

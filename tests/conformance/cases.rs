@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ckptio::Error;
-use ckptio::location::{Resolver, redact_uri};
+use ckptio::{Resolver, redact_uri};
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 
 use bytes::Bytes;
-use ckptio::fetch::{FetchOptions, Object, Progress};
+use ckptio::{FetchOptions, Object, Progress};
 
-use crate::support::{Backend, pattern, read_all, relative, safetensors_file};
+use crate::support::{
+    Backend, byte_range, pattern, read_all, read_tensor, relative, safetensors_file,
+};
 
 /// Resolving a URI and showing it again gives the same URI, and repeated resolves share a store.
 pub async fn uri_round_trips(b: Backend) {
@@ -32,7 +34,7 @@ pub async fn uri_round_trips(b: Backend) {
 
     b.seed("dir/obj.bin", "round trip").await;
     let reresolved = resolver.resolve(&first.uri(), &b.options).unwrap();
-    let info = ckptio::fetch::stat(&reresolved)
+    let info = ckptio::stat(&reresolved)
         .await
         .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
     assert_eq!(info.size, 10, "[{}]", b.name);
@@ -43,7 +45,7 @@ pub async fn uri_round_trips(b: Backend) {
 pub async fn stat_reports_size_and_etag(b: Backend) {
     for (key, len) in [("empty.bin", 0), ("one.bin", 1), ("some.bin", 70_001)] {
         b.seed(key, pattern(len)).await;
-        let info = ckptio::fetch::stat(&b.location(key))
+        let info = ckptio::stat(&b.location(key))
             .await
             .unwrap_or_else(|e| panic!("[{}] stat {key}: {e}", b.name));
         assert_eq!(info.size, len as u64, "[{}] {key}", b.name);
@@ -98,7 +100,7 @@ pub async fn ranged_read_equals_slice_of_full_read(b: Backend) {
 /// A missing object is `Error::NotFound`, and the message names its URI.
 pub async fn missing_object_is_not_found_naming_the_uri(b: Backend) {
     let loc = b.location("no/such/object.bin");
-    let err = ckptio::fetch::stat(&loc)
+    let err = ckptio::stat(&loc)
         .await
         .expect_err("a missing object has no stat");
     assert!(
@@ -176,7 +178,7 @@ pub async fn put_get_delete_round_trip(b: Backend) {
         .delete(loc.path())
         .await
         .unwrap_or_else(|e| panic!("[{}] delete: {e}", b.name));
-    let err = ckptio::fetch::stat(&loc).await.expect_err("deleted");
+    let err = ckptio::stat(&loc).await.expect_err("deleted");
     assert!(err.is_not_found(), "[{}] {err}", b.name);
 }
 
@@ -332,8 +334,6 @@ pub async fn object_replaced_mid_download_is_detected(b: Backend) {
 /// two when it does not; a tensor costs one more; and every tensor read lazily equals its
 /// slice of the whole file.
 pub async fn safetensors_lazy_reads_cost_one_get_each(b: Backend) {
-    use ckptio::format::safetensors::SafetensorsFile;
-
     let fixture = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/tiny.safetensors"
@@ -341,11 +341,11 @@ pub async fn safetensors_lazy_reads_cost_one_get_each(b: Backend) {
     .unwrap();
     b.seed("tiny.safetensors", fixture).await;
     let (loc, counts) = b.location("tiny.safetensors").counted();
-    let file = SafetensorsFile::open(&loc, FetchOptions::default())
+    let file = ckptio::open(&loc, Default::default())
         .await
         .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
     assert_eq!((counts.gets(), counts.heads()), (1, 0), "[{}] open", b.name);
-    let weight = file.read("embed.weight").await.unwrap();
+    let weight = read_tensor(&file.tree, "embed.weight").await;
     assert_eq!(
         (counts.gets(), counts.heads()),
         (2, 0),
@@ -355,14 +355,14 @@ pub async fn safetensors_lazy_reads_cost_one_get_each(b: Backend) {
     assert_eq!(weight.len(), 48);
 
     let whole = read_all(&loc).await;
-    for t in &file.header().tensors {
-        let lazy = file.read(&t.name).await.unwrap();
+    for (path, t) in file.tree.tensors() {
+        let lazy = read_tensor(&file.tree, &path).await;
+        let range = byte_range(t);
         assert_eq!(
             lazy,
-            whole.slice(t.range.start as usize..t.range.end as usize),
-            "[{}] {}",
+            whole.slice(range.start as usize..range.end as usize),
+            "[{}] {path}",
             b.name,
-            t.name
         );
     }
 
@@ -373,11 +373,15 @@ pub async fn safetensors_lazy_reads_cost_one_get_each(b: Backend) {
     );
     b.seed("long.safetensors", long).await;
     let (loc, counts) = b.location("long.safetensors").counted();
-    let file = SafetensorsFile::open(&loc, FetchOptions::default())
+    let file = ckptio::open(&loc, Default::default())
         .await
         .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
-    assert!(file.header().data_start > 1 << 20);
-    assert_eq!(file.header().tensors.len(), 12_000);
+    let (_, first) = file.tree.tensors().next().unwrap();
+    assert!(
+        byte_range(first).start > 1 << 20,
+        "the data starts past 1 MiB"
+    );
+    assert_eq!(file.tree.tensors().count(), 12_000);
     assert_eq!(
         (counts.gets(), counts.heads()),
         (2, 0),
@@ -389,8 +393,7 @@ pub async fn safetensors_lazy_reads_cost_one_get_each(b: Backend) {
 /// A safetensors file written through the store's multipart path (over the 16 MiB part size)
 /// reads back tensor for tensor.
 pub async fn safetensors_large_write_reads_back(b: Backend) {
-    use ckptio::format::safetensors::SafetensorsFile;
-    use ckptio::save::safetensors::{WriteOptions, write_safetensors};
+    use ckptio::{WriteOptions, write_safetensors};
 
     if b.read_only() {
         return;
@@ -404,34 +407,27 @@ pub async fn safetensors_large_write_reads_back(b: Backend) {
             .map(|(i, &n)| (format!("t{i}"), n))
             .collect::<Vec<_>>(),
     );
-    let src = ckptio::location::resolve(
+    let src = ckptio::resolve(
         &format!("memory://large-write-{}/src.safetensors", b.name),
         &Default::default(),
     )
     .unwrap();
     src.store().put(src.path(), source.into()).await.unwrap();
-    let src = SafetensorsFile::open(&src, FetchOptions::default())
-        .await
-        .unwrap();
+    let src = ckptio::open(&src, Default::default()).await.unwrap();
 
     let dest = b.location("big/model.safetensors");
-    let tensors = src.tree().tensors().map(|(p, t)| (p, t.clone())).collect();
+    let tensors = src.tree.tensors().map(|(p, t)| (p, t.clone())).collect();
     write_safetensors(tensors, &dest, &WriteOptions::default())
         .await
         .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
-    let written = SafetensorsFile::open(&dest, FetchOptions::default())
+    let written = ckptio::open(&dest, Default::default())
         .await
         .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
-    for t in &src.header().tensors {
+    for (path, _) in src.tree.tensors() {
         let (want, got) = (
-            src.read(&t.name).await.unwrap(),
-            written.read(&t.name).await.unwrap(),
+            read_tensor(&src.tree, &path).await,
+            read_tensor(&written.tree, &path).await,
         );
-        assert!(
-            want == got,
-            "[{}] {} differs after the write",
-            b.name,
-            t.name
-        );
+        assert!(want == got, "[{}] {path} differs after the write", b.name);
     }
 }

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use ckptio::location::{Location, Resolver, StorageOptions};
+use ckptio::{Location, Resolver, StorageOptions};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
@@ -266,6 +266,26 @@ pub async fn read_all(loc: &Location) -> Bytes {
     got.bytes()
         .await
         .unwrap_or_else(|e| panic!("GET {loc}: {e}"))
+}
+
+/// The bytes of the tensor at `path`, materialized.
+pub async fn read_tensor(tree: &ckptio::StateTree, path: &str) -> Bytes {
+    let (_, t) = tree
+        .tensors()
+        .find(|(p, _)| p == path)
+        .unwrap_or_else(|| panic!("no tensor `{path}`"));
+    let got = ckptio::materialize(vec![(path.to_owned(), t.clone())], Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    got.into_iter().next().unwrap().1.data
+}
+
+/// Where a tensor's bytes are in its object.
+pub fn byte_range(t: &ckptio::LazyTensor) -> std::ops::Range<u64> {
+    match &t.data {
+        ckptio::TensorData::Range(r) => r.range.clone(),
+        other => panic!("not a byte range: {other:?}"),
+    }
 }
 
 /// A safetensors file of U8 tensors with the given names and sizes, in that order, holding

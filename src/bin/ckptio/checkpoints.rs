@@ -1,10 +1,10 @@
 //! `ckptio ls | verify | rm`: numbered checkpoints under a root, integrity, removal.
 
 use anyhow::Result;
-use ckptio::checkpointer::{Checkpointer, CheckpointerOptions, Kind};
+use ckptio::{Checkpointer, CheckpointerOptions, FetchOptions, Kind};
 use indicatif::HumanBytes;
 
-use crate::{StoreOption, out, storage_options};
+use crate::{ReadArgs, StoreArgs, out};
 
 /// Arguments of `ckptio ls`.
 #[derive(Debug, clap::Args)]
@@ -17,14 +17,13 @@ pub struct LsArgs {
     /// Print only the latest committed checkpoint's URI.
     #[arg(long)]
     latest: bool,
-    /// A store option KEY=VALUE (repeatable), overriding the environment.
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-    options: Vec<StoreOption>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// Lists the checkpoints: index, name, kind, committed or partial.
 pub async fn ls(args: LsArgs) -> Result<()> {
-    let root = ckptio::location::resolve(&args.root, &storage_options(&args.options))?;
+    let root = args.store.resolve(&args.root)?;
     let ckpt = Checkpointer::new(
         root,
         CheckpointerOptions {
@@ -40,11 +39,7 @@ pub async fn ls(args: LsArgs) -> Result<()> {
         return Ok(());
     }
     for e in ckpt.list().await? {
-        // A file is whole when it opens (a torch.save cut short does not).
-        let whole = e.kind != Kind::File
-            || ckptio::format::open(&ckpt.location_of(&e), Default::default())
-                .await
-                .is_ok();
+        let whole = ckpt.is_whole(&e).await;
         let kind = match e.kind {
             Kind::Ckptio => "ckptio",
             Kind::Dcp => "dcp",
@@ -66,16 +61,22 @@ pub async fn ls(args: LsArgs) -> Result<()> {
 pub struct VerifyArgs {
     /// The checkpoint: a ckptio directory, or any file ckptio reads.
     uri: String,
-    /// A store option KEY=VALUE (repeatable), overriding the environment.
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-    options: Vec<StoreOption>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Refuse pickled objects of classes ckptio does not understand.
+    #[arg(long)]
+    strict: bool,
 }
 
 /// Reads every tensor once, checking sizes and checksums (CRC-32C of ckptio checkpoints,
 /// CRC-32 of torch storages), keeping nothing.
 pub async fn verify(args: VerifyArgs) -> Result<()> {
-    let loc = ckptio::location::resolve(&args.uri, &storage_options(&args.options))?;
-    let checked = ckptio::format::verify(&loc, Default::default()).await?;
+    let loc = args.store.resolve(&args.uri)?;
+    let read = ReadArgs {
+        strict: args.strict,
+        no_verify: false,
+    };
+    let checked = ckptio::verify(&loc, read.options(FetchOptions::default())).await?;
     out!(
         "{loc}: ok ({}, {} tensors, {} checked)",
         checked.format,
@@ -90,15 +91,14 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
 pub struct RmArgs {
     /// The checkpoint (a ckptio or DCP directory, or a file).
     uri: String,
-    /// A store option KEY=VALUE (repeatable), overriding the environment.
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-    options: Vec<StoreOption>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// Removes a checkpoint, its commit marker first.
 pub async fn rm(args: RmArgs) -> Result<()> {
-    let loc = ckptio::location::resolve(&args.uri, &storage_options(&args.options))?;
-    let kind = ckptio::checkpointer::remove(&loc).await?;
+    let loc = args.store.resolve(&args.uri)?;
+    let kind = ckptio::remove(&loc).await?;
     tracing::info!(uri = %loc, ?kind, "removed");
     Ok(())
 }

@@ -4,13 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use ckptio::fetch::FetchOptions;
-use ckptio::save::checkpoint::{SaveOptions, save};
-use ckptio::save::safetensors::{WriteOptions, write_safetensors};
+use ckptio::{FetchOptions, Progress, SaveOptions, WriteOptions, save, write_safetensors};
 
 use crate::progress::Bar;
 use crate::units::ByteSize;
-use crate::{Interrupted, ReadArgs, SrcDstOptions, filtered};
+use crate::{Interrupted, ReadArgs, SrcDstArgs, filtered};
 
 /// Arguments of `ckptio convert`.
 #[derive(Debug, clap::Args)]
@@ -20,7 +18,7 @@ pub struct Args {
     /// Where to write (any path or URI); shards go next to it.
     dst: String,
     #[command(flatten)]
-    stores: SrcDstOptions,
+    stores: SrcDstArgs,
     /// Keep only paths matching this glob, and what lies below them (repeatable).
     #[arg(long = "select", value_name = "GLOB")]
     select: Vec<String>,
@@ -60,7 +58,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         ..FetchOptions::default()
     };
     // Sources keep these options: every tensor byte read advances the bar.
-    let checkpoint = ckptio::format::open(&src, args.read.options(fetch)).await?;
+    let checkpoint = ckptio::open(&src, args.read.options(fetch)).await?;
     let tree = filtered(&checkpoint.tree, &args.select, &args.ignore)?;
     let tensors: Vec<_> = tree.tensors().map(|(p, t)| (p, t.clone())).collect();
     let target = args.to.unwrap_or(if args.dst.ends_with(".safetensors") {
@@ -72,7 +70,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         bail!("{src}: no tensors to convert (after --select/--ignore)");
     }
     let total = tensors.iter().map(|(_, t)| t.nbytes()).sum();
-    ckptio::fetch::Progress::started(bar.as_ref(), &src.uri(), total);
+    bar.started(&src.uri(), total);
     if target == Target::Ckptio {
         let defaults = SaveOptions::default();
         let options = SaveOptions {
@@ -85,12 +83,11 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
             saved = save(&dst, &tree, &options) => saved?,
             _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
         };
-        ckptio::fetch::Progress::finished(bar.as_ref());
+        bar.finished();
         if !quiet {
             eprintln!(
-                "wrote {dst}: {} data files and {}",
-                manifest.files.len(),
-                ckptio::save::manifest::MANIFEST
+                "wrote {dst}: {} data files and manifest.json",
+                manifest.files.len()
             );
         }
         return Ok(());
@@ -109,7 +106,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         written = write_safetensors(tensors, &dst, &write) => written?,
         _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
     };
-    ckptio::fetch::Progress::finished(bar.as_ref());
+    bar.finished();
     if !quiet {
         for file in &written.files {
             eprintln!("wrote {file}");

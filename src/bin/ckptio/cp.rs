@@ -3,12 +3,11 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use ckptio::fetch::FetchOptions;
-use ckptio::save::copy::{copy_dir, copy_object};
+use ckptio::{Copied, FetchOptions, copy_dir, copy_object};
 use indicatif::HumanBytes;
 
 use crate::progress::Bar;
-use crate::{Interrupted, SrcDstOptions};
+use crate::{Interrupted, SrcDstArgs};
 
 /// Arguments of `ckptio cp`.
 #[derive(Debug, clap::Args)]
@@ -18,7 +17,7 @@ pub struct Args {
     /// Where to: an object, or a directory ending in `/` (the source's name is kept).
     dst: String,
     #[command(flatten)]
-    stores: SrcDstOptions,
+    stores: SrcDstArgs,
     /// Objects copied at once (for a directory).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -32,8 +31,8 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         progress: bar.clone(),
         ..FetchOptions::default()
     };
-    let dir = args.src.ends_with('/')
-        || matches!(ckptio::fetch::stat(&src).await, Err(e) if e.is_not_found());
+    let dir =
+        args.src.ends_with('/') || matches!(ckptio::stat(&src).await, Err(e) if e.is_not_found());
     if args.dst.ends_with('/') && !dir {
         if let Some(name) = src.path().filename() {
             dst = dst.join(name);
@@ -45,7 +44,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         } else {
             copy_object(&src, &dst, fetch)
                 .await
-                .map(|bytes| ckptio::save::copy::Copied { objects: 1, bytes })
+                .map(|bytes| Copied { objects: 1, bytes })
         }
     };
     let copied = tokio::select! {

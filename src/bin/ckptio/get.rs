@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use ckptio::fetch::{FetchOptions, Object, RetryPolicy};
+use ckptio::{FetchOptions, Object, RetryPolicy};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::progress::Bar;
 use crate::units::ByteSize;
-use crate::{Interrupted, StoreOption, storage_options};
+use crate::{Interrupted, StoreArgs};
 
 /// Arguments of `ckptio get`.
 #[derive(Debug, clap::Args)]
@@ -19,9 +19,8 @@ pub struct Args {
     uri: String,
     /// A local file, a directory to put the object in, or `-` for stdout (bytes in order).
     dest: String,
-    /// A store option KEY=VALUE (repeatable), overriding the environment.
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-    options: Vec<StoreOption>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Range requests in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
@@ -38,7 +37,7 @@ pub struct Args {
 
 /// Downloads the object; Ctrl-C stops it, leaving only the resumable `.part` file.
 pub async fn run(args: Args, quiet: bool) -> Result<()> {
-    let location = ckptio::location::resolve(&args.uri, &storage_options(&args.options))?;
+    let location = args.store.resolve(&args.uri)?;
     let options = FetchOptions {
         chunk_size: args.chunk_size.0,
         concurrency: args.concurrency.into(),

@@ -1,21 +1,19 @@
 //! `ckptio inspect URI`: the tree of a checkpoint, without fetching tensor data.
 
 use anyhow::Result;
-use ckptio::fetch::FetchOptions;
-use ckptio::tree::{Leaf, Node, StateTree};
+use ckptio::{FetchOptions, Int, Leaf, Node, StateTree};
 use indicatif::HumanBytes;
 use serde_json::{Value, json};
 
-use crate::{ReadArgs, StoreOption, filtered, out, storage_options};
+use crate::{ReadArgs, StoreArgs, filtered, out};
 
 /// Arguments of `ckptio inspect`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpoint: a path or URI (file, s3, gs, az, http(s), memory).
     uri: String,
-    /// A store option KEY=VALUE (repeatable), overriding the environment.
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-    options: Vec<StoreOption>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Show only paths matching this glob, and what lies below them (repeatable).
     #[arg(long = "select", value_name = "GLOB")]
     select: Vec<String>,
@@ -34,10 +32,9 @@ pub struct Args {
 
 /// Prints the tree: path, dtype, shape and size of each tensor, scalar values, metadata.
 pub async fn run(args: Args) -> Result<()> {
-    let location = ckptio::location::resolve(&args.uri, &storage_options(&args.options))?;
+    let location = args.store.resolve(&args.uri)?;
     let (counted, counts) = location.counted();
-    let checkpoint =
-        ckptio::format::open(&counted, args.read.options(FetchOptions::default())).await?;
+    let checkpoint = ckptio::open(&counted, args.read.options(FetchOptions::default())).await?;
     let tree = filtered(&checkpoint.tree, &args.select, &args.ignore)?;
     if args.json {
         let tensors: Vec<Value> = tree
@@ -120,7 +117,7 @@ fn node_json(node: &Node) -> Value {
         }
         Node::Leaf(Leaf::None) => Value::Null,
         Node::Leaf(Leaf::Bool(b)) => json!(b),
-        Node::Leaf(Leaf::Int(ckptio::tree::Int::Small(i))) => json!(i),
+        Node::Leaf(Leaf::Int(Int::Small(i))) => json!(i),
         Node::Leaf(Leaf::Int(big)) => json!(big.to_string()),
         Node::Leaf(Leaf::Float(f)) => json!(f),
         Node::Leaf(Leaf::Str(s)) => json!(s),

@@ -31,7 +31,7 @@ impl Write for ScrubbingStderr {
         let text = String::from_utf8_lossy(buf);
         io::stderr()
             .lock()
-            .write_all(ckptio::location::scrub_urls(&text).as_bytes())?;
+            .write_all(ckptio::scrub_urls(&text).as_bytes())?;
         Ok(buf.len())
     }
 

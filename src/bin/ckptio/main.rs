@@ -74,12 +74,63 @@ impl std::str::FromStr for StoreOption {
     }
 }
 
+fn storage_options(options: &[StoreOption]) -> ckptio::StorageOptions {
+    options
+        .iter()
+        .map(|StoreOption(k, v)| (k, v.clone()))
+        .collect()
+}
+
+/// The store options every command takes.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// A store option KEY=VALUE (repeatable), overriding the environment.
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
+    options: Vec<StoreOption>,
+}
+
+impl StoreArgs {
+    /// `uri`, resolved with these options.
+    pub fn resolve(&self, uri: &str) -> ckptio::Result<ckptio::Location> {
+        ckptio::resolve(uri, &storage_options(&self.options))
+    }
+}
+
+/// The store options of a command with a source and a destination (`convert`, `cp`).
+#[derive(Debug, clap::Args)]
+pub struct SrcDstArgs {
+    #[command(flatten)]
+    both: StoreArgs,
+    /// A store option for SRC only (repeatable).
+    #[arg(long = "src-option", value_name = "KEY=VALUE")]
+    src_options: Vec<StoreOption>,
+    /// A store option for DST only (repeatable).
+    #[arg(long = "dst-option", value_name = "KEY=VALUE")]
+    dst_options: Vec<StoreOption>,
+}
+
+impl SrcDstArgs {
+    /// SRC and DST resolved, each with the shared options and its own.
+    pub fn resolve(
+        &self,
+        src: &str,
+        dst: &str,
+    ) -> ckptio::Result<(ckptio::Location, ckptio::Location)> {
+        let with =
+            |side: &[StoreOption]| storage_options(&[self.both.options.as_slice(), side].concat());
+        Ok((
+            ckptio::resolve(src, &with(&self.src_options))?,
+            ckptio::resolve(dst, &with(&self.dst_options))?,
+        ))
+    }
+}
+
 /// `tree` with `--select` globs kept and `--ignore` globs dropped.
 pub fn filtered(
-    tree: &ckptio::tree::StateTree,
+    tree: &ckptio::StateTree,
     select: &[String],
     ignore: &[String],
-) -> anyhow::Result<ckptio::tree::StateTree> {
+) -> anyhow::Result<ckptio::StateTree> {
     fn as_strs(v: &[String]) -> Vec<&str> {
         v.iter().map(String::as_str).collect()
     }
@@ -95,67 +146,30 @@ pub fn filtered(
     })
 }
 
-/// The options of every command that opens a URI.
-/// Store options of a command with a source and a destination (`convert`, `cp`).
-#[derive(Debug, clap::Args)]
-pub struct SrcDstOptions {
-    /// A store option KEY=VALUE (repeatable), for both SRC and DST.
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-    options: Vec<StoreOption>,
-    /// A store option for SRC only (repeatable).
-    #[arg(long = "src-option", value_name = "KEY=VALUE")]
-    src_options: Vec<StoreOption>,
-    /// A store option for DST only (repeatable).
-    #[arg(long = "dst-option", value_name = "KEY=VALUE")]
-    dst_options: Vec<StoreOption>,
-}
-
-impl SrcDstOptions {
-    /// SRC and DST resolved, each with the shared options and its own.
-    pub fn resolve(
-        &self,
-        src: &str,
-        dst: &str,
-    ) -> ckptio::Result<(ckptio::Location, ckptio::Location)> {
-        let both =
-            |side: &[StoreOption]| storage_options(&[self.options.as_slice(), side].concat());
-        Ok((
-            ckptio::location::resolve(src, &both(&self.src_options))?,
-            ckptio::location::resolve(dst, &both(&self.dst_options))?,
-        ))
-    }
-}
-
-/// How checkpoints are read (shared by `inspect` and `convert`).
+/// How checkpoints are read (shared by `inspect`, `convert` and `verify`).
 #[derive(Debug, clap::Args)]
 pub struct ReadArgs {
     /// Refuse pickled objects of classes ckptio does not understand, instead of keeping them
     /// as opaque nodes.
     #[arg(long)]
     strict: bool,
-    /// Skip the CRC-32 check of torch storages.
+    /// Skip checksum checks (torch storages' CRC-32, ckptio tensors' CRC-32C or SHA-256).
     #[arg(long)]
     no_verify: bool,
 }
 
 impl ReadArgs {
     /// The library's options, fetching with `fetch`.
-    pub fn options(&self, fetch: ckptio::fetch::FetchOptions) -> ckptio::format::OpenOptions {
-        ckptio::format::OpenOptions {
+    pub fn options(&self, fetch: ckptio::FetchOptions) -> ckptio::OpenOptions {
+        ckptio::OpenOptions {
             fetch,
-            torch: ckptio::format::torch::TorchOptions {
+            read: ckptio::ReadOptions {
                 strict: self.strict,
-                verify_crc: !self.no_verify,
+                verify: !self.no_verify,
             },
+            ..Default::default()
         }
     }
-}
-
-pub fn storage_options(options: &[StoreOption]) -> ckptio::StorageOptions {
-    options
-        .iter()
-        .map(|StoreOption(k, v)| (k, v.clone()))
-        .collect()
 }
 
 /// `println!` that returns an error instead of panicking when stdout is closed (`| head`).
@@ -201,10 +215,7 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             // Library errors are already redacted; scrub again for anything added on top.
-            eprintln!(
-                "ckptio: error: {}",
-                ckptio::location::scrub_urls(&format!("{err:#}"))
-            );
+            eprintln!("ckptio: error: {}", ckptio::scrub_urls(&format!("{err:#}")));
             if err.is::<Interrupted>() {
                 ExitCode::from(130)
             } else {

@@ -24,7 +24,7 @@ impl Bar {
     }
 }
 
-impl ckptio::fetch::Progress for Bar {
+impl ckptio::Progress for Bar {
     fn started(&self, _uri: &str, total: u64) {
         self.0.set_length(total);
         self.0.enable_steady_tick(Duration::from_millis(200));

@@ -3,16 +3,15 @@
 use anyhow::Result;
 use indicatif::HumanBytes;
 
-use crate::{StoreOption, out, storage_options};
+use crate::{StoreArgs, out};
 
 /// Arguments of `ckptio stat`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The object: a path, file://, s3://, gs://, az://, http(s):// or memory:// URI.
     uri: String,
-    /// A store option KEY=VALUE (repeatable), overriding the environment.
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-    options: Vec<StoreOption>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -20,8 +19,8 @@ pub struct Args {
 
 /// Prints the object's size, ETag, last-modified time and version.
 pub async fn run(args: Args) -> Result<()> {
-    let location = ckptio::location::resolve(&args.uri, &storage_options(&args.options))?;
-    let info = ckptio::fetch::stat(&location).await?;
+    let location = args.store.resolve(&args.uri)?;
+    let info = ckptio::stat(&location).await?;
     let last_modified = info
         .last_modified
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

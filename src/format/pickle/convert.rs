@@ -11,8 +11,9 @@ use bytes::Bytes;
 use super::limits::{MAX_DEPTH, MAX_NODES};
 use super::{Call, Global, Heap, Id, Value};
 use crate::dtype::DType;
-use crate::fetch::Object;
-use crate::tree::{Dict, Int, LazyTensor, Leaf, Node, Opaque, TensorSource};
+use std::sync::Arc;
+
+use crate::tree::{Dict, Inline, Int, LazyTensor, Leaf, Node, Opaque, TensorData};
 
 /// What a format adds to the generic conversion.
 pub trait Hooks {
@@ -71,8 +72,8 @@ pub fn is_known(global: &Global) -> bool {
         || (m.starts_with("numpy.dtypes") && n.ends_with("DType"))
 }
 
-/// Converts `heap`'s root into a node; `name` names the pickle in inline objects (numpy
-/// arrays become tensors over in-memory objects called `{name}/{n}`).
+/// Converts `heap`'s root into a node; `name` names the pickle in messages about the arrays
+/// it holds (numpy arrays become tensors over the pickle's own bytes).
 ///
 /// # Errors
 ///
@@ -153,6 +154,7 @@ impl Converter<'_> {
                 module: "pickle".into(),
                 name: "persistent_id".into(),
                 args: vec![self.node(hooks, *pid)?],
+                kwargs: None,
                 state: None,
             }))),
             Value::Call(call) => {
@@ -305,10 +307,15 @@ impl Converter<'_> {
         if state.is_none() && !call.appended.is_empty() {
             state = Some(Box::new(self.list(hooks, &call.appended)?));
         }
+        let kwargs = match call.kwargs {
+            Some(k) => Some(Box::new(self.node(hooks, k)?)),
+            None => None,
+        };
         Ok(Node::Leaf(Leaf::Opaque(Opaque {
             module: module.into(),
             name: name.into(),
             args,
+            kwargs,
             state,
         })))
     }
@@ -344,17 +351,15 @@ impl Converter<'_> {
             Vec::new()
         };
         self.arrays += 1;
-        let len = data.len() as u64;
-        let object = Object::inline(&format!("{}/{}", self.name, self.arrays), data);
         Some(LazyTensor {
             dtype,
             shape,
             strides,
-            source: Some(TensorSource {
+            data: TensorData::Inline(Inline {
+                bytes: data,
                 big_endian,
-                ..TensorSource::new(object, 0..len)
+                origin: Arc::from(format!("{}: array {}", self.name, self.arrays)),
             }),
-            pieces: None,
         })
     }
 }

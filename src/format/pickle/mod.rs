@@ -10,16 +10,6 @@
 //! Some globals are refused outright, whatever the mode: anything from `os`, `posix`, `nt`,
 //! `sys`, `subprocess`, `runpy` and a few other modules whose only use in a pickle is an
 //! attack, and `builtins.eval`/`exec`/`getattr`/`__import__` and friends.
-//!
-//! ```
-//! use ckptio::format::pickle::{self, Policy, Value};
-//!
-//! // pickle.dumps({"lr": 0.1}, protocol=2)
-//! let data = b"\x80\x02}q\x00X\x02\x00\x00\x00lrq\x01G?\xb9\x99\x99\x99\x99\x99\x9as.";
-//! let heap = pickle::parse(data, &Policy::permissive()).unwrap();
-//! let Value::Dict(items) = heap.get(heap.root()) else { panic!() };
-//! assert!(matches!(heap.get(items[0].1), Value::Float(v) if *v == 0.1));
-//! ```
 
 pub mod convert;
 mod vm;
@@ -150,13 +140,9 @@ impl Heap {
     }
 
     /// How many values the pickle made.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.values.len()
-    }
-
-    /// Whether the heap is empty (never true for a parsed pickle).
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
     }
 }
 
@@ -319,6 +305,38 @@ pub enum PickleErrorKind {
     /// `STOP` with not exactly one value on the stack, or data after `STOP`.
     #[error("{0}")]
     Malformed(&'static str),
+}
+
+/// A pickle problem in a named record of a file: the source of an
+/// [`Error::Unsafe`](crate::Error::Unsafe) (a refused global) or an
+/// [`Error::Corrupt`](crate::Error::Corrupt) (anything else).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{record}`: {problem}")]
+pub struct InRecord {
+    /// The pickle's name inside the checkpoint (`archive/data.pkl`).
+    pub record: String,
+    /// What is wrong, and where.
+    pub problem: PickleError,
+}
+
+/// The error for `problem` in the pickle `record` of `uri`.
+pub(crate) fn error(uri: &str, record: &str, problem: PickleError) -> crate::Error {
+    let refused = matches!(
+        problem.kind,
+        PickleErrorKind::Refused(_) | PickleErrorKind::NotAllowed(_)
+    );
+    let source = InRecord {
+        record: record.to_owned(),
+        problem,
+    };
+    if refused {
+        crate::Error::Unsafe {
+            uri: uri.to_owned(),
+            source: Box::new(source),
+        }
+    } else {
+        crate::Error::corrupt(uri, source)
+    }
 }
 
 /// A hostile pickle for tests: `x0 = []`, then `x(i+1) = [x(i), x(i)]` for `levels` levels,

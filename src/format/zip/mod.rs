@@ -10,6 +10,9 @@ use std::ops::Range;
 use bytes::Bytes;
 use rc_zip::fsm::{ArchiveFsm, FsmResult};
 
+use crate::error::{Error, Result as CrateResult};
+use crate::tree::Anchor;
+
 /// What one speculative read of a zip's tail asks for: the 65 KiB rc-zip searches for the end
 /// record (which may be followed by a comment of up to 64 KiB), which also holds the central
 /// directory of a checkpoint with hundreds of tensors.
@@ -106,7 +109,7 @@ pub enum ZipError {
         /// The offset asked for.
         offset: u64,
     },
-    /// The central directory is larger than [`MAX_DIRECTORY_BYTES`].
+    /// The central directory is larger than the limit (64 MiB).
     #[error("the zip central directory is larger than {MAX_DIRECTORY_BYTES} bytes")]
     DirectoryTooLarge,
     /// A local header that does not match its directory entry.
@@ -122,23 +125,6 @@ pub enum ZipError {
 }
 
 /// Reads a central directory from blocks of the file, asking for each block it lacks.
-///
-/// ```
-/// use ckptio::format::zip::{DirectoryReader, Step};
-///
-/// # fn demo(file: &[u8]) -> Result<(), ckptio::format::zip::ZipError> {
-/// let size = file.len() as u64;
-/// let mut reader = DirectoryReader::new(size);
-/// let mut want = DirectoryReader::tail(size);
-/// let directory = loop {
-///     reader.supply(want.start, file[want.start as usize..want.end as usize].to_vec().into());
-///     match reader.advance()? {
-///         Step::Read(range) => want = range,
-///         Step::Done(directory) => break directory,
-///     }
-/// };
-/// # Ok(()) }
-/// ```
 pub struct DirectoryReader {
     fsm: Option<ArchiveFsm>,
     size: u64,
@@ -303,7 +289,36 @@ pub fn payload_offset(entry: &ZipEntry, header: &[u8]) -> Result<u64, ZipError> 
     if name != entry.name.as_bytes() {
         return Err(bad("names another file"));
     }
-    Ok(entry.header_offset + LOCAL_HEADER_LEN + name_len + extra_len)
+    entry
+        .header_offset
+        .checked_add(LOCAL_HEADER_LEN + name_len + extra_len)
+        .ok_or(bad("lies beyond any offset"))
+}
+
+/// A zip entry whose payload offset was predicted from the central directory (torch's writer
+/// aligns payloads, so no request per local header is needed). The materializer reads the
+/// local header with the data and, should the prediction be wrong, reads again at the offset
+/// the header gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipAnchor {
+    /// The entry, its header offset counted from the start of the object.
+    pub entry: ZipEntry,
+    /// Where its payload was predicted to start in the object.
+    pub payload: u64,
+}
+
+impl Anchor for ZipAnchor {
+    fn header_start(&self) -> u64 {
+        self.entry.header_offset
+    }
+
+    fn predicted(&self) -> u64 {
+        self.payload
+    }
+
+    fn payload_start(&self, uri: &str, header: &[u8]) -> CrateResult<u64> {
+        payload_offset(&self.entry, header).map_err(|problem| Error::corrupt(uri, problem))
+    }
 }
 
 #[cfg(test)]

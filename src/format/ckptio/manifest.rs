@@ -36,7 +36,7 @@ pub struct Manifest {
     pub metadata: BTreeMap<String, String>,
     /// The data files, by name, with their sizes.
     pub files: Vec<DataFile>,
-    /// The tree; tensors are [`Stored`] leaves.
+    /// The tree; tensors are `Stored` leaves.
     pub tree: ManifestNode,
 }
 
@@ -253,12 +253,18 @@ fn leaf_json(leaf: &Leaf) -> Value {
         },
         Leaf::Str(s) => Value::String(s.clone()),
         Leaf::Bytes(b) => json!({"$bytes": hex(b)}),
-        Leaf::Opaque(o) => json!({"$opaque": {
-            "module": o.module,
-            "name": o.name,
-            "args": o.args.iter().map(plain_json).collect::<Vec<_>>(),
-            "state": o.state.as_deref().map(plain_json),
-        }}),
+        Leaf::Opaque(o) => {
+            let mut body = json!({
+                "module": o.module,
+                "name": o.name,
+                "args": o.args.iter().map(plain_json).collect::<Vec<_>>(),
+                "state": o.state.as_deref().map(plain_json),
+            });
+            if let Some(kwargs) = &o.kwargs {
+                body["kwargs"] = plain_json(kwargs);
+            }
+            json!({ "$opaque": body })
+        }
         Leaf::Tensor(_) => json!({"$tensor": null}),
     }
 }
@@ -379,15 +385,18 @@ fn leaf_from(tag: &str, body: &Value, path: &str) -> Result<Leaf, ManifestError>
                 .map(|a| a.iter().map(plain).collect::<Result<Vec<_>, _>>())
                 .transpose()?
                 .unwrap_or_default();
-            let state = match body.get("state") {
-                None | Some(Value::Null) => None,
-                Some(s) => Some(Box::new(plain(s)?)),
+            let boxed = |key: &str| -> Result<Option<Box<Node>>, ManifestError> {
+                match body.get(key) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(v) => Ok(Some(Box::new(plain(v)?))),
+                }
             };
             Leaf::Opaque(Opaque {
                 module: module.to_owned(),
                 name: name.to_owned(),
                 args,
-                state,
+                kwargs: boxed("kwargs")?,
+                state: boxed("state")?,
             })
         }
         "$abstract" => {
@@ -516,6 +525,10 @@ mod tests {
                 module: "__main__".into(),
                 name: "RunInfo".into(),
                 args: vec![],
+                kwargs: Some(Box::new(Node::Dict(Dict::from([(
+                    "seed".to_owned(),
+                    Node::Leaf(Leaf::Int(Int::Small(0))),
+                )])))),
                 state: Some(Box::new(Node::List(vec![Node::Leaf(Leaf::None)]))),
             })),
         );

@@ -1,0 +1,158 @@
+//! The one place that decides what an object_store error means: which [`Error`](super::Error)
+//! it becomes, and whether the retry policy may try again.
+//!
+//! object_store keeps HTTP status codes only in its error text (its `RetryError` is private),
+//! so a status is read from the text as "status code: NNN"; the unit tests pin the form.
+
+use std::error::Error as StdError;
+
+use object_store::client::{HttpError, HttpErrorKind};
+
+use super::TransportKind;
+
+/// What an object_store error means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// No such object (404, a missing local file).
+    NotFound,
+    /// Credentials missing, rejected or insufficient (401, 403, a local permission).
+    Denied,
+    /// A conditional request whose condition failed (412): the object changed.
+    Precondition,
+    /// A create-only put found the object there.
+    AlreadyExists,
+    /// The store does not implement the operation (a conditional put over plain HTTP).
+    NotImplemented,
+    /// A transport failure of the given kind.
+    Transport(TransportKind),
+}
+
+impl Class {
+    /// Whether the fetch retry policy may try the request again.
+    pub(crate) fn is_transient(self) -> bool {
+        matches!(self, Self::Transport(kind) if kind.is_retryable())
+    }
+}
+
+/// What `err` means.
+pub(crate) fn classify(err: &object_store::Error) -> Class {
+    use object_store::Error as E;
+    match err {
+        E::NotFound { .. } => Class::NotFound,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => Class::Denied,
+        E::Precondition { .. } => Class::Precondition,
+        E::AlreadyExists { .. } => Class::AlreadyExists,
+        E::NotImplemented { .. } | E::NotSupported { .. } => Class::NotImplemented,
+        _ => from_causes(err),
+    }
+}
+
+/// The first cause in the chain that says what kind of failure this was.
+fn from_causes(err: &(dyn StdError + 'static)) -> Class {
+    use std::io::ErrorKind as Io;
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(http) = e.downcast_ref::<HttpError>() {
+            match http.kind() {
+                HttpErrorKind::Connect => return Class::Transport(TransportKind::Unreachable),
+                HttpErrorKind::Timeout => return Class::Transport(TransportKind::TimedOut),
+                _ => {}
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                Io::ConnectionRefused
+                | Io::HostUnreachable
+                | Io::NetworkUnreachable
+                | Io::AddrNotAvailable => return Class::Transport(TransportKind::Unreachable),
+                Io::TimedOut => return Class::Transport(TransportKind::TimedOut),
+                Io::PermissionDenied => return Class::Denied,
+                Io::NotFound => return Class::NotFound,
+                _ => {}
+            }
+        }
+        if let Some(code) = status_code(&e.to_string()) {
+            return match code {
+                404 => Class::NotFound,
+                401 | 403 => Class::Denied,
+                412 => Class::Precondition,
+                408 | 429 => Class::Transport(TransportKind::ServerBusy),
+                400..=499 => Class::Transport(TransportKind::Rejected),
+                _ => Class::Transport(TransportKind::ServerBusy),
+            };
+        }
+        cause = e.source();
+    }
+    Class::Transport(TransportKind::Other)
+}
+
+/// The HTTP status in object_store's "... status code: 503 Service Unavailable ..." text.
+fn status_code(text: &str) -> Option<u16> {
+    let at = text.find("status code: ")? + "status code: ".len();
+    let digits = text.get(at..at + 3)?;
+    digits.parse().ok().filter(|code| (100..600).contains(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(msg: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "HTTP",
+            source: msg.to_owned().into(),
+        }
+    }
+
+    #[test]
+    fn statuses_in_object_stores_text_are_classified() {
+        let class = |msg: &str| classify(&generic(msg));
+        let status = |code: &str| format!("Server returned non-2xx status code: {code}: ");
+        assert_eq!(
+            class(&status("503 Service Unavailable")),
+            Class::Transport(TransportKind::ServerBusy)
+        );
+        assert_eq!(
+            class(&status("429 Too Many Requests")),
+            Class::Transport(TransportKind::ServerBusy)
+        );
+        assert_eq!(
+            class(&status("400 Bad Request")),
+            Class::Transport(TransportKind::Rejected)
+        );
+        assert_eq!(
+            class(&status("416 Range Not Satisfiable")),
+            Class::Transport(TransportKind::Rejected)
+        );
+        assert_eq!(
+            class("error decoding response body: connection reset"),
+            Class::Transport(TransportKind::Other)
+        );
+    }
+
+    #[test]
+    fn transient_means_worth_retrying() {
+        assert!(classify(&generic("status code: 503 x")).is_transient());
+        assert!(classify(&generic("error decoding response body")).is_transient());
+        assert!(!classify(&generic("status code: 400 x")).is_transient());
+        let not_found = object_store::Error::NotFound {
+            path: "x".into(),
+            source: "404".into(),
+        };
+        assert!(!classify(&not_found).is_transient());
+        let precondition = object_store::Error::Precondition {
+            path: "x".into(),
+            source: "412".into(),
+        };
+        assert_eq!(classify(&precondition), Class::Precondition);
+        assert!(!classify(&precondition).is_transient());
+    }
+
+    #[test]
+    fn status_codes_are_three_digits_after_the_marker() {
+        assert_eq!(status_code("x status code: 503 Service"), Some(503));
+        assert_eq!(status_code("status code: 99"), None);
+        assert_eq!(status_code("no status here"), None);
+        assert_eq!(status_code("status code: abc"), None);
+    }
+}

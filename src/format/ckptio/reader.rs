@@ -1,0 +1,154 @@
+//! Reading a ckptio checkpoint: `manifest.json` (one GET) and the data files pinned by the
+//! directory's listing. Every tensor carries its CRC-32C (or SHA-256), checked as it is
+//! materialized.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::manifest::{MANIFEST, MAX_MANIFEST, Manifest, ManifestNode, Stored};
+use crate::error::{Error, Result};
+use crate::fetch::{FetchOptions, Listing, Object};
+use crate::format::ReadOptions;
+use crate::format::object::source;
+use crate::location::Location;
+use crate::tree::{
+    ByteRange, Check, Checksum, Dict, LazyTensor, Leaf, Node, Source, StateTree, TensorData,
+};
+
+/// An open ckptio checkpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct CkptioCheckpoint {
+    pub manifest: Manifest,
+    pub tree: StateTree,
+}
+
+/// A checkpoint whose files do not match its manifest: the source of an [`Error::Corrupt`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckpointError(pub String);
+
+/// Opens the checkpoint in the directory `dir`, whose listing is `listing` when the caller has
+/// one (else it is listed here).
+///
+/// # Errors
+///
+/// [`Error::NotFound`] without a manifest (an uncommitted checkpoint does not exist),
+/// [`Error::Corrupt`] for a manifest that does not validate or a data file that is missing or
+/// of the wrong size; the reads' errors.
+pub(crate) async fn open(
+    dir: &Location,
+    listing: Option<Listing>,
+    fetch: FetchOptions,
+    options: ReadOptions,
+) -> Result<CkptioCheckpoint> {
+    let loc = dir.join(MANIFEST);
+    let (object, bytes) = Object::open_prefix(&loc, MAX_MANIFEST, fetch.clone()).await?;
+    let bad = |problem: String| Error::corrupt(loc.uri(), CheckpointError(problem));
+    if object.info().size > MAX_MANIFEST {
+        return Err(bad(format!(
+            "{} bytes of manifest is more than the {MAX_MANIFEST}-byte limit",
+            object.info().size
+        )));
+    }
+    let manifest = Manifest::from_json(&bytes).map_err(|e| Error::corrupt(loc.uri(), e))?;
+    let listing = match listing {
+        Some(listing) => listing,
+        None => crate::fetch::list(dir).await?,
+    };
+    let sources = data_files(dir, &listing, &manifest, &fetch)?;
+    let root = match node(&manifest.tree, &sources, &manifest, options) {
+        Node::Dict(d) => d,
+        other => Dict::from([(String::new(), other)]),
+    };
+    Ok(CkptioCheckpoint {
+        tree: StateTree::from_dict(root),
+        manifest,
+    })
+}
+
+impl CkptioCheckpoint {
+    /// The manifest's metadata, with its creation time.
+    pub(crate) fn metadata(&self) -> BTreeMap<String, String> {
+        let mut m = self.manifest.metadata.clone();
+        m.insert("created".into(), self.manifest.created.clone());
+        m
+    }
+}
+
+/// The data files, pinned by the listing, each checked against the size the manifest
+/// recorded.
+fn data_files(
+    dir: &Location,
+    listing: &Listing,
+    manifest: &Manifest,
+    fetch: &FetchOptions,
+) -> Result<Vec<Arc<dyn Source>>> {
+    manifest
+        .files
+        .iter()
+        .map(|file| {
+            let uri = || dir.join(&file.name).uri();
+            let object = listing.object(&file.name, fetch.clone()).ok_or_else(|| {
+                Error::corrupt(
+                    uri(),
+                    CheckpointError("a data file of the checkpoint is missing".into()),
+                )
+            })?;
+            if object.info().size != file.size {
+                return Err(Error::corrupt(
+                    uri(),
+                    CheckpointError(format!(
+                        "the manifest says {} bytes, the file has {}",
+                        file.size,
+                        object.info().size
+                    )),
+                ));
+            }
+            Ok(source(&object))
+        })
+        .collect()
+}
+
+fn node(
+    n: &ManifestNode,
+    sources: &[Arc<dyn Source>],
+    manifest: &Manifest,
+    options: ReadOptions,
+) -> Node {
+    match n {
+        ManifestNode::Dict(d) => Node::Dict(
+            d.iter()
+                .map(|(k, v)| (k.clone(), node(v, sources, manifest, options)))
+                .collect(),
+        ),
+        ManifestNode::List(l) => Node::List(
+            l.iter()
+                .map(|v| node(v, sources, manifest, options))
+                .collect(),
+        ),
+        ManifestNode::Leaf(v) => Node::Leaf(v.0.clone()),
+        ManifestNode::Tensor(s) => Node::Leaf(Leaf::Tensor(tensor(s, sources, manifest, options))),
+    }
+}
+
+fn tensor(
+    s: &Stored,
+    sources: &[Arc<dyn Source>],
+    manifest: &Manifest,
+    options: ReadOptions,
+) -> LazyTensor {
+    let check = options.verify.then(|| Check {
+        span: s.range.clone(),
+        checksum: s.sha256.map_or(Checksum::Crc32c(s.crc32c), |h| {
+            Checksum::Sha256(Box::new(h))
+        }),
+        record: Arc::from(manifest.files[s.file].name.as_str()),
+    });
+    LazyTensor {
+        data: TensorData::Range(ByteRange {
+            check,
+            ..ByteRange::new(Arc::clone(&sources[s.file]), s.range.clone())
+        }),
+        ..LazyTensor::abstract_(s.dtype, s.shape.clone())
+    }
+}

@@ -1,0 +1,337 @@
+//! What a DCP `.metadata` says, read out of its pickle: every item's type (tensors with their
+//! dtype, size and chunks), where each chunk or item is stored, and the planner's map from
+//! flattened names back to the saved state dict's nesting. Pure.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::dtype::DType;
+use crate::format::pickle::convert::key_string;
+use crate::format::pickle::{Global, Heap, Id, Value};
+use crate::format::torch::codec::dtype_of;
+use crate::tree::{Dict, Leaf, Node};
+
+/// Whether `global` is one of the DCP classes the reader interprets.
+pub(crate) fn is_known(global: &Global) -> bool {
+    matches!(
+        global.module.as_str(),
+        "torch.distributed.checkpoint.metadata" | "torch.distributed.checkpoint.filesystem"
+    ) || global.is("torch.serialization", "_get_layout")
+}
+
+/// A step of a flattened key path: a dict key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Key {
+    Str(String),
+    Index(usize),
+}
+
+/// What `.metadata` says, read out of the pickle heap.
+pub(crate) struct Metadata {
+    pub items: Vec<(String, Item)>,
+    pub planner: HashMap<String, Vec<Key>>,
+    pub storage: HashMap<(String, Option<Vec<u64>>), StorageInfo>,
+    pub version: Option<String>,
+}
+
+pub(crate) enum Item {
+    Tensor(TensorMeta),
+    Bytes,
+}
+
+pub(crate) struct TensorMeta {
+    pub dtype: DType,
+    pub size: Vec<u64>,
+    pub chunks: Vec<(Vec<u64>, Vec<u64>)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StorageInfo {
+    pub path: String,
+    pub range: Range<u64>,
+}
+
+/// The fields of an object that `BUILD` gave a dict (a dataclass), by name.
+fn fields(heap: &Heap, id: Id) -> Option<HashMap<&str, Id>> {
+    let Value::Call(call) = heap.get(id) else {
+        return None;
+    };
+    let state = match heap.get(call.state?) {
+        Value::Dict(pairs) => pairs,
+        // (dict, slots) for classes with __slots__.
+        Value::Tuple(t) => match t.first().map(|&d| heap.get(d)) {
+            Some(Value::Dict(pairs)) => pairs,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(
+        state
+            .iter()
+            .filter_map(|&(k, v)| match heap.get(k) {
+                Value::Str(k) => Some((k.as_str(), v)),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// `torch.Size((a, b))` or a tuple of ints.
+fn ints(heap: &Heap, id: Id) -> Option<Vec<u64>> {
+    let items = match heap.get(id) {
+        Value::Call(call) => heap.items(*heap.items(call.args)?.first()?)?,
+        _ => heap.items(id)?,
+    };
+    items
+        .iter()
+        .map(|&i| match heap.get(i) {
+            Value::Int(v) => u64::try_from(*v).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn string(heap: &Heap, id: Id) -> Option<String> {
+    match heap.get(id) {
+        Value::Str(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn int(heap: &Heap, id: Id) -> Option<u64> {
+    match heap.get(id) {
+        Value::Int(v) => u64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+impl Metadata {
+    pub(crate) fn read(heap: &Heap) -> Result<Self, String> {
+        let root = fields(heap, heap.root()).ok_or("`.metadata` does not hold a Metadata")?;
+        let Some(Value::Dict(sd)) = root.get("state_dict_metadata").map(|&i| heap.get(i)) else {
+            return Err("`.metadata` has no state_dict_metadata".into());
+        };
+        let mut items = Vec::with_capacity(sd.len());
+        for &(k, v) in sd {
+            let fqn = key_string(heap, k, 0);
+            let class = match heap.get(v) {
+                Value::Call(c) => heap.global(c.func).map(|g| g.name.as_str()),
+                _ => None,
+            };
+            let item = match class {
+                Some("TensorStorageMetadata") => Item::Tensor(
+                    tensor_meta(heap, v)
+                        .ok_or_else(|| format!("item `{fqn}`: bad tensor metadata"))?,
+                ),
+                Some("BytesStorageMetadata") => Item::Bytes,
+                _ => return Err(format!("item `{fqn}`: unknown storage metadata")),
+            };
+            items.push((fqn, item));
+        }
+        let mut planner = HashMap::new();
+        if let Some(Value::Dict(pairs)) = root.get("planner_data").map(|&i| heap.get(i)) {
+            for &(k, v) in pairs {
+                let Some(path) = heap.items(v) else { continue };
+                let keys = path
+                    .iter()
+                    .map(|&p| match heap.get(p) {
+                        Value::Int(i) => usize::try_from(*i).ok().map(Key::Index),
+                        Value::Str(s) => Some(Key::Str(s.clone())),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<Key>>>();
+                if let Some(keys) = keys.filter(|k| !k.is_empty()) {
+                    planner.insert(key_string(heap, k, 0), keys);
+                }
+            }
+        }
+        let mut storage = HashMap::new();
+        if let Some(Value::Dict(pairs)) = root.get("storage_data").map(|&i| heap.get(i)) {
+            for &(k, v) in pairs {
+                let index = fields(heap, k).ok_or("a storage key is not a MetadataIndex")?;
+                let info = fields(heap, v).ok_or("a storage value is not a _StorageInfo")?;
+                let fqn = index.get("fqn").and_then(|&f| string(heap, f));
+                let offset = index.get("offset").and_then(|&o| ints(heap, o));
+                let path = info.get("relative_path").and_then(|&p| string(heap, p));
+                let start = info.get("offset").and_then(|&o| int(heap, o));
+                let len = info.get("length").and_then(|&l| int(heap, l));
+                let (Some(fqn), Some(path), Some(start), Some(len)) = (fqn, path, start, len)
+                else {
+                    return Err("a storage entry without fqn, path, offset or length".into());
+                };
+                let end = start.checked_add(len).ok_or("a storage range overflows")?;
+                storage.insert(
+                    (fqn, offset),
+                    StorageInfo {
+                        path,
+                        range: start..end,
+                    },
+                );
+            }
+        }
+        let version = root.get("version").and_then(|&v| string(heap, v));
+        Ok(Self {
+            items,
+            planner,
+            storage,
+            version,
+        })
+    }
+
+    /// Where the item `fqn` (a chunk at `offsets`, or a non-tensor item) is stored.
+    pub(crate) fn stored(&self, fqn: &str, offsets: Option<&[u64]>) -> Option<&StorageInfo> {
+        self.storage
+            .get(&(fqn.to_owned(), offsets.map(<[u64]>::to_vec)))
+    }
+}
+
+fn tensor_meta(heap: &Heap, id: Id) -> Option<TensorMeta> {
+    let f = fields(heap, id)?;
+    let Value::Call(props) = heap.get(*f.get("properties")?) else {
+        return None;
+    };
+    // TensorProperties' state is (dtype, layout, requires_grad, memory_format, pin_memory).
+    let dtype = match heap.get(props.state?) {
+        Value::Tuple(t) => heap.global(*t.first()?)?,
+        Value::Dict(_) => heap.global(*fields(heap, *f.get("properties")?)?.get("dtype")?)?,
+        _ => return None,
+    };
+    let dtype = dtype_of(dtype)?;
+    let size = ints(heap, *f.get("size")?)?;
+    let chunks = heap
+        .items(*f.get("chunks")?)?
+        .iter()
+        .map(|&c| {
+            let c = fields(heap, c)?;
+            Some((
+                ints(heap, *c.get("offsets")?)?,
+                ints(heap, *c.get("sizes")?)?,
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(TensorMeta {
+        dtype,
+        size,
+        chunks,
+    })
+}
+
+/// The longest key path accepted from the planner's map (nesting, not length of names).
+const MAX_KEY_DEPTH: usize = 128;
+
+/// Puts `node` at `keys`, making dicts and lists on the way. A list index may not exceed
+/// `items` (the checkpoint's item count): a lying index cannot make a huge list of holes.
+pub(crate) fn insert(
+    root: &mut Dict,
+    keys: &[Key],
+    node: Node,
+    items: usize,
+) -> Result<(), String> {
+    if keys.len() > MAX_KEY_DEPTH {
+        return Err(format!(
+            "a key path of {} levels (more than {MAX_KEY_DEPTH})",
+            keys.len()
+        ));
+    }
+    let Some((Key::Str(first), rest)) = keys.split_first() else {
+        return Err("a key path that does not start with a name".into());
+    };
+    let slot = root
+        .entry(first.clone())
+        .or_insert_with(|| empty_for(rest.first()));
+    place(slot, rest, node, items)
+}
+
+fn empty_for(key: Option<&Key>) -> Node {
+    match key {
+        Some(Key::Index(_)) => Node::List(Vec::new()),
+        _ => Node::Dict(Dict::new()),
+    }
+}
+
+fn place(slot: &mut Node, keys: &[Key], node: Node, items: usize) -> Result<(), String> {
+    let Some((key, rest)) = keys.split_first() else {
+        *slot = node;
+        return Ok(());
+    };
+    let next = match (slot, key) {
+        (Node::Dict(d), Key::Str(k)) => d
+            .entry(k.clone())
+            .or_insert_with(|| empty_for(rest.first())),
+        (Node::List(l), Key::Index(i)) => {
+            if *i >= l.len() {
+                if *i >= items {
+                    return Err(format!(
+                        "list index {i} in a checkpoint of {items} items (a lying key path)"
+                    ));
+                }
+                l.resize(*i + 1, Node::Leaf(Leaf::None));
+            }
+            let at = &mut l[*i];
+            if matches!(at, Node::Leaf(Leaf::None)) {
+                *at = empty_for(rest.first());
+            }
+            at
+        }
+        (Node::Dict(d), Key::Index(i)) => d
+            .entry(i.to_string())
+            .or_insert_with(|| empty_for(rest.first())),
+        _ => return Err("two items claim the same path".into()),
+    };
+    place(next, rest, node, items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::StateTree;
+
+    #[test]
+    fn key_paths_rebuild_dicts_and_lists_and_lying_ones_are_refused() {
+        let mut root = Dict::new();
+        let leaf = |v: i64| Node::Leaf(Leaf::Int(v.into()));
+        let path = |keys: &[&str]| -> Vec<Key> {
+            keys.iter()
+                .map(|k| k.parse().map_or_else(|_| Key::Str((*k).into()), Key::Index))
+                .collect()
+        };
+        insert(
+            &mut root,
+            &path(&["optim", "groups", "1", "lr"]),
+            leaf(2),
+            4,
+        )
+        .unwrap();
+        insert(
+            &mut root,
+            &path(&["optim", "groups", "0", "lr"]),
+            leaf(1),
+            4,
+        )
+        .unwrap();
+        let tree = StateTree::from_dict(root.clone());
+        assert!(matches!(
+            tree.get("optim/groups/0/lr"),
+            Some(Node::Leaf(Leaf::Int(_)))
+        ));
+        assert!(matches!(tree.get("optim/groups"), Some(Node::List(l)) if l.len() == 2));
+
+        let err = insert(
+            &mut root,
+            &path(&["optim", "groups", "4000000000"]),
+            leaf(3),
+            4,
+        );
+        assert!(err.unwrap_err().contains("lying key path"));
+        let deep: Vec<Key> = (0..200).map(|i| Key::Str(i.to_string())).collect();
+        let err = insert(&mut root, &deep, leaf(4), 4).unwrap_err();
+        assert!(err.contains("200 levels"), "{err}");
+        let err = insert(
+            &mut root,
+            &path(&["optim", "groups", "0", "lr", "x"]),
+            leaf(5),
+            4,
+        );
+        assert!(err.unwrap_err().contains("claim the same path"));
+    }
+}

@@ -1,0 +1,235 @@
+//! Opening a DCP directory: one GET of `.metadata`, the data files pinned by the directory's
+//! listing, and one coalesced read per data file of the non-tensor items. Each tensor becomes
+//! one logical [`LazyTensor`] of [`Pieces`], located (their own zip directory and pickle) only
+//! when read, with the options the checkpoint was opened with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::sync::OnceCell;
+
+use super::metadata::{self, Item, Key, Metadata, StorageInfo, TensorMeta};
+use super::{DcpError, MAX_METADATA, METADATA};
+use crate::error::{Error, Result};
+use crate::fetch::{FetchOptions, Listing, Object};
+use crate::format::pickle::{self, Policy};
+use crate::format::{ReadOptions, torch};
+use crate::location::Location;
+use crate::tree::{Dict, LazyTensor, Leaf, Locate, Node, Piece, Pieces, StateTree, TensorData};
+
+/// An open DCP checkpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct DcpCheckpoint {
+    pub tree: StateTree,
+    pub metadata: BTreeMap<String, String>,
+    pub files: usize,
+}
+
+/// Opens the DCP checkpoint in the directory `dir`, whose listing is `listing` when the caller
+/// has one (else it is listed here).
+///
+/// # Errors
+///
+/// [`Error::NotFound`] without a `.metadata` (a checkpoint still being written has none),
+/// [`Error::Unsafe`] for a refused global, [`Error::Corrupt`] for metadata that cannot be read
+/// or does not fit together (a chunk stored nowhere, a data file missing from the directory);
+/// the reads' errors.
+pub(crate) async fn open(
+    dir: &Location,
+    listing: Option<Listing>,
+    fetch: FetchOptions,
+    options: ReadOptions,
+) -> Result<DcpCheckpoint> {
+    let meta_loc = dir.join(METADATA);
+    let (meta_object, data) = Object::open_prefix(&meta_loc, MAX_METADATA, fetch.clone()).await?;
+    let uri = meta_loc.uri();
+    let bad = |problem: String| Error::corrupt(&uri, DcpError(problem));
+    if meta_object.info().size > MAX_METADATA {
+        return Err(bad(format!(
+            "{} bytes of metadata is more than the {MAX_METADATA}-byte limit",
+            meta_object.info().size
+        )));
+    }
+    let policy = Policy {
+        strict: options.strict,
+        known: |g| {
+            metadata::is_known(g) || torch::codec::is_known(g) || pickle::convert::is_known(g)
+        },
+    };
+    let heap = pickle::parse(&data, &policy).map_err(|e| pickle::error(&uri, METADATA, e))?;
+    let meta = Metadata::read(&heap).map_err(bad)?;
+    let listing = match listing {
+        Some(listing) => listing,
+        None => crate::fetch::list(dir).await?,
+    };
+    let files = listing.objects(meta.storage.values().map(|s| s.path.as_str()), &fetch);
+
+    let count = meta.items.len();
+    let mut root = Dict::new();
+    let mut items: Vec<(Vec<Key>, &StorageInfo)> = Vec::new();
+    for (fqn, item) in &meta.items {
+        let keys = meta
+            .planner
+            .get(fqn)
+            .cloned()
+            .unwrap_or_else(|| vec![Key::Str(fqn.clone())]);
+        match item {
+            Item::Tensor(t) => {
+                let tensor = tensor(&meta, fqn, t, &files, options).map_err(bad)?;
+                metadata::insert(&mut root, &keys, Node::Leaf(Leaf::Tensor(tensor)), count)
+                    .map_err(bad)?;
+            }
+            Item::Bytes => {
+                let info = meta
+                    .stored(fqn, None)
+                    .ok_or_else(|| bad(format!("item `{fqn}` is stored nowhere")))?;
+                items.push((keys, info));
+            }
+        }
+    }
+    for (keys, node) in read_items(dir, &items, &files, options).await? {
+        metadata::insert(&mut root, &keys, node, count).map_err(bad)?;
+    }
+    let mut metadata = BTreeMap::new();
+    if let Some(version) = &meta.version {
+        metadata.insert("dcp_version".into(), version.clone());
+    }
+    Ok(DcpCheckpoint {
+        tree: StateTree::from_dict(root),
+        metadata,
+        files: files.len(),
+    })
+}
+
+/// Tensor `fqn` as one lazy tensor of its chunks.
+fn tensor(
+    meta: &Metadata,
+    fqn: &str,
+    t: &TensorMeta,
+    files: &HashMap<String, Object>,
+    options: ReadOptions,
+) -> Result<LazyTensor, String> {
+    let mut boxes = Vec::with_capacity(t.chunks.len());
+    for (offsets, sizes) in &t.chunks {
+        let info = meta
+            .stored(fqn, Some(offsets))
+            .ok_or_else(|| format!("tensor `{fqn}`: the chunk at {offsets:?} is stored nowhere"))?;
+        let object = files
+            .get(&info.path)
+            .ok_or_else(|| format!("tensor `{fqn}`: its data file `{}` is missing", info.path))?;
+        if info.range.end > object.info().size {
+            return Err(format!(
+                "tensor `{fqn}`: its chunk at bytes {:?} runs past the end of `{}`",
+                info.range, info.path
+            ));
+        }
+        boxes.push(Arc::new(Piece {
+            offsets: offsets.clone(),
+            sizes: sizes.clone(),
+            locate: Arc::new(Chunk {
+                object: object.clone(),
+                range: info.range.clone(),
+                options,
+                located: OnceCell::new(),
+            }),
+        }));
+    }
+    let rows = 0..t.size.first().copied().unwrap_or(1);
+    Ok(LazyTensor {
+        dtype: t.dtype,
+        shape: t.size.clone(),
+        strides: Vec::new(),
+        data: TensorData::Pieces(Arc::new(Pieces { boxes, rows })),
+    })
+}
+
+/// A chunk of a tensor: a complete `torch.save` file at a range of a data file, read (its zip
+/// tail and pickle) on first use with the options the checkpoint was opened with.
+#[derive(Debug)]
+struct Chunk {
+    object: Object,
+    range: Range<u64>,
+    options: ReadOptions,
+    located: OnceCell<LazyTensor>,
+}
+
+impl Locate for Chunk {
+    fn describe(&self) -> String {
+        format!(
+            "{} (bytes {}..{})",
+            self.object.location().uri(),
+            self.range.start,
+            self.range.end
+        )
+    }
+
+    fn locate(&self) -> BoxFuture<'_, Result<LazyTensor>> {
+        Box::pin(async move {
+            let tensor = self
+                .located
+                .get_or_try_init(|| async {
+                    let tree = torch::open_embedded(&self.object, self.range.clone(), self.options)
+                        .await?;
+                    tree.tensors()
+                        .next()
+                        .map(|(_, t)| t.clone())
+                        .ok_or_else(|| {
+                            Error::corrupt(
+                                self.object.location().uri(),
+                                DcpError(format!(
+                                    "the chunk at bytes {}..{} holds no tensor",
+                                    self.range.start, self.range.end
+                                )),
+                            )
+                        })
+                })
+                .await?;
+            Ok(tensor.clone())
+        })
+    }
+}
+
+/// The non-tensor items, each a small `torch.save` file: read with one coalesced request per
+/// data file, then read in memory.
+async fn read_items(
+    dir: &Location,
+    items: &[(Vec<Key>, &StorageInfo)],
+    files: &HashMap<String, Object>,
+    options: ReadOptions,
+) -> Result<Vec<(Vec<Key>, Node)>> {
+    let mut by_file: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, (_, info)) in items.iter().enumerate() {
+        by_file.entry(info.path.as_str()).or_default().push(i);
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (path, indices) in by_file {
+        let object = files.get(path).ok_or_else(|| {
+            Error::corrupt(
+                dir.join(path).uri(),
+                DcpError(format!(
+                    "the data file `{path}` is missing from the checkpoint"
+                )),
+            )
+        })?;
+        let ranges: Vec<Range<u64>> = indices.iter().map(|&i| items[i].1.range.clone()).collect();
+        let datas = object.read_ranges(&ranges).await?;
+        for (&i, data) in indices.iter().zip(datas) {
+            let (keys, info) = &items[i];
+            let name = format!(
+                "{} (bytes {}..{})",
+                object.location().uri(),
+                info.range.start,
+                info.range.end
+            );
+            let tree = torch::read_bytes(&data, &name, options)?;
+            let node = match tree.root().get("") {
+                Some(node) if tree.root().len() == 1 => node.clone(),
+                _ => Node::Dict(tree.root().clone()),
+            };
+            out.push((keys.clone(), node));
+        }
+    }
+    Ok(out)
+}

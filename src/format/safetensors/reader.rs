@@ -1,0 +1,105 @@
+//! One safetensors file, read lazily: opening it costs one ranged GET when its header fits the
+//! speculative first read, and each tensor is then one more range.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::header::{Header, HeaderError, header_end, parse};
+use crate::error::{Error, Result};
+use crate::fetch::{FetchOptions, Object};
+use crate::format::object::source;
+use crate::tree::{LazyTensor, Leaf, Node, Source, StateTree};
+
+/// Bytes read from the start of a file when opening it: most headers fit, so opening costs one
+/// request; a longer header costs exactly one more.
+pub(crate) const SPECULATIVE_READ: u64 = 1 << 20;
+
+/// A header that is not valid: the source of an [`Error::Corrupt`].
+#[derive(Debug, thiserror::Error)]
+#[error("not a valid safetensors file: {0}")]
+pub struct Invalid(#[from] pub HeaderError);
+
+/// An open safetensors file: its validated header, and the pinned object its tensors are read
+/// from.
+#[derive(Debug, Clone)]
+pub(crate) struct SafetensorsFile {
+    source: Arc<dyn Source>,
+    header: Header,
+    by_name: HashMap<String, usize>,
+}
+
+impl SafetensorsFile {
+    /// Opens and validates the file at `location`: one ranged GET of the first
+    /// [`SPECULATIVE_READ`] bytes, and one more only if the header is longer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] naming what is wrong with the header; otherwise as a range read.
+    pub(crate) async fn open(
+        location: &crate::location::Location,
+        options: FetchOptions,
+    ) -> Result<Self> {
+        let (object, first) = Object::open_prefix(location, SPECULATIVE_READ, options).await?;
+        Self::from_prefix(object, first).await
+    }
+
+    /// The file `object`, whose first bytes `first` were read already.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub(crate) async fn from_prefix(object: Object, first: Bytes) -> Result<Self> {
+        let size = object.info().size;
+        let invalid =
+            |problem: HeaderError| Error::corrupt(object.location().uri(), Invalid(problem));
+        let end = header_end(&first, size).map_err(invalid)?;
+        let bytes = object.extend_prefix(first, end).await?;
+        let header = parse(&bytes, size).map_err(invalid)?;
+        let by_name = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(Self {
+            source: source(&object),
+            header,
+            by_name,
+        })
+    }
+
+    /// The `__metadata__` strings.
+    pub(crate) fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.header.metadata
+    }
+
+    /// The file as a tree: one top-level key per tensor (names are kept whole, dots and all),
+    /// each a [`LazyTensor`] reading its range of this file.
+    pub(crate) fn tree(&self) -> StateTree {
+        let root = self
+            .header
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), Node::Leaf(Leaf::Tensor(self.lazy(t)))))
+            .collect();
+        StateTree::from_dict(root)
+    }
+
+    /// Tensor `name` as a [`LazyTensor`] reading its range of this file.
+    pub(crate) fn lazy_tensor(&self, name: &str) -> Option<LazyTensor> {
+        self.by_name
+            .get(name)
+            .map(|&i| self.lazy(&self.header.tensors[i]))
+    }
+
+    fn lazy(&self, t: &super::header::TensorInfo) -> LazyTensor {
+        LazyTensor::contiguous(
+            t.dtype,
+            t.shape.clone(),
+            Arc::clone(&self.source),
+            t.range.clone(),
+        )
+    }
+}

@@ -1,0 +1,343 @@
+//! Saving: tensors from any readable source (or from memory) streamed into a format's writer,
+//! in file order, within a memory budget.
+//!
+//! - [`save`] writes a ckptio checkpoint: data files in parallel (multipart uploads), then the
+//!   manifest, create-only. A failed save deletes what it wrote and leaves no manifest.
+//! - [`write_safetensors`] writes one safetensors file, or shards and a Hugging Face index.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::fetch::{NoProgress, Progress};
+use crate::format::ckptio::{self, manifest};
+use crate::format::safetensors::{self as st, Entry, FileLayout};
+use crate::location::Location;
+use crate::materialize::{self, MaterializeOptions, file_order, pack};
+use crate::tree::{LazyTensor, Node, StateTree};
+
+use crate::format::ckptio::manifest::Manifest;
+
+/// What [`save`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    /// The checkpoint's URI (its directory).
+    pub uri: String,
+    /// The data files' names, in order; the manifest comes last.
+    pub files: Vec<String>,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Bytes written, data files and manifest.
+    pub bytes: u64,
+}
+
+/// How a ckptio checkpoint is saved.
+#[derive(Clone)]
+pub struct SaveOptions {
+    /// Data files hold at most this many tensor bytes (a larger tensor gets a file of its own).
+    pub max_file_size: u64,
+    /// Data files uploaded at once.
+    pub concurrency: usize,
+    /// Strings stored in the manifest.
+    pub metadata: BTreeMap<String, String>,
+    /// How the tensors are read (the memory budget of each file's stream).
+    pub materialize: MaterializeOptions,
+    /// Also store each tensor's SHA-256, which loads then check instead of the CRC-32C.
+    pub sha256: bool,
+    /// Told when the save starts (the tensor bytes to write), of each tensor's bytes handed
+    /// to an upload, and when the manifest is committed.
+    pub progress: Arc<dyn Progress>,
+}
+
+impl std::fmt::Debug for SaveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaveOptions")
+            .field("max_file_size", &self.max_file_size)
+            .field("concurrency", &self.concurrency)
+            .field("metadata", &self.metadata)
+            .field("materialize", &self.materialize)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        Self {
+            max_file_size: 4 << 30,
+            concurrency: 4,
+            metadata: BTreeMap::new(),
+            materialize: MaterializeOptions::default(),
+            sha256: false,
+            progress: Arc::new(NoProgress),
+        }
+    }
+}
+
+/// Saves `tree` as a ckptio checkpoint in the directory `dir`: data files in parallel
+/// (multipart uploads), then the manifest, create-only.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ckptio::Result<()> {
+/// let src = ckptio::resolve("fixtures/tiny.safetensors", &Default::default())?;
+/// let tree = ckptio::open(&src, Default::default()).await?.tree;
+/// let dir = ckptio::resolve("memory://doc-save/ckpt-1", &Default::default())?;
+/// let saved = ckptio::save(&dir, &tree, &Default::default()).await?;
+/// assert_eq!((saved.files.len(), saved.tensors), (1, 3));
+/// let again = ckptio::open(&dir, Default::default()).await?;
+/// assert_eq!(again.tree.tensors().count(), 3);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::AlreadyCommitted`] when the checkpoint exists (or another writer committed it
+/// first); the reads' and uploads' errors otherwise. Whatever fails, the data files this save
+/// wrote are deleted (best effort) and no manifest is written.
+pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Result<Saved> {
+    let manifest_loc = dir.join(manifest::MANIFEST);
+    if crate::fetch::stat(&manifest_loc).await.is_ok() {
+        return Err(Error::AlreadyCommitted { uri: dir.uri() });
+    }
+    let mut tensors: Vec<(String, LazyTensor)> =
+        tree.tensors().map(|(p, t)| (p, t.clone())).collect();
+    file_order(&mut tensors);
+    let mut groups = pack(
+        tensors,
+        options.max_file_size,
+        |(_, t)| t.nbytes(),
+        |_, _| false,
+    );
+    if groups.is_empty() {
+        // A checkpoint without tensors still has a data file: readers find the same layout.
+        groups.push(Vec::new());
+    }
+    let names = ckptio::data_file_names(groups.len());
+    let total: u64 = groups.iter().flatten().map(|(_, t)| t.nbytes()).sum();
+    options.progress.started(&dir.uri(), total);
+    let file_meta = BTreeMap::from([("format".to_owned(), "ckptio".to_owned())]);
+    let uploads = futures::stream::iter(groups.into_iter().zip(&names))
+        .map(|(group, name)| {
+            let loc = dir.join(name);
+            let meta = &file_meta;
+            async move {
+                write_group(
+                    &loc,
+                    group,
+                    meta,
+                    options.materialize,
+                    options.sha256,
+                    options.progress.as_ref(),
+                )
+                .await
+            }
+        })
+        .buffered(options.concurrency.max(1))
+        .try_collect::<Vec<_>>()
+        .await;
+    let layouts = match uploads {
+        Ok(layouts) => layouts,
+        Err(e) => {
+            ckptio::remove_files(dir, &names).await;
+            return Err(e);
+        }
+    };
+
+    let shapes: HashMap<String, (crate::dtype::DType, Vec<u64>)> = tree
+        .tensors()
+        .map(|(p, t)| (p, (t.dtype, t.shape.clone())))
+        .collect();
+    let mut stored: HashMap<String, manifest::Stored> = HashMap::new();
+    let mut files = Vec::with_capacity(names.len());
+    for (i, (layout, name)) in layouts.into_iter().zip(&names).enumerate() {
+        files.push(manifest::DataFile {
+            name: name.clone(),
+            size: layout.size,
+        });
+        for t in layout.tensors {
+            let (dtype, shape) = shapes[&t.name].clone();
+            stored.insert(
+                t.name,
+                manifest::Stored {
+                    file: i,
+                    dtype,
+                    shape,
+                    range: t.range,
+                    crc32c: t.crc32c,
+                    sha256: t.sha256,
+                },
+            );
+        }
+    }
+    let root = Node::Dict(tree.root().clone());
+    let tree_node = manifest::node_of(&root, "", &mut |path| stored.remove(path))
+        .map_err(|e| Error::corrupt(dir.uri(), e))?;
+    let manifest = Manifest {
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        metadata: options.metadata.clone(),
+        files,
+        tree: tree_node,
+    };
+    let json = manifest.to_json();
+    if let Err(e) = ckptio::commit(dir, json.clone()).await {
+        ckptio::remove_files(dir, &names).await;
+        return Err(e);
+    }
+    options.progress.finished();
+    Ok(Saved {
+        uri: dir.uri(),
+        tensors: shapes.len(),
+        bytes: manifest.files.iter().map(|f| f.size).sum::<u64>() + json.len() as u64,
+        files: names,
+    })
+}
+
+/// Writes `group` (in file order) as the safetensors file `loc`, streaming each tensor from
+/// its source as it is written.
+async fn write_group(
+    loc: &Location,
+    group: Vec<(String, LazyTensor)>,
+    metadata: &BTreeMap<String, String>,
+    read: MaterializeOptions,
+    sha256: bool,
+    progress: &dyn Progress,
+) -> Result<FileLayout> {
+    let entries: Vec<Entry> = group
+        .iter()
+        .map(|(name, t)| (name.clone(), t.dtype, t.shape.clone()))
+        .collect();
+    let read = MaterializeOptions {
+        to_f32: false,
+        ..read
+    };
+    let data = materialize::stream(group, read);
+    st::write_file(loc, &entries, metadata, data, sha256, progress).await
+}
+
+/// How safetensors files are written.
+#[derive(Clone)]
+pub struct WriteOptions {
+    /// Split into shards of at most this many data bytes (a larger tensor gets a shard of its
+    /// own), named `{stem}-00001-of-0000N.safetensors`, with `{stem}.safetensors.index.json`.
+    pub max_shard_size: Option<u64>,
+    /// Strings stored in each file's `__metadata__`.
+    pub metadata: BTreeMap<String, String>,
+    /// How the tensors are read.
+    pub materialize: MaterializeOptions,
+    /// Told of every tensor's bytes as they are handed to the upload (`advanced`).
+    pub progress: Arc<dyn Progress>,
+}
+
+impl std::fmt::Debug for WriteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteOptions")
+            .field("max_shard_size", &self.max_shard_size)
+            .field("metadata", &self.metadata)
+            .field("materialize", &self.materialize)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            max_shard_size: None,
+            metadata: BTreeMap::new(),
+            materialize: MaterializeOptions::default(),
+            progress: Arc::new(NoProgress),
+        }
+    }
+}
+
+/// What [`write_safetensors`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// URIs of the files, in order (shards, then the index).
+    pub files: Vec<String>,
+    /// Tensor data bytes.
+    pub data_bytes: u64,
+}
+
+/// Writes `tensors` to `dest` as safetensors (or as shards and an index next to it), each
+/// tensor streamed from its source in file order.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for a tensor whose bytes are not a whole number; read errors
+/// from the sources; the store's error for a failed upload (which is aborted, leaving no file).
+pub async fn write_safetensors(
+    mut tensors: Vec<(String, LazyTensor)>,
+    dest: &Location,
+    options: &WriteOptions,
+) -> Result<Written> {
+    // Written in the sources' file order: each tensor is streamed as it is read, none waits.
+    file_order(&mut tensors);
+    for (name, t) in &tensors {
+        if t.dtype.byte_len(t.numel()).is_none() {
+            return Err(Error::InvalidArgument {
+                what: format!("tensor `{name}`"),
+                reason: format!("{} × {:?} is not a whole number of bytes", t.dtype, t.shape),
+            });
+        }
+    }
+    let total: u64 = tensors.iter().map(|(_, t)| t.nbytes()).sum();
+    let shards = match options.max_shard_size {
+        Some(max) => pack(tensors, max, |(_, t)| t.nbytes(), |_, _| false),
+        None => vec![tensors],
+    };
+    let progress = options.progress.as_ref();
+    if shards.len() <= 1 {
+        let group = shards.into_iter().next().unwrap_or_default();
+        write_group(
+            dest,
+            group,
+            &options.metadata,
+            options.materialize,
+            false,
+            progress,
+        )
+        .await?;
+        return Ok(Written {
+            files: vec![dest.uri()],
+            data_bytes: total,
+        });
+    }
+
+    let file_name = dest.path().filename().unwrap_or("model.safetensors");
+    let stem = file_name
+        .strip_suffix(".safetensors")
+        .unwrap_or(file_name)
+        .to_owned();
+    let n = shards.len();
+    let mut files = Vec::with_capacity(n + 1);
+    let mut weight_map = BTreeMap::new();
+    for (i, shard) in shards.into_iter().enumerate() {
+        let name = format!("{stem}-{:05}-of-{n:05}.safetensors", i + 1);
+        for (tensor, _) in &shard {
+            weight_map.insert(tensor.clone(), name.clone());
+        }
+        let location = dest.parent().join(&name);
+        write_group(
+            &location,
+            shard,
+            &options.metadata,
+            options.materialize,
+            false,
+            progress,
+        )
+        .await?;
+        files.push(location.uri());
+    }
+    let index_location = dest
+        .parent()
+        .join(&format!("{stem}.safetensors.index.json"));
+    crate::upload::put(&index_location, st::index::render(&weight_map, total)).await?;
+    files.push(index_location.uri());
+    Ok(Written {
+        files,
+        data_bytes: total,
+    })
+}

@@ -1,0 +1,405 @@
+//! Tensors in a tree: [`LazyTensor`] knows its type, shape and where its bytes are
+//! ([`TensorData`]); [`Tensor`] is what it becomes once materialized.
+//!
+//! The tree does no I/O and knows no format. A tensor's bytes are reached through traits the
+//! formats implement: [`Source`] (a pinned object that reads byte ranges), [`Anchor`] (a payload
+//! offset that was predicted and is confirmed when read) and [`Locate`] (a piece of a tensor
+//! whose own header is read on first use). Implementations carry whatever options the caller
+//! opened the checkpoint with.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::dtype::{self, DType};
+use crate::error::Result;
+
+/// A tensor's type and shape, and where its bytes are; nothing is fetched until asked.
+#[derive(Debug, Clone)]
+pub struct LazyTensor {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions (empty for a scalar).
+    pub shape: Vec<u64>,
+    /// Element strides; empty means contiguous, row-major.
+    pub strides: Vec<u64>,
+    /// Where the bytes are.
+    pub data: TensorData,
+}
+
+/// Where a tensor's bytes are: exactly one of these.
+#[derive(Debug, Clone)]
+pub enum TensorData {
+    /// Nowhere: a type and shape only (what a load expects).
+    Abstract,
+    /// A byte range of an object.
+    Range(ByteRange),
+    /// Bytes already in memory (an array inside a pickle, a small record read with its
+    /// metadata).
+    Inline(Inline),
+    /// Boxes of the tensor, assembled when read (the chunks of a distributed checkpoint).
+    Pieces(Arc<Pieces>),
+}
+
+/// A byte range of an object holding a tensor's elements.
+#[derive(Debug, Clone)]
+pub struct ByteRange {
+    /// The object, pinned to the version it was opened at.
+    pub source: Arc<dyn Source>,
+    /// The bytes from the tensor's first element to its last.
+    pub range: Range<u64>,
+    /// Elements are stored big-endian (swapped when materialized).
+    pub big_endian: bool,
+    /// A checksum the stored bytes must match.
+    pub check: Option<Check>,
+    /// Set when `range` was predicted rather than read: the materializer reads from the
+    /// anchor's header too, and moves the range if the header says otherwise.
+    pub anchor: Option<Arc<dyn Anchor>>,
+}
+
+impl ByteRange {
+    /// The bytes at `range` of `source`, unchecked, little-endian.
+    pub fn new(source: Arc<dyn Source>, range: Range<u64>) -> Self {
+        Self {
+            source,
+            range,
+            big_endian: false,
+            check: None,
+            anchor: None,
+        }
+    }
+}
+
+/// Elements held in memory.
+#[derive(Debug, Clone)]
+pub struct Inline {
+    /// The stored bytes, from the tensor's first element to its last.
+    pub bytes: Bytes,
+    /// Elements are stored big-endian (swapped when materialized).
+    pub big_endian: bool,
+    /// Where the bytes came from, for messages (`model.pt: data.pkl`).
+    pub origin: Arc<str>,
+}
+
+/// A tensor stored as boxes of its elements, each of which is located (its own small header
+/// read) only when it is needed.
+#[derive(Debug)]
+pub struct Pieces {
+    /// The boxes, in no particular order; together they cover the tensor.
+    pub boxes: Vec<Arc<Piece>>,
+    /// The rows (first dimension) of the full tensor this lazy tensor shows: narrowing a
+    /// tensor to rows keeps only the pieces that overlap them.
+    pub rows: Range<u64>,
+}
+
+/// One box of a [`Pieces`] tensor.
+#[derive(Debug)]
+pub struct Piece {
+    /// Where the box starts in each dimension of the full tensor.
+    pub offsets: Vec<u64>,
+    /// Its extent in each dimension.
+    pub sizes: Vec<u64>,
+    /// How to find its bytes.
+    pub locate: Arc<dyn Locate>,
+}
+
+/// A pinned object whose byte ranges can be read: what a [`ByteRange`] points into.
+///
+/// Tensors of one object share one `Arc<dyn Source>`, which is how the materializer groups
+/// their reads.
+pub trait Source: Send + Sync + fmt::Debug {
+    /// The object's URI, redacted, for messages.
+    fn uri(&self) -> String;
+
+    /// The bytes of `ranges`, in the order given; near ranges may share a request.
+    ///
+    /// # Errors
+    ///
+    /// The read's error, naming the object.
+    fn read_ranges(&self, ranges: Vec<Range<u64>>) -> BoxFuture<'static, Result<Vec<Bytes>>>;
+}
+
+/// A payload offset that was predicted from a directory rather than read: torch aligns zip
+/// payloads, so no request per local header is needed. The materializer reads from
+/// [`header_start`](Anchor::header_start) and asks where the payload really starts.
+pub trait Anchor: Send + Sync + fmt::Debug {
+    /// Where the record's header starts (at or before the predicted payload).
+    fn header_start(&self) -> u64;
+
+    /// Where the payload was predicted to start.
+    fn predicted(&self) -> u64;
+
+    /// Where the payload starts, given the bytes from `header_start` on.
+    ///
+    /// # Errors
+    ///
+    /// A corrupt-file error when the header does not belong to the record.
+    fn payload_start(&self, uri: &str, header: &[u8]) -> Result<u64>;
+}
+
+/// A piece of a tensor whose own small header must be read before its bytes can be.
+pub trait Locate: Send + Sync + fmt::Debug {
+    /// What the piece is, for messages (`__1_0.distcp`, bytes 4096..9000).
+    fn describe(&self) -> String;
+
+    /// The piece as a lazy tensor of its own (read once; later calls reuse it).
+    ///
+    /// # Errors
+    ///
+    /// The read's or the header's error.
+    fn locate(&self) -> BoxFuture<'_, Result<LazyTensor>>;
+}
+
+/// A checksum over a record that holds a tensor's bytes (a zip entry, a data file).
+///
+/// It is verified whenever a tensor's range covers the whole span: a view of part of a
+/// storage cannot be checked without reading the rest, and is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The checksummed bytes of the object.
+    pub span: Range<u64>,
+    /// The expected value.
+    pub checksum: Checksum,
+    /// The record's name, for errors (`archive/data/3`).
+    pub record: Arc<str>,
+}
+
+/// A checksum algorithm and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Checksum {
+    /// CRC-32 (IEEE), as zip stores.
+    Crc32(u32),
+    /// CRC-32C (Castagnoli), as ckptio's manifests store.
+    Crc32c(u32),
+    /// SHA-256, which ckptio's manifests store on request (boxed: tree nodes stay small,
+    /// which keeps recursion over deep trees cheap).
+    Sha256(Box<[u8; 32]>),
+}
+
+impl Checksum {
+    /// The same algorithm's value for `data`.
+    pub fn compute(&self, data: &[u8]) -> Self {
+        match self {
+            Self::Crc32(_) => Self::Crc32(crc32fast::hash(data)),
+            Self::Crc32c(_) => Self::Crc32c(crc32c::crc32c(data)),
+            Self::Sha256(_) => Self::Sha256(Box::new(
+                <sha2::Sha256 as sha2::Digest>::digest(data).into(),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Crc32(v) => write!(f, "CRC-32 {v:08x}"),
+            Self::Crc32c(v) => write!(f, "CRC-32C {v:08x}"),
+            Self::Sha256(v) => {
+                f.write_str("SHA-256 ")?;
+                v.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+        }
+    }
+}
+
+/// A tensor's bytes: contiguous, row-major, little-endian.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tensor {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions (empty for a scalar).
+    pub shape: Vec<u64>,
+    /// The elements.
+    pub data: Bytes,
+}
+
+impl LazyTensor {
+    /// A contiguous tensor stored at `range` of `source`.
+    pub fn contiguous(
+        dtype: DType,
+        shape: Vec<u64>,
+        source: Arc<dyn Source>,
+        range: Range<u64>,
+    ) -> Self {
+        Self {
+            dtype,
+            shape,
+            strides: Vec::new(),
+            data: TensorData::Range(ByteRange::new(source, range)),
+        }
+    }
+
+    /// A type and shape with no data: what a load expects.
+    pub fn abstract_(dtype: DType, shape: Vec<u64>) -> Self {
+        Self {
+            dtype,
+            shape,
+            strides: Vec::new(),
+            data: TensorData::Abstract,
+        }
+    }
+
+    /// Whether the tensor has no data (a type and shape only).
+    pub fn is_abstract(&self) -> bool {
+        matches!(self.data, TensorData::Abstract)
+    }
+
+    /// The rows `rows` of the tensor (its first dimension), still lazy: a contiguous tensor
+    /// narrows its bytes, a tensor in pieces keeps only the pieces that overlap. `None` when
+    /// the rows are out of bounds or the layout cannot be narrowed this way.
+    pub fn rows(&self, rows: Range<u64>) -> Option<LazyTensor> {
+        let &first = self.shape.first()?;
+        if rows.start > rows.end || rows.end > first {
+            return None;
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = rows.end - rows.start;
+        if let TensorData::Pieces(pieces) = &self.data {
+            let start = pieces.rows.start + rows.start;
+            let window = start..start + (rows.end - rows.start);
+            let boxes = pieces
+                .boxes
+                .iter()
+                .filter(|p| match (p.offsets.first(), p.sizes.first()) {
+                    (Some(&o), Some(&n)) => o < window.end && window.start < o.saturating_add(n),
+                    _ => false,
+                })
+                .cloned()
+                .collect();
+            return Some(LazyTensor {
+                shape,
+                data: TensorData::Pieces(Arc::new(Pieces {
+                    boxes,
+                    rows: window,
+                })),
+                ..self.clone()
+            });
+        }
+        if !self.is_contiguous() {
+            return None;
+        }
+        let row = self.dtype.byte_len(dtype::numel(&self.shape[1..])?)?;
+        let skip = rows.start.checked_mul(row)?;
+        let len = (rows.end - rows.start).checked_mul(row)?;
+        let data = match &self.data {
+            TensorData::Abstract => TensorData::Abstract,
+            TensorData::Range(r) => {
+                let start = r.range.start.checked_add(skip)?;
+                TensorData::Range(ByteRange {
+                    range: start..start.checked_add(len)?,
+                    ..r.clone()
+                })
+            }
+            TensorData::Inline(i) => {
+                let start = usize::try_from(skip).ok()?;
+                let end = start.checked_add(usize::try_from(len).ok()?)?;
+                TensorData::Inline(Inline {
+                    bytes: i.bytes.get(start..end).map(|_| i.bytes.slice(start..end))?,
+                    ..i.clone()
+                })
+            }
+            TensorData::Pieces(_) => unreachable!("handled above"),
+        };
+        Some(LazyTensor {
+            shape,
+            strides: Vec::new(),
+            data,
+            ..self.clone()
+        })
+    }
+
+    /// Number of elements (saturating at `u64::MAX` for an absurd shape).
+    pub fn numel(&self) -> u64 {
+        dtype::numel(&self.shape).unwrap_or(u64::MAX)
+    }
+
+    /// Bytes of the tensor once contiguous (saturating at `u64::MAX`).
+    pub fn nbytes(&self) -> u64 {
+        self.dtype.byte_len(self.numel()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the elements are stored contiguously in row-major order.
+    pub fn is_contiguous(&self) -> bool {
+        self.strides.is_empty() || self.strides == contiguous_strides(&self.shape)
+    }
+}
+
+/// Row-major strides of `shape`, in elements.
+pub fn contiguous_strides(shape: &[u64]) -> Vec<u64> {
+    let mut strides = vec![1u64; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1].saturating_mul(shape[i + 1]);
+    }
+    strides
+}
+
+/// Bytes from the first stored element to the last, for `shape` and element `strides`
+/// (`None` on overflow or a partial-byte dtype; 0 for an empty tensor).
+pub fn strided_extent(dtype: DType, shape: &[u64], strides: &[u64]) -> Option<u64> {
+    if dtype.bits() % 8 != 0 || strides.len() != shape.len() {
+        return None;
+    }
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    let elem = dtype.bits() / 8;
+    let last = shape.iter().zip(strides).try_fold(0u64, |acc, (&d, &s)| {
+        acc.checked_add((d - 1).checked_mul(s)?)
+    })?;
+    last.checked_add(1)?.checked_mul(elem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contiguity_is_decided_by_strides() {
+        assert_eq!(contiguous_strides(&[2, 3, 4]), [12, 4, 1]);
+        let mut t = LazyTensor::abstract_(DType::F32, vec![2, 3]);
+        assert!(t.is_contiguous());
+        t.strides = vec![1, 2];
+        assert!(!t.is_contiguous());
+        assert_eq!(t.nbytes(), 24);
+    }
+
+    #[test]
+    fn extents_follow_strides_and_refuse_overflow() {
+        // A 3×2 view of a row-major 2×3 matrix (its transpose).
+        assert_eq!(strided_extent(DType::U8, &[3, 2], &[1, 3]), Some(6));
+        assert_eq!(strided_extent(DType::U16, &[3], &[2]), Some(10));
+        assert_eq!(strided_extent(DType::F32, &[], &[]), Some(4));
+        assert_eq!(strided_extent(DType::F32, &[0, 5], &[5, 1]), Some(0));
+        assert_eq!(
+            strided_extent(DType::F32, &[u64::MAX, 2], &[u64::MAX, 1]),
+            None
+        );
+        assert_eq!(strided_extent(DType::F4, &[2], &[1]), None, "packed");
+        assert_eq!(strided_extent(DType::F32, &[2], &[]), None, "mismatched");
+    }
+
+    #[test]
+    fn rows_of_inline_and_abstract_tensors_narrow_without_io() {
+        let t = LazyTensor {
+            dtype: DType::U8,
+            shape: vec![3, 2],
+            strides: Vec::new(),
+            data: TensorData::Inline(Inline {
+                bytes: Bytes::from_static(&[1, 2, 3, 4, 5, 6]),
+                big_endian: false,
+                origin: Arc::from("test"),
+            }),
+        };
+        let TensorData::Inline(i) = t.rows(1..3).unwrap().data else {
+            panic!("still inline")
+        };
+        assert_eq!(i.bytes, [3, 4, 5, 6].as_slice());
+        assert!(t.rows(2..4).is_none(), "out of bounds");
+        let a = LazyTensor::abstract_(DType::F32, vec![4, 2]);
+        assert_eq!(a.rows(0..1).unwrap().shape, [1, 2]);
+    }
+}

@@ -1,0 +1,55 @@
+//! Checking a checkpoint by reading every tensor once, keeping none.
+
+use futures::TryStreamExt;
+
+use crate::error::Result;
+use crate::format::{Format, OpenOptions, open};
+use crate::location::Location;
+use crate::materialize::{MaterializeOptions, stream};
+
+/// What [`verify`] checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The format read.
+    pub format: Format,
+    /// Tensors read (and checked, where the format stores checksums).
+    pub tensors: usize,
+    /// Tensor bytes read.
+    pub bytes: u64,
+}
+
+/// Checks a checkpoint by reading every tensor once, within the streaming memory budget,
+/// keeping none: a ckptio checkpoint's data file sizes and the CRC-32C (or SHA-256) of every
+/// tensor, a torch file's storage CRC-32s, and for any format that every tensor's bytes are
+/// there and fit its layout.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ckptio::Result<()> {
+/// let loc = ckptio::resolve("fixtures/tiny.safetensors", &Default::default())?;
+/// let checked = ckptio::verify(&loc, Default::default()).await?;
+/// assert_eq!((checked.tensors, checked.bytes), (3, 68));
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// As [`open`]; [`Error::Corrupt`](crate::Error::Corrupt) naming the tensor and the file for
+/// corrupt data.
+pub async fn verify(location: &Location, options: OpenOptions) -> Result<Verified> {
+    let checkpoint = open(location, options).await?;
+    let tensors: Vec<_> = checkpoint
+        .tree
+        .tensors()
+        .map(|(p, t)| (p, t.clone()))
+        .collect();
+    let count = tensors.len();
+    let bytes = stream(tensors, MaterializeOptions::default())
+        .try_fold(0u64, |n, (_, t)| async move { Ok(n + t.data.len() as u64) })
+        .await?;
+    Ok(Verified {
+        format: checkpoint.format,
+        tensors: count,
+        bytes,
+    })
+}
