@@ -243,6 +243,99 @@ mod tests {
         ));
     }
 
+    /// A store that accepts create-only puts and ignores the condition (as Garage and s3s-fs
+    /// do), and holds each put until two have landed: both writers then read back.
+    #[derive(Debug)]
+    struct IgnoresCreate {
+        inner: object_store::memory::InMemory,
+        both_put: tokio::sync::Barrier,
+    }
+
+    impl std::fmt::Display for IgnoresCreate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("IgnoresCreate")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for IgnoresCreate {
+        async fn put_opts(
+            &self,
+            path: &object_store::path::Path,
+            payload: PutPayload,
+            _: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            let put = self.inner.put(path, payload).await;
+            self.both_put.wait().await;
+            put
+        }
+        async fn put_multipart_opts(
+            &self,
+            path: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(path, opts).await
+        }
+        async fn get_opts(
+            &self,
+            path: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(path, options).await
+        }
+        fn delete_stream(
+            &self,
+            paths: futures::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::path::Path>,
+            >,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+        {
+            self.inner.delete_stream(paths)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_built_elsewhere_reads_its_commits_back_so_one_writer_wins() {
+        let store = std::sync::Arc::new(IgnoresCreate {
+            inner: object_store::memory::InMemory::new(),
+            both_put: tokio::sync::Barrier::new(2),
+        });
+        let dest = Location::from_store("wrapped:/", store, "ckpt/manifest.json".into());
+        assert_eq!(dest.capabilities().create, CreateOnly::ReadBack);
+        let (a, b) = tokio::join!(
+            put_create(&dest, b"writer a".to_vec()),
+            put_create(&dest, b"writer b".to_vec())
+        );
+        let wins = [&a, &b].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "{a:?} {b:?}");
+        assert!(
+            [a, b].iter().any(|r| matches!(r, Err(CreateError::Exists))),
+            "the loser learns it lost"
+        );
+    }
+
     #[tokio::test]
     async fn a_failed_stream_leaves_nothing_under_the_name() {
         let dest =

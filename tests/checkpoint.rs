@@ -538,3 +538,38 @@ async fn a_save_reports_every_tensor_byte_and_its_commit() {
     assert_eq!(progress.advanced.load(SeqCst), bytes);
     assert_eq!(progress.finished.load(SeqCst), 1);
 }
+
+/// Opening a checkpoint directory costs at most two requests before its reader's own: a GET
+/// of the name (no object there) and one LIST, which the reader reuses; a URI ending in `/`
+/// costs the LIST alone.
+async fn directories_cost_two_requests_before_their_reader(backend: support::Backend) {
+    if backend.read_only() {
+        return;
+    }
+    let tree = training_state().await;
+    save(&backend.location("ckpt/"), &tree, &SaveOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", backend.name));
+    for (uri, probe) in [("ckpt", 2), ("ckpt/", 1)] {
+        let (loc, counts) = backend.location(uri).counted();
+        let opened = open(&loc, OpenOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {uri}: {e}", backend.name));
+        assert!(matches!(opened.format, ckptio::Format::Ckptio { .. }));
+        let requests = counts.gets() + counts.heads() + counts.other();
+        // The ckptio reader's own: one GET of the manifest.
+        assert_eq!(requests, probe + 1, "[{}] {uri}: {counts}", backend.name);
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_directory_costs_two_requests_before_its_reader_on_every_backend() {
+    for name in support::BACKENDS {
+        support::run(
+            name,
+            "ckpt-probe",
+            directories_cost_two_requests_before_their_reader,
+        )
+        .await;
+    }
+}

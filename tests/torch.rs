@@ -634,3 +634,112 @@ async fn a_torch_file_under_any_name_is_found_by_its_first_bytes() {
     assert_eq!(checkpoint.format, ckptio::Format::Torch);
     assert_eq!(checkpoint.tree.tensors().count(), 7);
 }
+
+/// Where the first record called `name` of the first archive in `file` has its payload, and
+/// its size: the first local header and central record of that name (a DCP data file
+/// concatenates archives whose records share names; the first starts at byte 0).
+fn first_payload(file: &[u8], name: &str) -> (usize, usize) {
+    let local = (0..file.len() - 30)
+        .find(|&i| {
+            file[i..].starts_with(b"PK\x03\x04") && file[i + 30..].starts_with(name.as_bytes())
+        })
+        .unwrap_or_else(|| panic!("no local header for {name}"));
+    let u16_at = |at: usize| u16::from_le_bytes([file[at], file[at + 1]]) as usize;
+    let central = central_record(file, name);
+    let size = u32::from_le_bytes(file[central + 24..central + 28].try_into().unwrap()) as usize;
+    (local + 30 + u16_at(local + 26) + u16_at(local + 28), size)
+}
+
+/// Opens the DCP directory `dir` with `read` and materializes every tensor.
+async fn read_dcp(dir: &Path, read: ckptio::ReadOptions) -> ckptio::Result<()> {
+    let options = OpenOptions {
+        read,
+        ..Default::default()
+    };
+    let tree = open(&local(dir), options).await?.tree;
+    materialize_tree(&tree, MaterializeOptions::default())
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn no_verify_reaches_the_chunks_of_a_dcp_checkpoint() {
+    let dir = dcp_copy("dcp_sharded");
+    let path = dir.path().join("__0_0.distcp");
+    let mut file = std::fs::read(&path).unwrap();
+    let (storage, _) = first_payload(&file, "archive/data/0");
+    file[storage] ^= 0x01;
+    std::fs::write(&path, file).unwrap();
+    let err = read_dcp(dir.path(), Default::default()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("__0_0.distcp") && text.contains("is corrupt") && text.contains("CRC-32"),
+        "{text}"
+    );
+    let unchecked = ckptio::ReadOptions {
+        verify: false,
+        ..Default::default()
+    };
+    read_dcp(dir.path(), unchecked)
+        .await
+        .expect("--no-verify reads the flipped chunk");
+}
+
+#[tokio::test]
+async fn strict_reaches_the_chunks_of_a_dcp_checkpoint() {
+    let dir = dcp_copy("dcp_sharded");
+    let path = dir.path().join("__0_0.distcp");
+    let mut file = std::fs::read(&path).unwrap();
+    let (pkl, size) = first_payload(&file, "archive/data.pkl");
+    // The first chunk's backward hooks become an OrderedDicX: unknown, but inert.
+    let at = pkl
+        + file[pkl..pkl + size]
+            .windows(11)
+            .position(|w| w == b"OrderedDict")
+            .expect("the chunk pickles an OrderedDict");
+    file[at + 10] = b'X';
+    let crc = crc32fast::hash(&file[pkl..pkl + size]);
+    let central = central_record(&file, "archive/data.pkl");
+    file[central + 16..central + 20].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, file).unwrap();
+    read_dcp(dir.path(), Default::default())
+        .await
+        .expect("an unknown class is an inert node by default");
+    let strict = ckptio::ReadOptions {
+        strict: true,
+        ..Default::default()
+    };
+    let err = read_dcp(dir.path(), strict).await.unwrap_err();
+    assert!(matches!(err, ckptio::Error::Unsafe { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("global `collections.OrderedDicX` is not allowed in strict mode"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_without_a_checkpoint_says_so_and_lists_what_it_holds() {
+    let dir = dcp_copy("dcp_single");
+    std::fs::remove_file(dir.path().join(".metadata")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"hi").unwrap();
+    for uri in [
+        format!("{}/", dir.path().display()),
+        dir.path().display().to_string(),
+    ] {
+        let err = open(&local(Path::new(&uri)), OpenOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ckptio::Error::NoCheckpoint { .. }), "{err:?}");
+        let text = err.to_string();
+        for part in [
+            "holds no checkpoint ckptio reads",
+            "__0_0.distcp",
+            "notes.txt",
+            "without `.metadata` is a save that did not finish",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert!(!text.contains("not found"), "{text}");
+    }
+}

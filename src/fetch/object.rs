@@ -16,7 +16,7 @@ use super::sink::{FrameSender, Region};
 use super::source::Source;
 use super::stat::{ObjectInfo, stat};
 use super::task::spawn;
-use crate::error::{Error, Result};
+use crate::error::{Class, Error, Result, TransportKind, classify};
 use crate::location::Location;
 
 /// Frames (of up to 64 KiB each) queued per concurrent request before fetching pauses.
@@ -108,8 +108,9 @@ impl Object {
         };
         let result = match location.store().get_opts(location.path(), get).await {
             Ok(result) => result,
-            // An empty object has no byte to ask for; a HEAD tells. Any other failure is the
-            // GET's own error.
+            // An empty object has no byte to ask for, and its store refuses the range; a HEAD
+            // tells. Any other failure (no object, a server error) is the GET's own.
+            Err(other) if !may_be_empty(&other) => return Err(location.error("get", other)),
             Err(first) => {
                 return match stat(location).await {
                     Ok(info) if info.size == 0 => {
@@ -345,6 +346,14 @@ impl Object {
         )
         .boxed()
     }
+}
+
+/// Whether a range GET that failed so may have asked an empty object for its first byte.
+fn may_be_empty(err: &object_store::Error) -> bool {
+    matches!(
+        classify(err),
+        Class::Transport(TransportKind::Rejected | TransportKind::Other)
+    )
 }
 
 #[cfg(test)]

@@ -144,8 +144,13 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
         },
         Probed::Marker(layout, dir) => open_dir(layout, &dir, None, &options).await?,
         Probed::Dir(layout, listing) => {
-            let dir = listing.dir().clone();
-            open_dir(layout, &dir, Some(listing), &options).await?
+            match open_dir(layout, listing.dir(), Some(&listing), &options).await {
+                // A marker the listing could not show (WebDAV hides dot-files) is not there.
+                Err(Error::NotFound { .. }) if probe::committed(&listing).is_none() => {
+                    return Err(probe::no_checkpoint(&listing));
+                }
+                other => other?,
+            }
         }
         Probed::Weights(file) => Box::pin(open(&file, options.clone())).await?,
         Probed::Object {
@@ -202,7 +207,7 @@ async fn open_index(
 async fn open_dir(
     layout: Layout,
     dir: &Location,
-    listing: Option<crate::fetch::Listing>,
+    listing: Option<&crate::fetch::Listing>,
     options: &OpenOptions,
 ) -> Result<Checkpoint> {
     let fetch = options.fetch.clone();

@@ -126,7 +126,7 @@ pub(crate) async fn probe(location: &Location, fetch: &FetchOptions) -> Result<P
                 uri: location.uri(),
             });
         }
-        return classify_dir(listing).await;
+        return classify_dir(listing);
     }
     let read = Object::open_prefix(location, safetensors::SPECULATIVE_READ, fetch.clone()).await;
     let error = match read {
@@ -148,7 +148,7 @@ pub(crate) async fn probe(location: &Location, fetch: &FetchOptions) -> Result<P
         Ok(listing) if !listing.is_empty() => listing,
         _ => return Err(error),
     };
-    classify_dir(listing).await
+    classify_dir(listing)
 }
 
 /// Whether a failed read of `location` may mean it is a directory: stores answer a GET of a
@@ -166,15 +166,14 @@ fn maybe_directory(error: &Error) -> bool {
 }
 
 /// What the directory `listing` holds.
-async fn classify_dir(listing: Listing) -> Result<Probed> {
+fn classify_dir(listing: Listing) -> Result<Probed> {
     if let Some(layout) = committed(&listing) {
         return Ok(Probed::Dir(layout, listing));
     }
-    // A listing that hides dot-files cannot show `.metadata`: data files ask for it by name.
-    let dir = listing.dir();
-    if !dir.capabilities().lists_dotfiles
+    // A listing that hides dot-files cannot show `.metadata`: with DCP data files there, the
+    // reader's own first read (of `.metadata`) tells.
+    if !listing.dir().capabilities().lists_dotfiles
         && listing.names().any(|n| n.ends_with(".distcp"))
-        && crate::fetch::stat(&dir.join(dcp::METADATA)).await.is_ok()
     {
         return Ok(Probed::Dir(Layout::Dcp, listing));
     }
@@ -192,7 +191,7 @@ async fn classify_dir(listing: Listing) -> Result<Probed> {
 
 /// The error for a directory that holds nothing ckptio reads: what it holds, and what that
 /// suggests.
-fn no_checkpoint(listing: &Listing) -> Error {
+pub(crate) fn no_checkpoint(listing: &Listing) -> Error {
     let mut found: Vec<String> = listing
         .names()
         .map(str::to_owned)

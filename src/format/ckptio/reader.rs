@@ -37,7 +37,7 @@ pub struct CheckpointError(pub String);
 /// of the wrong size; the reads' errors.
 pub(crate) async fn open(
     dir: &Location,
-    listing: Option<Listing>,
+    listing: Option<&Listing>,
     fetch: FetchOptions,
     options: ReadOptions,
 ) -> Result<CkptioCheckpoint> {
@@ -51,11 +51,15 @@ pub(crate) async fn open(
         )));
     }
     let manifest = Manifest::from_json(&bytes).map_err(|e| Error::corrupt(loc.uri(), e))?;
+    let listed;
     let listing = match listing {
         Some(listing) => listing,
-        None => crate::fetch::list(dir).await?,
+        None => {
+            listed = crate::fetch::list(dir).await?;
+            &listed
+        }
     };
-    let sources = data_files(dir, &listing, &manifest, &fetch)?;
+    let sources = data_files(dir, listing, &manifest, &fetch)?;
     let root = match node(&manifest.tree, &sources, &manifest, options) {
         Node::Dict(d) => d,
         other => Dict::from([(String::new(), other)]),

@@ -14,8 +14,10 @@ use super::metadata::{self, Item, Key, Metadata, StorageInfo, TensorMeta};
 use super::{DcpError, MAX_METADATA, METADATA};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Listing, Object};
+use crate::format::ReadOptions;
 use crate::format::pickle::{self, Policy};
-use crate::format::{ReadOptions, torch};
+use crate::format::torch::{archive, codec};
+use crate::format::zip::TAIL_READ;
 use crate::location::Location;
 use crate::tree::{Dict, LazyTensor, Leaf, Locate, Node, Piece, Pieces, StateTree, TensorData};
 
@@ -38,7 +40,7 @@ pub(crate) struct DcpCheckpoint {
 /// the reads' errors.
 pub(crate) async fn open(
     dir: &Location,
-    listing: Option<Listing>,
+    listing: Option<&Listing>,
     fetch: FetchOptions,
     options: ReadOptions,
 ) -> Result<DcpCheckpoint> {
@@ -54,15 +56,17 @@ pub(crate) async fn open(
     }
     let policy = Policy {
         strict: options.strict,
-        known: |g| {
-            metadata::is_known(g) || torch::codec::is_known(g) || pickle::convert::is_known(g)
-        },
+        known: |g| metadata::is_known(g) || codec::is_known(g) || pickle::convert::is_known(g),
     };
     let heap = pickle::parse(&data, &policy).map_err(|e| pickle::error(&uri, METADATA, e))?;
     let meta = Metadata::read(&heap).map_err(bad)?;
+    let listed;
     let listing = match listing {
         Some(listing) => listing,
-        None => crate::fetch::list(dir).await?,
+        None => {
+            listed = crate::fetch::list(dir).await?;
+            &listed
+        }
     };
     let files = listing.objects(meta.storage.values().map(|s| s.path.as_str()), &fetch);
 
@@ -170,8 +174,7 @@ impl Locate for Chunk {
             let tensor = self
                 .located
                 .get_or_try_init(|| async {
-                    let tree = torch::open_embedded(&self.object, self.range.clone(), self.options)
-                        .await?;
+                    let tree = read_chunk(&self.object, self.range.clone(), self.options).await?;
                     tree.tensors()
                         .next()
                         .map(|(_, t)| t.clone())
@@ -189,6 +192,13 @@ impl Locate for Chunk {
             Ok(tensor.clone())
         })
     }
+}
+
+/// The `torch.save` archive at `range` of `object`: its tail, then its pickle.
+async fn read_chunk(object: &Object, range: Range<u64>, options: ReadOptions) -> Result<StateTree> {
+    let tail = range.end.saturating_sub(TAIL_READ).max(range.start)..range.end;
+    let bytes = object.read_range(tail.clone()).await?;
+    archive::read(object, range, vec![(tail.start, bytes)], options).await
 }
 
 /// The non-tensor items, each a small `torch.save` file: read with one coalesced request per
@@ -223,7 +233,7 @@ async fn read_items(
                 info.range.start,
                 info.range.end
             );
-            let tree = torch::read_bytes(&data, &name, options)?;
+            let tree = archive::read_bytes(&data, &name, options)?;
             let node = match tree.root().get("") {
                 Some(node) if tree.root().len() == 1 => node.clone(),
                 _ => Node::Dict(tree.root().clone()),

@@ -416,6 +416,28 @@ fn number(heap: &Heap, id: Id) -> Option<f64> {
     }
 }
 
+/// numpy's type codes (`numpy.dtype("f4")`) and ckptio's dtypes.
+const NUMPY: &[(&str, DType)] = &[
+    ("b1", DType::BOOL),
+    ("i1", DType::I8),
+    ("i2", DType::I16),
+    ("i4", DType::I32),
+    ("i8", DType::I64),
+    ("u1", DType::U8),
+    ("u2", DType::U16),
+    ("u4", DType::U32),
+    ("u8", DType::U64),
+    ("f2", DType::F16),
+    ("f4", DType::F32),
+    ("f8", DType::F64),
+    ("c8", DType::C64),
+];
+
+/// A numpy type code as a [`DType`].
+fn numpy_code(code: &str) -> Option<DType> {
+    NUMPY.iter().find(|(c, _)| *c == code).map(|&(_, d)| d)
+}
+
 /// A numpy dtype: `numpy.dtype("f8", False, True)` with `BUILD` state
 /// `(3, "<", ...)`, or a `numpy.dtypes.Float64DType` instance wrapping one.
 fn numpy_dtype(heap: &Heap, id: Id) -> Option<(DType, bool)> {
@@ -439,22 +461,7 @@ fn numpy_dtype(heap: &Heap, id: Id) -> Option<(DType, bool)> {
             _ => None,
         })
         .unwrap_or("<");
-    let dtype = match code.as_str() {
-        "b1" => DType::BOOL,
-        "i1" => DType::I8,
-        "i2" => DType::I16,
-        "i4" => DType::I32,
-        "i8" => DType::I64,
-        "u1" => DType::U8,
-        "u2" => DType::U16,
-        "u4" => DType::U32,
-        "u8" => DType::U64,
-        "f2" => DType::F16,
-        "f4" => DType::F32,
-        "f8" => DType::F64,
-        "c8" => DType::C64,
-        _ => return None,
-    };
+    let dtype = numpy_code(code)?;
     Some((dtype, order == ">"))
 }
 
@@ -602,6 +609,19 @@ mod tests {
     fn convert(data: &[u8]) -> Result<Node, String> {
         let heap = parse(data, &Policy::permissive()).unwrap();
         to_node(&heap, &mut NoHooks, "test")
+    }
+
+    #[test]
+    fn every_numpy_code_round_trips() {
+        let mut dtypes = std::collections::BTreeSet::new();
+        for &(code, dtype) in NUMPY {
+            assert_eq!(numpy_code(code), Some(dtype), "{code}");
+            assert!(dtypes.insert(dtype), "{dtype} listed twice");
+            // The code's digits are the element's width in bytes.
+            let width: u64 = code[1..].parse().unwrap();
+            assert_eq!(dtype.bits(), width * 8, "{code}");
+        }
+        assert_eq!(numpy_code("f16"), None, "no ckptio dtype for long double");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! attack, and `builtins.eval`/`exec`/`getattr`/`__import__` and friends.
 
 pub mod convert;
+mod opcode;
 mod vm;
 
 use std::fmt;
@@ -320,7 +321,7 @@ pub struct InRecord {
 }
 
 /// The error for `problem` in the pickle `record` of `uri`.
-pub(crate) fn error(uri: &str, record: &str, problem: PickleError) -> crate::Error {
+pub(crate) fn error(uri: &str, record: &str, problem: PickleError) -> crate::error::Error {
     let refused = matches!(
         problem.kind,
         PickleErrorKind::Refused(_) | PickleErrorKind::NotAllowed(_)
@@ -330,12 +331,12 @@ pub(crate) fn error(uri: &str, record: &str, problem: PickleError) -> crate::Err
         problem,
     };
     if refused {
-        crate::Error::Unsafe {
+        crate::error::Error::Unsafe {
             uri: uri.to_owned(),
             source: Box::new(source),
         }
     } else {
-        crate::Error::corrupt(uri, source)
+        crate::error::Error::corrupt(uri, source)
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::limits::{MAX_LONG_BYTES, MAX_MARKS, MAX_MEMO, MAX_STACK, MAX_VALUES};
+use super::opcode::Opcode;
 use super::{Call, Global, Heap, Id, PickleError, PickleErrorKind as Kind, Policy, Value};
 
 /// Interprets the pickle in `data` into a [`Heap`], without running anything.
@@ -56,26 +57,99 @@ type Step<T> = Result<T, Kind>;
 impl Vm<'_> {
     /// Runs one opcode; `Some(root)` after `STOP`.
     fn step(&mut self) -> Step<Option<Id>> {
-        let op = self.take(1)?[0];
+        use Opcode as O;
+        let op = Opcode::try_from(self.take(1)?[0]).map_err(Kind::UnknownOpcode)?;
         match op {
-            0x80 => {
+            O::Proto | O::Frame | O::Stop | O::Mark | O::Pop | O::PopMark | O::Dup => {
+                return self.control(op);
+            }
+            O::None
+            | O::NewTrue
+            | O::NewFalse
+            | O::Int
+            | O::BinInt
+            | O::BinInt1
+            | O::BinInt2
+            | O::Long
+            | O::Long1
+            | O::Long4
+            | O::Float
+            | O::BinFloat => self.number(op)?,
+            O::BinString
+            | O::ShortBinString
+            | O::BinBytes
+            | O::ShortBinBytes
+            | O::BinBytes8
+            | O::ByteArray8
+            | O::ShortBinUnicode
+            | O::BinUnicode
+            | O::BinUnicode8 => self.text(op)?,
+            O::EmptyList
+            | O::Append
+            | O::Appends
+            | O::List
+            | O::EmptyTuple
+            | O::Tuple
+            | O::Tuple1
+            | O::Tuple2
+            | O::Tuple3
+            | O::EmptyDict
+            | O::Dict
+            | O::SetItem
+            | O::SetItems
+            | O::EmptySet
+            | O::AddItems
+            | O::FrozenSet => self.container(op)?,
+            O::Get
+            | O::BinGet
+            | O::LongBinGet
+            | O::Put
+            | O::BinPut
+            | O::LongBinPut
+            | O::Memoize => self.memo(op)?,
+            O::Global
+            | O::StackGlobal
+            | O::Reduce
+            | O::Build
+            | O::NewObj
+            | O::NewObjEx
+            | O::PersId
+            | O::BinPersId => self.object(op)?,
+            O::Inst => return Err(Kind::UnsupportedOpcode("INST (protocol 0 objects)")),
+            O::Obj => return Err(Kind::UnsupportedOpcode("OBJ (protocol 1 objects)")),
+            O::String => return Err(Kind::UnsupportedOpcode("STRING (protocol 0 text)")),
+            O::Unicode => return Err(Kind::UnsupportedOpcode("UNICODE (protocol 0 text)")),
+            O::Ext1 | O::Ext2 | O::Ext4 => {
+                return Err(Kind::UnsupportedOpcode("EXT1/2/4 (extension registry)"));
+            }
+            O::NextBuffer | O::ReadonlyBuffer => {
+                return Err(Kind::UnsupportedOpcode("out-of-band buffers"));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The protocol, framing, `STOP`, marks and the plain stack opcodes.
+    fn control(&mut self, op: Opcode) -> Step<Option<Id>> {
+        match op {
+            Opcode::Proto => {
                 let proto = self.take(1)?[0];
                 if proto > 5 {
                     return Err(Kind::Protocol(proto));
                 }
             }
-            0x95 => {
+            Opcode::Frame => {
                 let len = self.uint(8)?;
                 self.check_len(len)?;
             }
-            b'.' => {
+            Opcode::Stop => {
                 let root = self.pop("STOP")?;
                 if !self.stack.is_empty() || !self.marks.is_empty() {
                     return Err(Kind::Malformed("STOP leaves values on the stack"));
                 }
                 return Ok(Some(root));
             }
-            b'(' => {
+            Opcode::Mark => {
                 if self.marks.len() >= MAX_MARKS {
                     return Err(Kind::Limit {
                         what: "open MARKs",
@@ -84,104 +158,99 @@ impl Vm<'_> {
                 }
                 self.marks.push(self.stack.len());
             }
-            b'0' => {
+            Opcode::Pop => {
                 self.pop("POP")?;
             }
-            b'1' => {
+            Opcode::PopMark => {
                 self.pop_mark("POP_MARK")?;
             }
-            b'2' => {
+            Opcode::Dup => {
                 let top = *self.stack.last().ok_or(Kind::StackUnderflow("DUP"))?;
                 self.push(top)?;
             }
+            _ => unreachable!("{} is not a control opcode", op.name()),
+        }
+        Ok(None)
+    }
 
-            // Constants and numbers.
-            b'N' => self.push_new(Value::None)?,
-            0x88 => self.push_new(Value::Bool(true))?,
-            0x89 => self.push_new(Value::Bool(false))?,
-            b'J' => {
-                let v = i32::from_le_bytes(self.array()?);
-                self.push_new(Value::Int(v.into()))?;
-            }
-            b'K' => {
-                let v = self.uint(1)?;
-                self.push_new(Value::Int(v as i64))?;
-            }
-            b'M' => {
-                let v = self.uint(2)?;
-                self.push_new(Value::Int(v as i64))?;
-            }
-            0x8a => {
+    /// `None`, booleans, integers and floats.
+    fn number(&mut self, op: Opcode) -> Step<()> {
+        let value = match op {
+            Opcode::None => Value::None,
+            Opcode::NewTrue => Value::Bool(true),
+            Opcode::NewFalse => Value::Bool(false),
+            Opcode::BinInt => Value::Int(i32::from_le_bytes(self.array()?).into()),
+            Opcode::BinInt1 => Value::Int(self.uint(1)? as i64),
+            Opcode::BinInt2 => Value::Int(self.uint(2)? as i64),
+            Opcode::Long1 => {
                 let len = self.uint(1)?;
-                self.long(len)?;
+                return self.long(len);
             }
-            0x8b => {
+            Opcode::Long4 => {
                 let len = u32::from_le_bytes(self.array()?);
-                self.long(len.into())?;
+                return self.long(len.into());
             }
-            b'G' => {
-                let v = f64::from_be_bytes(self.array()?);
-                self.push_new(Value::Float(v))?;
-            }
-            b'I' => {
-                let line = self.line()?;
-                let v = match line {
-                    b"00" => Value::Bool(false),
-                    b"01" => Value::Bool(true),
-                    _ => Value::Int(parse_decimal(line).ok_or(Kind::WrongType {
-                        op: "INT",
-                        expected: "a decimal integer",
-                    })?),
-                };
-                self.push_new(v)?;
-            }
-            b'L' => {
+            Opcode::BinFloat => Value::Float(f64::from_be_bytes(self.array()?)),
+            Opcode::Int => match self.line()? {
+                b"00" => Value::Bool(false),
+                b"01" => Value::Bool(true),
+                line => Value::Int(parse_decimal(line).ok_or(Kind::WrongType {
+                    op: "INT",
+                    expected: "a decimal integer",
+                })?),
+            },
+            Opcode::Long => {
                 let line = self.line()?;
                 let digits = line.strip_suffix(b"L").unwrap_or(line);
-                let v = parse_decimal(digits)
-                    .ok_or(Kind::UnsupportedOpcode("LONG (text) beyond 64 bits"))?;
-                self.push_new(Value::Int(v))?;
+                Value::Int(
+                    parse_decimal(digits)
+                        .ok_or(Kind::UnsupportedOpcode("LONG (text) beyond 64 bits"))?,
+                )
             }
-            b'F' => {
-                let line = self.line()?;
-                let v = std::str::from_utf8(line)
+            Opcode::Float => Value::Float(
+                std::str::from_utf8(self.line()?)
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .ok_or(Kind::WrongType {
                         op: "FLOAT",
                         expected: "a decimal float",
-                    })?;
-                self.push_new(Value::Float(v))?;
-            }
+                    })?,
+            ),
+            _ => unreachable!("{} is not a number opcode", op.name()),
+        };
+        self.push_new(value)
+    }
 
-            // Strings and bytes.
-            b'X' => {
+    /// Strings and bytes.
+    fn text(&mut self, op: Opcode) -> Step<()> {
+        match op {
+            Opcode::BinUnicode => {
                 let len = u32::from_le_bytes(self.array()?);
-                self.string(len.into())?;
+                self.string(len.into())
             }
-            0x8c => {
+            Opcode::ShortBinUnicode => {
                 let len = self.uint(1)?;
-                self.string(len)?;
+                self.string(len)
             }
-            0x8d => {
+            Opcode::BinUnicode8 => {
                 let len = self.uint(8)?;
-                self.string(len)?;
+                self.string(len)
             }
-            b'B' => {
+            Opcode::BinBytes => {
                 let len = u32::from_le_bytes(self.array()?);
-                self.bytes(len.into())?;
+                self.bytes(len.into())
             }
-            b'C' => {
+            Opcode::ShortBinBytes => {
                 let len = self.uint(1)?;
-                self.bytes(len)?;
+                self.bytes(len)
             }
-            0x8e | 0x96 => {
+            Opcode::BinBytes8 | Opcode::ByteArray8 => {
                 let len = self.uint(8)?;
-                self.bytes(len)?;
+                self.bytes(len)
             }
             // Python 2 `str`: text when it is UTF-8, bytes otherwise.
-            b'T' | b'U' => {
-                let len = if op == b'T' {
+            Opcode::BinString | Opcode::ShortBinString => {
+                let len = if op == Opcode::BinString {
                     u32::from_le_bytes(self.array()?).into()
                 } else {
                     self.uint(1)?
@@ -191,118 +260,137 @@ impl Vm<'_> {
                     Ok(s) => Value::Str(s.to_owned()),
                     Err(_) => Value::Bytes(Bytes::copy_from_slice(raw)),
                 };
-                self.push_new(v)?;
+                self.push_new(v)
             }
+            _ => unreachable!("{} is not a text opcode", op.name()),
+        }
+    }
 
-            // Containers.
-            b')' => self.push_new(Value::Tuple(Vec::new()))?,
-            b']' => self.push_new(Value::List(Vec::new()))?,
-            b'}' => self.push_new(Value::Dict(Vec::new()))?,
-            0x8f => self.push_new(Value::Set(Vec::new()))?,
-            0x85..=0x87 => {
-                let n = usize::from(op - 0x84);
-                if self.stack.len() < n + self.marks.last().copied().unwrap_or(0) {
+    /// Tuples, lists, dicts and sets: made, and filled.
+    fn container(&mut self, op: Opcode) -> Step<()> {
+        match op {
+            Opcode::EmptyTuple => self.push_new(Value::Tuple(Vec::new())),
+            Opcode::EmptyList => self.push_new(Value::List(Vec::new())),
+            Opcode::EmptyDict => self.push_new(Value::Dict(Vec::new())),
+            Opcode::EmptySet => self.push_new(Value::Set(Vec::new())),
+            Opcode::Tuple1 | Opcode::Tuple2 | Opcode::Tuple3 => {
+                let n = op as usize - Opcode::Tuple1 as usize + 1;
+                if self.stack.len() < n + self.floor() {
                     return Err(Kind::StackUnderflow("TUPLE1/2/3"));
                 }
                 let items = self.stack.split_off(self.stack.len() - n);
-                self.push_new(Value::Tuple(items))?;
+                self.push_new(Value::Tuple(items))
             }
-            b't' => {
+            Opcode::Tuple => {
                 let items = self.pop_mark("TUPLE")?;
-                self.push_new(Value::Tuple(items))?;
+                self.push_new(Value::Tuple(items))
             }
-            b'l' => {
+            Opcode::List => {
                 let items = self.pop_mark("LIST")?;
-                self.push_new(Value::List(items))?;
+                self.push_new(Value::List(items))
             }
-            b'd' => {
+            Opcode::Dict => {
                 let items = self.pop_mark("DICT")?;
                 let pairs = pairs(items, "DICT")?;
-                self.push_new(Value::Dict(pairs))?;
+                self.push_new(Value::Dict(pairs))
             }
-            0x91 => {
+            Opcode::FrozenSet => {
                 let items = self.pop_mark("FROZENSET")?;
-                self.push_new(Value::Set(items))?;
+                self.push_new(Value::Set(items))
             }
-            b'a' => {
+            Opcode::Append => {
                 let item = self.pop("APPEND")?;
                 let target = self.top("APPEND")?;
-                self.append(target, vec![item], "APPEND")?;
+                self.append(target, vec![item], "APPEND")
             }
-            b'e' => {
+            Opcode::Appends => {
                 let items = self.pop_mark("APPENDS")?;
                 let target = self.top("APPENDS")?;
-                self.append(target, items, "APPENDS")?;
+                self.append(target, items, "APPENDS")
             }
-            0x90 => {
+            Opcode::AddItems => {
                 let items = self.pop_mark("ADDITEMS")?;
                 let target = self.top("ADDITEMS")?;
                 match &mut self.values[target.index()] {
-                    Value::Set(set) => set.extend(items),
-                    _ => {
-                        return Err(Kind::WrongType {
-                            op: "ADDITEMS",
-                            expected: "a set",
-                        });
+                    Value::Set(set) => {
+                        set.extend(items);
+                        Ok(())
                     }
+                    _ => Err(Kind::WrongType {
+                        op: "ADDITEMS",
+                        expected: "a set",
+                    }),
                 }
             }
-            b's' => {
+            Opcode::SetItem => {
                 let value = self.pop("SETITEM")?;
                 let key = self.pop("SETITEM")?;
                 let target = self.top("SETITEM")?;
-                self.set_items(target, vec![(key, value)], "SETITEM")?;
+                self.set_items(target, vec![(key, value)], "SETITEM")
             }
-            b'u' => {
+            Opcode::SetItems => {
                 let items = self.pop_mark("SETITEMS")?;
                 let pairs = pairs(items, "SETITEMS")?;
                 let target = self.top("SETITEMS")?;
-                self.set_items(target, pairs, "SETITEMS")?;
+                self.set_items(target, pairs, "SETITEMS")
             }
+            _ => unreachable!("{} is not a container opcode", op.name()),
+        }
+    }
 
-            // Memo.
-            b'q' => {
+    /// Putting values in the memo and getting them back.
+    fn memo(&mut self, op: Opcode) -> Step<()> {
+        let decimal = |vm: &mut Self, op: &'static str| -> Step<u64> {
+            parse_decimal(vm.line()?)
+                .and_then(|i| u64::try_from(i).ok())
+                .ok_or(Kind::WrongType {
+                    op,
+                    expected: "a decimal index",
+                })
+        };
+        match op {
+            Opcode::BinPut => {
                 let i = self.uint(1)?;
-                self.put(i)?;
+                self.put(i)
             }
-            b'r' => {
+            Opcode::LongBinPut => {
                 let i = self.uint(4)?;
-                self.put(i)?;
+                self.put(i)
             }
-            0x94 => {
+            Opcode::Memoize => {
                 let i = self.memo.len() as u64;
-                self.put(i)?;
+                self.put(i)
             }
-            b'p' => {
-                let i = parse_decimal(self.line()?).ok_or(Kind::WrongType {
-                    op: "PUT",
-                    expected: "a decimal index",
-                })?;
-                self.put(i as u64)?;
+            Opcode::Put => {
+                let i = decimal(self, "PUT")?;
+                self.put(i)
             }
-            b'h' => {
+            Opcode::BinGet => {
                 let i = self.uint(1)?;
-                self.get(i)?;
+                self.get(i)
             }
-            b'j' => {
+            Opcode::LongBinGet => {
                 let i = self.uint(4)?;
-                self.get(i)?;
+                self.get(i)
             }
-            b'g' => {
-                let i = parse_decimal(self.line()?).ok_or(Kind::WrongType {
-                    op: "GET",
-                    expected: "a decimal index",
-                })?;
-                self.get(i as u64)?;
+            Opcode::Get => {
+                let i = decimal(self, "GET")?;
+                self.get(i)
             }
+            _ => unreachable!("{} is not a memo opcode", op.name()),
+        }
+    }
 
-            // Globals, calls, objects.
-            b'c' => {
+    /// Globals (checked against the refusals and the policy), calls, `BUILD` and persistent
+    /// ids: recorded, never run.
+    fn object(&mut self, op: Opcode) -> Step<()> {
+        match op {
+            Opcode::Global => {
                 let module = utf8(self.line()?)?.to_owned();
                 let name = utf8(self.line()?)?.to_owned();
-                self.global(Global { module, name })?;
+                self.global(Global { module, name })
             }
-            0x93 => {
+            Opcode::StackGlobal => {
                 let name = self.pop("STACK_GLOBAL")?;
                 let module = self.pop("STACK_GLOBAL")?;
                 let (Value::Str(module), Value::Str(name)) = (self.value(module), self.value(name))
@@ -316,21 +404,20 @@ impl Vm<'_> {
                     module: module.clone(),
                     name: name.clone(),
                 };
-                self.global(global)?;
+                self.global(global)
             }
-            b'R' => {
-                let args = self.pop("REDUCE")?;
-                let func = self.pop("REDUCE")?;
-                self.expect_tuple(args, "REDUCE")?;
-                self.push_new(Value::Call(Call::new(func, args, None)))?;
+            Opcode::Reduce | Opcode::NewObj => {
+                let name = if op == Opcode::Reduce {
+                    "REDUCE"
+                } else {
+                    "NEWOBJ"
+                };
+                let args = self.pop(name)?;
+                let func = self.pop(name)?;
+                self.expect_tuple(args, name)?;
+                self.push_new(Value::Call(Call::new(func, args, None)))
             }
-            0x81 => {
-                let args = self.pop("NEWOBJ")?;
-                let cls = self.pop("NEWOBJ")?;
-                self.expect_tuple(args, "NEWOBJ")?;
-                self.push_new(Value::Call(Call::new(cls, args, None)))?;
-            }
-            0x92 => {
+            Opcode::NewObjEx => {
                 let kwargs = self.pop("NEWOBJ_EX")?;
                 let args = self.pop("NEWOBJ_EX")?;
                 let cls = self.pop("NEWOBJ_EX")?;
@@ -341,40 +428,33 @@ impl Vm<'_> {
                         expected: "a dict of keyword arguments",
                     });
                 }
-                self.push_new(Value::Call(Call::new(cls, args, Some(kwargs))))?;
+                self.push_new(Value::Call(Call::new(cls, args, Some(kwargs))))
             }
-            b'b' => {
+            Opcode::Build => {
                 let state = self.pop("BUILD")?;
                 let target = self.top("BUILD")?;
                 match &mut self.values[target.index()] {
-                    Value::Call(call) => call.state = Some(state),
-                    _ => {
-                        return Err(Kind::WrongType {
-                            op: "BUILD",
-                            expected: "an object made by REDUCE or NEWOBJ",
-                        });
+                    Value::Call(call) => {
+                        call.state = Some(state);
+                        Ok(())
                     }
+                    _ => Err(Kind::WrongType {
+                        op: "BUILD",
+                        expected: "an object made by REDUCE or NEWOBJ",
+                    }),
                 }
             }
-            b'Q' => {
+            Opcode::BinPersId => {
                 let pid = self.pop("BINPERSID")?;
-                self.push_new(Value::PersistentId(pid))?;
+                self.push_new(Value::PersistentId(pid))
             }
-            b'P' => {
+            Opcode::PersId => {
                 let pid = utf8(self.line()?)?.to_owned();
                 let pid = self.alloc(Value::Str(pid))?;
-                self.push_new(Value::PersistentId(pid))?;
+                self.push_new(Value::PersistentId(pid))
             }
-
-            b'i' => return Err(Kind::UnsupportedOpcode("INST (protocol 0 objects)")),
-            b'o' => return Err(Kind::UnsupportedOpcode("OBJ (protocol 1 objects)")),
-            b'S' => return Err(Kind::UnsupportedOpcode("STRING (protocol 0 text)")),
-            b'V' => return Err(Kind::UnsupportedOpcode("UNICODE (protocol 0 text)")),
-            0x82..=0x84 => return Err(Kind::UnsupportedOpcode("EXT1/2/4 (extension registry)")),
-            0x97 | 0x98 => return Err(Kind::UnsupportedOpcode("out-of-band buffers")),
-            other => return Err(Kind::UnknownOpcode(other)),
+            _ => unreachable!("{} is not an object opcode", op.name()),
         }
-        Ok(None)
     }
 
     fn take(&mut self, n: usize) -> Step<&[u8]> {

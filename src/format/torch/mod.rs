@@ -7,10 +7,11 @@
 //! directory and the pickle, and hands tensors byte ranges of their storage records. Each
 //! storage read whole is checked against the entry's CRC-32.
 
+pub(crate) mod archive;
 pub(crate) mod codec;
 mod reader;
 
-pub(crate) use reader::{open, open_embedded, open_object, read_bytes};
+pub(crate) use reader::{open, open_object};
 
 use crate::error::Error;
 use crate::format::zip::ZipError;

@@ -13,6 +13,10 @@ use rc_zip::fsm::{ArchiveFsm, FsmResult};
 use crate::error::{Error, Result as CrateResult};
 use crate::tree::Anchor;
 
+mod ranges;
+
+pub(crate) use ranges::RangedZip;
+
 /// What one speculative read of a zip's tail asks for: the 65 KiB rc-zip searches for the end
 /// record (which may be followed by a comment of up to 64 KiB), which also holds the central
 /// directory of a checkpoint with hundreds of tensors.
@@ -112,6 +116,16 @@ pub enum ZipError {
     /// The central directory is larger than the limit (64 MiB).
     #[error("the zip central directory is larger than {MAX_DIRECTORY_BYTES} bytes")]
     DirectoryTooLarge,
+    /// An entry whose bytes do not match the CRC-32 the directory records.
+    #[error("entry `{name}` is corrupt: expected CRC-32 {expected:08x}, computed {found:08x}")]
+    Crc {
+        /// The entry.
+        name: String,
+        /// The CRC-32 the directory records.
+        expected: u32,
+        /// The CRC-32 of the bytes read.
+        found: u32,
+    },
     /// A local header that does not match its directory entry.
     #[error("entry `{name}`: its local header at byte {offset} {problem}")]
     LocalHeader {
@@ -293,6 +307,53 @@ pub fn payload_offset(entry: &ZipEntry, header: &[u8]) -> Result<u64, ZipError> 
         .header_offset
         .checked_add(LOCAL_HEADER_LEN + name_len + extra_len)
         .ok_or(bad("lies beyond any offset"))
+}
+
+/// Checks `data` (the whole payload of `entry`) against the entry's CRC-32. A CRC of 0 is what
+/// writers record when they computed none (`torch.save(..., compute_crc32=False)`): nothing to
+/// check.
+///
+/// # Errors
+///
+/// [`ZipError::Crc`] when they differ.
+pub fn check_crc(entry: &ZipEntry, data: &[u8]) -> Result<(), ZipError> {
+    if entry.crc32 == 0 {
+        return Ok(());
+    }
+    let found = crc32fast::hash(data);
+    if found != entry.crc32 {
+        return Err(ZipError::Crc {
+            name: entry.name.clone(),
+            expected: entry.crc32,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// The payload of `entry` in an archive held whole in memory, checked against its CRC-32 with
+/// `verify`.
+///
+/// # Errors
+///
+/// [`ZipError`] for a local header that does not match, a payload past the end, or a CRC that
+/// does not match.
+pub fn record(data: &Bytes, entry: &ZipEntry, verify: bool) -> Result<Bytes, ZipError> {
+    let at = usize::try_from(entry.header_offset)
+        .ok()
+        .and_then(|at| data.get(at..))
+        .unwrap_or_default();
+    let start = payload_offset(entry, at)?;
+    let end = start.saturating_add(entry.size);
+    let payload = usize::try_from(start)
+        .ok()
+        .zip(usize::try_from(end).ok())
+        .and_then(|(s, e)| data.get(s..e))
+        .ok_or(ZipError::Truncated { offset: end })?;
+    if verify {
+        check_crc(entry, payload)?;
+    }
+    Ok(data.slice_ref(payload))
 }
 
 /// A zip entry whose payload offset was predicted from the central directory (torch's writer
