@@ -69,6 +69,7 @@ pub use crate::verify::{Verified, verify};
 /// The formats' own errors: the `source` of an [`Error::Corrupt`] or [`Error::Unsafe`], for
 /// callers that want the details (a header problem, a pickle refused at a byte offset).
 pub mod sources {
+    pub use crate::format::TooLargeFile;
     pub use crate::format::ckptio::CheckpointError;
     pub use crate::format::ckptio::manifest::ManifestError;
     pub use crate::format::dcp::DcpError;

@@ -28,6 +28,7 @@ use crate::fetch::FetchOptions;
 use crate::location::Location;
 use crate::tree::StateTree;
 
+pub use object::TooLargeFile;
 pub(crate) use probe::{Layout, committed, marker};
 use probe::{Probed, Sniffed, probe};
 
@@ -211,9 +212,13 @@ async fn open_dir(
     options: &OpenOptions,
 ) -> Result<Checkpoint> {
     let fetch = options.fetch.clone();
+    let listing = match listing {
+        Some(listing) => std::borrow::Cow::Borrowed(listing),
+        None => std::borrow::Cow::Owned(crate::fetch::list(dir).await?),
+    };
     Ok(match layout {
         Layout::Ckptio => {
-            let checkpoint = ckptio::open(dir, listing, fetch, options.read).await?;
+            let checkpoint = ckptio::open(dir, &listing, fetch, options.read).await?;
             Checkpoint {
                 format: Format::Ckptio {
                     files: checkpoint.manifest.files.len(),
@@ -223,7 +228,7 @@ async fn open_dir(
             }
         }
         Layout::Dcp => {
-            let checkpoint = dcp::open(dir, listing, fetch, options.read).await?;
+            let checkpoint = dcp::open(dir, &listing, fetch, options.read).await?;
             Checkpoint {
                 format: Format::Dcp {
                     files: checkpoint.files,

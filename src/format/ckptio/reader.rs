@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::manifest::{MANIFEST, MAX_MANIFEST, Manifest, ManifestNode, Stored};
 use crate::error::{Error, Result};
-use crate::fetch::{FetchOptions, Listing, Object};
+use crate::fetch::{FetchOptions, Listing};
 use crate::format::ReadOptions;
-use crate::format::object::source;
+use crate::format::object::{read_whole, source};
 use crate::location::Location;
 use crate::tree::{
     ByteRange, Check, Checksum, Dict, LazyTensor, Leaf, Node, Source, StateTree, TensorData,
@@ -27,8 +27,7 @@ pub(crate) struct CkptioCheckpoint {
 #[error("{0}")]
 pub struct CheckpointError(pub String);
 
-/// Opens the checkpoint in the directory `dir`, whose listing is `listing` when the caller has
-/// one (else it is listed here).
+/// Opens the checkpoint in the directory `dir`, whose listing is `listing`.
 ///
 /// # Errors
 ///
@@ -37,28 +36,13 @@ pub struct CheckpointError(pub String);
 /// of the wrong size; the reads' errors.
 pub(crate) async fn open(
     dir: &Location,
-    listing: Option<&Listing>,
+    listing: &Listing,
     fetch: FetchOptions,
     options: ReadOptions,
 ) -> Result<CkptioCheckpoint> {
     let loc = dir.join(MANIFEST);
-    let (object, bytes) = Object::open_prefix(&loc, MAX_MANIFEST, fetch.clone()).await?;
-    let bad = |problem: String| Error::corrupt(loc.uri(), CheckpointError(problem));
-    if object.info().size > MAX_MANIFEST {
-        return Err(bad(format!(
-            "{} bytes of manifest is more than the {MAX_MANIFEST}-byte limit",
-            object.info().size
-        )));
-    }
+    let (_, bytes) = read_whole(&loc, MAX_MANIFEST, "manifest", &fetch).await?;
     let manifest = Manifest::from_json(&bytes).map_err(|e| Error::corrupt(loc.uri(), e))?;
-    let listed;
-    let listing = match listing {
-        Some(listing) => listing,
-        None => {
-            listed = crate::fetch::list(dir).await?;
-            &listed
-        }
-    };
     let sources = data_files(dir, listing, &manifest, &fetch)?;
     let root = match node(&manifest.tree, &sources, &manifest, options) {
         Node::Dict(d) => d,

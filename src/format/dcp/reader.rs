@@ -15,6 +15,7 @@ use super::{DcpError, MAX_METADATA, METADATA};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Listing, Object};
 use crate::format::ReadOptions;
+use crate::format::object::read_whole;
 use crate::format::pickle::{self, Policy};
 use crate::format::torch::{archive, codec};
 use crate::format::zip::TAIL_READ;
@@ -29,8 +30,7 @@ pub(crate) struct DcpCheckpoint {
     pub files: usize,
 }
 
-/// Opens the DCP checkpoint in the directory `dir`, whose listing is `listing` when the caller
-/// has one (else it is listed here).
+/// Opens the DCP checkpoint in the directory `dir`, whose listing is `listing`.
 ///
 /// # Errors
 ///
@@ -40,34 +40,20 @@ pub(crate) struct DcpCheckpoint {
 /// the reads' errors.
 pub(crate) async fn open(
     dir: &Location,
-    listing: Option<&Listing>,
+    listing: &Listing,
     fetch: FetchOptions,
     options: ReadOptions,
 ) -> Result<DcpCheckpoint> {
     let meta_loc = dir.join(METADATA);
-    let (meta_object, data) = Object::open_prefix(&meta_loc, MAX_METADATA, fetch.clone()).await?;
+    let (_, data) = read_whole(&meta_loc, MAX_METADATA, "metadata", &fetch).await?;
     let uri = meta_loc.uri();
     let bad = |problem: String| Error::corrupt(&uri, DcpError(problem));
-    if meta_object.info().size > MAX_METADATA {
-        return Err(bad(format!(
-            "{} bytes of metadata is more than the {MAX_METADATA}-byte limit",
-            meta_object.info().size
-        )));
-    }
     let policy = Policy {
         strict: options.strict,
         known: |g| metadata::is_known(g) || codec::is_known(g) || pickle::convert::is_known(g),
     };
     let heap = pickle::parse(&data, &policy).map_err(|e| pickle::error(&uri, METADATA, e))?;
     let meta = Metadata::read(&heap).map_err(bad)?;
-    let listed;
-    let listing = match listing {
-        Some(listing) => listing,
-        None => {
-            listed = crate::fetch::list(dir).await?;
-            &listed
-        }
-    };
     let files = listing.objects(meta.storage.values().map(|s| s.path.as_str()), &fetch);
 
     let count = meta.items.len();

@@ -9,12 +9,10 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use super::index::{self, Index};
 use super::reader::SafetensorsFile;
 use crate::error::{Error, Result};
-use crate::fetch::{FetchOptions, Object};
+use crate::fetch::FetchOptions;
+use crate::format::object::read_whole;
 use crate::location::Location;
 use crate::tree::{Dict, Leaf, Node, StateTree, path};
-
-/// Bytes read when opening an index: typical indexes fit, so it costs one GET.
-const FIRST_READ: u64 = 16 << 20;
 
 /// Shard headers opened at once.
 const SHARDS_AT_ONCE: usize = 16;
@@ -58,14 +56,8 @@ impl ShardedSafetensors {
     /// [`Error::Corrupt`] naming the index for an index that is too large, not JSON, or names
     /// a shard outside its directory; the read's errors.
     pub(crate) async fn open(location: &Location, options: FetchOptions) -> Result<Self> {
-        let (object, first) = Object::open_prefix(location, FIRST_READ, options.clone()).await?;
-        let size = object.info().size;
-        let bad = |e: index::IndexError| Error::corrupt(location.uri(), e);
-        if size > index::MAX_INDEX_SIZE {
-            return Err(bad(index::IndexError::TooLarge(size)));
-        }
-        let raw = object.extend_prefix(first, size).await?;
-        let index = index::parse(&raw).map_err(bad)?;
+        let (_, raw) = read_whole(location, index::MAX_INDEX_SIZE, "index", &options).await?;
+        let index = index::parse(&raw).map_err(|e| Error::corrupt(location.uri(), e))?;
         Ok(Self {
             index_uri: location.uri(),
             dir: location.parent(),
