@@ -53,7 +53,7 @@ pub use crate::fetch::{
 pub use crate::format::{Checkpoint, Format, OpenOptions, ReadOptions, open};
 pub use crate::location::{
     Capabilities, ClientSettings, Counts, CreateOnly, Env, Location, Resolver, Scheme,
-    StorageOptions, redact_uri, resolve, scrub_urls,
+    StorageOptions, redact, redact_uri, resolve,
 };
 pub use crate::materialize::{
     MaterializeOptions, materialize, materialize_tree, stream as materialize_stream, to_f32, widens,

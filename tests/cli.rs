@@ -421,3 +421,95 @@ async fn ctrl_c_leaves_no_final_file_and_a_rerun_resumes() {
     assert!(std::fs::read(dir.path().join("out.bin")).unwrap() == data);
     assert!(!part.exists() && !dir.path().join("out.bin.part.json").exists());
 }
+
+/// A password in a URL's userinfo or in an S3 endpoint never reaches a log line, whatever the
+/// verbosity: hyper's pool logs connections as `("http", user:password@host)`.
+#[tokio::test]
+async fn passwords_never_reach_a_log_line_at_any_verbosity() {
+    let dir = tempfile::tempdir().unwrap();
+    const PASSWORD: &str = "pw-in-userinfo-7c2e91";
+    if let Some(b) = Backend::from_env("http", "cli-userinfo") {
+        b.seed("w.bin", pattern(10)).await;
+        let uri = b
+            .uri("w.bin")
+            .replacen("http://", &format!("http://alice:{PASSWORD}@"), 1);
+        for verbosity in ["-v", "-vv"] {
+            let (stdout, stderr) = run(
+                ckptio(dir.path())
+                    .args([verbosity, "stat", &uri])
+                    .env("RUST_LOG", "trace"),
+                true,
+            )
+            .await;
+            assert!(
+                stderr.contains("hyper"),
+                "the test sees other crates' lines"
+            );
+            assert!(
+                !stderr.contains(PASSWORD) && !stdout.contains(PASSWORD),
+                "{verbosity}: {stderr}"
+            );
+        }
+    }
+    if let Some(b) = Backend::from_env("s3s", "cli-endpoint-password") {
+        b.seed("w.bin", pattern(10)).await;
+        let endpoint = b.options.get("endpoint").unwrap().replacen(
+            "http://",
+            &format!("http://bob:{PASSWORD}@"),
+            1,
+        );
+        let mut args: Vec<String> = ["-vv", "stat", &b.uri("w.bin")].map(String::from).into();
+        for (k, v) in b.options.iter().filter(|(k, _)| *k != "endpoint") {
+            args.extend(["-o".to_owned(), format!("{k}={v}")]);
+        }
+        args.extend(["-o".to_owned(), format!("endpoint={endpoint}")]);
+        let out = ckptio(dir.path())
+            .args(&args)
+            .env("RUST_LOG", "trace")
+            .output()
+            .await
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(
+            !stderr.contains(PASSWORD) && !stdout.contains(PASSWORD),
+            "{stderr}"
+        );
+        b.cleanup().await;
+    }
+}
+
+/// A tensor name or an error holding terminal control characters cannot rewrite the terminal:
+/// they are shown escaped.
+#[tokio::test]
+async fn control_characters_in_names_and_errors_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "w\u{1b}[2K\rforged row";
+    let file = support::safetensors_file(&[(name.to_owned(), 4)]);
+    std::fs::write(dir.path().join("evil.safetensors"), file).unwrap();
+    let (stdout, _) = run(
+        ckptio(dir.path()).args(["inspect", "evil.safetensors"]),
+        true,
+    )
+    .await;
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\r'),
+        "{stdout:?}"
+    );
+    assert!(stdout.contains("w\\u{1b}[2K\\rforged row"), "{stdout}");
+
+    let json = r#"{"x\u001b]0;pwned\u0007":{"dtype":"F99","shape":[1],"data_offsets":[0,1]}}"#;
+    let mut bad = (json.len() as u64).to_le_bytes().to_vec();
+    bad.extend(json.as_bytes());
+    bad.push(0);
+    std::fs::write(dir.path().join("bad.safetensors"), bad).unwrap();
+    let (_, stderr) = run(
+        ckptio(dir.path()).args(["inspect", "bad.safetensors"]),
+        false,
+    )
+    .await;
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "{stderr:?}"
+    );
+    assert!(stderr.contains("x\\u{1b}]0;pwned\\u{7}"), "{stderr}");
+}

@@ -218,15 +218,19 @@ impl StoreConfig {
             .query
             .iter()
             .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()).map(|(_, v)| v.into_owned()));
-        let password = url::Url::parse(&self.authority)
-            .ok()
-            .and_then(|u| u.password().map(|p| p.to_owned()));
+        // Passwords in the URI's userinfo and in any URL-valued option (an S3 `endpoint`).
+        let passwords = std::iter::once(self.authority.as_str())
+            .chain(self.keys.values().map(String::as_str))
+            .filter_map(|v| {
+                let url = url::Url::parse(v).ok()?;
+                url.password().map(str::to_owned)
+            });
         self.keys
             .iter()
             .filter(|(k, _)| is_secret_key(k))
             .map(|(_, v)| v.clone())
             .chain(query_values)
-            .chain(password)
+            .chain(passwords)
     }
 
     /// A store for this configuration, and the hints its server gives. Builds clients only;

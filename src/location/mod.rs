@@ -47,7 +47,7 @@ use object_store::path::Path;
 pub use caps::{Capabilities, CreateOnly};
 pub use counting::Counts;
 pub use options::{ClientSettings, Env, StorageOptions};
-pub use redact::{redact_uri, scrub_urls};
+pub use redact::{redact, redact_uri};
 pub use uri::Scheme;
 
 pub(crate) use tap::ServerHints;

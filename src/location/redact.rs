@@ -6,6 +6,8 @@
 //! that came from below (object_store, reqwest, a server's error body) goes through
 //! [`Redactor::redact`], which also scrubs URLs embedded in free text.
 
+use std::sync::RwLock;
+
 use url::Url;
 
 /// What replaces a secret.
@@ -43,15 +45,28 @@ pub struct Redactor {
     secrets: Vec<String>,
 }
 
+/// Every secret of every store configured in this process: what [`redact`] replaces in any
+/// text, such as another crate's log line that shows a connection's `user:password@host`.
+static KNOWN: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
 impl Redactor {
-    /// A redactor for the given secret values (empty and very short ones are ignored).
+    /// A redactor for the given secret values (empty and very short ones are ignored); they
+    /// are remembered for [`redact`] too.
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
         let mut secrets: Vec<String> = secrets
             .into_iter()
             .filter(|s| s.len() >= MIN_SECRET_LEN)
             .collect();
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
+        longest_first(&mut secrets);
+        let new: Vec<&String> = {
+            let known = KNOWN.read().unwrap_or_else(|p| p.into_inner());
+            secrets.iter().filter(|s| !known.contains(s)).collect()
+        };
+        if !new.is_empty() {
+            let mut known = KNOWN.write().unwrap_or_else(|p| p.into_inner());
+            known.extend(new.into_iter().cloned());
+            longest_first(&mut known);
+        }
         Self { secrets }
     }
 
@@ -65,6 +80,31 @@ impl Redactor {
         }
         out
     }
+}
+
+fn longest_first(secrets: &mut Vec<String>) {
+    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    secrets.dedup();
+}
+
+/// `text` with every URL's secret parts (query signatures, passwords) and every secret value
+/// of every store this process has configured replaced by `REDACTED`: for text that did not
+/// come through ckptio's errors, such as other crates' log lines.
+///
+/// ```
+/// let _ = ckptio::resolve("http://alice:hunter22@127.0.0.1:9/x", &Default::default()).unwrap();
+/// let line = r#"pooling idle connection for ("http", alice:hunter22@127.0.0.1:9)"#;
+/// assert_eq!(ckptio::redact(line), r#"pooling idle connection for ("http", alice:REDACTED@127.0.0.1:9)"#);
+/// ```
+pub fn redact(text: &str) -> String {
+    let mut out = scrub_urls(text);
+    let known = KNOWN.read().unwrap_or_else(|p| p.into_inner());
+    for secret in known.iter() {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), REDACTED);
+        }
+    }
+    out
 }
 
 impl std::fmt::Debug for Redactor {
@@ -145,7 +185,7 @@ fn redact_unparsed(uri: &str) -> String {
 }
 
 /// `text` with every embedded URL passed through [`redact_uri`].
-pub fn scrub_urls(text: &str) -> String {
+pub(crate) fn scrub_urls(text: &str) -> String {
     if !text.contains("://") {
         return text.to_owned();
     }

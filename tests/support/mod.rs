@@ -296,7 +296,8 @@ pub fn safetensors_file(tensors: &[(String, u64)]) -> Vec<u8> {
         .iter()
         .map(|(name, size)| {
             let entry = format!(
-                r#""{name}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{offset},{}]}}"#,
+                r#"{}:{{"dtype":"U8","shape":[{size}],"data_offsets":[{offset},{}]}}"#,
+                serde_json::Value::from(name.as_str()),
                 offset + size
             );
             offset += size;

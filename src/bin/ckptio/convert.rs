@@ -8,7 +8,7 @@ use ckptio::{FetchOptions, Progress, SaveOptions, WriteOptions, save, write_safe
 
 use crate::progress::Bar;
 use crate::units::ByteSize;
-use crate::{Interrupted, ReadArgs, SrcDstArgs, filtered};
+use crate::{Interrupted, ReadArgs, SrcDstArgs, filtered, say};
 
 /// Arguments of `ckptio convert`.
 #[derive(Debug, clap::Args)]
@@ -85,7 +85,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         };
         bar.finished();
         if !quiet {
-            eprintln!(
+            say!(
                 "wrote {dst}: {} data files and manifest.json",
                 manifest.files.len()
             );
@@ -109,7 +109,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     bar.finished();
     if !quiet {
         for file in &written.files {
-            eprintln!("wrote {file}");
+            say!("wrote {file}");
         }
     }
     Ok(())

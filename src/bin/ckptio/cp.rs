@@ -7,7 +7,7 @@ use ckptio::{Copied, FetchOptions, copy_dir, copy_object};
 use indicatif::HumanBytes;
 
 use crate::progress::Bar;
-use crate::{Interrupted, SrcDstArgs};
+use crate::{Interrupted, SrcDstArgs, say};
 
 /// Arguments of `ckptio cp`.
 #[derive(Debug, clap::Args)]
@@ -52,7 +52,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
     };
     if !quiet {
-        eprintln!(
+        say!(
             "copied {} objects, {} to {dst}",
             copied.objects,
             HumanBytes(copied.bytes)

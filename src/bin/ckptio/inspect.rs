@@ -5,7 +5,7 @@ use ckptio::{FetchOptions, Int, Leaf, Node, StateTree};
 use indicatif::HumanBytes;
 use serde_json::{Value, json};
 
-use crate::{ReadArgs, StoreArgs, filtered, out};
+use crate::{ReadArgs, StoreArgs, filtered, out, out_json};
 
 /// Arguments of `ckptio inspect`.
 #[derive(Debug, clap::Args)]
@@ -48,7 +48,7 @@ pub async fn run(args: Args) -> Result<()> {
             "tensors": tensors,
             "tree": Value::Object(tree.root().iter().map(|(k, n)| (k.clone(), node_json(n))).collect()),
         });
-        out!("{}", serde_json::to_string_pretty(&doc)?);
+        out_json!(serde_json::to_string_pretty(&doc)?);
     } else {
         print_text(
             &location.uri(),

@@ -1,7 +1,8 @@
-//! The tracing subscriber: human-readable events on stderr, with every URL scrubbed, because
-//! object_store logs request URLs (and with them presigned signatures) on retries.
+//! The tracing subscriber: human-readable events on stderr, every line redacted (object_store
+//! logs request URLs with their signatures; hyper's pool logs a connection's
+//! `user:password@host`) and made printable, whichever crate wrote it.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 
 use tracing_subscriber::EnvFilter;
 
@@ -18,20 +19,22 @@ pub fn init(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(|| ScrubbingStderr)
         .with_target(verbose > 0)
-        .with_ansi(io::stderr().is_terminal())
+        // Lines are made printable, which would show colour codes as text.
+        .with_ansi(false)
         .init();
 }
 
-/// Stderr, with URLs redacted. The fmt layer writes each event with one `write_all`, so an
-/// event's URLs are never split across calls.
+/// Stderr, with secrets redacted and control characters escaped. The fmt layer writes each
+/// event with one `write_all`, so an event's text is never split across calls.
 struct ScrubbingStderr;
 
 impl Write for ScrubbingStderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        io::stderr()
-            .lock()
-            .write_all(ckptio::scrub_urls(&text).as_bytes())?;
+        let line = ckptio::redact(text.trim_end_matches('\n'));
+        let mut out = crate::text::printable(&line).into_owned();
+        out.push('\n');
+        io::stderr().lock().write_all(out.as_bytes())?;
         Ok(buf.len())
     }
 

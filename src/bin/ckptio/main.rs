@@ -8,6 +8,7 @@ mod inspect;
 mod logging;
 mod progress;
 mod stat;
+mod text;
 mod units;
 
 use std::process::ExitCode;
@@ -172,14 +173,23 @@ impl ReadArgs {
     }
 }
 
-/// `println!` that returns an error instead of panicking when stdout is closed (`| head`).
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)?
-    }};
+pub(crate) use text::{out, out_json, say};
+
+/// An error and its causes as one line; a cause whose text the line already holds (ckptio's
+/// errors show their format's error) is not repeated.
+fn message(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
 }
-pub(crate) use out;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -215,7 +225,7 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             // Library errors are already redacted; scrub again for anything added on top.
-            eprintln!("ckptio: error: {}", ckptio::scrub_urls(&format!("{err:#}")));
+            say!("ckptio: error: {}", ckptio::redact(&message(err.as_ref())));
             if err.is::<Interrupted>() {
                 ExitCode::from(130)
             } else {

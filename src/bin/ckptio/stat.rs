@@ -3,7 +3,7 @@
 use anyhow::Result;
 use indicatif::HumanBytes;
 
-use crate::{StoreArgs, out};
+use crate::{StoreArgs, out, out_json};
 
 /// Arguments of `ckptio stat`.
 #[derive(Debug, clap::Args)]
@@ -32,7 +32,7 @@ pub async fn run(args: Args) -> Result<()> {
             "last_modified": last_modified,
             "version": info.version,
         });
-        out!("{doc}");
+        out_json!(doc);
     } else {
         out!("uri            {}", info.uri);
         out!("size           {} ({})", info.size, HumanBytes(info.size));

@@ -41,7 +41,7 @@ pub fn is_known(global: &Global) -> bool {
         (m, n),
         ("collections", "OrderedDict" | "defaultdict" | "Counter")
             | (
-                "builtins" | "__builtin__",
+                "builtins",
                 "set"
                     | "frozenset"
                     | "complex"
@@ -57,7 +57,7 @@ pub fn is_known(global: &Global) -> bool {
                     | "bool"
             )
             | ("_codecs", "encode")
-            | ("copyreg" | "copy_reg", "_reconstructor")
+            | ("copyreg", "_reconstructor")
             | ("argparse", "Namespace")
             | (
                 "datetime",
@@ -175,8 +175,7 @@ impl Converter<'_> {
         let (m, n) = (func.module.as_str(), func.name.as_str());
         let leaf = |l| Ok(Node::Leaf(l));
         match (m, n) {
-            ("collections", "OrderedDict" | "defaultdict" | "Counter")
-            | ("builtins" | "__builtin__", "dict") => {
+            ("collections", "OrderedDict" | "defaultdict" | "Counter") | ("builtins", "dict") => {
                 let mut dict = Dict::new();
                 // Counter(dict) and OrderedDict([(k, v), ...]) carry items in their arguments.
                 if n != "defaultdict" {
@@ -200,7 +199,7 @@ impl Converter<'_> {
                 dict.extend(self.dict(hooks, &call.items)?);
                 Ok(Node::Dict(dict))
             }
-            ("builtins" | "__builtin__", "set" | "frozenset" | "list" | "tuple") => {
+            ("builtins", "set" | "frozenset" | "list" | "tuple") => {
                 let mut items: Vec<Id> = match args.first().map(|&a| heap.get(a)) {
                     Some(Value::List(i) | Value::Tuple(i) | Value::Set(i)) => i.clone(),
                     _ => Vec::new(),
@@ -208,21 +207,19 @@ impl Converter<'_> {
                 items.extend(&call.appended);
                 self.list(hooks, &items)
             }
-            ("builtins" | "__builtin__", "slice") => self.list(hooks, args),
-            ("builtins" | "__builtin__", "complex") => {
+            ("builtins", "slice") => self.list(hooks, args),
+            ("builtins", "complex") => {
                 let part = |i: usize| args.get(i).and_then(|&a| number(heap, a)).unwrap_or(0.0);
                 let mut dict = Dict::new();
                 dict.insert("real".into(), Node::Leaf(Leaf::Float(part(0))));
                 dict.insert("imag".into(), Node::Leaf(Leaf::Float(part(1))));
                 Ok(Node::Dict(dict))
             }
-            ("_codecs", "encode") | ("builtins" | "__builtin__", "bytearray") => {
-                match bytes_of(heap, call) {
-                    Some(b) => leaf(Leaf::Bytes(b)),
-                    None => self.opaque(hooks, m, n, call),
-                }
-            }
-            ("copyreg" | "copy_reg", "_reconstructor") => {
+            ("_codecs", "encode") | ("builtins", "bytearray") => match bytes_of(heap, call) {
+                Some(b) => leaf(Leaf::Bytes(b)),
+                None => self.opaque(hooks, m, n, call),
+            },
+            ("copyreg", "_reconstructor") => {
                 // _reconstructor(cls, object, None) then BUILD: an instance of `cls`.
                 let cls = args.first().and_then(|&c| heap.global(c));
                 match cls {

@@ -7,11 +7,14 @@
 //! values instead of copying them, cycles cost nothing, and dropping a deeply nested value
 //! never recurses.
 //!
-//! Some globals are refused outright, whatever the mode: anything from `os`, `posix`, `nt`,
-//! `sys`, `subprocess`, `runpy` and a few other modules whose only use in a pickle is an
-//! attack, and `builtins.eval`/`exec`/`getattr`/`__import__` and friends.
+//! Globals are read as Python 3 loads them (Python 2 names mapped as CPython's `_compat_pickle`
+//! maps them), and some are refused outright, whatever the mode, by what they would let a
+//! pickle do: run code, start processes, import modules, reach files or the network, or reach
+//! any object by name (see `deny`).
 
+mod compat;
 pub mod convert;
+mod deny;
 mod opcode;
 mod vm;
 
@@ -19,6 +22,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+pub use deny::Power;
 pub use vm::parse;
 
 /// Refers to a value in a [`Heap`].
@@ -166,57 +170,6 @@ impl Policy {
     }
 }
 
-/// Modules whose globals are always refused: their only use in a checkpoint is running code.
-const REFUSED_MODULES: &[&str] = &[
-    "os",
-    "posix",
-    "nt",
-    "sys",
-    "subprocess",
-    "runpy",
-    "shutil",
-    "socket",
-    "importlib",
-    "ctypes",
-    "pty",
-    "code",
-    "webbrowser",
-    "marshal",
-    "pickle",
-    "_pickle",
-    "multiprocessing",
-    "asyncio",
-    "signal",
-];
-
-/// `builtins` names that are always refused.
-const REFUSED_BUILTINS: &[&str] = &[
-    "eval",
-    "exec",
-    "execfile",
-    "compile",
-    "getattr",
-    "setattr",
-    "delattr",
-    "__import__",
-    "open",
-    "globals",
-    "locals",
-    "vars",
-    "breakpoint",
-    "input",
-    "exit",
-    "quit",
-];
-
-/// Whether `global` is refused in every mode.
-pub fn is_refused(global: &Global) -> bool {
-    let top = global.module.split('.').next().unwrap_or_default();
-    REFUSED_MODULES.contains(&top)
-        || (matches!(global.module.as_str(), "builtins" | "__builtin__")
-            && REFUSED_BUILTINS.contains(&global.name.as_str()))
-}
-
 /// Limits that keep a hostile pickle from exhausting memory or the stack.
 pub mod limits {
     /// Values on the stack at once.
@@ -298,8 +251,15 @@ pub enum PickleErrorKind {
         limit: usize,
     },
     /// A global that is never allowed.
-    #[error("refused to load global `{0}`: it can run code")]
-    Refused(Global),
+    #[error("refused to load global `{global}`{}: it can {power}", spelled.as_ref().map(|s| format!(" (pickled as `{s}`)")).unwrap_or_default())]
+    Refused {
+        /// The global, as Python 3 loads it.
+        global: Global,
+        /// What it would let the pickle do.
+        power: Power,
+        /// How the pickle spelled it, when that was a Python 2 name.
+        spelled: Option<Global>,
+    },
     /// A global the strict policy does not know.
     #[error("global `{0}` is not allowed in strict mode")]
     NotAllowed(Global),
@@ -324,7 +284,7 @@ pub struct InRecord {
 pub(crate) fn error(uri: &str, record: &str, problem: PickleError) -> crate::error::Error {
     let refused = matches!(
         problem.kind,
-        PickleErrorKind::Refused(_) | PickleErrorKind::NotAllowed(_)
+        PickleErrorKind::Refused { .. } | PickleErrorKind::NotAllowed(_)
     );
     let source = InRecord {
         record: record.to_owned(),
