@@ -1,10 +1,14 @@
-//! Element types, named as safetensors names them.
+//! Element types, named as safetensors names them. Two are ckptio's own, for torch dtypes
+//! safetensors has no name for: `C128` (complex128) and `C32` (complex32); ckptio stores them in
+//! safetensors files as their real parts' type with a trailing dimension of 2
+//! ([`DType::safetensors_view`]).
 
 use std::fmt;
 use std::str::FromStr;
 
-/// A tensor element type. Names and widths follow the safetensors spec; sub-byte types (`F4`,
-/// `F6_*`) are packed, so only whole numbers of bytes are valid tensors.
+/// A tensor element type. Names and widths follow the safetensors spec, and `C128`/`C32` are
+/// ckptio's; sub-byte types (`F4`, `F6_*`) are packed, so only whole numbers of bytes are valid
+/// tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 #[allow(non_camel_case_types, missing_docs)]
@@ -23,6 +27,8 @@ pub enum DType {
     F32,
     F64,
     C64,
+    C128,
+    C32,
     F8_E4M3,
     F8_E5M2,
     F8_E8M0,
@@ -49,6 +55,8 @@ const TABLE: &[(DType, &str, u64)] = &[
     (DType::F32, "F32", 32),
     (DType::F64, "F64", 64),
     (DType::C64, "C64", 64),
+    (DType::C128, "C128", 128),
+    (DType::C32, "C32", 32),
     (DType::F8_E4M3, "F8_E4M3", 8),
     (DType::F8_E5M2, "F8_E5M2", 8),
     (DType::F8_E8M0, "F8_E8M0", 8),
@@ -75,6 +83,25 @@ impl DType {
     /// Width of one element in bits.
     pub fn bits(self) -> u64 {
         self.entry().2
+    }
+
+    /// Whether the type holds complex numbers (a real and an imaginary part per element).
+    pub fn is_complex(self) -> bool {
+        matches!(self, Self::C64 | Self::C128 | Self::C32)
+    }
+
+    /// The type and shape a tensor of this type and `shape` has in a safetensors file, which
+    /// names no `C128` or `C32`: complex numbers as pairs of their parts' type, in a trailing
+    /// dimension of 2. Every other type is itself.
+    pub fn safetensors_view(self, shape: &[u64]) -> (DType, Vec<u64>) {
+        let part = match self {
+            Self::C128 => Self::F64,
+            Self::C32 => Self::F16,
+            other => return (other, shape.to_vec()),
+        };
+        let mut shape = shape.to_vec();
+        shape.push(2);
+        (part, shape)
     }
 
     /// Bytes of `numel` elements, or `None` on overflow or a partial byte.
@@ -129,6 +156,19 @@ mod tests {
             "f32".parse::<DType>().is_err(),
             "names are case-sensitive, as in the spec"
         );
+    }
+
+    #[test]
+    fn complex_types_without_a_safetensors_name_are_stored_as_pairs() {
+        assert_eq!(DType::C128.safetensors_view(&[3]), (DType::F64, vec![3, 2]));
+        assert_eq!(DType::C32.safetensors_view(&[]), (DType::F16, vec![2]));
+        assert_eq!(DType::C64.safetensors_view(&[3]), (DType::C64, vec![3]));
+        for (d, s) in [(DType::C128, &[4u64, 5][..]), (DType::C32, &[7][..])] {
+            let (part, shape) = d.safetensors_view(s);
+            let n = numel(s).unwrap();
+            assert_eq!(d.byte_len(n), part.byte_len(numel(&shape).unwrap()), "{d}");
+        }
+        assert!(DType::C128.is_complex() && !DType::F64.is_complex());
     }
 
     #[test]

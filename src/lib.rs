@@ -62,7 +62,7 @@ pub use crate::save::{SaveOptions, Saved, WriteOptions, Written, save, write_saf
 pub use crate::tree::{
     Anchor, ByteRange, Check, Checksum, Dict, GlobError, Inline, Int, LazyTensor, Leaf, Locate,
     Mismatch, Node, Opaque, PathError, Piece, Pieces, Report, Source, StateTree, Tensor,
-    TensorData, contiguous_strides, path,
+    TensorData, Unreadable, View, contiguous_strides, path,
 };
 pub use crate::verify::{Verified, verify};
 

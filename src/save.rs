@@ -207,7 +207,10 @@ async fn write_group(
 ) -> Result<FileLayout> {
     let entries: Vec<Entry> = group
         .iter()
-        .map(|(name, t)| (name.clone(), t.dtype, t.shape.clone()))
+        .map(|(name, t)| {
+            let (dtype, shape) = t.dtype.safetensors_view(&t.shape);
+            (name.clone(), dtype, shape)
+        })
         .collect();
     let read = MaterializeOptions {
         to_f32: false,

@@ -1,11 +1,12 @@
 //! Checking a checkpoint by reading every tensor once, keeping none.
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::error::Result;
 use crate::format::{Format, OpenOptions, open};
 use crate::location::Location;
 use crate::materialize::{MaterializeOptions, stream};
+use crate::tree::{LazyTensor, TensorData};
 
 /// What [`verify`] checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,10 @@ pub struct Verified {
     pub tensors: usize,
     /// Tensor bytes read.
     pub bytes: u64,
+    /// Tensors whose bytes were compared with a checksum stored in the checkpoint; the others
+    /// were read whole but the file records nothing to compare them with (a view of part of a
+    /// torch storage, a file saved with `compute_crc32=False`, a format without checksums).
+    pub checked: usize,
 }
 
 /// Checks a checkpoint by reading every tensor once, within the streaming memory budget,
@@ -44,6 +49,12 @@ pub async fn verify(location: &Location, options: OpenOptions) -> Result<Verifie
         .map(|(p, t)| (p, t.clone()))
         .collect();
     let count = tensors.len();
+    let mut checked = 0;
+    for (_, t) in &tensors {
+        if is_checked(t).await? {
+            checked += 1;
+        }
+    }
     let bytes = stream(tensors, MaterializeOptions::default())
         .try_fold(0u64, |n, (_, t)| async move { Ok(n + t.data.len() as u64) })
         .await?;
@@ -51,5 +62,28 @@ pub async fn verify(location: &Location, options: OpenOptions) -> Result<Verifie
         format: checkpoint.format,
         tensors: count,
         bytes,
+        checked,
+    })
+}
+
+/// Whether reading `t` compares all its bytes with a stored checksum. Pieces are located to
+/// tell (which the read then reuses).
+async fn is_checked(t: &LazyTensor) -> Result<bool> {
+    Ok(match &t.data {
+        TensorData::Range(r) => r.check.as_ref().is_some_and(|c| c.span == r.range),
+        TensorData::Pieces(pieces) => {
+            let located: Vec<LazyTensor> = futures::stream::iter(&pieces.boxes)
+                .map(|b| b.locate.locate())
+                .buffer_unordered(16)
+                .try_collect()
+                .await?;
+            for piece in &located {
+                if !Box::pin(is_checked(piece)).await? {
+                    return Ok(false);
+                }
+            }
+            !located.is_empty()
+        }
+        _ => false,
     })
 }

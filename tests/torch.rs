@@ -743,3 +743,99 @@ async fn a_directory_without_a_checkpoint_says_so_and_lists_what_it_holds() {
         assert!(!text.contains("not found"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn tensors_ckptio_does_not_read_are_shown_and_refused_by_name() {
+    let loc = local(&fixture("torch/unreadable.pt"));
+    let tree = read_tree(&loc).await;
+    let shown: BTreeMap<String, (String, Vec<u64>, Option<String>)> = tree
+        .tensors()
+        .map(|(p, t)| {
+            let what = match &t.data {
+                ckptio::TensorData::Unreadable(u) => Some(u.what.to_string()),
+                _ => None,
+            };
+            (p, (t.dtype.name().to_owned(), t.shape.clone(), what))
+        })
+        .collect();
+    let what = |path: &str| shown[path].2.clone().unwrap_or_default();
+    assert_eq!(shown.len(), 7, "every tensor is listed: {shown:?}");
+    assert!(
+        what("q").contains("quantized") && what("q").contains("qint8"),
+        "{}",
+        what("q")
+    );
+    assert!(what("qc").contains("per_channel_affine"), "{}", what("qc"));
+    assert_eq!(
+        (shown["q"].0.as_str(), shown["q"].1.as_slice()),
+        ("I8", &[3][..])
+    );
+    assert!(what("sparse").contains("sparse_coo"), "{}", what("sparse"));
+    assert!(what("csr").contains("sparse_csr"), "{}", what("csr"));
+    assert_eq!(shown["sparse"].1, [2, 2], "the dense shape");
+    assert!(
+        what("nested").contains("nested tensor of 2"),
+        "{}",
+        what("nested")
+    );
+    assert!(what("meta").contains("meta tensor"), "{}", what("meta"));
+    assert_eq!(shown["meta"].1, [2, 3]);
+    assert!(shown["ok"].2.is_none());
+
+    let one = |path: &str| {
+        vec![(
+            path.to_owned(),
+            tree.tensors().find(|(p, _)| p == path).unwrap().1.clone(),
+        )]
+    };
+    let err = materialize(one("q"), MaterializeOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ckptio::Error::Unsupported { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("tensor `q` is a quantized tensor"),
+        "{err}"
+    );
+    materialize(one("ok"), MaterializeOptions::default())
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("torch/unreadable.pt");
+    let src = src.to_str().unwrap();
+    fails_with(
+        dir.path(),
+        &["convert", src, "out.safetensors"],
+        &[
+            "6 tensor(s) ckptio does not read",
+            "`q` (a quantized",
+            "--skip-unreadable",
+        ],
+    )
+    .await;
+    let run = ckptio(
+        dir.path(),
+        &["convert", src, "out.safetensors", "--skip-unreadable"],
+    )
+    .await;
+    assert!(run.status.success(), "{}", support::cli::stderr(&run));
+    let out = read_tree(&local(&dir.path().join("out.safetensors"))).await;
+    assert_eq!(out.tensors().map(|(p, _)| p).collect::<Vec<_>>(), ["ok"]);
+}
+
+#[tokio::test]
+async fn a_file_saved_without_crcs_reads_and_verify_says_nothing_was_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("torch/no_crc.pt");
+    let run = ckptio(dir.path(), &["verify", src.to_str().unwrap()]).await;
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", support::cli::stderr(&run));
+    assert!(said.contains("no checksum recorded"), "{said}");
+    let run = ckptio(
+        dir.path(),
+        &["verify", fixture("torch/state_dict.pt").to_str().unwrap()],
+    )
+    .await;
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(said.contains("every tensor matched its checksum"), "{said}");
+}

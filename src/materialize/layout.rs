@@ -1,5 +1,8 @@
 //! Turning stored elements into a contiguous, little-endian, row-major buffer. Pure.
 
+use crate::dtype::DType;
+use crate::tree::View;
+
 /// The elements of a strided tensor, gathered into row-major order. `data` starts at the first
 /// element; the caller has checked it spans [`strided_extent`](crate::tree::strided_extent) bytes. `None` when the output
 /// cannot be allocated (a zero stride can make a huge tensor of a few stored bytes).
@@ -109,6 +112,62 @@ pub(crate) fn place(
     }
 }
 
+/// Applies a negative or conjugate view to contiguous little-endian elements of `dtype`:
+/// negation flips the sign bit of a float (and of both parts of a complex) and negates an
+/// integer; conjugation flips the imaginary part's sign. `None` for a type without a sign
+/// (BOOL, E8M0 scales, packed types).
+pub(crate) fn apply_view(data: &mut [u8], dtype: DType, view: View) -> Option<()> {
+    use DType as D;
+    if view.is_identity() {
+        return Some(());
+    }
+    let (part, complex) = match dtype {
+        D::C64 => (4, true),
+        D::C128 => (8, true),
+        D::C32 => (2, true),
+        D::F16 | D::BF16 => (2, false),
+        D::F32 => (4, false),
+        D::F64 => (8, false),
+        D::F8_E4M3 | D::F8_E5M2 | D::F8_E4M3FNUZ | D::F8_E5M2FNUZ => (1, false),
+        D::I8 | D::I16 | D::I32 | D::I64 if !view.conj => {
+            let width = (dtype.bits() / 8) as usize;
+            for element in data.chunks_exact_mut(width) {
+                negate_integer(element);
+            }
+            return Some(());
+        }
+        _ if !view.neg && !dtype.is_complex() => return Some(()),
+        _ => return None,
+    };
+    // The sign bit of a little-endian float is the top bit of its last byte.
+    let flip = |part_bytes: &mut [u8]| part_bytes[part - 1] ^= 0x80;
+    if complex {
+        let (real, imag) = (view.neg, view.neg != view.conj);
+        for element in data.chunks_exact_mut(2 * part) {
+            let (re, im) = element.split_at_mut(part);
+            if real {
+                flip(re);
+            }
+            if imag {
+                flip(im);
+            }
+        }
+    } else if view.neg {
+        data.chunks_exact_mut(part).for_each(flip);
+    }
+    Some(())
+}
+
+/// Two's complement negation of one little-endian integer, wrapping as torch does.
+fn negate_integer(element: &mut [u8]) {
+    let mut carry = true;
+    for byte in element {
+        let (v, c) = (!*byte).overflowing_add(u8::from(carry));
+        *byte = v;
+        carry = c;
+    }
+}
+
 /// Reverses the bytes of every `elem`-byte element (big-endian storage to little-endian).
 pub(crate) fn swap_bytes(data: &mut [u8], elem: usize) {
     if elem > 1 {
@@ -119,6 +178,51 @@ pub(crate) fn swap_bytes(data: &mut [u8], elem: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_negate_and_conjugate_as_torch_does() {
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let neg = View {
+            neg: true,
+            conj: false,
+        };
+        let conj = View {
+            neg: false,
+            conj: true,
+        };
+        let both = View {
+            neg: true,
+            conj: true,
+        };
+        let mut real = f32s(&[1.5, -2.0, 0.0]);
+        apply_view(&mut real, DType::F32, neg).unwrap();
+        assert_eq!(real, f32s(&[-1.5, 2.0, -0.0]));
+        // complex64 [1+2j, 3-4j]
+        for (view, want) in [
+            (conj, [1.0, -2.0, 3.0, 4.0]),
+            (neg, [-1.0, -2.0, -3.0, 4.0]),
+            (both, [-1.0, 2.0, -3.0, -4.0]),
+        ] {
+            let mut c = f32s(&[1.0, 2.0, 3.0, -4.0]);
+            apply_view(&mut c, DType::C64, view).unwrap();
+            assert_eq!(c, f32s(&want), "{view:?}");
+        }
+        let mut ints: Vec<u8> = [5i16, -7, i16::MIN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        apply_view(&mut ints, DType::I16, neg).unwrap();
+        let back: Vec<i16> = ints
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        assert_eq!(back, [-5, 7, i16::MIN], "wrapping, as torch");
+        assert!(apply_view(&mut [1u8], DType::BOOL, neg).is_none());
+        assert!(
+            apply_view(&mut [0u8; 4], DType::F32, conj).is_some(),
+            "a no-op on reals"
+        );
+    }
 
     #[test]
     fn boxes_are_placed_where_they_belong_and_clipped_to_the_window() {

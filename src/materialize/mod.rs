@@ -108,7 +108,7 @@ fn source_id(source: &Arc<dyn Source>) -> *const () {
 /// bytes already in memory first, tensors in pieces last.
 fn order_key(t: &LazyTensor, objects: &mut Vec<*const ()>) -> (usize, u64) {
     match &t.data {
-        TensorData::Inline(_) | TensorData::Abstract => (0, 0),
+        TensorData::Inline(_) | TensorData::Abstract | TensorData::Unreadable(_) => (0, 0),
         TensorData::Range(r) => {
             let id = source_id(&r.source);
             let group = objects.iter().position(|o| *o == id).unwrap_or_else(|| {
@@ -145,7 +145,7 @@ fn read_len(t: &LazyTensor) -> u64 {
     match &t.data {
         TensorData::Range(r) => r.range.end - r.range.start,
         TensorData::Inline(i) => i.bytes.len() as u64,
-        TensorData::Abstract | TensorData::Pieces(_) => 0,
+        TensorData::Abstract | TensorData::Pieces(_) | TensorData::Unreadable(_) => 0,
     }
 }
 
@@ -164,11 +164,22 @@ fn apart(a: &(String, LazyTensor), b: &(String, LazyTensor)) -> bool {
 /// Tensors in [`file_order`], cut into batches of one object and at most `budget` bytes (a
 /// larger tensor is a batch of its own); a tensor in pieces is a batch of its own.
 fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64) -> Result<Vec<Batch>> {
-    if let Some((path, _)) = tensors.iter().find(|(_, t)| t.is_abstract()) {
-        return Err(Error::InvalidArgument {
-            what: format!("tensor `{path}`"),
-            reason: "is abstract (a type and shape, no data)".into(),
-        });
+    for (path, t) in &tensors {
+        match &t.data {
+            TensorData::Abstract => {
+                return Err(Error::InvalidArgument {
+                    what: format!("tensor `{path}`"),
+                    reason: "is abstract (a type and shape, no data)".into(),
+                });
+            }
+            TensorData::Unreadable(u) => {
+                return Err(Error::Unsupported {
+                    uri: u.origin.to_string(),
+                    what: format!("tensor `{path}` is {}, which ckptio does not read", u.what),
+                });
+            }
+            _ => {}
+        }
     }
     file_order(&mut tensors);
     let (pieces, reads): (Vec<_>, Vec<_>) = tensors
@@ -479,10 +490,20 @@ fn finish(
             .ok_or_else(|| too_large(uri, nbytes))?
             .into()
     };
-    if big_endian && elem > 1 {
-        let mut swapped = data.to_vec();
-        layout::swap_bytes(&mut swapped, elem);
-        data = swapped.into();
+    if (big_endian && elem > 1) || !t.view.is_identity() {
+        let mut owned = data.to_vec();
+        if big_endian {
+            layout::swap_bytes(&mut owned, elem);
+        }
+        layout::apply_view(&mut owned, t.dtype, t.view).ok_or_else(|| Error::Unsupported {
+            uri: uri.to_owned(),
+            what: format!(
+                "tensor `{path}` is a {} view of {} elements, which ckptio cannot apply",
+                if t.view.neg { "negative" } else { "conjugate" },
+                t.dtype
+            ),
+        })?;
+        data = owned.into();
     }
     let tensor = widened(t.dtype, t.shape.clone(), data, options);
     Ok((path, tensor))
@@ -557,6 +578,7 @@ mod tests {
                 big_endian: true,
                 origin: Arc::from("inline test"),
             }),
+            view: Default::default(),
         };
         let got = materialize(vec![("i".into(), t)], MaterializeOptions::default())
             .await

@@ -29,7 +29,7 @@ pub(crate) use select::globset;
 pub use select::{GlobError, Mismatch, Report};
 pub use tensor::{
     Anchor, ByteRange, Check, Checksum, Inline, LazyTensor, Locate, Piece, Pieces, Source, Tensor,
-    TensorData, contiguous_strides, strided_extent,
+    TensorData, Unreadable, View, contiguous_strides, strided_extent,
 };
 
 /// A nested checkpoint: the root is a dict.
@@ -165,6 +165,32 @@ impl StateTree {
         Ok(())
     }
 
+    /// Takes the node at `path` out of the tree (a list item becomes `None`, so the others keep
+    /// their indices).
+    pub fn remove(&mut self, path: &str) -> Option<Node> {
+        let keys: Vec<String> = path::segments(path).map(path::unescape).collect();
+        let (last, parents) = keys.split_last()?;
+        if parents.is_empty() {
+            return self.root.shift_remove(last);
+        }
+        let mut node = self.root.get_mut(&parents[0])?;
+        for key in &parents[1..] {
+            node = match node {
+                Node::Dict(d) => d.get_mut(key)?,
+                Node::List(items) => items.get_mut(key.parse::<usize>().ok()?)?,
+                Node::Leaf(_) => return None,
+            };
+        }
+        match node {
+            Node::Dict(d) => d.shift_remove(last),
+            Node::List(items) => {
+                let item = items.get_mut(last.parse::<usize>().ok()?)?;
+                Some(std::mem::replace(item, Node::Leaf(Leaf::None)))
+            }
+            Node::Leaf(_) => None,
+        }
+    }
+
     /// The node at `path` (the root dict for an empty path is not a node: `None`).
     pub fn get(&self, path: &str) -> Option<&Node> {
         let mut segments = path::segments(path);
@@ -263,6 +289,26 @@ mod tests {
                 "odd/a%2Fb"
             ]
         );
+    }
+
+    #[test]
+    fn remove_takes_one_node_and_keeps_list_indices() {
+        let mut tree = StateTree::new();
+        tree.insert("a/b", int(1)).unwrap();
+        tree.insert("a/c", Node::List(vec![int(2), int(3)]))
+            .unwrap();
+        assert!(matches!(
+            tree.remove("a/c/0"),
+            Some(Node::Leaf(Leaf::Int(Int::Small(2))))
+        ));
+        assert!(matches!(
+            tree.get("a/c/1"),
+            Some(Node::Leaf(Leaf::Int(Int::Small(3))))
+        ));
+        assert!(matches!(tree.get("a/c/0"), Some(Node::Leaf(Leaf::None))));
+        assert!(tree.remove("a/b").is_some());
+        assert!(tree.remove("a/b").is_none());
+        assert!(tree.remove("nothing/here").is_none());
     }
 
     #[test]

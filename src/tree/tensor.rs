@@ -28,6 +28,25 @@ pub struct LazyTensor {
     pub strides: Vec<u64>,
     /// Where the bytes are.
     pub data: TensorData,
+    /// How the stored elements are seen: a negative or conjugate view (torch's `x.neg()` views,
+    /// `x.conj()`), applied when materialized.
+    pub view: View,
+}
+
+/// A sign a tensor's stored elements are seen with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct View {
+    /// Every element is negated (torch's negative bit).
+    pub neg: bool,
+    /// Every complex element is conjugated (torch's conjugate bit).
+    pub conj: bool,
+}
+
+impl View {
+    /// Whether the stored elements are seen as they are.
+    pub fn is_identity(self) -> bool {
+        self == Self::default()
+    }
 }
 
 /// Where a tensor's bytes are: exactly one of these.
@@ -42,6 +61,19 @@ pub enum TensorData {
     Inline(Inline),
     /// Boxes of the tensor, assembled when read (the chunks of a distributed checkpoint).
     Pieces(Arc<Pieces>),
+    /// A tensor ckptio knows is there but does not read (quantized, sparse, nested, or a
+    /// subclass without storage): its dtype and shape are shown, reading it is an error that
+    /// says what it is.
+    Unreadable(Unreadable),
+}
+
+/// What a tensor ckptio does not read is, and where it is.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    /// What it is (`a quantized tensor (torch.qint8, per_tensor_affine)`).
+    pub what: Arc<str>,
+    /// The file holding it, for messages.
+    pub origin: Arc<str>,
 }
 
 /// A byte range of an object holding a tensor's elements.
@@ -230,6 +262,7 @@ impl LazyTensor {
             shape,
             strides: Vec::new(),
             data: TensorData::Range(ByteRange::new(source, range)),
+            view: View::default(),
         }
     }
 
@@ -240,6 +273,7 @@ impl LazyTensor {
             shape,
             strides: Vec::new(),
             data: TensorData::Abstract,
+            view: View::default(),
         }
     }
 
@@ -287,6 +321,7 @@ impl LazyTensor {
         let len = (rows.end - rows.start).checked_mul(row)?;
         let data = match &self.data {
             TensorData::Abstract => TensorData::Abstract,
+            TensorData::Unreadable(u) => TensorData::Unreadable(u.clone()),
             TensorData::Range(r) => {
                 let start = r.range.start.checked_add(skip)?;
                 TensorData::Range(ByteRange {
@@ -393,6 +428,7 @@ mod tests {
                 big_endian: false,
                 origin: Arc::from("test"),
             }),
+            view: View::default(),
         };
         let TensorData::Inline(i) = t.rows(1..3).unwrap().data else {
             panic!("still inline")

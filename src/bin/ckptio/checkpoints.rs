@@ -76,12 +76,21 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
         strict: args.strict,
         no_verify: false,
     };
-    let checked = ckptio::verify(&loc, read.options(FetchOptions::default())).await?;
+    let verified = ckptio::verify(&loc, read.options(FetchOptions::default())).await?;
+    let checksums = match (verified.checked, verified.tensors) {
+        (_, 0) => String::new(),
+        (0, _) => "; no checksum recorded: bytes read, not compared".into(),
+        (c, n) if c == n => "; every tensor matched its checksum".into(),
+        (c, n) => format!(
+            "; {c} of {n} matched their checksums, {} have none recorded",
+            n - c
+        ),
+    };
     out!(
-        "{loc}: ok ({}, {} tensors, {} checked)",
-        checked.format,
-        checked.tensors,
-        HumanBytes(checked.bytes)
+        "{loc}: ok ({}, {} tensors, {} read{checksums})",
+        verified.format,
+        verified.tensors,
+        HumanBytes(verified.bytes)
     );
     Ok(())
 }

@@ -36,6 +36,10 @@ pub struct Args {
     /// CRC-32C when it is read).
     #[arg(long)]
     sha256: bool,
+    /// Leave out tensors ckptio knows are there but does not read (quantized, sparse, nested)
+    /// instead of refusing to convert.
+    #[arg(long)]
+    skip_unreadable: bool,
     #[command(flatten)]
     read: ReadArgs,
 }
@@ -59,7 +63,31 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     };
     // Sources keep these options: every tensor byte read advances the bar.
     let checkpoint = ckptio::open(&src, args.read.options(fetch)).await?;
-    let tree = filtered(&checkpoint.tree, &args.select, &args.ignore)?;
+    let mut tree = filtered(&checkpoint.tree, &args.select, &args.ignore)?;
+    let unreadable: Vec<(String, String)> = tree
+        .tensors()
+        .filter_map(|(path, t)| match &t.data {
+            ckptio::TensorData::Unreadable(u) => Some((path, u.what.to_string())),
+            _ => None,
+        })
+        .collect();
+    if !unreadable.is_empty() {
+        let list: Vec<String> = unreadable
+            .iter()
+            .map(|(path, what)| format!("`{path}` ({what})"))
+            .collect();
+        if !args.skip_unreadable {
+            bail!(
+                "{src}: {} tensor(s) ckptio does not read: {}; --skip-unreadable leaves them out",
+                unreadable.len(),
+                list.join(", ")
+            );
+        }
+        for (path, _) in &unreadable {
+            tree.remove(path);
+        }
+        say!("left out {}", list.join(", "));
+    }
     let tensors: Vec<_> = tree.tensors().map(|(p, t)| (p, t.clone())).collect();
     let target = args.to.unwrap_or(if args.dst.ends_with(".safetensors") {
         Target::Safetensors

@@ -92,12 +92,18 @@ fn print_text(
 
 fn leaf_text(leaf: &Leaf) -> String {
     match leaf {
-        Leaf::Tensor(t) => format!(
-            "{:<7} {:<16} {}",
-            t.dtype.name(),
-            format!("{:?}", t.shape),
-            HumanBytes(t.nbytes())
-        ),
+        Leaf::Tensor(t) => {
+            let mut text = format!(
+                "{:<7} {:<16} {}",
+                t.dtype.name(),
+                format!("{:?}", t.shape),
+                HumanBytes(t.nbytes())
+            );
+            if let ckptio::TensorData::Unreadable(u) = &t.data {
+                text.push_str(&format!("  ({}; not read)", u.what));
+            }
+            text
+        }
         Leaf::None => "None".into(),
         Leaf::Bool(b) => b.to_string(),
         Leaf::Int(i) => i.to_string(),
@@ -112,9 +118,12 @@ fn node_json(node: &Node) -> Value {
     match node {
         Node::Dict(d) => Value::Object(d.iter().map(|(k, n)| (k.clone(), node_json(n))).collect()),
         Node::List(items) => Value::Array(items.iter().map(node_json).collect()),
-        Node::Leaf(Leaf::Tensor(t)) => {
-            json!({ "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes() })
-        }
+        Node::Leaf(Leaf::Tensor(t)) => match &t.data {
+            ckptio::TensorData::Unreadable(u) => json!({
+                "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes(), "unreadable": &*u.what,
+            }),
+            _ => json!({ "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes() }),
+        },
         Node::Leaf(Leaf::None) => Value::Null,
         Node::Leaf(Leaf::Bool(b)) => json!(b),
         Node::Leaf(Leaf::Int(Int::Small(i))) => json!(i),

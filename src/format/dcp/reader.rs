@@ -132,6 +132,7 @@ fn tensor(
         shape: t.size.clone(),
         strides: Vec::new(),
         data: TensorData::Pieces(Arc::new(Pieces { boxes, rows })),
+        view: Default::default(),
     })
 }
 

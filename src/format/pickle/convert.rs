@@ -357,6 +357,7 @@ impl Converter<'_> {
                 big_endian,
                 origin: Arc::from(format!("{}: array {}", self.name, self.arrays)),
             }),
+            view: Default::default(),
         })
     }
 }
@@ -428,6 +429,7 @@ const NUMPY: &[(&str, DType)] = &[
     ("f4", DType::F32),
     ("f8", DType::F64),
     ("c8", DType::C64),
+    ("c16", DType::C128),
 ];
 
 /// A numpy type code as a [`DType`].

@@ -37,7 +37,8 @@ pub(crate) struct WrittenTensor {
     pub sha256: Option<[u8; 32]>,
 }
 
-/// One tensor's entry in the header: name, dtype, shape.
+/// One tensor's entry in the header: name, dtype, shape, as safetensors names them
+/// ([`DType::safetensors_view`]).
 pub(crate) type Entry = (String, DType, Vec<u64>);
 
 /// Writes the safetensors file `dest`: the header for `entries`, then the tensors of `data`,
@@ -81,8 +82,8 @@ pub(crate) async fn write_file(
         while let Some(item) = data.next().await {
             let (name, tensor) = item?;
             let entry = expected.next();
-            if entry.is_none_or(|(n, d, s)| *n != name || *d != tensor.dtype || *s != tensor.shape)
-            {
+            let (dtype, shape) = tensor.dtype.safetensors_view(&tensor.shape);
+            if entry.is_none_or(|(n, d, s)| *n != name || *d != dtype || *s != shape) {
                 return Err(Error::InvalidArgument {
                     what: format!("tensor `{name}`"),
                     reason: format!(

@@ -243,6 +243,10 @@ struct Remote<'a> {
 }
 
 impl Storages for Remote<'_> {
+    fn origin(&self) -> Arc<str> {
+        Arc::from(self.source.uri())
+    }
+
     fn data(&self, key: &str, bytes: Range<u64>) -> Result<TensorData, String> {
         let entry = storage(self.directory, self.archive, key, &bytes)?;
         let beyond = || format!("storage record `{}` lies beyond any offset", entry.name);
@@ -286,6 +290,10 @@ struct InMemory<'a> {
 }
 
 impl Storages for InMemory<'_> {
+    fn origin(&self) -> Arc<str> {
+        Arc::clone(&self.origin)
+    }
+
     fn data(&self, key: &str, bytes: Range<u64>) -> Result<TensorData, String> {
         let entry = storage(self.directory, self.archive, key, &bytes)?;
         let record = zip::record(self.data, entry, self.verify).map_err(|e| e.to_string())?;
