@@ -839,3 +839,37 @@ async fn a_file_saved_without_crcs_reads_and_verify_says_nothing_was_compared() 
     let said = String::from_utf8_lossy(&run.stdout);
     assert!(said.contains("every tensor matched its checksum"), "{said}");
 }
+
+#[tokio::test]
+async fn a_size_that_lies_about_the_archive_is_an_error_not_a_view_without_a_checksum() {
+    let good = std::fs::read(fixture("torch/views.pt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let central = central_record(&good, "views/data/0");
+    let size_at = |z: &[u8]| u32::from_le_bytes(z[central + 24..central + 28].try_into().unwrap());
+    let (storage_at, _) = payload(&good, "views/data/0");
+    let claim = |z: &mut Vec<u8>, size: u32| {
+        z[central + 20..central + 24].copy_from_slice(&size.to_le_bytes());
+        z[central + 24..central + 28].copy_from_slice(&size.to_le_bytes());
+    };
+    // A little more than the truth, with a corrupted byte: no longer a whole storage to check.
+    let slightly = patched(d, "slightly.pt", &good, |z| {
+        let truth = size_at(z);
+        claim(z, truth + 8);
+        z[storage_at] ^= 1;
+    });
+    fails_with(
+        d,
+        &["convert", &slightly, "out.safetensors", "-q"],
+        &["slightly.pt", "views/data/0", "a lying size"],
+    )
+    .await;
+    // Far more than the archive holds: refused when the directory is read.
+    let hugely = patched(d, "hugely.pt", &good, |z| claim(z, 0x7fff_ffff));
+    fails_with(
+        d,
+        &["inspect", &hugely],
+        &["hugely.pt", "claims 2147483647 bytes"],
+    )
+    .await;
+}

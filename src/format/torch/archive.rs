@@ -259,6 +259,10 @@ impl Storages for Remote<'_> {
             .header_offset
             .checked_add(self.base)
             .ok_or_else(beyond)?;
+        anchored.next_header = match entry.next_header {
+            Some(next) => Some(next.checked_add(self.base).ok_or_else(beyond)?),
+            None => None,
+        };
         let span = payload..payload.checked_add(entry.size).ok_or_else(beyond)?;
         // A CRC of 0 is what `torch.save(..., compute_crc32=False)` records: nothing to check.
         let check = (self.verify && entry.crc32 != 0).then(|| Check {

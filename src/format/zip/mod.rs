@@ -48,6 +48,11 @@ pub struct ZipEntry {
     pub crc32: u32,
     /// The compression method's name, `None` when stored uncompressed.
     pub compression: Option<String>,
+    /// Whether a data descriptor follows the payload (general purpose flag bit 3), as torch
+    /// writes.
+    pub descriptor: bool,
+    /// Where the next record starts (the next local header), `None` for the last entry.
+    pub next_header: Option<u64>,
 }
 
 impl ZipEntry {
@@ -79,14 +84,40 @@ pub struct Directory {
 }
 
 impl Directory {
-    fn new(mut entries: Vec<ZipEntry>) -> Self {
+    /// The entries of an archive of `size` bytes, by offset, each checked to fit before the
+    /// next record: a size that claims more room than there is cannot turn a read into a view
+    /// that escapes its checksum.
+    fn new(mut entries: Vec<ZipEntry>, size: u64) -> Result<Self, ZipError> {
         entries.sort_by_key(|e| e.header_offset);
+        let starts: Vec<u64> = entries.iter().map(|e| e.header_offset).collect();
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let next = starts.get(i + 1).copied();
+            let room = next.unwrap_or(size).saturating_sub(entry.header_offset);
+            let needs = (LOCAL_HEADER_LEN + entry.name.len() as u64)
+                .checked_add(entry.compressed_size)
+                .filter(|&n| n <= room);
+            if needs.is_none() {
+                return Err(ZipError::LyingSize {
+                    name: entry.name.clone(),
+                    claimed: entry.compressed_size,
+                    room,
+                });
+            }
+            if entry.compression.is_none() && entry.compressed_size != entry.size {
+                return Err(ZipError::LyingSize {
+                    name: entry.name.clone(),
+                    claimed: entry.size,
+                    room: entry.compressed_size,
+                });
+            }
+            entry.next_header = next;
+        }
         let by_name = entries
             .iter()
             .enumerate()
             .map(|(i, e)| (e.name.clone(), i))
             .collect();
-        Self { entries, by_name }
+        Ok(Self { entries, by_name })
     }
 
     /// Every entry, by local header offset.
@@ -116,6 +147,31 @@ pub enum ZipError {
     /// The central directory is larger than the limit (64 MiB).
     #[error("the zip central directory is larger than {MAX_DIRECTORY_BYTES} bytes")]
     DirectoryTooLarge,
+    /// An entry whose size does not fit the archive: more bytes than there is room for before
+    /// the next record, or a stored entry whose two sizes differ.
+    #[error("entry `{name}` claims {claimed} bytes where there are {room} (a lying size)")]
+    LyingSize {
+        /// The entry.
+        name: String,
+        /// The size it claims.
+        claimed: u64,
+        /// The room there is.
+        room: u64,
+    },
+    /// An entry whose payload does not end where the next record begins.
+    #[error(
+        "entry `{name}`: its {size} bytes from byte {payload} do not end where the next record starts, at byte {next} (a lying size)"
+    )]
+    Extent {
+        /// The entry.
+        name: String,
+        /// Where its payload starts.
+        payload: u64,
+        /// Its size.
+        size: u64,
+        /// Where the next record starts.
+        next: u64,
+    },
     /// An entry whose bytes do not match the CRC-32 the directory records.
     #[error("entry `{name}` is corrupt: expected CRC-32 {expected:08x}, computed {found:08x}")]
     Crc {
@@ -209,7 +265,7 @@ impl DirectoryReader {
             }
             match fsm.process() {
                 Ok(FsmResult::Continue(fsm)) => self.fsm = Some(fsm),
-                Ok(FsmResult::Done(archive)) => return Ok(Step::Done(directory(archive))),
+                Ok(FsmResult::Done(archive)) => return directory(archive).map(Step::Done),
                 Err(e) => return Err(ZipError::Invalid(e.to_string())),
             }
         }
@@ -242,7 +298,8 @@ impl DirectoryReader {
     }
 }
 
-fn directory(archive: rc_zip::Archive) -> Directory {
+fn directory(archive: rc_zip::Archive) -> Result<Directory, ZipError> {
+    let size = archive.size();
     let entries = archive
         .entries()
         .map(|e| ZipEntry {
@@ -253,9 +310,11 @@ fn directory(archive: rc_zip::Archive) -> Directory {
             crc32: e.crc32,
             compression: (e.method != rc_zip::parse::Method::Store)
                 .then(|| format!("{:?}", e.method)),
+            descriptor: e.flags & 0x08 != 0,
+            next_header: None,
         })
         .collect();
-    Directory::new(entries)
+    Directory::new(entries, size)
 }
 
 /// Reads the directory of an archive held whole in memory.
@@ -309,6 +368,36 @@ pub fn payload_offset(entry: &ZipEntry, header: &[u8]) -> Result<u64, ZipError> 
         .ok_or(bad("lies beyond any offset"))
 }
 
+/// Checks that `entry`'s payload, starting at `payload`, ends where the next record begins
+/// (after its data descriptor, when it has one): its size is the truth.
+///
+/// # Errors
+///
+/// [`ZipError::Extent`] when it does not.
+pub fn check_extent(entry: &ZipEntry, payload: u64) -> Result<(), ZipError> {
+    let Some(next) = entry.next_header else {
+        return Ok(());
+    };
+    let end = payload.saturating_add(entry.compressed_size);
+    // A data descriptor: 12 or 20 bytes (zip64), with or without its 4-byte signature.
+    let fits = if entry.descriptor {
+        [12, 16, 20, 24]
+            .iter()
+            .any(|d| end.checked_add(*d) == Some(next))
+    } else {
+        end == next
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(ZipError::Extent {
+        name: entry.name.clone(),
+        payload,
+        size: entry.compressed_size,
+        next,
+    })
+}
+
 /// Checks `data` (the whole payload of `entry`) against the entry's CRC-32. A CRC of 0 is what
 /// writers record when they computed none (`torch.save(..., compute_crc32=False)`): nothing to
 /// check.
@@ -344,6 +433,7 @@ pub fn record(data: &Bytes, entry: &ZipEntry, verify: bool) -> Result<Bytes, Zip
         .and_then(|at| data.get(at..))
         .unwrap_or_default();
     let start = payload_offset(entry, at)?;
+    check_extent(entry, start)?;
     let end = start.saturating_add(entry.size);
     let payload = usize::try_from(start)
         .ok()
@@ -378,7 +468,10 @@ impl Anchor for ZipAnchor {
     }
 
     fn payload_start(&self, uri: &str, header: &[u8]) -> CrateResult<u64> {
-        payload_offset(&self.entry, header).map_err(|problem| Error::corrupt(uri, problem))
+        let payload =
+            payload_offset(&self.entry, header).map_err(|problem| Error::corrupt(uri, problem))?;
+        check_extent(&self.entry, payload).map_err(|problem| Error::corrupt(uri, problem))?;
+        Ok(payload)
     }
 }
 
@@ -526,6 +619,8 @@ mod tests {
             size,
             crc32: 0,
             compression: None,
+            descriptor: true,
+            next_header: None,
         };
         // Offsets torch 2.15 wrote for `t/data.pkl` at 0 and `t/data/0` at 598.
         assert_eq!(e("t/data.pkl", 0, 224).torch_payload_offset(64), Some(64));
@@ -534,5 +629,41 @@ mod tests {
         assert_eq!(e("x", u64::MAX - 8, 1).torch_payload_offset(64), None);
         // Found by the fuzzer: the zip64 fields overflowed an offset near the end.
         assert_eq!(e("x", u64::MAX - 40, 1).torch_payload_offset(64), None);
+    }
+
+    #[test]
+    fn sizes_that_lie_about_the_layout_are_errors() {
+        let entry = |name: &str, at: u64, size: u64| ZipEntry {
+            name: name.into(),
+            header_offset: at,
+            compressed_size: size,
+            size,
+            crc32: 0,
+            compression: None,
+            descriptor: true,
+            next_header: None,
+        };
+        // Two records: `a` at 0 (30 + 1 name bytes + 16 payload + 16 descriptor), `b` at 63.
+        let fits = Directory::new(vec![entry("a", 0, 16), entry("b", 63, 4)], 200).unwrap();
+        assert_eq!(fits.get("a").unwrap().next_header, Some(63));
+        check_extent(fits.get("a").unwrap(), 31).unwrap();
+        assert!(matches!(
+            check_extent(fits.get("a").unwrap(), 40),
+            Err(ZipError::Extent { next: 63, .. })
+        ));
+        for size in [1u64 << 63, u64::MAX - 15, 40] {
+            let err =
+                Directory::new(vec![entry("a", 0, size), entry("b", 63, 4)], 200).unwrap_err();
+            assert!(
+                matches!(err, ZipError::LyingSize { ref name, .. } if name == "a"),
+                "{err}"
+            );
+        }
+        let mut stored = entry("s", 0, 8);
+        stored.size = 1 << 40;
+        assert!(
+            Directory::new(vec![stored], 200).is_err(),
+            "stored sizes differ"
+        );
     }
 }

@@ -141,9 +141,11 @@ impl RangedZip {
             let header_start = base.saturating_add(entry.header_offset).min(size);
             let header_end = (header_start + LOCAL_HEADER_LEN + entry.name.len() as u64).min(size);
             let header = self.get(&(header_start..header_end)).unwrap_or_default();
-            let payload = payload_offset(entry, &header)
-                .map_err(|problem| Error::corrupt(&uri, problem))?
-                .saturating_add(base);
+            let relative =
+                payload_offset(entry, &header).map_err(|problem| Error::corrupt(&uri, problem))?;
+            super::check_extent(entry, relative)
+                .map_err(|problem| Error::corrupt(&uri, problem))?;
+            let payload = relative.saturating_add(base);
             let range = payload..payload.saturating_add(entry.size);
             if range.end > size {
                 return Err(Error::corrupt(
