@@ -25,7 +25,9 @@
 //! redacted) and emits [`tracing`] events and [`Progress`] callbacks.
 
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// The library has no unsafe code; the unit tests' counting allocator is the one exception.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 
 mod checkpointer;
 mod copy;
@@ -39,6 +41,10 @@ mod save;
 mod streams;
 #[cfg(test)]
 mod testing;
+
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: testing::alloc::Counting = testing::alloc::Counting;
 mod tree;
 mod upload;
 mod verify;

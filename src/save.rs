@@ -16,7 +16,7 @@ use crate::format::ckptio::{self, manifest};
 use crate::format::safetensors::{self as st, Entry, FileLayout};
 use crate::location::Location;
 use crate::materialize::{self, MaterializeOptions, file_order, pack};
-use crate::tree::{LazyTensor, Node, StateTree};
+use crate::tree::{LazyTensor, StateTree};
 
 use crate::format::ckptio::manifest::Manifest;
 
@@ -102,6 +102,21 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
     if crate::fetch::stat(&manifest_loc).await.is_ok() {
         return Err(Error::AlreadyCommitted { uri: dir.uri() });
     }
+    let depth = tree
+        .root()
+        .values()
+        .map(manifest::json_depth)
+        .max()
+        .map_or(1, |d| d + 1);
+    if depth > manifest::MAX_JSON_DEPTH {
+        return Err(Error::InvalidArgument {
+            what: dir.uri(),
+            reason: format!(
+                "the tree nests {depth} levels deep as JSON; a manifest holds at most {}",
+                manifest::MAX_JSON_DEPTH
+            ),
+        });
+    }
     let mut tensors: Vec<(String, LazyTensor)> =
         tree.tensors().map(|(p, t)| (p, t.clone())).collect();
     file_order(&mut tensors);
@@ -172,8 +187,7 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
             );
         }
     }
-    let root = Node::Dict(tree.root().clone());
-    let tree_node = manifest::node_of(&root, "", &mut |path| stored.remove(path))
+    let tree_node = manifest::dict_of(tree.root(), &mut |path| stored.remove(path))
         .map_err(|e| Error::corrupt(dir.uri(), e))?;
     let manifest = Manifest {
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -221,9 +221,9 @@ async fn open_dir(
             let checkpoint = ckptio::open(dir, &listing, fetch, options.read).await?;
             Checkpoint {
                 format: Format::Ckptio {
-                    files: checkpoint.manifest.files.len(),
+                    files: checkpoint.files,
                 },
-                metadata: checkpoint.metadata(),
+                metadata: checkpoint.metadata,
                 tree: checkpoint.tree,
             }
         }

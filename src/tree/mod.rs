@@ -17,6 +17,7 @@
 //! assert_eq!(paths, ["state/model/layer2.weights", "state/epoch"]);
 //! ```
 
+pub(crate) mod cover;
 pub mod path;
 mod select;
 mod tensor;
@@ -28,8 +29,8 @@ use indexmap::IndexMap;
 pub(crate) use select::globset;
 pub use select::{GlobError, Mismatch, Report};
 pub use tensor::{
-    Anchor, ByteRange, Check, Checksum, Inline, LazyTensor, Locate, Piece, Pieces, Source, Tensor,
-    TensorData, Unreadable, View, contiguous_strides, strided_extent,
+    Anchor, ByteRange, Check, Checksum, Inline, LazyTensor, Locate, MAX_DIMS, Piece, Pieces,
+    Source, Tensor, TensorData, Unreadable, View, contiguous_strides, strided_extent,
 };
 
 /// A nested checkpoint: the root is a dict.
@@ -67,10 +68,28 @@ pub enum Leaf {
     Str(String),
     /// Raw bytes.
     Bytes(bytes::Bytes),
-    /// A tensor, not fetched yet.
-    Tensor(LazyTensor),
+    /// A tensor, not fetched yet (boxed, so that the many scalar leaves stay small).
+    Tensor(Box<LazyTensor>),
     /// An object ckptio does not interpret, kept inert.
-    Opaque(Opaque),
+    Opaque(Box<Opaque>),
+}
+
+impl From<Leaf> for Node {
+    fn from(leaf: Leaf) -> Self {
+        Self::Leaf(leaf)
+    }
+}
+
+impl From<LazyTensor> for Node {
+    fn from(tensor: LazyTensor) -> Self {
+        Self::Leaf(Leaf::Tensor(Box::new(tensor)))
+    }
+}
+
+impl From<Opaque> for Node {
+    fn from(opaque: Opaque) -> Self {
+        Self::Leaf(Leaf::Opaque(Box::new(opaque)))
+    }
 }
 
 /// An integer kept exactly: machine-sized when it fits, decimal digits when it does not.
@@ -226,7 +245,7 @@ impl StateTree {
     /// Every tensor with its path, in tree order.
     pub fn tensors(&self) -> impl Iterator<Item = (String, &LazyTensor)> {
         self.leaves().filter_map(|(p, leaf)| match leaf {
-            Leaf::Tensor(t) => Some((p, t)),
+            Leaf::Tensor(t) => Some((p, &**t)),
             _ => None,
         })
     }

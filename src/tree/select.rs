@@ -219,7 +219,7 @@ mod tests {
     use super::*;
 
     fn tensor(dtype: DType, shape: &[u64]) -> Node {
-        Node::Leaf(Leaf::Tensor(LazyTensor::abstract_(dtype, shape.to_vec())))
+        Node::from(LazyTensor::abstract_(dtype, shape.to_vec()))
     }
 
     fn composer_state() -> StateTree {

@@ -363,6 +363,10 @@ impl LazyTensor {
     }
 }
 
+/// The most dimensions a tensor may have (numpy's limit); readers refuse a shape with more
+/// before they build it.
+pub const MAX_DIMS: usize = 64;
+
 /// Row-major strides of `shape`, in elements.
 pub fn contiguous_strides(shape: &[u64]) -> Vec<u64> {
     let mut strides = vec![1u64; shape.len()];

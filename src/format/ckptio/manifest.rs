@@ -13,10 +13,13 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use serde_json::{Map, Number, Value, json};
+use serde_json::{Number, Value, json};
+
+pub use super::document::MAX_JSON_DEPTH;
+use super::document::{self, TensorJson};
 
 use crate::dtype::DType;
-use crate::tree::{Dict, Int, Leaf, Node, Opaque};
+use crate::tree::{Dict, Int, Leaf, Node};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
@@ -74,7 +77,7 @@ pub enum ManifestNode {
     /// A list.
     List(Vec<ManifestNode>),
     /// A stored tensor.
-    Tensor(Stored),
+    Tensor(Box<Stored>),
     /// Any other leaf.
     Leaf(LeafValue),
 }
@@ -119,46 +122,35 @@ impl Manifest {
     ///
     /// [`ManifestError`] naming what is wrong.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let doc: Value =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
-        if doc.get("format").and_then(Value::as_str) != Some("ckptio") {
+        let doc = document::read(bytes).map_err(|e| bad(format!("not JSON of a manifest: {e}")))?;
+        if doc.format.as_deref() != Some("ckptio") {
             return Err(bad("not a ckptio manifest (no \"format\": \"ckptio\")"));
         }
-        let version = doc.get("layout_version").and_then(Value::as_u64);
+        let version = doc.layout_version;
         if version != Some(LAYOUT_VERSION) {
             return Err(bad(format!(
                 "layout version {version:?}; this ckptio reads version {LAYOUT_VERSION}"
             )));
         }
-        let created = doc
-            .get("created")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let metadata = match doc.get("metadata") {
-            None | Some(Value::Null) => BTreeMap::new(),
-            Some(m) => serde_json::from_value(m.clone())
-                .map_err(|_| bad("\"metadata\" is not an object of strings"))?,
-        };
         let files = doc
-            .get("files")
-            .and_then(Value::as_array)
+            .files
             .ok_or_else(|| bad("no \"files\" list"))?
-            .iter()
+            .into_iter()
             .map(|f| {
-                let name = f.get("name").and_then(Value::as_str);
-                let size = f.get("size").and_then(Value::as_u64);
-                match (name, size) {
-                    (Some(name), Some(size)) if is_plain_name(name) => Ok(DataFile {
-                        name: name.to_owned(),
-                        size,
-                    }),
-                    _ => Err(bad(format!("bad file entry {f}"))),
+                if is_plain_name(&f.name) {
+                    Ok(DataFile {
+                        name: f.name,
+                        size: f.size,
+                    })
+                } else {
+                    Err(bad(format!("bad file entry `{}`", f.name)))
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let tree = doc.get("tree").ok_or_else(|| bad("no \"tree\""))?;
-        let tree = node_from(tree, &files, 0, "")?;
+        let tree = doc.tree.ok_or_else(|| bad("no \"tree\""))?;
+        check_files(&tree, &files, &mut Vec::new())?;
+        let created = doc.created.unwrap_or_default();
+        let metadata = doc.metadata.unwrap_or_default();
         Ok(Self {
             created,
             metadata,
@@ -171,6 +163,26 @@ impl Manifest {
 /// A file name with no directory part: a manifest may not point outside its checkpoint.
 fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('/') && !name.contains('\\') && name != "." && name != ".."
+}
+
+/// Converts a state tree's root; `tensor` says where each tensor (by path) was stored.
+///
+/// # Errors
+///
+/// As [`node_of`].
+pub fn dict_of(
+    root: &Dict,
+    tensor: &mut dyn FnMut(&str) -> Option<Stored>,
+) -> Result<ManifestNode, ManifestError> {
+    root.iter()
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                node_of(v, &crate::tree::path::escape(k), tensor)?,
+            ))
+        })
+        .collect::<Result<_, _>>()
+        .map(ManifestNode::Dict)
 }
 
 /// Converts a state-tree node; `tensor` says where each tensor (by path) was stored.
@@ -199,11 +211,30 @@ pub fn node_of(
                 .map(|(i, v)| node_of(v, &join(&i.to_string()), tensor))
                 .collect::<Result<_, _>>()?,
         ),
-        Node::Leaf(Leaf::Tensor(_)) => ManifestNode::Tensor(
+        Node::Leaf(Leaf::Tensor(_)) => ManifestNode::Tensor(Box::new(
             tensor(path).ok_or_else(|| bad(format!("tensor `{path}` was not written")))?,
-        ),
+        )),
         Node::Leaf(leaf) => ManifestNode::Leaf(LeafValue(leaf.clone())),
     })
+}
+
+/// How deep the manifest's JSON for `node` nests (arrays and objects, `$`-leaves included):
+/// a tree deeper than [`MAX_JSON_DEPTH`] cannot be saved, because it could not be read back.
+pub fn json_depth(node: &Node) -> usize {
+    let deepest = |nodes: &mut dyn Iterator<Item = &Node>| nodes.map(json_depth).max();
+    match node {
+        Node::Dict(d) => 1 + deepest(&mut d.values()).unwrap_or(0),
+        Node::List(l) => 1 + deepest(&mut l.iter()).unwrap_or(0),
+        Node::Leaf(Leaf::Tensor(_)) => 3,
+        Node::Leaf(Leaf::Opaque(o)) => {
+            let args = 1 + deepest(&mut o.args.iter()).unwrap_or(0);
+            let rest = deepest(&mut o.kwargs.iter().chain(&o.state).map(|b| &**b)).unwrap_or(0);
+            2 + args.max(rest)
+        }
+        Node::Leaf(Leaf::Int(Int::Big(_)) | Leaf::Bytes(_)) => 1,
+        Node::Leaf(Leaf::Float(v)) if leaf_json(&Leaf::Float(*v)).is_object() => 1,
+        Node::Leaf(_) => 0,
+    }
 }
 
 fn node_json(node: &ManifestNode) -> Value {
@@ -283,205 +314,74 @@ fn plain_json(node: &Node) -> Value {
     }
 }
 
-const MAX_DEPTH: usize = 256;
-
-fn node_from(
-    v: &Value,
+/// Checks that every tensor of `node` (at `path`) lies within a data file.
+fn check_files(
+    node: &ManifestNode,
     files: &[DataFile],
-    depth: usize,
-    path: &str,
-) -> Result<ManifestNode, ManifestError> {
-    if depth > MAX_DEPTH {
-        return Err(bad(format!(
-            "`{path}` nests deeper than {MAX_DEPTH} levels"
-        )));
-    }
-    let join = |k: &str| {
-        if path.is_empty() {
-            k.to_owned()
-        } else {
-            format!("{path}/{k}")
-        }
+    path: &mut Vec<String>,
+) -> Result<(), ManifestError> {
+    let mut each = |key: String, child: &ManifestNode| {
+        path.push(key);
+        let checked = check_files(child, files, path);
+        path.pop();
+        checked
     };
-    Ok(match v {
-        Value::Object(map) if map.len() == 1 && is_tag(map) => {
-            let (tag, body) = map.iter().next().expect("one entry");
-            if tag == "$tensor" {
-                ManifestNode::Tensor(stored_from(body, files, path)?)
-            } else {
-                ManifestNode::Leaf(LeafValue(leaf_from(tag, body, path)?))
-            }
-        }
-        Value::Object(map) => ManifestNode::Dict(
-            map.iter()
-                .map(|(k, v)| {
-                    let key = k
-                        .strip_prefix('$')
-                        .filter(|_| k.starts_with("$$"))
-                        .unwrap_or(k);
-                    Ok((key.to_owned(), node_from(v, files, depth + 1, &join(key))?))
-                })
-                .collect::<Result<_, ManifestError>>()?,
-        ),
-        Value::Array(items) => ManifestNode::List(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| node_from(v, files, depth + 1, &join(&i.to_string())))
-                .collect::<Result<_, _>>()?,
-        ),
-        scalar => ManifestNode::Leaf(LeafValue(scalar_leaf(scalar))),
-    })
-}
-
-fn is_tag(map: &Map<String, Value>) -> bool {
-    map.keys()
-        .next()
-        .is_some_and(|k| k.starts_with('$') && !k.starts_with("$$"))
-}
-
-fn scalar_leaf(v: &Value) -> Leaf {
-    match v {
-        Value::Null => Leaf::None,
-        Value::Bool(b) => Leaf::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) if !n.is_f64() => Leaf::Int(Int::Small(i)),
-            _ => Leaf::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => Leaf::Str(s.clone()),
-        _ => Leaf::None,
-    }
-}
-
-fn leaf_from(tag: &str, body: &Value, path: &str) -> Result<Leaf, ManifestError> {
-    let wrong = || bad(format!("`{path}`: bad {tag} leaf"));
-    Ok(match tag {
-        "$int" => {
-            let digits = body.as_str().ok_or_else(wrong)?;
-            let valid = digits.strip_prefix('-').unwrap_or(digits);
-            if valid.is_empty() || !valid.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(wrong());
-            }
-            Leaf::Int(Int::Big(digits.to_owned()))
-        }
-        "$float" => Leaf::Float(
-            body.as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(wrong)?,
-        ),
-        "$bytes" => Leaf::Bytes(body.as_str().and_then(unhex).ok_or_else(wrong)?.into()),
-        "$opaque" => {
-            let module = body
-                .get("module")
-                .and_then(Value::as_str)
-                .ok_or_else(wrong)?;
-            let name = body.get("name").and_then(Value::as_str).ok_or_else(wrong)?;
-            let plain = |v: &Value| -> Result<Node, ManifestError> {
-                Ok(plain_node(&node_from(v, &[], 1, path)?))
-            };
-            let args = body
-                .get("args")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().map(plain).collect::<Result<Vec<_>, _>>())
-                .transpose()?
-                .unwrap_or_default();
-            let boxed = |key: &str| -> Result<Option<Box<Node>>, ManifestError> {
-                match body.get(key) {
-                    None | Some(Value::Null) => Ok(None),
-                    Some(v) => Ok(Some(Box::new(plain(v)?))),
-                }
-            };
-            Leaf::Opaque(Opaque {
-                module: module.to_owned(),
-                name: name.to_owned(),
-                args,
-                kwargs: boxed("kwargs")?,
-                state: boxed("state")?,
-            })
-        }
-        "$abstract" => {
-            let dtype = body
-                .get("dtype")
-                .and_then(Value::as_str)
-                .and_then(|n| n.parse::<DType>().ok())
-                .ok_or_else(wrong)?;
-            let shape = serde_json::from_value(body.get("shape").cloned().unwrap_or_default())
-                .map_err(|_| wrong())?;
-            Leaf::Tensor(crate::tree::LazyTensor::abstract_(dtype, shape))
-        }
-        _ => return Err(bad(format!("`{path}`: unknown leaf kind {tag}"))),
-    })
-}
-
-/// A manifest node with no stored tensors, as a plain tree node.
-fn plain_node(node: &ManifestNode) -> Node {
     match node {
-        ManifestNode::Dict(d) => Node::Dict(
-            d.iter()
-                .map(|(k, v)| (k.clone(), plain_node(v)))
-                .collect::<Dict>(),
-        ),
-        ManifestNode::List(l) => Node::List(l.iter().map(plain_node).collect()),
-        ManifestNode::Tensor(s) => Node::Leaf(Leaf::Tensor(crate::tree::LazyTensor::abstract_(
-            s.dtype,
-            s.shape.clone(),
-        ))),
-        ManifestNode::Leaf(LeafValue(l)) => Node::Leaf(l.clone()),
+        ManifestNode::Dict(d) => d
+            .iter()
+            .try_for_each(|(k, v)| each(crate::tree::path::escape(k), v)),
+        ManifestNode::List(l) => l
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| each(i.to_string(), v)),
+        ManifestNode::Leaf(_) => Ok(()),
+        ManifestNode::Tensor(s) => {
+            let wrong = |what: String| bad(format!("tensor `{}`: {what}", path.join("/")));
+            let file = files
+                .get(s.file)
+                .ok_or_else(|| wrong("no such data file".into()))?;
+            if s.range.end > file.size {
+                return Err(wrong(format!(
+                    "bytes {:?} are not within `{}` ({} bytes)",
+                    s.range, file.name, file.size
+                )));
+            }
+            Ok(())
+        }
     }
 }
 
-fn stored_from(body: &Value, files: &[DataFile], path: &str) -> Result<Stored, ManifestError> {
-    let wrong = |what: &str| bad(format!("tensor `{path}`: {what}"));
-    let file = body
-        .get("file")
-        .and_then(Value::as_u64)
-        .and_then(|f| usize::try_from(f).ok())
-        .filter(|&f| f < files.len())
-        .ok_or_else(|| wrong("no such data file"))?;
-    let dtype = body
-        .get("dtype")
-        .and_then(Value::as_str)
-        .and_then(|n| n.parse::<DType>().ok())
-        .ok_or_else(|| wrong("unknown dtype"))?;
-    let shape: Vec<u64> = serde_json::from_value(body.get("shape").cloned().unwrap_or_default())
-        .map_err(|_| wrong("bad shape"))?;
-    let offsets: [u64; 2] =
-        serde_json::from_value(body.get("offsets").cloned().unwrap_or_default())
-            .map_err(|_| wrong("bad offsets"))?;
-    let crc32c = body
-        .get("crc32c")
-        .and_then(Value::as_str)
-        .and_then(|h| u32::from_str_radix(h, 16).ok())
-        .ok_or_else(|| wrong("bad crc32c"))?;
-    let sha256 = match body.get("sha256") {
+/// A tensor's entry as stored, checked in itself: a known dtype, offsets in order and as far
+/// apart as dtype × shape needs, checksums in hex.
+pub(super) fn stored(body: TensorJson) -> Result<Stored, String> {
+    let file = usize::try_from(body.file).map_err(|_| "no such data file".to_owned())?;
+    let dtype: DType = body.dtype.parse().map_err(|_| "unknown dtype".to_owned())?;
+    let crc32c = u32::from_str_radix(&body.crc32c, 16).map_err(|_| "bad crc32c".to_owned())?;
+    let sha256 = match body.sha256 {
         None => None,
-        Some(v) => {
-            let raw = v
-                .as_str()
-                .and_then(unhex)
-                .ok_or_else(|| wrong("bad sha256"))?;
-            Some(<[u8; 32]>::try_from(raw).map_err(|_| wrong("bad sha256"))?)
-        }
+        Some(text) => Some(
+            unhex(&text)
+                .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
+                .ok_or("bad sha256")?,
+        ),
     };
-    let range = offsets[0]..offsets[1];
-    if range.start > range.end || range.end > files[file].size {
-        return Err(wrong(&format!(
-            "bytes {range:?} are not within `{}` ({} bytes)",
-            files[file].name, files[file].size
-        )));
+    let shape = body.shape.0;
+    let [start, end] = body.offsets;
+    if start > end {
+        return Err(format!("bytes {start}..{end} run backwards"));
     }
     let len = crate::dtype::numel(&shape).and_then(|n| dtype.byte_len(n));
-    if len != Some(range.end - range.start) {
-        return Err(wrong(&format!(
+    if len != Some(end - start) {
+        return Err(format!(
             "{dtype} × {shape:?} does not take {} bytes",
-            range.end - range.start
-        )));
+            end - start
+        ));
     }
     Ok(Stored {
         file,
         dtype,
         shape,
-        range,
+        range: start..end,
         crc32c,
         sha256,
     })
@@ -491,7 +391,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }
@@ -521,7 +421,7 @@ mod tests {
         d.insert("blob".into(), Node::Leaf(Leaf::Bytes(vec![0, 255].into())));
         d.insert(
             "info".into(),
-            Node::Leaf(Leaf::Opaque(Opaque {
+            Node::from(crate::tree::Opaque {
                 module: "__main__".into(),
                 name: "RunInfo".into(),
                 args: vec![],
@@ -530,14 +430,11 @@ mod tests {
                     Node::Leaf(Leaf::Int(Int::Small(0))),
                 )])))),
                 state: Some(Box::new(Node::List(vec![Node::Leaf(Leaf::None)]))),
-            })),
+            }),
         );
         d.insert(
             "w".into(),
-            Node::Leaf(Leaf::Tensor(crate::tree::LazyTensor::abstract_(
-                DType::F32,
-                vec![2],
-            ))),
+            Node::from(crate::tree::LazyTensor::abstract_(DType::F32, vec![2])),
         );
         let mut stored = |path: &str| {
             (path == "w").then_some(Stored {
@@ -605,5 +502,62 @@ mod tests {
                 .to_string();
             assert!(err.contains(want), "{want}: {err}");
         }
+    }
+
+    /// How deep a JSON value nests.
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn the_depth_a_save_checks_is_the_depth_of_the_json_it_writes() {
+        let m = sample();
+        let json: Value = serde_json::from_slice(&m.to_json()).unwrap();
+        let ManifestNode::Dict(entries) = &m.tree else {
+            panic!()
+        };
+        let tree: Dict = entries
+            .iter()
+            .map(|(k, v)| (k.clone(), document::plain(v.clone())))
+            .collect();
+        assert_eq!(json_depth(&Node::Dict(tree)), depth(&json["tree"]));
+    }
+
+    #[test]
+    fn a_manifest_nested_past_the_parsers_bound_is_refused_not_a_crash() {
+        let deep = format!(
+            r#"{{"format":"ckptio","layout_version":1,"files":[],"tree":{}0{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let err = Manifest::from_json(deep.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("recursion limit"), "{err}");
+        let skipped = format!(
+            r#"{{"format":"ckptio","extra":{}0{},"layout_version":1}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(Manifest::from_json(skipped.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_manifest_of_millions_of_items_is_refused_in_bounded_memory() {
+        let items = vec!["0"; document::MAX_NODES + 1].join(",");
+        let json = format!(
+            r#"{{"format":"ckptio","layout_version":1,"files":[],"tree":{{"x":[{items}]}}}}"#
+        );
+        let (result, most) = crate::testing::alloc::peak(|| Manifest::from_json(json.as_bytes()));
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        // A node is a 48-byte manifest node, in a list that grows by doubling.
+        assert!(
+            most < 160 * document::MAX_NODES,
+            "{most} bytes for {} bytes of JSON",
+            json.len()
+        );
     }
 }

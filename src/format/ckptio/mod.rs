@@ -3,10 +3,11 @@
 //! not exist.
 //!
 //! - [`manifest`]: the manifest codec (the whole tree, each tensor's file, range and checksum),
-//!   pure and validated on read.
+//!   pure and validated on read; `document` reads its JSON in one pass, without a JSON tree.
 //! - `reader`: opening a checkpoint (one GET, and the directory's listing).
 //! - `writer`: data-file names unique to one save, and the commit.
 
+mod document;
 pub mod manifest;
 mod reader;
 mod writer;

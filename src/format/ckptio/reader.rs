@@ -12,14 +12,17 @@ use crate::format::ReadOptions;
 use crate::format::object::{read_whole, source};
 use crate::location::Location;
 use crate::tree::{
-    ByteRange, Check, Checksum, Dict, LazyTensor, Leaf, Node, Source, StateTree, TensorData,
+    ByteRange, Check, Checksum, Dict, LazyTensor, Node, Source, StateTree, TensorData,
 };
 
 /// An open ckptio checkpoint.
 #[derive(Debug, Clone)]
 pub(crate) struct CkptioCheckpoint {
-    pub manifest: Manifest,
     pub tree: StateTree,
+    /// The manifest's metadata, with its creation time.
+    pub metadata: BTreeMap<String, String>,
+    /// How many data files it has.
+    pub files: usize,
 }
 
 /// A checkpoint whose files do not match its manifest: the source of an [`Error::Corrupt`].
@@ -43,24 +46,29 @@ pub(crate) async fn open(
     let loc = dir.join(MANIFEST);
     let (_, bytes) = read_whole(&loc, MAX_MANIFEST, "manifest", &fetch).await?;
     let manifest = Manifest::from_json(&bytes).map_err(|e| Error::corrupt(loc.uri(), e))?;
+    drop(bytes);
     let sources = data_files(dir, listing, &manifest, &fetch)?;
-    let root = match node(&manifest.tree, &sources, &manifest, options) {
+    let records: Vec<Arc<str>> = manifest
+        .files
+        .iter()
+        .map(|f| Arc::from(f.name.as_str()))
+        .collect();
+    let Manifest {
+        created,
+        mut metadata,
+        files,
+        tree,
+    } = manifest;
+    let root = match node(tree, &sources, &records, options) {
         Node::Dict(d) => d,
         other => Dict::from([(String::new(), other)]),
     };
+    metadata.insert("created".into(), created);
     Ok(CkptioCheckpoint {
         tree: StateTree::from_dict(root),
-        manifest,
+        metadata,
+        files: files.len(),
     })
-}
-
-impl CkptioCheckpoint {
-    /// The manifest's metadata, with its creation time.
-    pub(crate) fn metadata(&self) -> BTreeMap<String, String> {
-        let mut m = self.manifest.metadata.clone();
-        m.insert("created".into(), self.manifest.created.clone());
-        m
-    }
 }
 
 /// The data files, pinned by the listing, each checked against the size the manifest
@@ -98,31 +106,31 @@ fn data_files(
 }
 
 fn node(
-    n: &ManifestNode,
+    n: ManifestNode,
     sources: &[Arc<dyn Source>],
-    manifest: &Manifest,
+    records: &[Arc<str>],
     options: ReadOptions,
 ) -> Node {
     match n {
         ManifestNode::Dict(d) => Node::Dict(
-            d.iter()
-                .map(|(k, v)| (k.clone(), node(v, sources, manifest, options)))
+            d.into_iter()
+                .map(|(k, v)| (k, node(v, sources, records, options)))
                 .collect(),
         ),
         ManifestNode::List(l) => Node::List(
-            l.iter()
-                .map(|v| node(v, sources, manifest, options))
+            l.into_iter()
+                .map(|v| node(v, sources, records, options))
                 .collect(),
         ),
-        ManifestNode::Leaf(v) => Node::Leaf(v.0.clone()),
-        ManifestNode::Tensor(s) => Node::Leaf(Leaf::Tensor(tensor(s, sources, manifest, options))),
+        ManifestNode::Leaf(v) => Node::Leaf(v.0),
+        ManifestNode::Tensor(s) => Node::from(tensor(*s, sources, records, options)),
     }
 }
 
 fn tensor(
-    s: &Stored,
+    s: Stored,
     sources: &[Arc<dyn Source>],
-    manifest: &Manifest,
+    records: &[Arc<str>],
     options: ReadOptions,
 ) -> LazyTensor {
     let check = options.verify.then(|| Check {
@@ -130,13 +138,13 @@ fn tensor(
         checksum: s.sha256.map_or(Checksum::Crc32c(s.crc32c), |h| {
             Checksum::Sha256(Box::new(h))
         }),
-        record: Arc::from(manifest.files[s.file].name.as_str()),
+        record: Arc::clone(&records[s.file]),
     });
     LazyTensor {
         data: TensorData::Range(ByteRange {
             check,
-            ..ByteRange::new(Arc::clone(&sources[s.file]), s.range.clone())
+            ..ByteRange::new(Arc::clone(&sources[s.file]), s.range)
         }),
-        ..LazyTensor::abstract_(s.dtype, s.shape.clone())
+        ..LazyTensor::abstract_(s.dtype, s.shape)
     }
 }

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use crate::dtype::DType;
-use crate::format::pickle::convert::key_string;
+use crate::format::pickle::convert::{Budget, key_string};
 use crate::format::pickle::{Global, Heap, Id, Value};
 use crate::format::torch::codec::dtype_of;
-use crate::tree::{Dict, Leaf, Node};
+use crate::tree::{Dict, Leaf, MAX_DIMS, Node};
 
 /// Whether `global` is one of the DCP classes the reader interprets.
 pub(crate) fn is_known(global: &Global) -> bool {
@@ -76,12 +76,15 @@ fn fields(heap: &Heap, id: Id) -> Option<HashMap<&str, Id>> {
     )
 }
 
-/// `torch.Size((a, b))` or a tuple of ints.
+/// `torch.Size((a, b))` or a tuple of at most [`MAX_DIMS`] ints.
 fn ints(heap: &Heap, id: Id) -> Option<Vec<u64>> {
     let items = match heap.get(id) {
         Value::Call(call) => heap.items(*heap.items(call.args)?.first()?)?,
         _ => heap.items(id)?,
     };
+    if items.len() > MAX_DIMS {
+        return None;
+    }
     items
         .iter()
         .map(|&i| match heap.get(i) {
@@ -91,10 +94,10 @@ fn ints(heap: &Heap, id: Id) -> Option<Vec<u64>> {
         .collect()
 }
 
-fn string(heap: &Heap, id: Id) -> Option<String> {
+fn string(heap: &Heap, id: Id, budget: &mut Budget) -> Result<Option<String>, String> {
     match heap.get(id) {
-        Value::Str(s) => Some(s.clone()),
-        _ => None,
+        Value::Str(s) => budget.string(s).map(Some),
+        _ => Ok(None),
     }
 }
 
@@ -106,21 +109,24 @@ fn int(heap: &Heap, id: Id) -> Option<u64> {
 }
 
 impl Metadata {
+    /// Reads the metadata out of `heap`, building no more than the heap's size justifies.
     pub(crate) fn read(heap: &Heap) -> Result<Self, String> {
+        let budget = &mut Budget::for_heap(heap);
         let root = fields(heap, heap.root()).ok_or("`.metadata` does not hold a Metadata")?;
         let Some(Value::Dict(sd)) = root.get("state_dict_metadata").map(|&i| heap.get(i)) else {
             return Err("`.metadata` has no state_dict_metadata".into());
         };
         let mut items = Vec::with_capacity(sd.len());
         for &(k, v) in sd {
-            let fqn = key_string(heap, k, 0);
+            budget.node()?;
+            let fqn = key_string(heap, k, budget)?;
             let class = match heap.get(v) {
                 Value::Call(c) => heap.global(c.func).map(|g| g.name.as_str()),
                 _ => None,
             };
             let item = match class {
                 Some("TensorStorageMetadata") => Item::Tensor(
-                    tensor_meta(heap, v)
+                    tensor_meta(heap, v, budget)?
                         .ok_or_else(|| format!("item `{fqn}`: bad tensor metadata"))?,
                 ),
                 Some("BytesStorageMetadata") => Item::Bytes,
@@ -132,27 +138,38 @@ impl Metadata {
         if let Some(Value::Dict(pairs)) = root.get("planner_data").map(|&i| heap.get(i)) {
             for &(k, v) in pairs {
                 let Some(path) = heap.items(v) else { continue };
-                let keys = path
-                    .iter()
-                    .map(|&p| match heap.get(p) {
+                if path.is_empty() || path.len() > MAX_KEY_DEPTH {
+                    continue;
+                }
+                let mut keys = Vec::with_capacity(path.len());
+                for &p in path {
+                    budget.node()?;
+                    keys.push(match heap.get(p) {
                         Value::Int(i) => usize::try_from(*i).ok().map(Key::Index),
-                        Value::Str(s) => Some(Key::Str(s.clone())),
+                        Value::Str(s) => Some(Key::Str(budget.string(s)?)),
                         _ => None,
-                    })
-                    .collect::<Option<Vec<Key>>>();
-                if let Some(keys) = keys.filter(|k| !k.is_empty()) {
-                    planner.insert(key_string(heap, k, 0), keys);
+                    });
+                }
+                if let Some(keys) = keys.into_iter().collect::<Option<Vec<Key>>>() {
+                    planner.insert(key_string(heap, k, budget)?, keys);
                 }
             }
         }
         let mut storage = HashMap::new();
         if let Some(Value::Dict(pairs)) = root.get("storage_data").map(|&i| heap.get(i)) {
             for &(k, v) in pairs {
+                budget.node()?;
                 let index = fields(heap, k).ok_or("a storage key is not a MetadataIndex")?;
                 let info = fields(heap, v).ok_or("a storage value is not a _StorageInfo")?;
-                let fqn = index.get("fqn").and_then(|&f| string(heap, f));
+                let fqn = match index.get("fqn") {
+                    Some(&f) => string(heap, f, budget)?,
+                    None => None,
+                };
                 let offset = index.get("offset").and_then(|&o| ints(heap, o));
-                let path = info.get("relative_path").and_then(|&p| string(heap, p));
+                let path = match info.get("relative_path") {
+                    Some(&p) => string(heap, p, budget)?,
+                    None => None,
+                };
                 let start = info.get("offset").and_then(|&o| int(heap, o));
                 let len = info.get("length").and_then(|&l| int(heap, l));
                 let (Some(fqn), Some(path), Some(start), Some(len)) = (fqn, path, start, len)
@@ -169,7 +186,10 @@ impl Metadata {
                 );
             }
         }
-        let version = root.get("version").and_then(|&v| string(heap, v));
+        let version = match root.get("version") {
+            Some(&v) => string(heap, v, budget)?,
+            None => None,
+        };
         Ok(Self {
             items,
             planner,
@@ -185,7 +205,52 @@ impl Metadata {
     }
 }
 
-fn tensor_meta(heap: &Heap, id: Id) -> Option<TensorMeta> {
+/// A `TensorStorageMetadata`: `None` if it is not one; an error if its chunks, shared with
+/// other tensors, spend the budget.
+fn tensor_meta(heap: &Heap, id: Id, budget: &mut Budget) -> Result<Option<TensorMeta>, String> {
+    let Some(meta) = read_tensor_meta(heap, id) else {
+        return Ok(None);
+    };
+    for _ in 0..meta.len() {
+        budget.node()?;
+    }
+    Ok(meta.into_meta(heap))
+}
+
+/// A tensor's metadata with its chunk list not yet read, so that the chunks can be paid for
+/// first.
+struct Unread<'h> {
+    dtype: DType,
+    size: Vec<u64>,
+    chunks: &'h [Id],
+}
+
+impl Unread<'_> {
+    fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn into_meta(self, heap: &Heap) -> Option<TensorMeta> {
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|&c| {
+                let c = fields(heap, c)?;
+                Some((
+                    ints(heap, *c.get("offsets")?)?,
+                    ints(heap, *c.get("sizes")?)?,
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(TensorMeta {
+            dtype: self.dtype,
+            size: self.size,
+            chunks,
+        })
+    }
+}
+
+fn read_tensor_meta(heap: &Heap, id: Id) -> Option<Unread<'_>> {
     let f = fields(heap, id)?;
     let Value::Call(props) = heap.get(*f.get("properties")?) else {
         return None;
@@ -196,23 +261,10 @@ fn tensor_meta(heap: &Heap, id: Id) -> Option<TensorMeta> {
         Value::Dict(_) => heap.global(*fields(heap, *f.get("properties")?)?.get("dtype")?)?,
         _ => return None,
     };
-    let dtype = dtype_of(dtype)?;
-    let size = ints(heap, *f.get("size")?)?;
-    let chunks = heap
-        .items(*f.get("chunks")?)?
-        .iter()
-        .map(|&c| {
-            let c = fields(heap, c)?;
-            Some((
-                ints(heap, *c.get("offsets")?)?,
-                ints(heap, *c.get("sizes")?)?,
-            ))
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(TensorMeta {
-        dtype,
-        size,
-        chunks,
+    Some(Unread {
+        dtype: dtype_of(dtype)?,
+        size: ints(heap, *f.get("size")?)?,
+        chunks: heap.items(*f.get("chunks")?)?,
     })
 }
 

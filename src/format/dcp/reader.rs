@@ -20,7 +20,7 @@ use crate::format::pickle::{self, Policy};
 use crate::format::torch::{archive, codec};
 use crate::format::zip::TAIL_READ;
 use crate::location::Location;
-use crate::tree::{Dict, LazyTensor, Leaf, Locate, Node, Piece, Pieces, StateTree, TensorData};
+use crate::tree::{Dict, LazyTensor, Locate, Node, Piece, Pieces, StateTree, TensorData};
 
 /// An open DCP checkpoint.
 #[derive(Debug, Clone)]
@@ -68,8 +68,7 @@ pub(crate) async fn open(
         match item {
             Item::Tensor(t) => {
                 let tensor = tensor(&meta, fqn, t, &files, options).map_err(bad)?;
-                metadata::insert(&mut root, &keys, Node::Leaf(Leaf::Tensor(tensor)), count)
-                    .map_err(bad)?;
+                metadata::insert(&mut root, &keys, Node::from(tensor), count).map_err(bad)?;
             }
             Item::Bytes => {
                 let info = meta
@@ -101,6 +100,11 @@ fn tensor(
     files: &HashMap<String, Object>,
     options: ReadOptions,
 ) -> Result<LazyTensor, String> {
+    crate::tree::cover::check(
+        &t.size,
+        t.chunks.iter().map(|(o, s)| (o.as_slice(), s.as_slice())),
+    )
+    .map_err(|e| format!("tensor `{fqn}`: {e}"))?;
     let mut boxes = Vec::with_capacity(t.chunks.len());
     for (offsets, sizes) in &t.chunks {
         let info = meta

@@ -3,34 +3,138 @@
 //! `argparse.Namespace`, datetimes, ...) become plain data; a format adds its own through
 //! [`Hooks`] (torch's tensors); any other object becomes an inert [`Opaque`] node.
 //!
-//! Conversion is bounded: nesting deeper than [`MAX_DEPTH`] (a cycle, say) or more than
-//! [`MAX_NODES`] nodes (shared values expand each time they appear) is an error.
+//! Conversion is bounded by what it builds, not only by what the pickle says: a value that
+//! refers to itself is an error, nesting deeper than [`MAX_DEPTH`] is an error, and every node
+//! and every byte of text made (strings, keys, decimals) is taken from a [`Budget`] sized by
+//! the pickle, so a string shared a million times runs out of budget instead of memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::limits::{MAX_DEPTH, MAX_NODES};
+use super::limits::{
+    BASE_BYTES, BASE_NODES, BYTES_PER_INPUT_BYTE, MAX_BUILT_BYTES, MAX_DEPTH, MAX_NODES,
+    NODES_PER_VALUE,
+};
 use super::{Call, Global, Heap, Id, Value};
 use crate::dtype::DType;
-use std::sync::Arc;
-
-use crate::tree::{Dict, Inline, Int, LazyTensor, Leaf, Node, Opaque, TensorData};
+use crate::tree::{Dict, Inline, Int, LazyTensor, Leaf, MAX_DIMS, Node, Opaque, TensorData};
 
 /// What a format adds to the generic conversion.
 pub trait Hooks {
-    /// The node for a call of `func`, or `None` to let the generic rules convert it.
+    /// The node for a call of `func`, or `None` to let the generic rules convert it; text it
+    /// builds is taken from `budget`.
     ///
     /// # Errors
     ///
     /// A message saying what is wrong with the call's arguments.
-    fn call(&mut self, heap: &Heap, func: &Global, call: &Call) -> Option<Result<Node, String>>;
+    fn call(
+        &mut self,
+        heap: &Heap,
+        func: &Global,
+        call: &Call,
+        budget: &mut Budget,
+    ) -> Option<Result<Node, String>>;
 }
 
 /// No format-specific rules.
 pub struct NoHooks;
 
 impl Hooks for NoHooks {
-    fn call(&mut self, _: &Heap, _: &Global, _: &Call) -> Option<Result<Node, String>> {
+    fn call(
+        &mut self,
+        _: &Heap,
+        _: &Global,
+        _: &Call,
+        _: &mut Budget,
+    ) -> Option<Result<Node, String>> {
         None
+    }
+}
+
+/// What one conversion may still build: nodes, and bytes of text. Both are sized by the
+/// pickle (a base, plus so much per value and per input byte, under a fixed ceiling), so the
+/// memory a conversion uses is proportional to its input whatever the input's references
+/// expand to. Big integers are rendered in decimal once per value, however often they are
+/// referred to.
+#[derive(Debug)]
+pub struct Budget {
+    nodes: usize,
+    bytes: usize,
+    limits: (usize, usize),
+    decimals: HashMap<Id, String>,
+}
+
+impl Budget {
+    /// The budget for converting `heap`.
+    pub fn for_heap(heap: &Heap) -> Self {
+        let per_value = NODES_PER_VALUE.saturating_mul(heap.len());
+        let nodes = MAX_NODES.min(BASE_NODES.saturating_add(per_value));
+        let per_byte = BYTES_PER_INPUT_BYTE.saturating_mul(heap.input_len());
+        let bytes = MAX_BUILT_BYTES.min(BASE_BYTES.saturating_add(per_byte));
+        Self {
+            nodes,
+            bytes,
+            limits: (nodes, bytes),
+            decimals: HashMap::new(),
+        }
+    }
+
+    /// Takes one node.
+    ///
+    /// # Errors
+    ///
+    /// When the budget is spent: the pickle's shared references expand too far.
+    pub fn node(&mut self) -> Result<(), String> {
+        self.nodes = self.nodes.checked_sub(1).ok_or_else(|| {
+            format!(
+                "the pickle expands to more than {} values (shared references repeated)",
+                self.limits.0
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Takes `n` bytes of text, before it is built.
+    ///
+    /// # Errors
+    ///
+    /// When the budget is spent: the pickle's shared strings expand too far.
+    pub fn bytes(&mut self, n: usize) -> Result<(), String> {
+        self.bytes = self.bytes.checked_sub(n).ok_or_else(|| {
+            format!(
+                "the pickle expands to more than {} bytes of text (shared strings repeated)",
+                self.limits.1
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The decimal digits of the big integer `id`, whose bytes are `raw`, paid for.
+    ///
+    /// # Errors
+    ///
+    /// As [`bytes`](Self::bytes).
+    pub fn decimal(&mut self, id: Id, raw: &[u8]) -> Result<String, String> {
+        if !self.decimals.contains_key(&id) {
+            // A byte makes at most 2.41 digits; one more for the sign.
+            self.bytes(raw.len().saturating_mul(5) / 2 + 2)?;
+            self.decimals.insert(id, decimal(raw));
+        }
+        let len = self.decimals[&id].len();
+        self.bytes(len)?;
+        Ok(self.decimals[&id].clone())
+    }
+
+    /// A copy of `s`, paid for.
+    ///
+    /// # Errors
+    ///
+    /// As [`bytes`](Self::bytes).
+    pub fn string(&mut self, s: &str) -> Result<String, String> {
+        self.bytes(s.len())?;
+        Ok(s.to_owned())
     }
 }
 
@@ -77,13 +181,14 @@ pub fn is_known(global: &Global) -> bool {
 ///
 /// # Errors
 ///
-/// A message naming the path at fault: a limit exceeded, or a call the hooks refused.
+/// A message naming the path at fault: a value that contains itself, a limit exceeded, or a
+/// call the hooks refused.
 pub fn to_node(heap: &Heap, hooks: &mut dyn Hooks, name: &str) -> Result<Node, String> {
     let mut cx = Converter {
         heap,
         name,
-        depth: 0,
-        nodes: 0,
+        path: Vec::new(),
+        budget: Budget::for_heap(heap),
         arrays: 0,
     };
     cx.node(hooks, heap.root())
@@ -92,42 +197,60 @@ pub fn to_node(heap: &Heap, hooks: &mut dyn Hooks, name: &str) -> Result<Node, S
 struct Converter<'a> {
     heap: &'a Heap,
     name: &'a str,
-    depth: usize,
-    nodes: usize,
+    /// The containers being converted, outermost first: a value met again on its own path
+    /// contains itself.
+    path: Vec<Id>,
+    budget: Budget,
     arrays: usize,
 }
 
 impl Converter<'_> {
     fn node(&mut self, hooks: &mut dyn Hooks, id: Id) -> Result<Node, String> {
-        self.nodes += 1;
-        if self.nodes > MAX_NODES {
-            return Err(format!(
-                "the pickle expands to more than {MAX_NODES} values (shared references repeated)"
-            ));
+        self.budget.node()?;
+        let container = matches!(
+            self.heap.get(id),
+            Value::Tuple(_)
+                | Value::List(_)
+                | Value::Dict(_)
+                | Value::Set(_)
+                | Value::Call(_)
+                | Value::PersistentId(_)
+        );
+        if !container {
+            return self.value(hooks, id);
         }
-        if self.depth >= MAX_DEPTH {
-            return Err(format!(
-                "values nest deeper than {MAX_DEPTH} levels (or refer to themselves)"
-            ));
+        if self.path.contains(&id) {
+            return Err("a value contains itself (a cycle of references)".into());
         }
-        self.depth += 1;
+        if self.path.len() >= MAX_DEPTH {
+            return Err(format!("values nest deeper than {MAX_DEPTH} levels"));
+        }
+        self.path.push(id);
         let node = self.value(hooks, id);
-        self.depth -= 1;
+        self.path.pop();
         node
     }
 
-    fn list(&mut self, hooks: &mut dyn Hooks, items: &[Id]) -> Result<Node, String> {
+    fn list<'i>(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        items: impl IntoIterator<Item = &'i Id>,
+    ) -> Result<Node, String> {
         items
-            .iter()
+            .into_iter()
             .map(|&i| self.node(hooks, i))
             .collect::<Result<_, _>>()
             .map(Node::List)
     }
 
-    fn dict(&mut self, hooks: &mut dyn Hooks, pairs: &[(Id, Id)]) -> Result<Dict, String> {
-        let mut dict = Dict::with_capacity(pairs.len());
+    fn dict<'i>(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        pairs: impl IntoIterator<Item = &'i (Id, Id)>,
+    ) -> Result<Dict, String> {
+        let mut dict = Dict::new();
         for &(k, v) in pairs {
-            let key = key_string(self.heap, k, 0);
+            let key = key_string(self.heap, k, &mut self.budget)?;
             let value = self
                 .node(hooks, v)
                 .map_err(|e| format!("at `{key}`: {e}"))?;
@@ -143,25 +266,28 @@ impl Converter<'_> {
             Value::None => leaf(Leaf::None),
             Value::Bool(b) => leaf(Leaf::Bool(*b)),
             Value::Int(v) => leaf(Leaf::Int(Int::Small(*v))),
-            Value::BigInt(raw) => leaf(Leaf::Int(Int::Big(decimal(raw)))),
+            Value::BigInt(raw) => leaf(Leaf::Int(Int::Big(self.budget.decimal(id, raw)?))),
             Value::Float(v) => leaf(Leaf::Float(*v)),
-            Value::Str(s) => leaf(Leaf::Str(s.clone())),
+            Value::Str(s) => leaf(Leaf::Str(self.budget.string(s)?)),
             Value::Bytes(b) => leaf(Leaf::Bytes(b.clone())),
             Value::Tuple(items) | Value::List(items) | Value::Set(items) => self.list(hooks, items),
             Value::Dict(pairs) => Ok(Node::Dict(self.dict(hooks, pairs)?)),
-            Value::Global(g) => leaf(Leaf::Str(g.to_string())),
-            Value::PersistentId(pid) => Ok(Node::Leaf(Leaf::Opaque(Opaque {
+            Value::Global(g) => {
+                self.budget.bytes(g.module.len() + g.name.len() + 1)?;
+                leaf(Leaf::Str(g.to_string()))
+            }
+            Value::PersistentId(pid) => Ok(Node::from(Opaque {
                 module: "pickle".into(),
                 name: "persistent_id".into(),
                 args: vec![self.node(hooks, *pid)?],
                 kwargs: None,
                 state: None,
-            }))),
+            })),
             Value::Call(call) => {
                 let Some(func) = heap.global(call.func) else {
-                    return self.opaque(hooks, "pickle", "call", call);
+                    return self.opaque(hooks, "pickle", "call", call, true);
                 };
-                if let Some(node) = hooks.call(heap, func, call) {
+                if let Some(node) = hooks.call(heap, func, call, &mut self.budget) {
                     return node;
                 }
                 self.call(hooks, func, call)
@@ -200,12 +326,11 @@ impl Converter<'_> {
                 Ok(Node::Dict(dict))
             }
             ("builtins", "set" | "frozenset" | "list" | "tuple") => {
-                let mut items: Vec<Id> = match args.first().map(|&a| heap.get(a)) {
-                    Some(Value::List(i) | Value::Tuple(i) | Value::Set(i)) => i.clone(),
-                    _ => Vec::new(),
+                let first: &[Id] = match args.first().map(|&a| heap.get(a)) {
+                    Some(Value::List(i) | Value::Tuple(i) | Value::Set(i)) => i,
+                    _ => &[],
                 };
-                items.extend(&call.appended);
-                self.list(hooks, &items)
+                self.list(hooks, first.iter().chain(&call.appended))
             }
             ("builtins", "slice") => self.list(hooks, args),
             ("builtins", "complex") => {
@@ -215,27 +340,18 @@ impl Converter<'_> {
                 dict.insert("imag".into(), Node::Leaf(Leaf::Float(part(1))));
                 Ok(Node::Dict(dict))
             }
-            ("_codecs", "encode") | ("builtins", "bytearray") => match bytes_of(heap, call) {
-                Some(b) => leaf(Leaf::Bytes(b)),
-                None => self.opaque(hooks, m, n, call),
+            ("_codecs", "encode") | ("builtins", "bytearray") => match bytes_of(heap, call, 0) {
+                Some(b) => {
+                    self.budget.bytes(b.len())?;
+                    leaf(Leaf::Bytes(b))
+                }
+                None => self.opaque(hooks, m, n, call, true),
             },
             ("copyreg", "_reconstructor") => {
                 // _reconstructor(cls, object, None) then BUILD: an instance of `cls`.
-                let cls = args.first().and_then(|&c| heap.global(c));
-                match cls {
-                    Some(cls) => {
-                        let (module, name) = (cls.module.clone(), cls.name.clone());
-                        let empty = Call {
-                            args: call.args,
-                            ..call.clone()
-                        };
-                        let mut node = self.opaque(hooks, &module, &name, &empty)?;
-                        if let Node::Leaf(Leaf::Opaque(o)) = &mut node {
-                            o.args.clear();
-                        }
-                        Ok(node)
-                    }
-                    None => self.opaque(hooks, m, n, call),
+                match args.first().and_then(|&c| heap.global(c)) {
+                    Some(cls) => self.opaque(hooks, &cls.module, &cls.name, call, false),
+                    None => self.opaque(hooks, m, n, call, true),
                 }
             }
             ("argparse", "Namespace") => match call.state.map(|s| heap.get(s)) {
@@ -244,7 +360,7 @@ impl Converter<'_> {
             },
             ("datetime", _) => match datetime(heap, n, args) {
                 Some(l) => leaf(l),
-                None => self.opaque(hooks, m, n, call),
+                None => self.opaque(hooks, m, n, call, true),
             },
             ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => {
                 let scalar = args
@@ -253,18 +369,21 @@ impl Converter<'_> {
                     .zip(args.get(1).and_then(|&b| bytes_value(heap, b)));
                 match scalar.and_then(|((dtype, big), raw)| scalar_leaf(dtype, big, &raw)) {
                     Some(l) => leaf(l),
-                    None => self.opaque(hooks, m, n, call),
+                    None => self.opaque(hooks, m, n, call, true),
                 }
             }
             ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
-                match self.array(call) {
-                    Some(t) => leaf(Leaf::Tensor(t)),
-                    None => self.opaque(hooks, "numpy", "ndarray", call),
+                match self.array(call)? {
+                    Some(t) => Ok(t.into()),
+                    None => self.opaque(hooks, "numpy", "ndarray", call, true),
                 }
             }
             ("numpy", "dtype") => match args.first().map(|&a| heap.get(a)) {
-                Some(Value::Str(s)) => leaf(Leaf::Str(format!("numpy.{s}"))),
-                _ => self.opaque(hooks, m, n, call),
+                Some(Value::Str(s)) => {
+                    self.budget.bytes(s.len() + "numpy.".len())?;
+                    leaf(Leaf::Str(format!("numpy.{s}")))
+                }
+                _ => self.opaque(hooks, m, n, call, true),
             },
             _ if matches!(m, "pathlib" | "pathlib._local") && n.ends_with("Path") => {
                 let parts: Vec<&str> = args
@@ -274,25 +393,30 @@ impl Converter<'_> {
                         _ => None,
                     })
                     .collect();
+                self.budget.bytes(parts.iter().map(|p| p.len() + 1).sum())?;
                 leaf(Leaf::Str(parts.join("/").replace("//", "/")))
             }
-            _ => self.opaque(hooks, m, n, call),
+            _ => self.opaque(hooks, m, n, call, true),
         }
     }
 
+    /// An object of class `module.name`, inert: its arguments (unless `with_args` is false:
+    /// `copyreg._reconstructor`'s are not the object's), keyword arguments and state.
     fn opaque(
         &mut self,
         hooks: &mut dyn Hooks,
         module: &str,
         name: &str,
         call: &Call,
+        with_args: bool,
     ) -> Result<Node, String> {
+        self.budget.bytes(module.len() + name.len())?;
         let args = match self.heap.items(call.args) {
-            Some(items) => items
+            Some(items) if with_args => items
                 .iter()
                 .map(|&a| self.node(hooks, a))
                 .collect::<Result<_, _>>()?,
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let mut state = match call.state {
             Some(s) => Some(Box::new(self.node(hooks, s)?)),
@@ -308,72 +432,103 @@ impl Converter<'_> {
             Some(k) => Some(Box::new(self.node(hooks, k)?)),
             None => None,
         };
-        Ok(Node::Leaf(Leaf::Opaque(Opaque {
+        Ok(Node::from(Opaque {
             module: module.into(),
             name: name.into(),
             args,
             kwargs,
             state,
-        })))
+        }))
     }
 
     /// A numpy array: `_reconstruct(ndarray, (0,), b'b')` then `BUILD` with
     /// `(version, shape, dtype, is_fortran, raw data)`.
-    fn array(&mut self, call: &Call) -> Option<LazyTensor> {
+    fn array(&mut self, call: &Call) -> Result<Option<LazyTensor>, String> {
         let heap = self.heap;
-        let state = heap.items(call.state?)?;
-        let [_, shape, dtype, fortran, data] = state else {
-            return None;
+        let Some(state) = call.state.and_then(|s| heap.items(s)) else {
+            return Ok(None);
         };
-        let shape: Vec<u64> = heap
-            .items(*shape)?
-            .iter()
-            .map(|&d| match heap.get(d) {
-                Value::Int(v) => u64::try_from(*v).ok(),
-                _ => None,
-            })
-            .collect::<Option<_>>()?;
-        let (dtype, big_endian) = numpy_dtype(heap, *dtype)?;
-        let data = bytes_value(heap, *data)?;
-        if dtype.byte_len(crate::dtype::numel(&shape)?)? != data.len() as u64 {
-            return None;
+        let [_, shape, dtype, fortran, data] = state else {
+            return Ok(None);
+        };
+        let Some(shape) = shape_of(heap, *shape)? else {
+            return Ok(None);
+        };
+        let (Some((dtype, big_endian)), Some(data)) =
+            (numpy_dtype(heap, *dtype), bytes_value(heap, *data))
+        else {
+            return Ok(None);
+        };
+        let fits = crate::dtype::numel(&shape).and_then(|n| dtype.byte_len(n));
+        if fits != Some(data.len() as u64) {
+            return Ok(None);
         }
         let strides = if matches!(heap.get(*fortran), Value::Bool(true)) && shape.len() > 1 {
             let mut strides = vec![1u64; shape.len()];
             for i in 1..shape.len() {
-                strides[i] = strides[i - 1].checked_mul(shape[i - 1])?;
+                strides[i] = strides[i - 1].saturating_mul(shape[i - 1]);
             }
             strides
         } else {
             Vec::new()
         };
         self.arrays += 1;
-        Some(LazyTensor {
+        let origin = format!("{}: array {}", self.name, self.arrays);
+        self.budget.bytes(origin.len())?;
+        Ok(Some(LazyTensor {
             dtype,
             shape,
             strides,
             data: TensorData::Inline(Inline {
                 bytes: data,
                 big_endian,
-                origin: Arc::from(format!("{}: array {}", self.name, self.arrays)),
+                origin: Arc::from(origin),
             }),
             view: Default::default(),
-        })
+        }))
     }
 }
+
+/// A tuple of non-negative integers as a shape: `None` if it is not one, an error if it has
+/// more than [`MAX_DIMS`] dimensions.
+fn shape_of(heap: &Heap, id: Id) -> Result<Option<Vec<u64>>, String> {
+    let Some(items) = heap.items(id) else {
+        return Ok(None);
+    };
+    if items.len() > MAX_DIMS {
+        return Err(format!(
+            "an array of {} dimensions (more than {MAX_DIMS})",
+            items.len()
+        ));
+    }
+    Ok(items
+        .iter()
+        .map(|&d| match heap.get(d) {
+            Value::Int(v) => u64::try_from(*v).ok(),
+            _ => None,
+        })
+        .collect())
+}
+
+/// How deep `bytearray(bytearray(...))` may nest.
+const MAX_BYTES_DEPTH: usize = 4;
 
 /// The bytes a value stands for: `bytes`, or `_codecs.encode(str, "latin1")` (how protocol 2
 /// pickles bytes), or `bytearray(...)`.
 pub fn bytes_value(heap: &Heap, id: Id) -> Option<Bytes> {
+    bytes_at(heap, id, 0)
+}
+
+fn bytes_at(heap: &Heap, id: Id, depth: usize) -> Option<Bytes> {
     match heap.get(id) {
         Value::Bytes(b) => Some(b.clone()),
         Value::Str(s) => latin1(s),
-        Value::Call(call) => bytes_of(heap, call),
+        Value::Call(call) => bytes_of(heap, call, depth),
         _ => None,
     }
 }
 
-fn bytes_of(heap: &Heap, call: &Call) -> Option<Bytes> {
+fn bytes_of(heap: &Heap, call: &Call, depth: usize) -> Option<Bytes> {
     let func = heap.global(call.func)?;
     let args = heap.items(call.args)?;
     if func.is("_codecs", "encode") {
@@ -381,7 +536,8 @@ fn bytes_of(heap: &Heap, call: &Call) -> Option<Bytes> {
             return None;
         };
         let encoding = match args.get(1).map(|&e| heap.get(e)) {
-            Some(Value::Str(e)) => e.to_ascii_lowercase().replace(['-', '_'], ""),
+            Some(Value::Str(e)) if e.len() <= 16 => e.to_ascii_lowercase().replace(['-', '_'], ""),
+            Some(Value::Str(_)) => return None,
             _ => "utf8".into(),
         };
         return match encoding.as_str() {
@@ -390,10 +546,10 @@ fn bytes_of(heap: &Heap, call: &Call) -> Option<Bytes> {
             _ => None,
         };
     }
-    if func.name == "bytearray" {
+    if func.name == "bytearray" && depth < MAX_BYTES_DEPTH {
         return match args.first() {
             None => Some(Bytes::new()),
-            Some(&a) => bytes_value(heap, a),
+            Some(&a) => bytes_at(heap, a, depth + 1),
         };
     }
     None
@@ -528,27 +684,58 @@ fn datetime(heap: &Heap, name: &str, args: &[Id]) -> Option<Leaf> {
     }
 }
 
-/// A dict key as a path segment: strings as they are, other scalars as Python prints them.
-pub fn key_string(heap: &Heap, id: Id, depth: usize) -> String {
-    match heap.get(id) {
-        Value::Str(s) => s.clone(),
-        Value::Int(v) => v.to_string(),
-        Value::BigInt(raw) => decimal(raw),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::None => "None".into(),
-        Value::Float(v) => format!("{v:?}"),
-        Value::Bytes(b) => format!("b{:?}", String::from_utf8_lossy(b)),
-        Value::Global(g) => g.to_string(),
-        Value::Tuple(items) if depth < 8 => {
-            let parts: Vec<String> = items
-                .iter()
-                .map(|&i| key_string(heap, i, depth + 1))
-                .collect();
-            format!("({})", parts.join(", "))
+/// How deep a tuple used as a dict key is rendered; deeper parts print as `(...)`.
+const MAX_KEY_DEPTH: usize = 8;
+
+/// A dict key as a path segment: strings as they are, other scalars as Python prints them,
+/// paid for from `budget` before it is built.
+///
+/// # Errors
+///
+/// When the budget is spent (a tuple key whose parts are shared many times, say).
+pub fn key_string(heap: &Heap, id: Id, budget: &mut Budget) -> Result<String, String> {
+    key_at(heap, id, budget, 0)
+}
+
+fn key_at(heap: &Heap, id: Id, budget: &mut Budget, depth: usize) -> Result<String, String> {
+    Ok(match heap.get(id) {
+        Value::Str(s) => budget.string(s)?,
+        Value::BigInt(raw) => budget.decimal(id, raw)?,
+        Value::Bytes(b) => {
+            // Debug escapes take at most 6 characters a byte.
+            budget.bytes(b.len().saturating_mul(6).saturating_add(3))?;
+            format!("b{:?}", String::from_utf8_lossy(b))
         }
-        _ => "<object>".into(),
-    }
+        Value::Global(g) => {
+            budget.bytes(g.module.len() + g.name.len() + 1)?;
+            g.to_string()
+        }
+        Value::Tuple(items) if depth < MAX_KEY_DEPTH => {
+            let mut out = String::from("(");
+            for (i, &item) in items.iter().enumerate() {
+                budget.node()?;
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&key_at(heap, item, budget, depth + 1)?);
+            }
+            out.push(')');
+            out
+        }
+        Value::Tuple(_) => "(...)".into(),
+        scalar => {
+            let text = match scalar {
+                Value::Int(v) => v.to_string(),
+                Value::Bool(true) => "True".into(),
+                Value::Bool(false) => "False".into(),
+                Value::None => "None".into(),
+                Value::Float(v) => format!("{v:?}"),
+                _ => "<object>".into(),
+            };
+            budget.bytes(text.len())?;
+            text
+        }
+    })
 }
 
 /// Little-endian two's complement → decimal digits.
@@ -671,7 +858,7 @@ mod tests {
     fn cycles_and_memo_bombs_are_bounded_errors() {
         // l = []; l.append(l)
         let err = convert(b"\x80\x02]q\x00h\x00a.").unwrap_err();
-        assert!(err.contains("deeper than"), "{err}");
+        assert!(err.contains("contains itself"), "{err}");
         // 40 levels of [x, x]: 2**40 nodes once expanded.
         let data = crate::format::pickle::memo_bomb(40);
         let err = convert(&data).unwrap_err();

@@ -12,6 +12,8 @@
 //! pickle do: run code, start processes, import modules, reach files or the network, or reach
 //! any object by name (see `deny`).
 
+#[cfg(test)]
+mod bounds;
 mod compat;
 pub mod convert;
 mod deny;
@@ -84,13 +86,13 @@ pub enum Value {
     /// A set or frozenset.
     Set(Vec<Id>),
     /// A reference to `module.name`.
-    Global(Global),
+    Global(Box<Global>),
     /// A persistent id (`BINPERSID`): what the pickler replaced by a reference; torch uses it
     /// for storages.
     PersistentId(Id),
     /// `func(*args)` (`REDUCE`) or `cls.__new__(cls, *args)` (`NEWOBJ`), with whatever
     /// `BUILD`, `SETITEM(S)` and `APPEND(S)` later did to the result.
-    Call(Call),
+    Call(Box<Call>),
 }
 
 /// The record of a call, and of what happened to its result afterwards.
@@ -115,6 +117,7 @@ pub struct Call {
 pub struct Heap {
     values: Vec<Value>,
     root: Id,
+    input_len: usize,
 }
 
 impl Heap {
@@ -145,9 +148,13 @@ impl Heap {
     }
 
     /// How many values the pickle made.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.values.len()
+    }
+
+    /// The length in bytes of the pickle the heap was read from.
+    pub fn input_len(&self) -> usize {
+        self.input_len
     }
 }
 
@@ -170,8 +177,13 @@ impl Policy {
     }
 }
 
-/// Limits that keep a hostile pickle from exhausting memory or the stack.
+/// Limits that keep a hostile pickle from exhausting memory or the stack. The interpreter's
+/// memory is proportional to its input (every opcode makes at most one 40-byte value); what a
+/// conversion builds is bounded by the values and bytes it was given, so that a value shared
+/// a million times runs out of budget, not memory (see `convert::Budget`).
 pub mod limits {
+    /// Bytes of one pickle.
+    pub const MAX_PICKLE_BYTES: u64 = 256 << 20;
     /// Values on the stack at once.
     pub const MAX_STACK: usize = 1 << 20;
     /// Open `MARK`s at once.
@@ -179,13 +191,24 @@ pub mod limits {
     /// Memo entries.
     pub const MAX_MEMO: usize = 1 << 22;
     /// Values in one pickle (every opcode makes at most one).
-    pub const MAX_VALUES: usize = 1 << 26;
+    pub const MAX_VALUES: usize = 1 << 24;
     /// Bytes of one `LONG1`/`LONG4` integer.
     pub const MAX_LONG_BYTES: usize = 4096;
     /// Nesting depth when a heap is converted into a tree.
     pub const MAX_DEPTH: usize = 128;
-    /// Tree nodes one pickle may expand into (shared values count each time they appear).
+    /// Tree nodes one pickle may expand into, at most (shared values count each time they
+    /// appear).
     pub const MAX_NODES: usize = 1 << 22;
+    /// Tree nodes a pickle may expand into beyond [`NODES_PER_VALUE`] per value it holds.
+    pub const BASE_NODES: usize = 1 << 16;
+    /// Tree nodes a pickle may expand into per value it holds.
+    pub const NODES_PER_VALUE: usize = 4;
+    /// Bytes of text (strings, keys, decimals) a conversion may build, at most.
+    pub const MAX_BUILT_BYTES: usize = 1 << 30;
+    /// Bytes of text a conversion may build beyond [`BYTES_PER_INPUT_BYTE`] per pickle byte.
+    pub const BASE_BYTES: usize = 64 << 20;
+    /// Bytes of text a conversion may build per pickle byte.
+    pub const BYTES_PER_INPUT_BYTE: usize = 8;
 }
 
 /// Why a pickle was refused, with the byte offset of the opcode at fault.

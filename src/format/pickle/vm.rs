@@ -35,6 +35,7 @@ pub fn parse(data: &[u8], policy: &Policy) -> Result<Heap, PickleError> {
                 return Ok(Heap {
                     values: vm.values,
                     root,
+                    input_len: data.len(),
                 });
             }
             Err(kind) => return Err(PickleError { offset: at, kind }),
@@ -415,7 +416,7 @@ impl Vm<'_> {
                 let args = self.pop(name)?;
                 let func = self.pop(name)?;
                 self.expect_tuple(args, name)?;
-                self.push_new(Value::Call(Call::new(func, args, None)))
+                self.push_new(Value::Call(Box::new(Call::new(func, args, None))))
             }
             Opcode::NewObjEx => {
                 let kwargs = self.pop("NEWOBJ_EX")?;
@@ -428,7 +429,7 @@ impl Vm<'_> {
                         expected: "a dict of keyword arguments",
                     });
                 }
-                self.push_new(Value::Call(Call::new(cls, args, Some(kwargs))))
+                self.push_new(Value::Call(Box::new(Call::new(cls, args, Some(kwargs)))))
             }
             Opcode::Build => {
                 let state = self.pop("BUILD")?;
@@ -625,7 +626,7 @@ impl Vm<'_> {
         if self.policy.strict && !(self.policy.known)(&global) {
             return Err(Kind::NotAllowed(global));
         }
-        self.push_new(Value::Global(global))
+        self.push_new(Value::Global(Box::new(global)))
     }
 
     fn expect_tuple(&self, id: Id, op: &'static str) -> Step<()> {

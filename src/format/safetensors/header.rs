@@ -7,13 +7,12 @@ use std::ops::Range;
 
 use serde_json::{Value, json};
 
+use super::entries::{self, Field, MAX_METADATA_ENTRIES, METADATA_KEY, Metadata, RawEntry, Stop};
 use crate::dtype::{self, DType};
+use crate::tree::MAX_DIMS;
 
 /// The largest header accepted, as in the reference implementation.
 pub const MAX_HEADER_SIZE: u64 = 100_000_000;
-
-/// The key of the free-form string metadata.
-const METADATA_KEY: &str = "__metadata__";
 
 /// One tensor's entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,21 +157,38 @@ pub fn parse(bytes: &[u8], size: u64) -> Result<Header, HeaderError> {
     if json.first() != Some(&b'{') {
         return Err(HeaderError::NotJson("does not start with `{`".into()));
     }
-    let Value::Object(entries) =
-        serde_json::from_slice::<Value>(json).map_err(|e| HeaderError::NotJson(e.to_string()))?
-    else {
-        return Err(HeaderError::NotJson("not an object".into()));
-    };
-
-    let mut metadata = BTreeMap::new();
-    let mut tensors = Vec::with_capacity(entries.len());
-    for (name, entry) in entries {
-        if name == METADATA_KEY {
-            metadata = parse_metadata(entry)?;
-        } else {
-            tensors.push(parse_entry(name, entry, end)?);
+    let mut tensors = Vec::new();
+    let metadata = entries::read(json, |name, raw| {
+        tensors.push(entry(name, raw, end)?);
+        Ok(())
+    })
+    .map_err(|stop| match stop {
+        Stop::NotJson(message) => HeaderError::NotJson(message),
+        Stop::Refused(e) => e,
+    })?;
+    let metadata = match metadata {
+        Metadata::Ok(map) => map,
+        Metadata::NotStrings(Some(key)) => {
+            return Err(HeaderError::BadMetadata(format!("`{key}` is not a string")));
         }
+        Metadata::NotStrings(None) => {
+            return Err(HeaderError::BadMetadata("it is not a map".into()));
+        }
+        Metadata::TooMany => {
+            return Err(HeaderError::BadMetadata(format!(
+                "it has more than {MAX_METADATA_ENTRIES} entries"
+            )));
+        }
+    };
+    let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(HeaderError::BadEntry {
+            tensor: pair[0].to_owned(),
+            reason: "it appears twice in the header".into(),
+        });
     }
+    drop(names);
     tensors.sort_by_key(|t| (t.range.start, t.range.end));
 
     let mut expected = end;
@@ -241,54 +257,42 @@ pub fn render(
     Ok(out)
 }
 
-fn parse_metadata(value: Value) -> Result<BTreeMap<String, String>, HeaderError> {
-    match value {
-        Value::Null => Ok(BTreeMap::new()),
-        Value::Object(map) => map
-            .into_iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k, s)),
-                other => Err(HeaderError::BadMetadata(format!("`{k}` is {other}"))),
-            })
-            .collect(),
-        other => Err(HeaderError::BadMetadata(format!("it is {other}"))),
-    }
-}
-
-fn parse_entry(name: String, entry: Value, data_start: u64) -> Result<TensorInfo, HeaderError> {
+fn entry(name: String, raw: RawEntry, data_start: u64) -> Result<TensorInfo, HeaderError> {
     let bad = |reason: &str| HeaderError::BadEntry {
         tensor: name.clone(),
         reason: reason.to_owned(),
     };
-    let Value::Object(fields) = entry else {
+    if raw.not_object {
         return Err(bad("entry is not an object"));
+    }
+    let Some(Field::Ok(dtype_name)) = raw.dtype else {
+        return Err(bad("missing or non-string `dtype`"));
     };
-    let dtype_name = fields
-        .get("dtype")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("missing or non-string `dtype`"))?;
     let dtype: DType = dtype_name
         .parse()
         .map_err(|e: dtype::UnknownDType| bad(&e.to_string()))?;
-    let shape: Vec<u64> = fields
-        .get("shape")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("missing or non-array `shape`"))?
-        .iter()
-        .map(|d| {
-            d.as_u64()
-                .ok_or_else(|| bad("`shape` holds something other than non-negative integers"))
-        })
-        .collect::<Result<_, _>>()?;
-    let offsets = fields
-        .get("data_offsets")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("missing or non-array `data_offsets`"))?;
-    let [begin, end] = offsets.as_slice() else {
-        return Err(bad("`data_offsets` must hold two integers"));
+    let shape = match raw.shape {
+        Some(Field::Ok(shape)) => shape,
+        Some(Field::TooLong) => {
+            return Err(bad(&format!("`shape` has more than {MAX_DIMS} dimensions")));
+        }
+        Some(Field::Wrong) => {
+            return Err(bad(
+                "`shape` holds something other than non-negative integers",
+            ));
+        }
+        None => return Err(bad("missing or non-array `shape`")),
     };
-    let (Some(begin), Some(end)) = (begin.as_u64(), end.as_u64()) else {
-        return Err(bad("`data_offsets` must hold two non-negative integers"));
+    let (begin, end) = match raw.offsets {
+        Some(Field::Ok(offsets)) => match offsets[..] {
+            [begin, end] => (begin, end),
+            _ => return Err(bad("`data_offsets` must hold two integers")),
+        },
+        Some(Field::TooLong) => return Err(bad("`data_offsets` must hold two integers")),
+        Some(Field::Wrong) => {
+            return Err(bad("`data_offsets` must hold two non-negative integers"));
+        }
+        None => return Err(bad("missing or non-array `data_offsets`")),
     };
     if begin > end {
         return Err(bad(&format!(
@@ -564,5 +568,43 @@ mod tests {
             parse_file(&file(json, 0)),
             Err(HeaderError::BadMetadata(_))
         ));
+    }
+
+    #[test]
+    fn a_tensor_named_twice_is_refused() {
+        let json = r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#;
+        let err = parse_file(&file(json, 2)).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn millions_of_dimensions_are_refused_in_constant_memory() {
+        let dims = vec!["0"; 5_000_000].join(",");
+        let json = format!(r#"{{"a":{{"dtype":"U8","shape":[{dims}],"data_offsets":[0,0]}}}}"#);
+        let bytes = file(&json, 0);
+        let (result, most) = crate::testing::alloc::peak(|| parse_file(&bytes));
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("more than 64 dimensions"), "{err}");
+        assert!(most < 1 << 20, "{most} bytes");
+    }
+
+    #[test]
+    fn a_million_tensors_cost_a_bounded_multiple_of_their_header() {
+        let entries: Vec<String> = (0..1_000_000)
+            .map(|i| {
+                format!(
+                    r#""t{i}":{{"dtype":"U8","shape":[1],"data_offsets":[{i},{}]}}"#,
+                    i + 1
+                )
+            })
+            .collect();
+        let bytes = file(&format!("{{{}}}", entries.join(",")), 1_000_000);
+        let header_len = bytes.len() - 1_000_000;
+        let (header, most) = crate::testing::alloc::peak(|| parse_file(&bytes).unwrap());
+        assert_eq!(header.tensors.len(), 1_000_000);
+        assert!(
+            most < 3 * header_len,
+            "{most} bytes for a {header_len}-byte header"
+        );
     }
 }

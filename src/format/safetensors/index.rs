@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 /// The largest index accepted (a 10,000-tensor index is about 1 MB).
 pub const MAX_INDEX_SIZE: u64 = 100_000_000;
@@ -39,8 +40,9 @@ pub struct Index {
 
 #[derive(Deserialize)]
 struct IndexJson {
+    /// Kept as written: a value is rendered back as its own text, never built into a tree.
     #[serde(default)]
-    metadata: BTreeMap<String, serde_json::Value>,
+    metadata: BTreeMap<String, Box<RawValue>>,
     weight_map: BTreeMap<String, String>,
 }
 
@@ -78,7 +80,11 @@ pub fn parse(bytes: &[u8]) -> Result<Index, IndexError> {
         .metadata
         .into_iter()
         .filter(|(k, _)| k != "total_size")
-        .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        .map(|(k, v)| {
+            let text =
+                serde_json::from_str::<String>(v.get()).unwrap_or_else(|_| v.get().to_owned());
+            (k, text)
+        })
         .collect();
     Ok(Index {
         shards,

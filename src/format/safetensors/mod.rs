@@ -1,11 +1,13 @@
 //! safetensors, both ways: single files and Hugging Face shard indexes.
 //!
-//! - [`header`]: the header codec (parse, never trusting; render), pure.
+//! - [`header`]: the header codec (parse, never trusting; render), pure; `entries` reads its
+//!   JSON object one entry at a time, without building a JSON tree.
 //! - [`index`]: the shard index codec, pure.
 //! - `reader`, `sharded`: lazy readers (one GET opens a file; a shard is opened only when one
 //!   of its tensors is wanted).
 //! - `writer`: one file from a stream of tensors.
 
+mod entries;
 pub mod header;
 pub mod index;
 mod reader;

@@ -10,7 +10,7 @@ use super::header::{Header, HeaderError, header_end, parse};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Object};
 use crate::format::object::source;
-use crate::tree::{LazyTensor, Leaf, Node, Source, StateTree};
+use crate::tree::{LazyTensor, Node, Source, StateTree};
 
 /// Bytes read from the start of a file when opening it: most headers fit, so opening costs one
 /// request; a longer header costs exactly one more.
@@ -82,7 +82,7 @@ impl SafetensorsFile {
             .header
             .tensors
             .iter()
-            .map(|t| (t.name.clone(), Node::Leaf(Leaf::Tensor(self.lazy(t)))))
+            .map(|t| (t.name.clone(), Node::from(self.lazy(t))))
             .collect();
         StateTree::from_dict(root)
     }

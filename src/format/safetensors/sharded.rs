@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::fetch::FetchOptions;
 use crate::format::object::read_whole;
 use crate::location::Location;
-use crate::tree::{Dict, Leaf, Node, StateTree, path};
+use crate::tree::{Dict, Node, StateTree, path};
 
 /// Shard headers opened at once.
 const SHARDS_AT_ONCE: usize = 16;
@@ -111,7 +111,7 @@ impl ShardedSafetensors {
                     },
                 )
             })?;
-            root.insert(name.clone(), Node::Leaf(Leaf::Tensor(lazy)));
+            root.insert(name.clone(), Node::from(lazy));
         }
         Ok(StateTree::from_dict(root))
     }

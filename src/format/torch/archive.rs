@@ -14,7 +14,9 @@ use super::{TorchError, legacy_or_zip_error, unsupported};
 use crate::error::{Error, Result};
 use crate::fetch::Object;
 use crate::format::ReadOptions;
+use crate::format::object::TooLargeFile;
 use crate::format::object::source;
+use crate::format::pickle::limits::MAX_PICKLE_BYTES;
 use crate::format::pickle::{self, Policy};
 use crate::format::zip::{self, Directory, RangedZip, ZipAnchor, ZipEntry};
 use crate::tree::{ByteRange, Check, Checksum, Dict, Inline, Node, Source, StateTree, TensorData};
@@ -148,6 +150,16 @@ impl Archive {
                     )
                 }
             })?;
+        if pickle.size > MAX_PICKLE_BYTES {
+            return Err(Error::corrupt(
+                uri,
+                TooLargeFile {
+                    what: "pickle",
+                    size: pickle.size,
+                    limit: MAX_PICKLE_BYTES,
+                },
+            ));
+        }
         Ok(Self {
             prefix: pickle.name.trim_end_matches("data.pkl").to_owned(),
             pickle: pickle.name.clone(),

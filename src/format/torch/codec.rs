@@ -2,13 +2,14 @@
 //! dtype and storage-class names, `torch.Size`, `torch.device`. Pure: where a storage's bytes
 //! are is asked of a [`Storages`] the reader provides.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
 use crate::dtype::DType;
-use crate::format::pickle::convert::{self, Hooks};
+use crate::format::pickle::convert::{self, Budget, Hooks};
 use crate::format::pickle::{Call, Global, Heap, Id, Value};
-use crate::tree::{LazyTensor, Leaf, Node, TensorData, Unreadable, View, strided_extent};
+use crate::tree::{LazyTensor, Leaf, MAX_DIMS, Node, TensorData, Unreadable, View, strided_extent};
 
 /// Where storages' bytes are: the reader's side of the rebuild rules.
 pub(crate) trait Storages {
@@ -187,25 +188,69 @@ pub(crate) fn is_known(global: &Global) -> bool {
 /// A message naming what is wrong: a tensor whose arguments do not fit, a storage that is not
 /// there, a limit of the conversion.
 pub(crate) fn to_node(heap: &Heap, storages: &dyn Storages, name: &str) -> Result<Node, String> {
-    convert::to_node(heap, &mut Rebuild { storages }, name)
+    let mut rules = Rebuild {
+        storages,
+        path: Vec::new(),
+    };
+    convert::to_node(heap, &mut rules, name)
 }
+
+/// How deep rebuild calls may nest (a parameter of a subclass of a tensor is three).
+const MAX_REBUILD_DEPTH: usize = 8;
 
 /// The rebuild rules, as conversion hooks.
 struct Rebuild<'a> {
     storages: &'a dyn Storages,
+    /// The argument tuples of the rebuild calls being followed, outermost first.
+    path: Vec<Id>,
 }
 
 impl Hooks for Rebuild<'_> {
-    fn call(&mut self, heap: &Heap, func: &Global, call: &Call) -> Option<Result<Node, String>> {
-        let args = heap.items(call.args).unwrap_or_default();
-        self.rebuild(heap, func, args)
+    fn call(
+        &mut self,
+        heap: &Heap,
+        func: &Global,
+        call: &Call,
+        budget: &mut Budget,
+    ) -> Option<Result<Node, String>> {
+        self.follow(heap, func, call.args, budget)
     }
 }
 
 impl Rebuild<'_> {
-    fn rebuild(&self, heap: &Heap, func: &Global, args: &[Id]) -> Option<Result<Node, String>> {
+    /// The call of `func` with the argument tuple `args`, unless following it would go round
+    /// a cycle or too deep.
+    fn follow(
+        &mut self,
+        heap: &Heap,
+        func: &Global,
+        args: Id,
+        budget: &mut Budget,
+    ) -> Option<Result<Node, String>> {
+        if self.path.contains(&args) {
+            return Some(Err(format!("a `{func}` call contains itself")));
+        }
+        if self.path.len() >= MAX_REBUILD_DEPTH {
+            return Some(Err(format!(
+                "tensor rebuild calls nest deeper than {MAX_REBUILD_DEPTH} levels"
+            )));
+        }
+        self.path.push(args);
+        let items = heap.items(args).unwrap_or_default();
+        let node = self.rebuild(heap, func, items, budget);
+        self.path.pop();
+        node
+    }
+
+    fn rebuild(
+        &mut self,
+        heap: &Heap,
+        func: &Global,
+        args: &[Id],
+        budget: &mut Budget,
+    ) -> Option<Result<Node, String>> {
         let (m, n) = (func.module.as_str(), func.name.as_str());
-        let tensor = |t: Result<LazyTensor, String>| Some(t.map(|t| Node::Leaf(Leaf::Tensor(t))));
+        let tensor = |t: Result<LazyTensor, String>| Some(t.map(Node::from));
         match (m, n) {
             ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2") => {
                 let view = match args.get(6).map(|&m| view_of(heap, m)) {
@@ -237,11 +282,14 @@ impl Rebuild<'_> {
                 )
             }
             ("torch._utils", "_rebuild_qtensor") => tensor(self.quantized(heap, args)),
-            ("torch._utils", "_rebuild_sparse_tensor") => tensor(self.sparse(heap, args)),
+            ("torch._utils", "_rebuild_sparse_tensor") => tensor(self.sparse(heap, args, budget)),
             ("torch._utils", "_rebuild_nested_tensor") => {
-                let buffer = self.inner_tensor(heap, *args.first()?)?;
+                let buffer = self.inner_tensor(heap, *args.first()?, budget)?;
                 // `sizes` is a tensor of one row per nested tensor.
-                let count = match args.get(1).and_then(|&s| self.inner_tensor(heap, s)) {
+                let count = match args
+                    .get(1)
+                    .and_then(|&s| self.inner_tensor(heap, s, budget))
+                {
                     Some(Ok(sizes)) => sizes.shape.first().copied().unwrap_or(0),
                     _ => 0,
                 };
@@ -298,7 +346,7 @@ impl Rebuild<'_> {
             }
             ("torch._utils", "_rebuild_device_tensor_from_cpu_tensor") => {
                 // (data, dtype, device, requires_grad): the CPU tensor, moved to a device.
-                let data = self.inner_tensor(heap, *args.first()?)?;
+                let data = self.inner_tensor(heap, *args.first()?, budget)?;
                 let dtype = self.dtype_arg(heap, args.get(1).copied());
                 tensor(data.and_then(|t| match dtype {
                     Ok(d) if d == t.dtype => Ok(t),
@@ -311,13 +359,12 @@ impl Rebuild<'_> {
             }
             ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
                 let data = *args.first()?;
-                self.inner(heap, data)
+                self.inner(heap, data, budget)
             }
             ("torch._tensor", "_rebuild_from_type_v2") => {
                 // (func, new_type, args, state): the tensor is func(*args).
                 let inner = heap.global(*args.first()?)?;
-                let inner_args = heap.items(*args.get(2)?)?;
-                self.rebuild(heap, inner, inner_args)
+                self.follow(heap, inner, *args.get(2)?, budget)
             }
             ("torch", "Size") => {
                 let dims = heap.items(*args.first()?)?;
@@ -335,28 +382,37 @@ impl Rebuild<'_> {
             }
             // A `str` subclass: the version string.
             ("torch.torch_version", "TorchVersion") => match args.first().map(|&a| heap.get(a)) {
-                Some(Value::Str(s)) => Some(Ok(Node::Leaf(Leaf::Str(s.clone())))),
+                Some(Value::Str(s)) => Some(budget.string(s).map(|s| Node::Leaf(Leaf::Str(s)))),
                 _ => None,
             },
             ("torch", "device") => {
                 let kind = match args.first().map(|&a| heap.get(a)) {
-                    Some(Value::Str(s)) => s.clone(),
+                    Some(Value::Str(s)) => s,
                     _ => return None,
                 };
                 let device = match args.get(1).map(|&a| heap.get(a)) {
                     Some(Value::Int(i)) => format!("{kind}:{i}"),
-                    _ => kind,
+                    _ => kind.clone(),
                 };
-                Some(Ok(Node::Leaf(Leaf::Str(device))))
+                Some(
+                    budget
+                        .bytes(device.len())
+                        .map(|()| Node::Leaf(Leaf::Str(device))),
+                )
             }
             _ => None,
         }
     }
 
     /// A nested rebuild call's tensor (a sparse tensor's values, a nested tensor's buffer).
-    fn inner_tensor(&self, heap: &Heap, id: Id) -> Option<Result<LazyTensor, String>> {
-        Some(match self.inner(heap, id)? {
-            Ok(Node::Leaf(Leaf::Tensor(t))) => Ok(t),
+    fn inner_tensor(
+        &mut self,
+        heap: &Heap,
+        id: Id,
+        budget: &mut Budget,
+    ) -> Option<Result<LazyTensor, String>> {
+        Some(match self.inner(heap, id, budget)? {
+            Ok(Node::Leaf(Leaf::Tensor(t))) => Ok(*t),
             Ok(_) => Err("a tensor rebuilt from something that is not a tensor".into()),
             Err(e) => Err(e),
         })
@@ -406,7 +462,12 @@ impl Rebuild<'_> {
 
     /// `_rebuild_sparse_tensor(layout, data)`: the values' type and the dense shape, said to be
     /// sparse.
-    fn sparse(&self, heap: &Heap, args: &[Id]) -> Result<LazyTensor, String> {
+    fn sparse(
+        &mut self,
+        heap: &Heap,
+        args: &[Id],
+        budget: &mut Budget,
+    ) -> Result<LazyTensor, String> {
         // `torch.sparse_coo`, or `torch.serialization._get_layout("torch.sparse_coo")`.
         let layout = match args.first().map(|&l| heap.get(l)) {
             Some(Value::Global(g)) => g.name.clone(),
@@ -430,7 +491,7 @@ impl Rebuild<'_> {
             (parts.get(2), parts.get(3))
         };
         let values = values
-            .and_then(|&v| self.inner_tensor(heap, v))
+            .and_then(|&v| self.inner_tensor(heap, v, budget))
             .ok_or("a sparse tensor without values")??;
         let shape = size
             .and_then(|&s| ints(heap, s))
@@ -443,12 +504,12 @@ impl Rebuild<'_> {
     }
 
     /// A nested rebuild call (a parameter's data).
-    fn inner(&self, heap: &Heap, id: Id) -> Option<Result<Node, String>> {
+    fn inner(&mut self, heap: &Heap, id: Id, budget: &mut Budget) -> Option<Result<Node, String>> {
         let Value::Call(call) = heap.get(id) else {
             return Some(Err("a parameter whose data is not a tensor".into()));
         };
         let func = heap.global(call.func)?;
-        self.rebuild(heap, func, heap.items(call.args).unwrap_or_default())
+        self.follow(heap, func, call.args, budget)
     }
 
     /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, ...)`.
@@ -462,6 +523,12 @@ impl Rebuild<'_> {
             let items = heap
                 .items(id)
                 .ok_or_else(|| format!("a tensor's {what} is not a tuple"))?;
+            if items.len() > MAX_DIMS {
+                return Err(format!(
+                    "a tensor's {what} has {} dimensions (more than {MAX_DIMS})",
+                    items.len()
+                ));
+            }
             items
                 .iter()
                 .map(|&i| match heap.get(i) {
@@ -560,6 +627,9 @@ fn ints(heap: &Heap, id: Id) -> Option<Vec<u64>> {
         Value::Call(call) => heap.items(*heap.items(call.args)?.first()?)?,
         _ => heap.items(id)?,
     };
+    if items.len() > MAX_DIMS {
+        return None;
+    }
     items
         .iter()
         .map(|&i| match heap.get(i) {
@@ -570,7 +640,7 @@ fn ints(heap: &Heap, id: Id) -> Option<Vec<u64>> {
 }
 
 /// A persistent id `('storage', storage_type, key, location, numel)`: its dtype, key and class.
-fn storage_of(heap: &Heap, id: Id) -> Result<(DType, String, String), String> {
+fn storage_of(heap: &Heap, id: Id) -> Result<(DType, Cow<'_, str>, &str), String> {
     let Value::PersistentId(pid) = heap.get(id) else {
         return Err("a tensor whose storage is not a persistent id".into());
     };
@@ -589,11 +659,11 @@ fn storage_of(heap: &Heap, id: Id) -> Result<(DType, String, String), String> {
     let dtype = storage_dtype(&kind.name)
         .ok_or_else(|| format!("storage type `{kind}` is not supported"))?;
     let key = match heap.get(*key) {
-        Value::Str(k) => k.clone(),
-        Value::Int(k) => k.to_string(),
+        Value::Str(k) => Cow::Borrowed(k.as_str()),
+        Value::Int(k) => Cow::Owned(k.to_string()),
         _ => return Err("a storage key that is not a string".into()),
     };
-    Ok((dtype, key, kind.name.clone()))
+    Ok((dtype, key, &kind.name))
 }
 
 #[cfg(test)]
@@ -663,5 +733,34 @@ mod tests {
         assert_eq!((t.dtype, t.shape.as_slice()), (DType::F32, &[2, 2][..]));
         assert_eq!(t.strides, [4, 2]);
         assert_eq!(recorder.0.into_inner(), [("0".to_owned(), 16..44)]);
+    }
+
+    #[test]
+    fn a_rebuild_call_that_contains_itself_is_a_cycle_not_a_hang() {
+        // F = torch._tensor._rebuild_from_type_v2; L = [F, torch.Tensor, L, {}]; F(F, Tensor, L, {})
+        let data = b"\x80\x02ctorch._tensor\n_rebuild_from_type_v2\n\x94(j\x00\x00\x00\x00ctorch\nTensor\n]\x94(j\x00\x00\x00\x00ctorch\nTensor\nj\x01\x00\x00\x00}e}tR.";
+        let heap = crate::format::pickle::parse(data, &crate::format::pickle::Policy::permissive())
+            .unwrap();
+        let err = to_node(&heap, &Recorder(Default::default()), "test").unwrap_err();
+        assert!(err.contains("contains itself"), "{err}");
+    }
+
+    #[test]
+    fn rebuild_calls_nested_too_deep_are_refused() {
+        // _rebuild_parameter(_rebuild_parameter(... 20 deep ...)), each a fresh call.
+        let mut data = b"\x80\x02".to_vec();
+        for _ in 0..20 {
+            data.extend(b"ctorch._utils\n_rebuild_parameter\n");
+        }
+        data.extend(b"N");
+        for _ in 0..20 {
+            data.extend(b"\x85R");
+        }
+        data.extend(b".");
+        let heap =
+            crate::format::pickle::parse(&data, &crate::format::pickle::Policy::permissive())
+                .unwrap();
+        let err = to_node(&heap, &Recorder(Default::default()), "test").unwrap_err();
+        assert!(err.contains("deeper than"), "{err}");
     }
 }

@@ -1,5 +1,7 @@
 //! What the crate's unit tests share.
 
+pub(crate) mod alloc;
+
 use std::sync::Arc;
 
 use object_store::ObjectStoreExt;
