@@ -119,6 +119,7 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
     }
     let mut tensors: Vec<(String, LazyTensor)> =
         tree.tensors().map(|(p, t)| (p, t.clone())).collect();
+    let count = tensors.len();
     file_order(&mut tensors);
     let mut groups = pack(
         tensors,
@@ -161,11 +162,7 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
         }
     };
 
-    let shapes: HashMap<String, (crate::dtype::DType, Vec<u64>)> = tree
-        .tensors()
-        .map(|(p, t)| (p, (t.dtype, t.shape.clone())))
-        .collect();
-    let mut stored: HashMap<String, manifest::Stored> = HashMap::new();
+    let mut written = HashMap::with_capacity(count);
     let mut files = Vec::with_capacity(names.len());
     for (i, (layout, name)) in layouts.into_iter().zip(&names).enumerate() {
         files.push(manifest::DataFile {
@@ -173,22 +170,22 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
             size: layout.size,
         });
         for t in layout.tensors {
-            let (dtype, shape) = shapes[&t.name].clone();
-            stored.insert(
-                t.name,
-                manifest::Stored {
-                    file: i,
-                    dtype,
-                    shape,
-                    range: t.range,
-                    crc32c: t.crc32c,
-                    sha256: t.sha256,
-                },
-            );
+            written.insert(t.name.clone(), (i, t));
         }
     }
-    let tree_node = manifest::dict_of(tree.root(), &mut |path| stored.remove(path))
-        .map_err(|e| Error::corrupt(dir.uri(), e))?;
+    let mut stored = |path: &str, t: &LazyTensor| {
+        let (file, w) = written.remove(path)?;
+        Some(manifest::Stored {
+            file,
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            range: w.range,
+            crc32c: w.crc32c,
+            sha256: w.sha256,
+        })
+    };
+    let tree_node =
+        manifest::dict_of(tree.root(), &mut stored).map_err(|e| Error::corrupt(dir.uri(), e))?;
     let manifest = Manifest {
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         metadata: options.metadata.clone(),
@@ -196,15 +193,16 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
         tree: tree_node,
     };
     let json = manifest.to_json();
-    if let Err(e) = ckptio::commit(dir, json.clone()).await {
+    let json_len = json.len() as u64;
+    if let Err(e) = ckptio::commit(dir, json).await {
         ckptio::remove_files(dir, &names).await;
         return Err(e);
     }
     options.progress.finished();
     Ok(Saved {
         uri: dir.uri(),
-        tensors: shapes.len(),
-        bytes: manifest.files.iter().map(|f| f.size).sum::<u64>() + json.len() as u64,
+        tensors: count,
+        bytes: manifest.files.iter().map(|f| f.size).sum::<u64>() + json_len,
         files: names,
     })
 }
@@ -230,7 +228,7 @@ async fn write_group(
         to_f32: false,
         ..read
     };
-    let data = materialize::stream(group, read);
+    let data = materialize::stream_runs(group, read);
     st::write_file(loc, &entries, metadata, data, sha256, progress).await
 }
 

@@ -5,7 +5,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::error::Result;
 use crate::format::{Format, OpenOptions, open};
 use crate::location::Location;
-use crate::materialize::{MaterializeOptions, stream};
+use crate::materialize::{MaterializeOptions, check};
 use crate::tree::{LazyTensor, TensorData};
 
 /// What [`verify`] checked.
@@ -15,7 +15,7 @@ pub struct Verified {
     pub format: Format,
     /// Tensors read (and checked, where the format stores checksums).
     pub tensors: usize,
-    /// Tensor bytes read.
+    /// Stored tensor bytes read (a tensor that repeats one stored element counts the element).
     pub bytes: u64,
     /// Tensors whose bytes were compared with a checksum stored in the checkpoint; the others
     /// were read whole but the file records nothing to compare them with (a view of part of a
@@ -23,8 +23,8 @@ pub struct Verified {
     pub checked: usize,
 }
 
-/// Checks a checkpoint by reading every tensor once, within the streaming memory budget,
-/// keeping none: a ckptio checkpoint's data file sizes and the CRC-32C (or SHA-256) of every
+/// Checks a checkpoint by reading every tensor's stored bytes once, within the streaming
+/// memory budget, keeping none and laying none out: a ckptio checkpoint's data file sizes and the CRC-32C (or SHA-256) of every
 /// tensor, a torch file's storage CRC-32s, and for any format that every tensor's bytes are
 /// there and fit its layout.
 ///
@@ -43,11 +43,7 @@ pub struct Verified {
 /// corrupt data.
 pub async fn verify(location: &Location, options: OpenOptions) -> Result<Verified> {
     let checkpoint = open(location, options).await?;
-    let tensors: Vec<_> = checkpoint
-        .tree
-        .tensors()
-        .map(|(p, t)| (p, t.clone()))
-        .collect();
+    let tensors = checkpoint.tree.into_tensors();
     let count = tensors.len();
     let mut checked = 0;
     for (_, t) in &tensors {
@@ -55,8 +51,8 @@ pub async fn verify(location: &Location, options: OpenOptions) -> Result<Verifie
             checked += 1;
         }
     }
-    let bytes = stream(tensors, MaterializeOptions::default())
-        .try_fold(0u64, |n, (_, t)| async move { Ok(n + t.data.len() as u64) })
+    let bytes = check(tensors, MaterializeOptions::default())
+        .try_fold(0u64, |n, (_, len)| async move { Ok(n + len) })
         .await?;
     Ok(Verified {
         format: checkpoint.format,

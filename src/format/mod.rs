@@ -175,10 +175,11 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
             }
             Sniffed::Other => {
                 let file = safetensors::SafetensorsFile::from_prefix(object, first).await?;
+                let (metadata, tree) = file.into_tree();
                 Checkpoint {
                     format: Format::Safetensors,
-                    metadata: file.metadata().clone(),
-                    tree: file.tree(),
+                    metadata,
+                    tree,
                 }
             }
         },

@@ -5,9 +5,11 @@
 //! It knows no format: bytes come through the tree's [`Source`], [`Anchor`] and
 //! [`Locate`](crate::tree::Locate) traits.
 
+mod check;
 mod convert;
 mod layout;
 mod pack;
+mod split;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
+pub(crate) use check::check;
 pub use convert::{to_f32, widens};
 pub(crate) use pack::pack;
 
@@ -56,7 +59,7 @@ pub async fn materialize(
     options: MaterializeOptions,
 ) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::with_capacity(tensors.len());
-    for batch in batches(tensors, u64::MAX)? {
+    for batch in batches(tensors, u64::MAX, false)? {
         out.extend(read_batch(batch, options).await?);
     }
     Ok(out)
@@ -85,7 +88,25 @@ pub fn stream(
     tensors: Vec<(String, LazyTensor)>,
     options: MaterializeOptions,
 ) -> BoxStream<'static, Result<(String, Tensor)>> {
-    let batches = match batches(tensors, options.memory_budget) {
+    stream_batches(tensors, options, false)
+}
+
+/// As [`stream`], but a tensor whose contiguous bytes exceed the budget arrives in several
+/// consecutive row-major runs under its name (each a tensor of some of its rows), so that no
+/// tensor, however large it expands, is held whole: what writers consume.
+pub(crate) fn stream_runs(
+    tensors: Vec<(String, LazyTensor)>,
+    options: MaterializeOptions,
+) -> BoxStream<'static, Result<(String, Tensor)>> {
+    stream_batches(tensors, options, true)
+}
+
+fn stream_batches(
+    tensors: Vec<(String, LazyTensor)>,
+    options: MaterializeOptions,
+    runs: bool,
+) -> BoxStream<'static, Result<(String, Tensor)>> {
+    let batches = match batches(tensors, options.memory_budget, runs) {
         Ok(b) => b,
         Err(e) => return stream::once(async { Err(e) }).boxed(),
     };
@@ -123,14 +144,10 @@ fn order_key(t: &LazyTensor, objects: &mut Vec<*const ()>) -> (usize, u64) {
 
 /// Sorts tensors into file order: grouped by object in first-seen order, then by offset.
 /// Streaming and writing use this one order, so each tensor arrives when it is next needed.
-pub(crate) fn file_order(tensors: &mut Vec<(String, LazyTensor)>) {
+pub(crate) fn file_order(tensors: &mut [(String, LazyTensor)]) {
     let mut objects = Vec::new();
-    let mut keyed: Vec<((usize, u64), (String, LazyTensor))> = std::mem::take(tensors)
-        .into_iter()
-        .map(|(path, t)| (order_key(&t, &mut objects), (path, t)))
-        .collect();
-    keyed.sort_by_key(|(key, _)| *key);
-    *tensors = keyed.into_iter().map(|(_, t)| t).collect();
+    // Keys are computed once each, in order, so objects are numbered as first seen.
+    tensors.sort_by_cached_key(|(_, t)| order_key(t, &mut objects));
 }
 
 /// A unit of reading: tensors of one object within the budget (or bytes already held), or
@@ -149,6 +166,12 @@ fn read_len(t: &LazyTensor) -> u64 {
     }
 }
 
+/// The bytes a batch holds for a tensor: what it reads, or what that becomes once laid out
+/// (a strided tensor's elements gathered), whichever is more.
+fn held(t: &LazyTensor) -> u64 {
+    read_len(t).max(t.nbytes())
+}
+
 /// Whether two tensors may not be read in one batch: they live in different objects, or
 /// one of them needs no read.
 fn apart(a: &(String, LazyTensor), b: &(String, LazyTensor)) -> bool {
@@ -161,9 +184,10 @@ fn apart(a: &(String, LazyTensor), b: &(String, LazyTensor)) -> bool {
     }
 }
 
-/// Tensors in [`file_order`], cut into batches of one object and at most `budget` bytes (a
-/// larger tensor is a batch of its own); a tensor in pieces is a batch of its own.
-fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64) -> Result<Vec<Batch>> {
+/// Tensors in [`file_order`] (each cut into runs of at most `budget` contiguous bytes when
+/// `runs`), cut into batches of one object and at most `budget` bytes (a larger tensor is a
+/// batch of its own); a tensor in pieces is a batch of its own.
+fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64, runs: bool) -> Result<Vec<Batch>> {
     for (path, t) in &tensors {
         match &t.data {
             TensorData::Abstract => {
@@ -182,10 +206,21 @@ fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64) -> Result<Vec<Ba
         }
     }
     file_order(&mut tensors);
-    let (pieces, reads): (Vec<_>, Vec<_>) = tensors
-        .into_iter()
-        .partition(|(_, t)| matches!(t.data, TensorData::Pieces(_)));
-    let mut out: Vec<Batch> = pack(reads, budget, |(_, t)| read_len(t), apart)
+    if runs {
+        tensors = tensors
+            .into_iter()
+            .flat_map(|(path, t)| {
+                split::split(t, budget)
+                    .into_iter()
+                    .map(move |run| (path.clone(), run))
+            })
+            .collect();
+    }
+    // File order puts tensors in pieces last.
+    let first_piece = tensors.partition_point(|(_, t)| !matches!(t.data, TensorData::Pieces(_)));
+    let pieces = tensors.split_off(first_piece);
+    let reads = tensors;
+    let mut out: Vec<Batch> = pack(reads, budget, |(_, t)| held(t), apart)
         .into_iter()
         .map(Batch::Read)
         .collect();
@@ -353,46 +388,58 @@ fn assemble(
             return Err(bad(format!("{} tensors cannot be assembled", t.dtype)));
         }
         let elem = (t.dtype.bits() / 8) as usize;
-        let located: Vec<(usize, LazyTensor)> =
-            stream::iter(pieces.boxes.iter().cloned().enumerate())
-                .map(|(i, b)| async move { b.locate.locate().await.map(|t| (i, t)) })
-                .buffer_unordered(PIECES_AT_ONCE)
-                .try_collect()
-                .await?;
-        let named = located
-            .into_iter()
-            .map(|(i, part)| (i.to_string(), part))
-            .collect();
-        let read = materialize(
-            named,
-            MaterializeOptions {
-                to_f32: false,
-                ..options
-            },
-        )
-        .await?;
         let nbytes = usize::try_from(t.nbytes()).map_err(|_| too_large(&where_, t.nbytes()))?;
         let mut data = zeroed(nbytes).ok_or_else(|| too_large(&where_, t.nbytes()))?;
         let mut covered = 0u64;
-        for (name, part) in read {
-            let i: usize = name.parse().expect("pieces are named by their index");
-            let piece = &pieces.boxes[i];
-            if part.dtype != t.dtype || part.shape != piece.sizes {
-                return Err(bad(format!(
-                    "its chunk at {:?} holds {} × {:?}, not {} × {:?}",
-                    piece.offsets, part.dtype, part.shape, t.dtype, piece.sizes
-                )));
+        // A few pieces at a time, up to the budget: the tensor and one group are held.
+        let groups = pack(
+            pieces.boxes.iter().cloned().enumerate().collect(),
+            options.memory_budget,
+            |(_, b)| {
+                t.dtype
+                    .byte_len(crate::dtype::numel(&b.sizes).unwrap_or(0))
+                    .unwrap_or(0)
+            },
+            |_, _| false,
+        );
+        for group in groups {
+            for chunk in group.chunks(PIECES_AT_ONCE) {
+                let located: Vec<(String, LazyTensor)> = stream::iter(chunk.iter().cloned())
+                    .map(|(i, b)| async move {
+                        Ok::<_, Error>((i.to_string(), b.locate.locate().await?))
+                    })
+                    .buffer_unordered(PIECES_AT_ONCE)
+                    .try_collect()
+                    .await?;
+                let read = materialize(
+                    located,
+                    MaterializeOptions {
+                        to_f32: false,
+                        ..options
+                    },
+                )
+                .await?;
+                for (name, part) in read {
+                    let i: usize = name.parse().expect("pieces are named by their index");
+                    let piece = &pieces.boxes[i];
+                    if part.dtype != t.dtype || part.shape != piece.sizes {
+                        return Err(bad(format!(
+                            "its chunk at {:?} holds {} × {:?}, not {} × {:?}",
+                            piece.offsets, part.dtype, part.shape, t.dtype, piece.sizes
+                        )));
+                    }
+                    covered += layout::place(
+                        &mut data,
+                        &t.shape,
+                        pieces.rows.start,
+                        &part.data,
+                        &piece.offsets,
+                        &piece.sizes,
+                        elem,
+                    )
+                    .ok_or_else(|| bad(format!("its chunk at {:?} does not fit", piece.offsets)))?;
+                }
             }
-            covered += layout::place(
-                &mut data,
-                &t.shape,
-                pieces.rows.start,
-                &part.data,
-                &piece.offsets,
-                &piece.sizes,
-                elem,
-            )
-            .ok_or_else(|| bad(format!("its chunk at {:?} does not fit", piece.offsets)))?;
         }
         if covered != t.numel() {
             return Err(bad(format!(
@@ -436,6 +483,37 @@ fn widened(dtype: DType, shape: Vec<u64>, data: Bytes, options: MaterializeOptio
     }
 }
 
+/// Whether `stored` bytes hold `t`'s layout: exactly its bytes when it is contiguous, at least
+/// what its strides reach when it is not.
+fn fits(t: &LazyTensor, stored: u64) -> std::result::Result<(), String> {
+    let nbytes = t
+        .dtype
+        .byte_len(t.numel())
+        .ok_or_else(|| format!("{} × {:?} is not a whole number of bytes", t.dtype, t.shape))?;
+    if t.is_contiguous() {
+        if stored != nbytes {
+            return Err(format!(
+                "{} × {:?} needs {nbytes} bytes, its range holds {stored}",
+                t.dtype, t.shape
+            ));
+        }
+        return Ok(());
+    }
+    let extent = crate::tree::strided_extent(t.dtype, &t.shape, &t.strides).ok_or_else(|| {
+        format!(
+            "a strided layout {:?} for {} × {:?} is not supported",
+            t.strides, t.dtype, t.shape
+        )
+    })?;
+    if stored < extent {
+        return Err(format!(
+            "strides {:?} reach byte {extent}, its range holds {stored}",
+            t.strides
+        ));
+    }
+    Ok(())
+}
+
 /// Stored bytes → a contiguous little-endian tensor (widened if asked).
 fn finish(
     uri: &str,
@@ -461,31 +539,10 @@ fn finish(
         ))
     })?;
     let elem = (t.dtype.bits() / 8) as usize;
+    fits(t, stored.len() as u64).map_err(bad)?;
     let mut data = if t.is_contiguous() {
-        if stored.len() as u64 != nbytes {
-            return Err(bad(format!(
-                "{} × {:?} needs {nbytes} bytes, its range holds {}",
-                t.dtype,
-                t.shape,
-                stored.len()
-            )));
-        }
         stored
     } else {
-        let extent =
-            crate::tree::strided_extent(t.dtype, &t.shape, &t.strides).ok_or_else(|| {
-                bad(format!(
-                    "a strided layout {:?} for {} × {:?} is not supported",
-                    t.strides, t.dtype, t.shape
-                ))
-            })?;
-        if (stored.len() as u64) < extent {
-            return Err(bad(format!(
-                "strides {:?} reach byte {extent}, its range holds {}",
-                t.strides,
-                stored.len()
-            )));
-        }
         layout::gather(&stored, elem, &t.shape, &t.strides)
             .ok_or_else(|| too_large(uri, nbytes))?
             .into()
@@ -648,7 +705,7 @@ mod tests {
                 )
             })
             .collect();
-        let planned = batches(ts.clone(), 25).unwrap();
+        let planned = batches(ts.clone(), 25, false).unwrap();
         assert_eq!(
             planned
                 .iter()
@@ -681,10 +738,73 @@ mod tests {
             ("a".to_owned(), lazy(&a, DType::U8, &[8], 0..8)),
             ("b".to_owned(), lazy(&b, DType::U8, &[8], 0..8)),
         ];
-        assert_eq!(batches(ts.clone(), u64::MAX).unwrap().len(), 2);
+        assert_eq!(batches(ts.clone(), u64::MAX, false).unwrap().len(), 2);
         let got = materialize(ts, MaterializeOptions::default())
             .await
             .unwrap();
         assert_eq!((got[0].1.data[0], got[1].1.data[0]), (1, 2));
+    }
+
+    /// One stored F32 shown `n` times (stride 0): a few bytes that lay out to `4 n`.
+    fn expanded(n: u64) -> LazyTensor {
+        LazyTensor {
+            dtype: DType::F32,
+            shape: vec![n],
+            strides: vec![0],
+            data: TensorData::Inline(Inline {
+                bytes: Bytes::from_static(&[0, 0, 96, 64]),
+                big_endian: false,
+                origin: "test".into(),
+            }),
+            view: Default::default(),
+        }
+    }
+
+    fn on_this_thread<R>(f: impl std::future::Future<Output = R>) -> R {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn an_expanded_tensor_streams_in_runs_within_the_budget() {
+        let n = 1 << 24; // 64 MiB laid out
+        let options = MaterializeOptions {
+            to_f32: false,
+            memory_budget: 1 << 20,
+        };
+        let ((runs, bytes), most) = crate::testing::alloc::peak(|| {
+            on_this_thread(
+                stream_runs(vec![("e".into(), expanded(n))], options).try_fold(
+                    (0, 0u64),
+                    |(runs, bytes), (name, t)| async move {
+                        assert_eq!(name, "e");
+                        assert!(t.data.chunks(4).all(|x| x == [0, 0, 96, 64]));
+                        Ok((runs + 1, bytes + t.data.len() as u64))
+                    },
+                ),
+            )
+            .unwrap()
+        });
+        assert_eq!((runs, bytes), (64, 4 * n));
+        assert!(most < 4 << 20, "{most} bytes held at once");
+    }
+
+    #[test]
+    fn checking_an_expanded_tensor_reads_its_stored_bytes_only() {
+        let ((checked, read), most) = crate::testing::alloc::peak(|| {
+            on_this_thread(
+                check(
+                    vec![("e".into(), expanded(1 << 30))],
+                    MaterializeOptions::default(),
+                )
+                .try_collect::<Vec<_>>(),
+            )
+            .map(|v| (v.len(), v[0].1))
+            .unwrap()
+        });
+        assert_eq!((checked, read), (1, 4));
+        assert!(most < 1 << 20, "{most} bytes held at once");
     }
 }

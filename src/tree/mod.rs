@@ -249,6 +249,75 @@ impl StateTree {
             _ => None,
         })
     }
+
+    /// Calls `f` with every leaf and its path, depth first, in order, building no list: one
+    /// path buffer serves every leaf.
+    ///
+    /// ```
+    /// use ckptio::{Leaf, Node, StateTree};
+    ///
+    /// let mut tree = StateTree::new();
+    /// tree.insert("a/b", Node::Leaf(Leaf::Int(1.into()))).unwrap();
+    /// tree.insert("c", Node::Leaf(Leaf::None)).unwrap();
+    /// let mut paths = Vec::new();
+    /// tree.walk_leaves(|path, _| paths.push(path.to_owned()));
+    /// assert_eq!(paths, ["a/b", "c"]);
+    /// ```
+    pub fn walk_leaves(&self, mut f: impl FnMut(&str, &Leaf)) {
+        let mut at = String::new();
+        for (key, node) in &self.root {
+            walk(&mut at, &path::escape(key), node, &mut f);
+        }
+    }
+
+    /// The tree's tensors with their paths, in tree order, taken out of it: what a writer or a
+    /// check consumes when the rest of the tree is not needed.
+    pub fn into_tensors(self) -> Vec<(String, LazyTensor)> {
+        let mut out = Vec::new();
+        for (key, node) in self.root {
+            take_tensors(path::escape(&key), node, &mut out);
+        }
+        out
+    }
+}
+
+fn walk(at: &mut String, key: &str, node: &Node, f: &mut dyn FnMut(&str, &Leaf)) {
+    let len = at.len();
+    if !at.is_empty() {
+        at.push('/');
+    }
+    at.push_str(key);
+    match node {
+        Node::Leaf(leaf) => f(at, leaf),
+        Node::Dict(d) => {
+            for (k, child) in d {
+                walk(at, &path::escape(k), child, f);
+            }
+        }
+        Node::List(items) => {
+            for (i, child) in items.iter().enumerate() {
+                walk(at, &i.to_string(), child, f);
+            }
+        }
+    }
+    at.truncate(len);
+}
+
+fn take_tensors(at: String, node: Node, out: &mut Vec<(String, LazyTensor)>) {
+    match node {
+        Node::Leaf(Leaf::Tensor(t)) => out.push((at, *t)),
+        Node::Leaf(_) => {}
+        Node::Dict(d) => {
+            for (key, child) in d {
+                take_tensors(path::join(&at, &path::escape(&key)), child, out);
+            }
+        }
+        Node::List(items) => {
+            for (i, child) in items.into_iter().enumerate() {
+                take_tensors(path::join(&at, &i.to_string()), child, out);
+            }
+        }
+    }
 }
 
 fn collect_leaves<'a>(at: String, node: &'a Node, out: &mut Vec<(String, &'a Leaf)>) {

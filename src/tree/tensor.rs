@@ -313,12 +313,18 @@ impl LazyTensor {
                 ..self.clone()
             });
         }
-        if !self.is_contiguous() {
-            return None;
-        }
-        let row = self.dtype.byte_len(dtype::numel(&self.shape[1..])?)?;
-        let skip = rows.start.checked_mul(row)?;
-        let len = (rows.end - rows.start).checked_mul(row)?;
+        // A strided tensor keeps its strides: its rows start `stride[0]` elements apart and
+        // span what the strides reach.
+        let (skip, len, strides) = if self.is_contiguous() {
+            let row = self.dtype.byte_len(dtype::numel(&self.shape[1..])?)?;
+            let len = (rows.end - rows.start).checked_mul(row)?;
+            (rows.start.checked_mul(row)?, len, Vec::new())
+        } else {
+            let elem = self.dtype.byte_len(1)?;
+            let skip = rows.start.checked_mul(self.strides[0])?.checked_mul(elem)?;
+            let len = strided_extent(self.dtype, &shape, &self.strides)?;
+            (skip, len, self.strides.clone())
+        };
         let data = match &self.data {
             TensorData::Abstract => TensorData::Abstract,
             TensorData::Unreadable(u) => TensorData::Unreadable(u.clone()),
@@ -341,8 +347,26 @@ impl LazyTensor {
         };
         Some(LazyTensor {
             shape,
-            strides: Vec::new(),
+            strides,
             data,
+            ..self.clone()
+        })
+    }
+
+    /// The tensor without its first dimension when that has one element (`[1, n]` as `[n]`):
+    /// the same elements in the same order. `None` for a tensor in pieces, whose boxes keep
+    /// every dimension.
+    pub(crate) fn squeeze_first(&self) -> Option<LazyTensor> {
+        if self.shape.first() != Some(&1) || matches!(self.data, TensorData::Pieces(_)) {
+            return None;
+        }
+        Some(LazyTensor {
+            shape: self.shape[1..].to_vec(),
+            strides: self
+                .strides
+                .get(1..)
+                .map(<[u64]>::to_vec)
+                .unwrap_or_default(),
             ..self.clone()
         })
     }

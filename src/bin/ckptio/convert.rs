@@ -63,7 +63,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     };
     // Sources keep these options: every tensor byte read advances the bar.
     let checkpoint = ckptio::open(&src, args.read.options(fetch)).await?;
-    let mut tree = filtered(&checkpoint.tree, &args.select, &args.ignore)?;
+    let mut tree = filtered(checkpoint.tree, &args.select, &args.ignore)?;
     let unreadable: Vec<(String, String)> = tree
         .tensors()
         .filter_map(|(path, t)| match &t.data {
@@ -88,16 +88,17 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         }
         say!("left out {}", list.join(", "));
     }
-    let tensors: Vec<_> = tree.tensors().map(|(p, t)| (p, t.clone())).collect();
     let target = args.to.unwrap_or(if args.dst.ends_with(".safetensors") {
         Target::Safetensors
     } else {
         Target::Ckptio
     });
-    if tensors.is_empty() && target == Target::Safetensors {
+    let (count, total) = tree
+        .tensors()
+        .fold((0, 0), |(n, bytes), (_, t)| (n + 1, bytes + t.nbytes()));
+    if count == 0 && target == Target::Safetensors {
         bail!("{src}: no tensors to convert (after --select/--ignore)");
     }
-    let total = tensors.iter().map(|(_, t)| t.nbytes()).sum();
     bar.started(&src.uri(), total);
     if target == Target::Ckptio {
         let defaults = SaveOptions::default();
@@ -131,7 +132,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         ..WriteOptions::default()
     };
     let written = tokio::select! {
-        written = write_safetensors(tensors, &dst, &write) => written?,
+        written = write_safetensors(tree.into_tensors(), &dst, &write) => written?,
         _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
     };
     bar.finished();

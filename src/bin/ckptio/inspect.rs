@@ -1,11 +1,15 @@
 //! `ckptio inspect URI`: the tree of a checkpoint, without fetching tensor data.
 
+use std::io::Write as _;
+
 use anyhow::Result;
 use ckptio::{FetchOptions, Int, Leaf, Node, StateTree};
 use indicatif::HumanBytes;
+use serde::ser::{Serialize, SerializeSeq, Serializer};
 use serde_json::{Value, json};
 
-use crate::{ReadArgs, StoreArgs, filtered, out, out_json};
+use crate::text::printable;
+use crate::{ReadArgs, StoreArgs, filtered, out};
 
 /// Arguments of `ckptio inspect`.
 #[derive(Debug, clap::Args)]
@@ -35,20 +39,14 @@ pub async fn run(args: Args) -> Result<()> {
     let location = args.store.resolve(&args.uri)?;
     let (counted, counts) = location.counted();
     let checkpoint = ckptio::open(&counted, args.read.options(FetchOptions::default())).await?;
-    let tree = filtered(&checkpoint.tree, &args.select, &args.ignore)?;
+    let tree = filtered(checkpoint.tree, &args.select, &args.ignore)?;
     if args.json {
-        let tensors: Vec<Value> = tree
-            .tensors()
-            .map(|(path, t)| json!({ "path": path, "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes() }))
-            .collect();
-        let doc = json!({
-            "uri": location.uri(),
-            "format": checkpoint.format.to_string(),
-            "metadata": checkpoint.metadata,
-            "tensors": tensors,
-            "tree": Value::Object(tree.root().iter().map(|(k, n)| (k.clone(), node_json(n))).collect()),
-        });
-        out_json!(serde_json::to_string_pretty(&doc)?);
+        let (uri, format) = (location.uri(), checkpoint.format.to_string());
+        let doc = Doc::new(&uri, &format, &checkpoint.metadata, &tree);
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+        out.flush()?;
     } else {
         print_text(
             &location.uri(),
@@ -63,6 +61,8 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Prints one line per leaf, paths aligned, walking the tree twice instead of holding the
+/// lines.
 fn print_text(
     uri: &str,
     format: &str,
@@ -79,14 +79,18 @@ fn print_text(
             out!("  {k}: {v}");
         }
     }
-    let rows: Vec<(String, String)> = tree
-        .leaves()
-        .map(|(path, leaf)| (path, leaf_text(leaf)))
-        .collect();
-    let width = rows.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
-    for (path, text) in rows {
-        out!("{path:width$}  {text}");
-    }
+    let mut width = 0;
+    tree.walk_leaves(|path, _| width = width.max(path.len()));
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut written = Ok(());
+    tree.walk_leaves(|path, leaf| {
+        if written.is_ok() {
+            let line = format!("{path:width$}  {}", leaf_text(leaf));
+            written = writeln!(out, "{}", printable(&line));
+        }
+    });
+    written?;
+    out.flush()?;
     Ok(())
 }
 
@@ -114,23 +118,86 @@ fn leaf_text(leaf: &Leaf) -> String {
     }
 }
 
-fn node_json(node: &Node) -> Value {
-    match node {
-        Node::Dict(d) => Value::Object(d.iter().map(|(k, n)| (k.clone(), node_json(n))).collect()),
-        Node::List(items) => Value::Array(items.iter().map(node_json).collect()),
-        Node::Leaf(Leaf::Tensor(t)) => match &t.data {
+/// The `--json` document, written as it is serialized.
+#[derive(serde::Serialize)]
+struct Doc<'a> {
+    uri: &'a str,
+    format: &'a str,
+    metadata: &'a std::collections::BTreeMap<String, String>,
+    tensors: Tensors<'a>,
+    tree: NodeJson<'a>,
+}
+
+impl<'a> Doc<'a> {
+    fn new(
+        uri: &'a str,
+        format: &'a str,
+        metadata: &'a std::collections::BTreeMap<String, String>,
+        tree: &'a StateTree,
+    ) -> Self {
+        Self {
+            uri,
+            format,
+            metadata,
+            tensors: Tensors(tree),
+            tree: NodeJson::Root(tree.root()),
+        }
+    }
+}
+
+/// Every tensor: path, dtype, shape, bytes.
+struct Tensors<'a>(&'a StateTree);
+
+impl Serialize for Tensors<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        let mut result = Ok(());
+        self.0.walk_leaves(|path, leaf| {
+            if let (Leaf::Tensor(t), Ok(())) = (leaf, &result) {
+                let entry = json!({
+                    "path": path, "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes()
+                });
+                result = seq.serialize_element(&entry);
+            }
+        });
+        result?;
+        seq.end()
+    }
+}
+
+/// A node of the tree: tensors as their type, shape and size; other leaves as JSON values.
+enum NodeJson<'a> {
+    Root(&'a ckptio::Dict),
+    Node(&'a Node),
+}
+
+impl Serialize for NodeJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let dict =
+            |d: &ckptio::Dict, s: S| s.collect_map(d.iter().map(|(k, n)| (k, NodeJson::Node(n))));
+        match *self {
+            Self::Root(d) | Self::Node(Node::Dict(d)) => dict(d, s),
+            Self::Node(Node::List(items)) => s.collect_seq(items.iter().map(NodeJson::Node)),
+            Self::Node(Node::Leaf(leaf)) => leaf_json(leaf).serialize(s),
+        }
+    }
+}
+
+fn leaf_json(leaf: &Leaf) -> Value {
+    match leaf {
+        Leaf::Tensor(t) => match &t.data {
             ckptio::TensorData::Unreadable(u) => json!({
                 "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes(), "unreadable": &*u.what,
             }),
             _ => json!({ "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes() }),
         },
-        Node::Leaf(Leaf::None) => Value::Null,
-        Node::Leaf(Leaf::Bool(b)) => json!(b),
-        Node::Leaf(Leaf::Int(Int::Small(i))) => json!(i),
-        Node::Leaf(Leaf::Int(big)) => json!(big.to_string()),
-        Node::Leaf(Leaf::Float(f)) => json!(f),
-        Node::Leaf(Leaf::Str(s)) => json!(s),
-        Node::Leaf(Leaf::Bytes(b)) => json!({ "bytes": b.len() }),
-        Node::Leaf(Leaf::Opaque(o)) => json!({ "opaque": format!("{}.{}", o.module, o.name) }),
+        Leaf::None => Value::Null,
+        Leaf::Bool(b) => json!(b),
+        Leaf::Int(Int::Small(i)) => json!(i),
+        Leaf::Int(big) => json!(big.to_string()),
+        Leaf::Float(f) => json!(f),
+        Leaf::Str(s) => json!(s),
+        Leaf::Bytes(b) => json!({ "bytes": b.len() }),
+        Leaf::Opaque(o) => json!({ "opaque": format!("{}.{}", o.module, o.name) }),
     }
 }

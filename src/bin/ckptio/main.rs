@@ -128,7 +128,7 @@ impl SrcDstArgs {
 
 /// `tree` with `--select` globs kept and `--ignore` globs dropped.
 pub fn filtered(
-    tree: &ckptio::StateTree,
+    tree: ckptio::StateTree,
     select: &[String],
     ignore: &[String],
 ) -> anyhow::Result<ckptio::StateTree> {
@@ -136,7 +136,7 @@ pub fn filtered(
         v.iter().map(String::as_str).collect()
     }
     let tree = if select.is_empty() {
-        tree.clone()
+        tree
     } else {
         tree.select(&as_strs(select))?
     };

@@ -13,13 +13,17 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Number, Value, json};
 
 pub use super::document::MAX_JSON_DEPTH;
 use super::document::{self, TensorJson};
 
 use crate::dtype::DType;
-use crate::tree::{Dict, Int, Leaf, Node};
+use crate::tree::{Dict, Int, LazyTensor, Leaf, Node};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
@@ -104,15 +108,37 @@ fn bad(what: impl Into<String>) -> ManifestError {
 impl Manifest {
     /// The manifest as JSON bytes.
     pub fn to_json(&self) -> Vec<u8> {
-        let doc = json!({
-            "format": "ckptio",
-            "layout_version": LAYOUT_VERSION,
-            "created": self.created,
-            "metadata": self.metadata,
-            "files": self.files.iter().map(|f| json!({"name": f.name, "size": f.size})).collect::<Vec<_>>(),
-            "tree": node_json(&self.tree),
-        });
-        serde_json::to_vec_pretty(&doc).expect("a JSON value always serializes")
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            format: &'static str,
+            layout_version: u64,
+            created: &'a str,
+            metadata: &'a BTreeMap<String, String>,
+            files: Vec<FileJson<'a>>,
+            tree: NodeJson<'a>,
+        }
+        #[derive(Serialize)]
+        struct FileJson<'a> {
+            name: &'a str,
+            size: u64,
+        }
+        let doc = Doc {
+            format: "ckptio",
+            layout_version: LAYOUT_VERSION,
+            created: &self.created,
+            metadata: &self.metadata,
+            files: self
+                .files
+                .iter()
+                .map(|f| FileJson {
+                    name: &f.name,
+                    size: f.size,
+                })
+                .collect(),
+            tree: NodeJson(&self.tree),
+        };
+        // Written as it is serialized: no JSON tree of the whole manifest is built.
+        serde_json::to_vec(&doc).expect("a manifest always serializes")
     }
 
     /// Parses and validates a manifest: known layout version, every tensor's file and range
@@ -172,7 +198,7 @@ fn is_plain_name(name: &str) -> bool {
 /// As [`node_of`].
 pub fn dict_of(
     root: &Dict,
-    tensor: &mut dyn FnMut(&str) -> Option<Stored>,
+    tensor: &mut dyn FnMut(&str, &LazyTensor) -> Option<Stored>,
 ) -> Result<ManifestNode, ManifestError> {
     root.iter()
         .map(|(k, v)| {
@@ -189,7 +215,7 @@ pub fn dict_of(
 pub fn node_of(
     node: &Node,
     path: &str,
-    tensor: &mut dyn FnMut(&str) -> Option<Stored>,
+    tensor: &mut dyn FnMut(&str, &LazyTensor) -> Option<Stored>,
 ) -> Result<ManifestNode, ManifestError> {
     let join = |k: &str| {
         let k = crate::tree::path::escape(k);
@@ -211,8 +237,8 @@ pub fn node_of(
                 .map(|(i, v)| node_of(v, &join(&i.to_string()), tensor))
                 .collect::<Result<_, _>>()?,
         ),
-        Node::Leaf(Leaf::Tensor(_)) => ManifestNode::Tensor(Box::new(
-            tensor(path).ok_or_else(|| bad(format!("tensor `{path}` was not written")))?,
+        Node::Leaf(Leaf::Tensor(t)) => ManifestNode::Tensor(Box::new(
+            tensor(path, t).ok_or_else(|| bad(format!("tensor `{path}` was not written")))?,
         )),
         Node::Leaf(leaf) => ManifestNode::Leaf(LeafValue(leaf.clone())),
     })
@@ -237,35 +263,47 @@ pub fn json_depth(node: &Node) -> usize {
     }
 }
 
-fn node_json(node: &ManifestNode) -> Value {
-    match node {
-        ManifestNode::Dict(d) => Value::Object(
-            d.iter()
-                .map(|(k, v)| {
-                    let key = if k.starts_with('$') {
-                        format!("${k}")
-                    } else {
-                        k.clone()
-                    };
-                    (key, node_json(v))
-                })
-                .collect(),
-        ),
-        ManifestNode::List(l) => Value::Array(l.iter().map(node_json).collect()),
-        ManifestNode::Tensor(s) => {
-            let mut t = json!({
-                "file": s.file,
-                "dtype": s.dtype.name(),
-                "shape": s.shape,
-                "offsets": [s.range.start, s.range.end],
-                "crc32c": format!("{:08x}", s.crc32c),
-            });
-            if let Some(sha) = &s.sha256 {
-                t["sha256"] = json!(hex(sha));
+/// A manifest node as JSON, serialized in place.
+struct NodeJson<'a>(&'a ManifestNode);
+
+impl Serialize for NodeJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0 {
+            ManifestNode::Dict(d) => s.collect_map(d.iter().map(|(k, v)| {
+                // A key that starts with `$` gets one more, so no dict reads as a leaf.
+                let key = if k.starts_with('$') {
+                    Cow::Owned(format!("${k}"))
+                } else {
+                    Cow::Borrowed(k.as_str())
+                };
+                (key, NodeJson(v))
+            })),
+            ManifestNode::List(l) => s.collect_seq(l.iter().map(NodeJson)),
+            ManifestNode::Tensor(t) => {
+                #[derive(Serialize)]
+                struct Body<'a> {
+                    file: usize,
+                    dtype: &'a str,
+                    shape: &'a [u64],
+                    offsets: [u64; 2],
+                    crc32c: String,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    sha256: Option<String>,
+                }
+                let body = Body {
+                    file: t.file,
+                    dtype: t.dtype.name(),
+                    shape: &t.shape,
+                    offsets: [t.range.start, t.range.end],
+                    crc32c: format!("{:08x}", t.crc32c),
+                    sha256: t.sha256.as_ref().map(|h| hex(h)),
+                };
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("$tensor", &body)?;
+                map.end()
             }
-            json!({ "$tensor": t })
+            ManifestNode::Leaf(LeafValue(leaf)) => leaf_json(leaf).serialize(s),
         }
-        ManifestNode::Leaf(LeafValue(leaf)) => leaf_json(leaf),
     }
 }
 
@@ -303,13 +341,13 @@ fn leaf_json(leaf: &Leaf) -> Value {
 /// A node inside an opaque object (its tensors, if any, are not stored: kept as a type and
 /// shape only).
 fn plain_json(node: &Node) -> Value {
-    let mut no_tensors = |_: &str| None;
+    let mut no_tensors = |_: &str, _: &LazyTensor| None;
     match node {
         Node::Leaf(Leaf::Tensor(t)) => {
             json!({"$abstract": {"dtype": t.dtype.name(), "shape": t.shape}})
         }
         other => node_of(other, "", &mut no_tensors)
-            .map(|n| node_json(&n))
+            .map(|n| serde_json::to_value(NodeJson(&n)).unwrap_or(Value::Null))
             .unwrap_or(Value::Null),
     }
 }
@@ -436,7 +474,7 @@ mod tests {
             "w".into(),
             Node::from(crate::tree::LazyTensor::abstract_(DType::F32, vec![2])),
         );
-        let mut stored = |path: &str| {
+        let mut stored = |path: &str, _: &LazyTensor| {
             (path == "w").then_some(Stored {
                 file: 0,
                 dtype: DType::F32,
@@ -477,16 +515,13 @@ mod tests {
         let json = String::from_utf8(sample().to_json()).unwrap();
         let cases = [
             (
-                json.replace("\"layout_version\": 1", "\"layout_version\": 9"),
+                json.replace("\"layout_version\":1", "\"layout_version\":9"),
                 "layout version",
             ),
-            (
-                json.replace("\"size\": 16", "\"size\": 12"),
-                "are not within",
-            ),
+            (json.replace("\"size\":16", "\"size\":12"), "are not within"),
             (json.replace("\"F32\"", "\"F64\""), "does not take 8 bytes"),
             (
-                json.replace("\"file\": 0", "\"file\": 3"),
+                json.replace("\"file\":0", "\"file\":3"),
                 "no such data file",
             ),
             (

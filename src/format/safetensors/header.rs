@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use serde_json::{Value, json};
-
 use super::entries::{self, Field, MAX_METADATA_ENTRIES, METADATA_KEY, Metadata, RawEntry, Stop};
 use crate::dtype::{self, DType};
 use crate::tree::MAX_DIMS;
@@ -226,11 +224,8 @@ pub fn render(
     tensors: &[(&str, DType, &[u64])],
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, HeaderError> {
-    let mut map = serde_json::Map::new();
-    if !metadata.is_empty() {
-        map.insert(METADATA_KEY.into(), json!(metadata));
-    }
     let mut offset = 0u64;
+    let mut entries = Vec::with_capacity(tensors.len());
     for &(name, dtype, shape) in tensors {
         let len = dtype::numel(shape)
             .and_then(|n| dtype.byte_len(n))
@@ -242,19 +237,52 @@ pub fn render(
                 actual: 0,
             })?;
         let end = offset.saturating_add(len);
-        map.insert(
-            name.to_owned(),
-            json!({ "dtype": dtype.name(), "shape": shape, "data_offsets": [offset, end] }),
-        );
+        entries.push((
+            name,
+            RenderedEntry {
+                dtype: dtype.name(),
+                shape,
+                data_offsets: [offset, end],
+            },
+        ));
         offset = end;
     }
-    let mut header = serde_json::to_vec(&Value::Object(map)).expect("a JSON map always serializes");
+    let object = Rendered { metadata, entries };
+    // Serialized in place: no JSON tree of the header is built.
+    let mut header = serde_json::to_vec(&object).expect("a header always serializes");
     while (8 + header.len()) % 8 != 0 {
         header.push(b' ');
     }
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&header);
     Ok(out)
+}
+
+/// The header object: `__metadata__` (when there is any), then the tensors in order.
+struct Rendered<'a> {
+    metadata: &'a BTreeMap<String, String>,
+    entries: Vec<(&'a str, RenderedEntry<'a>)>,
+}
+
+#[derive(serde::Serialize)]
+struct RenderedEntry<'a> {
+    dtype: &'a str,
+    shape: &'a [u64],
+    data_offsets: [u64; 2],
+}
+
+impl serde::Serialize for Rendered<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        if !self.metadata.is_empty() {
+            map.serialize_entry(METADATA_KEY, self.metadata)?;
+        }
+        for (name, entry) in &self.entries {
+            map.serialize_entry(name, entry)?;
+        }
+        map.end()
+    }
 }
 
 fn entry(name: String, raw: RawEntry, data_start: u64) -> Result<TensorInfo, HeaderError> {

@@ -2,7 +2,7 @@
 //! speculative first read, and each tensor is then one more range.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -27,7 +27,8 @@ pub struct Invalid(#[from] pub HeaderError);
 pub(crate) struct SafetensorsFile {
     source: Arc<dyn Source>,
     header: Header,
-    by_name: HashMap<String, usize>,
+    /// Tensors by name, made when a tensor is first asked for by name.
+    by_name: OnceLock<HashMap<String, usize>>,
 }
 
 impl SafetensorsFile {
@@ -57,49 +58,41 @@ impl SafetensorsFile {
         let end = header_end(&first, size).map_err(invalid)?;
         let bytes = object.extend_prefix(first, end).await?;
         let header = parse(&bytes, size).map_err(invalid)?;
-        let by_name = header
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
         Ok(Self {
             source: source(&object),
             header,
-            by_name,
+            by_name: OnceLock::new(),
         })
     }
 
-    /// The `__metadata__` strings.
-    pub(crate) fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.header.metadata
-    }
-
-    /// The file as a tree: one top-level key per tensor (names are kept whole, dots and all),
-    /// each a [`LazyTensor`] reading its range of this file.
-    pub(crate) fn tree(&self) -> StateTree {
+    /// The file as its metadata and a tree: one top-level key per tensor (names are kept
+    /// whole, dots and all), each a [`LazyTensor`] reading its range of this file.
+    pub(crate) fn into_tree(self) -> (BTreeMap<String, String>, StateTree) {
+        let source = self.source;
         let root = self
             .header
             .tensors
-            .iter()
-            .map(|t| (t.name.clone(), Node::from(self.lazy(t))))
+            .into_iter()
+            .map(|t| {
+                let lazy = LazyTensor::contiguous(t.dtype, t.shape, Arc::clone(&source), t.range);
+                (t.name, Node::from(lazy))
+            })
             .collect();
-        StateTree::from_dict(root)
+        (self.header.metadata, StateTree::from_dict(root))
     }
 
     /// Tensor `name` as a [`LazyTensor`] reading its range of this file.
     pub(crate) fn lazy_tensor(&self, name: &str) -> Option<LazyTensor> {
-        self.by_name
-            .get(name)
-            .map(|&i| self.lazy(&self.header.tensors[i]))
-    }
-
-    fn lazy(&self, t: &super::header::TensorInfo) -> LazyTensor {
-        LazyTensor::contiguous(
+        let by_name = self.by_name.get_or_init(|| {
+            let names = self.header.tensors.iter().map(|t| t.name.clone());
+            names.zip(0..).collect()
+        });
+        let t = &self.header.tensors[*by_name.get(name)?];
+        Some(LazyTensor::contiguous(
             t.dtype,
             t.shape.clone(),
             Arc::clone(&self.source),
             t.range.clone(),
-        )
+        ))
     }
 }

@@ -42,9 +42,10 @@ pub(crate) struct WrittenTensor {
 pub(crate) type Entry = (String, DType, Vec<u64>);
 
 /// Writes the safetensors file `dest`: the header for `entries`, then the tensors of `data`,
-/// which must come in `entries`' order, CRC-32C (and SHA-256 with `sha256`) computed on the
-/// way; `progress` is told of each tensor's bytes as they are handed to the upload. A failed
-/// write is aborted, so no partial file appears under the name.
+/// which must come in `entries`' order (a large tensor as several consecutive row-major runs
+/// under its name), CRC-32C (and SHA-256 with `sha256`) computed on the way; `progress` is
+/// told of each run's bytes as they are handed to the upload. A failed write is aborted, so
+/// no partial file appears under the name.
 ///
 /// # Errors
 ///
@@ -79,32 +80,36 @@ pub(crate) async fn write_file(
         upload.put(head.into()).await?;
         let mut data = std::pin::pin!(data);
         let mut expected = entries.iter();
+        let mut current: Option<Open<'_>> = None;
         while let Some(item) = data.next().await {
-            let (name, tensor) = item?;
-            let entry = expected.next();
-            let (dtype, shape) = tensor.dtype.safetensors_view(&tensor.shape);
-            if entry.is_none_or(|(n, d, s)| *n != name || *d != dtype || *s != shape) {
-                return Err(Error::InvalidArgument {
-                    what: format!("tensor `{name}`"),
-                    reason: format!(
-                        "arrived as {} × {:?}, where the header of {dest} expects {:?}",
-                        tensor.dtype,
-                        tensor.shape,
-                        entry.map(|(n, d, s)| format!("`{n}` {d} × {s:?}"))
-                    ),
-                });
+            let (name, run) = item?;
+            if current.as_ref().is_none_or(|c| c.entry.0 != name) {
+                if let Some(done) = current.take() {
+                    layout.tensors.push(done.close(dest, layout.size)?);
+                }
+                let entry = expected.next();
+                let dtype = run.dtype.safetensors_view(&run.shape).0;
+                let Some(entry) = entry.filter(|(n, d, _)| *n == name && *d == dtype) else {
+                    return Err(Error::InvalidArgument {
+                        what: format!("tensor `{name}`"),
+                        reason: format!(
+                            "arrived as {}, where the header of {dest} expects {:?}",
+                            run.dtype,
+                            entry.map(|(n, d, s)| format!("`{n}` {d} × {s:?}"))
+                        ),
+                    });
+                };
+                current = Some(Open::new(entry, layout.size, sha256));
             }
-            let start = layout.size;
-            layout.size += tensor.data.len() as u64;
-            layout.tensors.push(WrittenTensor {
-                name,
-                range: start..layout.size,
-                crc32c: crc32c::crc32c(&tensor.data),
-                sha256: sha256.then(|| <sha2::Sha256 as sha2::Digest>::digest(&tensor.data).into()),
-            });
-            let len = tensor.data.len() as u64;
-            upload.put(tensor.data).await?;
+            let open = current.as_mut().expect("opened above");
+            open.add(&run.data);
+            layout.size += run.data.len() as u64;
+            let len = run.data.len() as u64;
+            upload.put(run.data).await?;
             progress.advanced(len);
+        }
+        if let Some(done) = current.take() {
+            layout.tensors.push(done.close(dest, layout.size)?);
         }
         if let Some((name, _, _)) = expected.next() {
             return Err(Error::InvalidArgument {
@@ -121,5 +126,52 @@ pub(crate) async fn write_file(
             upload.abort().await;
             Err(e)
         }
+    }
+}
+
+/// A tensor being written, run by run.
+struct Open<'e> {
+    entry: &'e Entry,
+    start: u64,
+    crc32c: u32,
+    sha256: Option<sha2::Sha256>,
+}
+
+impl<'e> Open<'e> {
+    fn new(entry: &'e Entry, start: u64, sha256: bool) -> Self {
+        Self {
+            entry,
+            start,
+            crc32c: 0,
+            sha256: sha256.then(<sha2::Sha256 as sha2::Digest>::new),
+        }
+    }
+
+    fn add(&mut self, data: &[u8]) {
+        self.crc32c = crc32c::crc32c_append(self.crc32c, data);
+        if let Some(hasher) = &mut self.sha256 {
+            sha2::Digest::update(hasher, data);
+        }
+    }
+
+    /// The tensor written, which ends at `end`: its bytes must be what its entry says.
+    fn close(self, dest: &Location, end: u64) -> Result<WrittenTensor> {
+        let (name, dtype, shape) = self.entry;
+        let want = crate::dtype::numel(shape).and_then(|n| dtype.byte_len(n));
+        if want != Some(end - self.start) {
+            return Err(Error::InvalidArgument {
+                what: format!("tensor `{name}`"),
+                reason: format!(
+                    "arrived with {} bytes, where the header of {dest} says {dtype} × {shape:?}",
+                    end - self.start
+                ),
+            });
+        }
+        Ok(WrittenTensor {
+            name: name.clone(),
+            range: self.start..end,
+            crc32c: self.crc32c,
+            sha256: self.sha256.map(|h| sha2::Digest::finalize(h).into()),
+        })
     }
 }
