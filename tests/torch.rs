@@ -873,3 +873,66 @@ async fn a_size_that_lies_about_the_archive_is_an_error_not_a_view_without_a_che
     )
     .await;
 }
+
+#[tokio::test]
+async fn expanded_views_are_verified_by_their_stored_bytes_and_converted_in_runs() {
+    let src = local(&fixture("torch/expanded.pt"));
+    let checked = ckptio::verify(&src, OpenOptions::default()).await.unwrap();
+    // One stored F32, and a column of four: 20 bytes read for 5 MiB of tensors.
+    assert_eq!((checked.tensors, checked.bytes), (2, 20));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = local(&dir.path().join("expanded.safetensors"));
+    let tensors = read_tree(&src).await.into_tensors();
+    let options = ckptio::WriteOptions {
+        materialize: ckptio::MaterializeOptions {
+            to_f32: false,
+            memory_budget: 64 << 10,
+        },
+        ..Default::default()
+    };
+    ckptio::write_safetensors(tensors, &out, &options)
+        .await
+        .unwrap();
+    let want = &expected()["expanded.pt"];
+    let file = read_tree(&out).await;
+    for path in ["one", "column"] {
+        let bytes = support::read_tensor(&file, path).await;
+        assert_eq!(sha256(&bytes), want[path]["sha256"], "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_dcp_tensor_that_claims_more_than_its_chunks_hold_is_refused_before_it_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("torch/dcp_lying");
+    fails_with(
+        dir.path(),
+        &["inspect", src.to_str().unwrap()],
+        &[
+            "model.body.0.bias",
+            "its chunks hold 8 elements, not its 1073741824",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rebuild_call_that_contains_itself_is_an_error_and_listing_its_folder_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("torch/cycle.pt"), dir.path().join("cycle.pt")).unwrap();
+    let path = dir.path().join("cycle.pt");
+    fails_with(
+        dir.path(),
+        &["inspect", path.to_str().unwrap()],
+        &["cycle.pt", "contains itself"],
+    )
+    .await;
+    let listed = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        ckptio(dir.path(), &["ls", dir.path().to_str().unwrap()]),
+    )
+    .await
+    .expect("ls ends");
+    assert!(listed.status.success(), "{}", support::cli::stderr(&listed));
+}
