@@ -80,9 +80,10 @@ pub mod sources {
     pub use crate::format::ckptio::manifest::ManifestError;
     pub use crate::format::dcp::DcpError;
     pub use crate::format::pickle::{Global, InRecord, PickleError, PickleErrorKind};
+    pub use crate::format::safetensors::Invalid;
     pub use crate::format::safetensors::header::HeaderError;
     pub use crate::format::safetensors::index::IndexError;
-    pub use crate::format::safetensors::{Invalid, ShardError};
+    pub use crate::format::sharded::ShardError;
     pub use crate::format::torch::TorchError;
     pub use crate::format::zip::ZipError;
 }

@@ -62,7 +62,13 @@ const CODEC_USES: &[&str] = &["error", "dtype", "tree", "format"];
 
 /// What a format folder may use of the other formats: the shared codecs, and torch's archive
 /// reader (a DCP data file concatenates `torch.save` archives).
-const SHARED: &[&str] = &["zip", "pickle", "torch::codec", "torch::archive"];
+const SHARED: &[&str] = &[
+    "zip",
+    "pickle",
+    "torch::codec",
+    "torch::archive",
+    "safetensors::header",
+];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

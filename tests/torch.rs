@@ -936,3 +936,33 @@ async fn a_rebuild_call_that_contains_itself_is_an_error_and_listing_its_folder_
     .expect("ls ends");
     assert!(listed.status.success(), "{}", support::cli::stderr(&listed));
 }
+
+#[tokio::test]
+async fn a_corrupt_compressed_dcp_item_is_named_by_its_file_and_bytes() {
+    let dir = dcp_copy("dcp_zstd");
+    let data = dir.path().join("__0_0.distcp");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&data, bytes).unwrap();
+    let out = dir.path().join("out.safetensors");
+    let run = ckptio(
+        dir.path(),
+        &[
+            "convert",
+            dir.path().to_str().unwrap(),
+            out.to_str().unwrap(),
+            "-q",
+        ],
+    )
+    .await;
+    let err = support::cli::stderr(&run);
+    assert!(!run.status.success());
+    assert!(err.contains("__0_0.distcp (bytes "), "{err}");
+    assert!(
+        !err.contains("inline:") && !err.contains("memory:"),
+        "{err}"
+    );
+}

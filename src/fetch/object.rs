@@ -102,19 +102,34 @@ impl Object {
         range: GetRange,
         options: FetchOptions,
     ) -> Result<(Self, u64, Bytes)> {
+        let suffix = match range {
+            GetRange::Suffix(n) => Some(n),
+            _ => None,
+        };
         let get = GetOptions {
             range: Some(range),
             ..GetOptions::default()
         };
         let result = match location.store().get_opts(location.path(), get).await {
             Ok(result) => result,
-            // An empty object has no byte to ask for, and its store refuses the range; a HEAD
-            // tells. Any other failure (no object, a server error) is the GET's own.
-            Err(other) if !may_be_empty(&other) => return Err(location.error("get", other)),
+            // An empty object has no byte to ask for, and its store refuses the range; some
+            // servers (s3s-fs) refuse a suffix longer than the object instead of sending all of
+            // it. A HEAD tells. Any other failure (no object, a server error) is the GET's own.
+            Err(other) if !(may_be_empty(&other) || suffix.is_some() && server_refused(&other)) => {
+                return Err(location.error("get", other));
+            }
             Err(first) => {
-                return match stat(location).await {
-                    Ok(info) if info.size == 0 => {
-                        Ok((Self::with_info(location, info, options), 0, Bytes::new()))
+                let info = match stat(location).await {
+                    Ok(info) => info,
+                    Err(_) => return Err(location.error("get", first)),
+                };
+                let size = info.size;
+                let object = Self::with_info(location, info, options);
+                return match suffix {
+                    _ if size == 0 => Ok((object, 0, Bytes::new())),
+                    Some(n) if n >= size => {
+                        let whole = object.read_range(0..size).await?;
+                        Ok((object, 0, whole))
                     }
                     _ => Err(location.error("get", first)),
                 };
@@ -349,6 +364,11 @@ impl Object {
 }
 
 /// Whether a range GET that failed so may have asked an empty object for its first byte.
+/// Whether the server answered, but with an error of its own (a 5xx).
+fn server_refused(err: &object_store::Error) -> bool {
+    matches!(classify(err), Class::Transport(TransportKind::ServerBusy))
+}
+
 fn may_be_empty(err: &object_store::Error) -> bool {
     matches!(
         classify(err),

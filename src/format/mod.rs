@@ -17,6 +17,7 @@ mod object;
 pub mod pickle;
 mod probe;
 pub mod safetensors;
+pub(crate) mod sharded;
 pub mod torch;
 pub mod zip;
 
@@ -38,8 +39,13 @@ use probe::{Probed, Sniffed, probe};
 pub enum Format {
     /// One safetensors file.
     Safetensors,
-    /// Safetensors shards with a `*.safetensors.index.json`.
+    /// Safetensors shards with a `*.safetensors.index.json` (or a variant of it).
     ShardedSafetensors {
+        /// How many shards.
+        shards: usize,
+    },
+    /// `torch.save` shards with a `pytorch_model.bin.index.json` (or a variant of it).
+    ShardedTorch {
         /// How many shards.
         shards: usize,
     },
@@ -55,6 +61,12 @@ pub enum Format {
         /// How many data files it has.
         files: usize,
     },
+    /// A directory of a training run's state files (accelerate's `save_state`): one subtree
+    /// per file, named after it (`model`, `optimizer`, `random_states_0`).
+    StateFiles {
+        /// How many files it has.
+        files: usize,
+    },
 }
 
 impl fmt::Display for Format {
@@ -64,9 +76,11 @@ impl fmt::Display for Format {
             Self::ShardedSafetensors { shards } => {
                 write!(f, "sharded safetensors ({shards} shards)")
             }
+            Self::ShardedTorch { shards } => write!(f, "sharded torch ({shards} shards)"),
             Self::Torch => f.write_str("torch (zip + pickle)"),
             Self::Ckptio { files } => write!(f, "ckptio checkpoint ({files} data files)"),
             Self::Dcp { files } => write!(f, "torch.distributed.checkpoint ({files} data files)"),
+            Self::StateFiles { files } => write!(f, "training state ({files} files)"),
         }
     }
 }
@@ -154,6 +168,7 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
             }
         }
         Probed::Weights(file) => Box::pin(open(&file, options.clone())).await?,
+        Probed::StateFiles(listing, files) => open_state_files(&listing, &files, &options).await?,
         Probed::Object {
             object,
             first,
@@ -190,16 +205,47 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
     })
 }
 
+/// Each state file of a directory as a subtree named after the file (its name up to the first
+/// dot), opened as it would be on its own.
+async fn open_state_files(
+    listing: &crate::fetch::Listing,
+    files: &[String],
+    options: &OpenOptions,
+) -> Result<Checkpoint> {
+    let whole = OpenOptions {
+        select: Vec::new(),
+        ..options.clone()
+    };
+    let mut root = crate::tree::Dict::new();
+    for name in files {
+        let file = listing.dir().join(name);
+        let opened = Box::pin(open(&file, whole.clone())).await?;
+        let stem = name.split('.').next().unwrap_or(name);
+        root.insert(
+            stem.to_owned(),
+            crate::tree::Node::Dict(opened.tree.into_root()),
+        );
+    }
+    Ok(Checkpoint {
+        format: Format::StateFiles { files: files.len() },
+        tree: StateTree::from_dict(root),
+        metadata: BTreeMap::new(),
+    })
+}
+
 async fn open_index(
     location: &Location,
     options: &OpenOptions,
     wanted: &Selection,
 ) -> Result<Checkpoint> {
-    let sharded = safetensors::ShardedSafetensors::open(location, options.fetch.clone()).await?;
+    let sharded = sharded::Sharded::open(location, options.fetch.clone(), options.read).await?;
     let tree = sharded.tree(&|path| wanted.keeps(path)).await?;
+    let shards = sharded.shard_count();
     Ok(Checkpoint {
-        format: Format::ShardedSafetensors {
-            shards: sharded.shard_count(),
+        format: if sharded.is_torch() {
+            Format::ShardedTorch { shards }
+        } else {
+            Format::ShardedSafetensors { shards }
         },
         tree,
         metadata: sharded.metadata().clone(),

@@ -13,7 +13,7 @@ use crate::error::{Error, NO_CHECKPOINT_NAMES, Result};
 use crate::fetch::{FetchOptions, Listing, Object};
 use crate::location::Location;
 
-use super::{ckptio, dcp, safetensors};
+use super::{ckptio, dcp, safetensors, sharded};
 
 /// What a URI names.
 pub(crate) enum Probed {
@@ -31,8 +31,11 @@ pub(crate) enum Probed {
     },
     /// A directory holding a checkpoint of this layout, with its listing.
     Dir(Layout, Listing),
-    /// A directory of model weights: the file holding them.
+    /// A directory of model weights (a Hugging Face model directory): the file holding them.
     Weights(Location),
+    /// A directory of a training run's state files (accelerate's `save_state`): each file,
+    /// opened as a subtree named after it.
+    StateFiles(Listing, Vec<String>),
 }
 
 /// A checkpoint directory's layout, known by the file that commits it.
@@ -110,7 +113,7 @@ fn is_torch_name(name: &str) -> bool {
 /// holds; the requests' errors.
 pub(crate) async fn probe(location: &Location, fetch: &FetchOptions) -> Result<Probed> {
     let name = location.path().filename().unwrap_or_default();
-    if safetensors::is_index(name) {
+    if sharded::is_index(name) {
         return Ok(Probed::Index);
     }
     if let Some(layout) = marker(name) {
@@ -178,15 +181,85 @@ fn classify_dir(listing: Listing) -> Result<Probed> {
         return Ok(Probed::Dir(Layout::Dcp, listing));
     }
     let names: Vec<&str> = listing.names().collect();
-    let weights = names
-        .iter()
-        .find(|n| **n == "model.safetensors.index.json")
-        .or_else(|| names.iter().find(|n| safetensors::is_index(n)))
-        .or_else(|| names.iter().find(|n| **n == "model.safetensors"));
-    if let Some(name) = weights {
+    if names.iter().any(|n| is_training_state(n)) {
+        let files = names
+            .iter()
+            .filter(|n| is_state_file(n))
+            .map(|n| (*n).to_owned())
+            .collect();
+        return Ok(Probed::StateFiles(listing, files));
+    }
+    if let Some(name) = weights(&names) {
         return Ok(Probed::Weights(listing.dir().join(name)));
     }
     Err(no_checkpoint(&listing))
+}
+
+/// The files a Hugging Face model directory keeps its weights in, in the order its loaders
+/// prefer them.
+const WEIGHTS: [&str; 4] = [
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model.bin",
+];
+
+/// The file holding a model directory's weights: a known name, else an index (safetensors
+/// before torch, a plain one before a variant).
+fn weights<'a>(names: &[&'a str]) -> Option<&'a str> {
+    let found = |name: &str| names.iter().copied().find(|n| *n == name);
+    WEIGHTS.iter().find_map(|w| found(w)).or_else(|| {
+        let mut indexes: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| sharded::is_index(n))
+            .collect();
+        indexes.sort_by_key(|n| {
+            (
+                !n.contains(".safetensors."),
+                !n.ends_with(".index.json"),
+                *n,
+            )
+        });
+        indexes.first().copied()
+    })
+}
+
+/// Whether `name` is `prefix` or `prefix_<n>` before its first dot, as accelerate numbers the
+/// files of a second model or optimizer.
+fn numbered(name: &str, prefix: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or_default();
+    stem == prefix
+        || stem
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A file of a training run's state other than weights, as accelerate's `save_state` writes
+/// them: optimizers', schedulers' and samplers' states, the random states, the gradient
+/// scaler's, custom objects.
+fn is_training_state(name: &str) -> bool {
+    [
+        "optimizer",
+        "scheduler",
+        "sampler",
+        "random_states",
+        "scaler",
+        "custom_checkpoint",
+    ]
+    .iter()
+    .any(|p| numbered(name, p))
+        && [".bin", ".pt", ".pkl", ".safetensors"]
+            .iter()
+            .any(|e| name.ends_with(e))
+}
+
+/// A file of a training-state directory: the training state, or a model's weights.
+fn is_state_file(name: &str) -> bool {
+    is_training_state(name)
+        || (numbered(name, "model") && name.ends_with(".safetensors"))
+        || (numbered(name, "pytorch_model") && name.ends_with(".bin"))
 }
 
 /// The error for a directory that holds nothing ckptio reads: what it holds, and what that

@@ -158,6 +158,11 @@ impl StateTree {
         &self.root
     }
 
+    /// The root dict, taken out of the tree.
+    pub fn into_root(self) -> Dict {
+        self.root
+    }
+
     /// Puts `node` at `path`, creating the dicts on the way.
     ///
     /// # Errors

@@ -49,6 +49,9 @@ pub(crate) struct TensorMeta {
 pub(crate) struct StorageInfo {
     pub path: String,
     pub range: Range<u64>,
+    /// The stream transforms the item was written through, outermost first
+    /// (`stream.zstd/1`).
+    pub transforms: Vec<String>,
 }
 
 /// The fields of an object that `BUILD` gave a dict (a dataclass), by name.
@@ -177,11 +180,23 @@ impl Metadata {
                     return Err("a storage entry without fqn, path, offset or length".into());
                 };
                 let end = start.checked_add(len).ok_or("a storage range overflows")?;
+                let transforms = match info.get("transform_descriptors").map(|&t| heap.get(t)) {
+                    None | Some(Value::None) => Vec::new(),
+                    Some(Value::List(items) | Value::Tuple(items)) => items
+                        .iter()
+                        .map(|&d| {
+                            string(heap, d, budget)?
+                                .ok_or_else(|| "a transform that is not a name".to_owned())
+                        })
+                        .collect::<Result<_, String>>()?,
+                    Some(_) => return Err("transform descriptors that are not a list".into()),
+                };
                 storage.insert(
                     (fqn, offset),
                     StorageInfo {
                         path,
                         range: start..end,
+                        transforms,
                     },
                 );
             }

@@ -3,13 +3,15 @@
 //! A DCP checkpoint is a directory: `.metadata` (a pickle of `Metadata`: every item's type,
 //! and for tensors their dtype, size and chunks; where each chunk or item is stored; and the
 //! planner's flattening map) and `__<rank>_<n>.distcp` files, which concatenate complete
-//! `torch.save` files, one per tensor chunk or non-tensor item. [`metadata`] reads the pickle
-//! (pure); the reader pins the data files and hands each tensor its chunks, located only when
-//! read. [`LazyTensor::rows`](crate::tree::LazyTensor::rows) narrows a sharded tensor to the
+//! `torch.save` files, one per tensor chunk or non-tensor item (written with torch's other
+//! options, compressed, or with the tensors in one safetensors blob: `stored` reads all
+//! three). [`metadata`] reads the pickle (pure); the reader pins the data files and hands
+//! each tensor its chunks, located only when read. [`LazyTensor::rows`](crate::tree::LazyTensor::rows) narrows a sharded tensor to the
 //! chunks a reader needs. Paths are those of the state dict that was saved (`model/0.weight`).
 
 pub(crate) mod metadata;
 mod reader;
+mod stored;
 
 pub(crate) use reader::open;
 

@@ -11,14 +11,14 @@ use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
 use super::metadata::{self, Item, Key, Metadata, StorageInfo, TensorMeta};
+use super::stored::DataFile;
 use super::{DcpError, MAX_METADATA, METADATA};
 use crate::error::{Error, Result};
-use crate::fetch::{FetchOptions, Listing, Object};
+use crate::fetch::{FetchOptions, Listing};
 use crate::format::ReadOptions;
 use crate::format::object::read_whole;
 use crate::format::pickle::{self, Policy};
-use crate::format::torch::{archive, codec};
-use crate::format::zip::TAIL_READ;
+use crate::format::torch::codec;
 use crate::location::Location;
 use crate::tree::{Dict, LazyTensor, Locate, Node, Piece, Pieces, StateTree, TensorData};
 
@@ -54,7 +54,11 @@ pub(crate) async fn open(
     };
     let heap = pickle::parse(&data, &policy).map_err(|e| pickle::error(&uri, METADATA, e))?;
     let meta = Metadata::read(&heap).map_err(bad)?;
-    let files = listing.objects(meta.storage.values().map(|s| s.path.as_str()), &fetch);
+    let files: HashMap<String, Arc<DataFile>> = listing
+        .objects(meta.storage.values().map(|s| s.path.as_str()), &fetch)
+        .into_iter()
+        .map(|(name, object)| (name, DataFile::new(object)))
+        .collect();
 
     let count = meta.items.len();
     let mut root = Dict::new();
@@ -97,7 +101,7 @@ fn tensor(
     meta: &Metadata,
     fqn: &str,
     t: &TensorMeta,
-    files: &HashMap<String, Object>,
+    files: &HashMap<String, Arc<DataFile>>,
     options: ReadOptions,
 ) -> Result<LazyTensor, String> {
     crate::tree::cover::check(
@@ -110,10 +114,10 @@ fn tensor(
         let info = meta
             .stored(fqn, Some(offsets))
             .ok_or_else(|| format!("tensor `{fqn}`: the chunk at {offsets:?} is stored nowhere"))?;
-        let object = files
+        let file = files
             .get(&info.path)
             .ok_or_else(|| format!("tensor `{fqn}`: its data file `{}` is missing", info.path))?;
-        if info.range.end > object.info().size {
+        if info.range.end > file.object.info().size {
             return Err(format!(
                 "tensor `{fqn}`: its chunk at bytes {:?} runs past the end of `{}`",
                 info.range, info.path
@@ -123,8 +127,12 @@ fn tensor(
             offsets: offsets.clone(),
             sizes: sizes.clone(),
             locate: Arc::new(Chunk {
-                object: object.clone(),
-                range: info.range.clone(),
+                file: Arc::clone(file),
+                fqn: fqn.to_owned(),
+                offsets: offsets.clone(),
+                sizes: sizes.clone(),
+                dtype: t.dtype,
+                info: info.clone(),
                 options,
                 located: OnceCell::new(),
             }),
@@ -140,44 +148,41 @@ fn tensor(
     })
 }
 
-/// A chunk of a tensor: a complete `torch.save` file at a range of a data file, read (its zip
-/// tail and pickle) on first use with the options the checkpoint was opened with.
+/// A chunk of a tensor, located (its zip's tail and pickle, or its blob's header, read) on
+/// first use with the options the checkpoint was opened with.
 #[derive(Debug)]
 struct Chunk {
-    object: Object,
-    range: Range<u64>,
+    file: Arc<DataFile>,
+    fqn: String,
+    offsets: Vec<u64>,
+    sizes: Vec<u64>,
+    dtype: crate::dtype::DType,
+    info: StorageInfo,
     options: ReadOptions,
     located: OnceCell<LazyTensor>,
 }
 
 impl Locate for Chunk {
     fn describe(&self) -> String {
-        format!(
-            "{} (bytes {}..{})",
-            self.object.location().uri(),
-            self.range.start,
-            self.range.end
-        )
+        self.file.describe(&self.info.range)
     }
 
     fn locate(&self) -> BoxFuture<'_, Result<LazyTensor>> {
         Box::pin(async move {
+            let nbytes = crate::dtype::numel(&self.sizes)
+                .and_then(|n| self.dtype.byte_len(n))
+                .unwrap_or(u64::MAX);
             let tensor = self
                 .located
-                .get_or_try_init(|| async {
-                    let tree = read_chunk(&self.object, self.range.clone(), self.options).await?;
-                    tree.tensors()
-                        .next()
-                        .map(|(_, t)| t.clone())
-                        .ok_or_else(|| {
-                            Error::corrupt(
-                                self.object.location().uri(),
-                                DcpError(format!(
-                                    "the chunk at bytes {}..{} holds no tensor",
-                                    self.range.start, self.range.end
-                                )),
-                            )
-                        })
+                .get_or_try_init(|| {
+                    self.file.chunk(
+                        &self.fqn,
+                        (&self.offsets, &self.sizes),
+                        &self.info.range,
+                        &self.info.transforms,
+                        nbytes,
+                        self.options,
+                    )
                 })
                 .await?;
             Ok(tensor.clone())
@@ -185,19 +190,12 @@ impl Locate for Chunk {
     }
 }
 
-/// The `torch.save` archive at `range` of `object`: its tail, then its pickle.
-async fn read_chunk(object: &Object, range: Range<u64>, options: ReadOptions) -> Result<StateTree> {
-    let tail = range.end.saturating_sub(TAIL_READ).max(range.start)..range.end;
-    let bytes = object.read_range(tail.clone()).await?;
-    archive::read(object, range, vec![(tail.start, bytes)], options).await
-}
-
 /// The non-tensor items, each a small `torch.save` file: read with one coalesced request per
 /// data file, then read in memory.
 async fn read_items(
     dir: &Location,
     items: &[(Vec<Key>, &StorageInfo)],
-    files: &HashMap<String, Object>,
+    files: &HashMap<String, Arc<DataFile>>,
     options: ReadOptions,
 ) -> Result<Vec<(Vec<Key>, Node)>> {
     let mut by_file: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -206,7 +204,7 @@ async fn read_items(
     }
     let mut out = Vec::with_capacity(items.len());
     for (path, indices) in by_file {
-        let object = files.get(path).ok_or_else(|| {
+        let file = files.get(path).ok_or_else(|| {
             Error::corrupt(
                 dir.join(path).uri(),
                 DcpError(format!(
@@ -215,16 +213,10 @@ async fn read_items(
             )
         })?;
         let ranges: Vec<Range<u64>> = indices.iter().map(|&i| items[i].1.range.clone()).collect();
-        let datas = object.read_ranges(&ranges).await?;
+        let datas = file.object.read_ranges(&ranges).await?;
         for (&i, data) in indices.iter().zip(datas) {
             let (keys, info) = &items[i];
-            let name = format!(
-                "{} (bytes {}..{})",
-                object.location().uri(),
-                info.range.start,
-                info.range.end
-            );
-            let tree = archive::read_bytes(&data, &name, options)?;
+            let tree = file.item(&data, &info.range, &info.transforms, MAX_METADATA, options)?;
             let node = match tree.root().get("") {
                 Some(node) if tree.root().len() == 1 => node.clone(),
                 _ => Node::Dict(tree.root().clone()),
