@@ -332,44 +332,24 @@ async fn delete(loc: &Location) -> Result<()> {
     }
 }
 
-/// Deletes every object under the directory `dir`; on a local file system also the staging
-/// files of uploads that were killed mid-way (`name#N`, which listings never show) and the
-/// emptied directories.
+/// Deletes every object under the directory `dir`. On a local file system the directory is
+/// removed as a tree that is never followed out of: a symbolic link inside it is removed as a
+/// link, whatever it points to, and the staging files of uploads killed mid-way (`name#N`,
+/// which listings never show) go with the rest.
 async fn remove_prefix(dir: &Location) -> Result<()> {
-    remove_objects(dir).await?;
-    if let Some(path) = dir.local_path() {
-        let at = path.clone();
-        crate::fetch::blocking(&path, "remove leftover upload files", move || {
-            remove_staging(&at)
-        })
-        .await?;
-    }
-    Ok(())
-}
-
-/// Removes `dir`'s leftover staging files (`name#digits`) and then `dir` itself if empty.
-fn remove_staging(dir: &std::path::Path) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(path) = dir.local_path() else {
+        return remove_objects(dir).await;
     };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        let staging = name
-            .to_str()
-            .and_then(|n| n.rsplit_once('#'))
-            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if staging && entry.file_type()?.is_file() {
-            std::fs::remove_file(entry.path())?;
+    let at = path.clone();
+    crate::fetch::blocking(&path, "remove the directory", move || {
+        // std's remove_dir_all unlinks symbolic links instead of following them, and does so
+        // without a window for a link to be swapped in (openat/unlinkat).
+        match std::fs::remove_dir_all(&at) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
         }
-    }
-    match std::fs::remove_dir(dir) {
-        Ok(()) => Ok(()),
-        // Not empty (someone else's files) or already gone: leave it.
-        Err(_) => Ok(()),
-    }
+    })
+    .await
 }
 
 /// Deletes every object under the directory `dir`.

@@ -75,6 +75,7 @@ pub use crate::verify::{Verified, verify};
 /// The formats' own errors: the `source` of an [`Error::Corrupt`] or [`Error::Unsafe`], for
 /// callers that want the details (a header problem, a pickle refused at a byte offset).
 pub mod sources {
+    pub use crate::error::Escape;
     pub use crate::format::TooLargeFile;
     pub use crate::format::ckptio::CheckpointError;
     pub use crate::format::ckptio::manifest::ManifestError;

@@ -182,8 +182,10 @@ pub enum Error {
         /// The format's own error.
         source: BoxError,
     },
-    /// A pickle that names a global ckptio refuses to load: one that can run code, or (in
-    /// strict mode) one it does not understand. Nothing was executed.
+    /// Something ckptio refuses to touch, whatever the credentials: a pickle that names a
+    /// global that can run code (or, in strict mode, one it does not understand; nothing was
+    /// executed), or a path whose symbolic link leads out of the checkpoint's directory
+    /// ([`Escape`]).
     #[error("{uri}: {source}")]
     Unsafe {
         /// The URI of the file, redacted.
@@ -215,6 +217,37 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// A request that would leave a local checkpoint's directory through a symbolic link: the
+/// source of an [`Error::Unsafe`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{}` leads to `{}`, outside `{}`: ckptio does not follow symbolic links out of a \
+     checkpoint's directory",
+    path.display(),
+    target.display(),
+    root.display()
+)]
+pub struct Escape {
+    /// The path asked for.
+    pub path: std::path::PathBuf,
+    /// Where its links lead.
+    pub target: std::path::PathBuf,
+    /// The directory requests must stay in.
+    pub root: std::path::PathBuf,
+}
+
+/// The [`Escape`] that caused `err`, if one did.
+fn escape_in<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e Escape> {
+    let mut at: Option<&'e (dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = at {
+        if let Some(escape) = e.downcast_ref::<Escape>() {
+            return Some(escape);
+        }
+        at = e.source();
+    }
+    None
 }
 
 /// How many names an [`Error::NoCheckpoint`] shows.
@@ -325,6 +358,12 @@ impl Error {
         operation: &'static str,
         redact: &dyn Fn(&str) -> String,
     ) -> Self {
+        if let Some(escape) = escape_in(&err) {
+            return Self::Unsafe {
+                uri,
+                source: Box::new(escape.clone()),
+            };
+        }
         let detail = redact(&chain(&err));
         match classify(&err) {
             Class::NotFound => Self::NotFound { uri },

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,7 +199,7 @@ impl Drop for Resume {
 /// (`None` when the object has no ETag, so a resume could not be trusted).
 fn open_part(paths: &PartPaths, fresh: Option<PartState>) -> Result<(File, Option<PartState>)> {
     if let Some(fresh) = &fresh {
-        let saved: Option<PartState> = std::fs::read(&paths.state)
+        let saved: Option<PartState> = read_no_follow(&paths.state)
             .ok()
             .and_then(|raw| serde_json::from_slice(&raw).ok());
         // The chunk size may differ from this run's: the saved one is kept. A state naming
@@ -214,7 +214,8 @@ fn open_part(paths: &PartPaths, fresh: Option<PartState>) -> Result<(File, Optio
                     .is_none_or(|&last| (last as u64) < s.size.div_ceil(s.chunk_size))
         });
         if let (true, Some(saved)) = (matches, saved) {
-            if let Ok(file) = OpenOptions::new().read(true).write(true).open(&paths.data) {
+            if let Ok(file) = no_follow(OpenOptions::new().read(true).write(true)).open(&paths.data)
+            {
                 if file.metadata().is_ok_and(|m| m.len() == fresh.size) {
                     return Ok((file, Some(saved)));
                 }
@@ -222,11 +223,13 @@ fn open_part(paths: &PartPaths, fresh: Option<PartState>) -> Result<(File, Optio
         }
     }
     let _ = std::fs::remove_file(&paths.state);
+    // Whatever is there (a planted link included) is removed, not written through: unlinking
+    // a link removes the link, and a new file is created only where nothing is.
+    let _ = std::fs::remove_file(&paths.data);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .open(&paths.data)
         .map_err(local_io(&paths.data, "create"))?;
     let size = fresh.as_ref().map(|s| s.size);
@@ -242,8 +245,33 @@ fn save_state(file: &File, paths: &PartPaths, state: &PartState) -> io::Result<(
     file.sync_data()?;
     let json = serde_json::to_vec(state).map_err(io::Error::other)?;
     let tmp = paths.state.with_extension("json.tmp");
-    std::fs::write(&tmp, json)?;
+    let _ = std::fs::remove_file(&tmp);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?
+        .write_all(&json)?;
+    // A rename replaces a link at the destination; it never writes through one.
     std::fs::rename(&tmp, &paths.state)
+}
+
+/// `options`, refusing to open a symbolic link.
+fn no_follow(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options
+}
+
+/// The bytes of the file at `path`, unless it is a symbolic link.
+fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    no_follow(OpenOptions::new().read(true))
+        .open(path)?
+        .read_to_end(&mut data)?;
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -371,5 +399,34 @@ mod tests {
         leave_part(&dest, &[0xEE; 95], "\"other\"", 10, &all);
         object.download_to(&dest).await.unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn planted_links_for_the_part_and_state_files_are_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let paths = PartPaths::for_dest(&dir.path().join("out.bin"));
+        for planted in [
+            &paths.data,
+            &paths.state,
+            &paths.state.with_extension("json.tmp"),
+        ] {
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        let state = PartState {
+            etag: "\"e\"".into(),
+            version: None,
+            size: 4,
+            chunk_size: 2,
+            done: [0].into(),
+        };
+        let (file, _) = open_part(&paths, Some(state.clone())).unwrap();
+        save_state(&file, &paths, &state).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        for written in [&paths.data, &paths.state] {
+            assert!(!std::fs::symlink_metadata(written).unwrap().is_symlink());
+        }
     }
 }

@@ -12,7 +12,8 @@
 //! Configuration comes from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`,
 //! `STORAGE_EMULATOR_HOST`, `CKPTIO_*`) and from explicit [`StorageOptions`], which win. A
 //! [`Resolver`] caches stores by scheme, bucket and configuration, so repeated opens share one
-//! connection pool. Resolving sends no request.
+//! connection pool; a local URI gets its own view of the file system, confined to the
+//! directory it names (symbolic links may not lead out of it). Resolving sends no request.
 //!
 //! ```
 //! # fn main() -> ckptio::Result<()> {
@@ -31,6 +32,7 @@
 
 mod backend;
 mod caps;
+mod confined;
 mod counting;
 mod options;
 mod redact;
@@ -394,10 +396,16 @@ impl Resolver {
             redactor,
         });
         let before_query = uri.trim().split(['?', '#']).next().unwrap_or_default();
+        let dir = before_query.ends_with('/');
+        let store: Arc<dyn ObjectStore> = match target.scheme {
+            // Each local URI is confined to its own checkpoint's directory.
+            Scheme::Local => Arc::new(confined::Confined::new(store, &target.path, dir)),
+            _ => store,
+        };
         Ok(Location {
             store,
             path: target.path,
-            dir: before_query.ends_with('/'),
+            dir,
             root,
         })
     }
