@@ -93,7 +93,7 @@ pub mod sources {
 /// or an allocation sized by a claim in the bytes. Not part of the API.
 #[doc(hidden)]
 pub mod __fuzz {
-    use crate::format::{ckptio, pickle, safetensors, zip};
+    use crate::format::{ckptio, dcp, pickle, safetensors, torch, zip};
 
     /// A whole safetensors file.
     pub fn safetensors_header(data: &[u8]) {
@@ -130,5 +130,59 @@ pub mod __fuzz {
     /// A ckptio manifest.
     pub fn manifest(data: &[u8]) {
         let _ = ckptio::manifest::Manifest::from_json(data);
+    }
+
+    /// A pickle as torch's `data.pkl`: the VM, then the conversion with torch's rebuild rules
+    /// (tensors, parameters, subclasses, quantized and sparse tensors) over storages of any
+    /// name up to 1 MiB.
+    pub fn torch_pickle(data: &[u8]) {
+        if let Ok(heap) = pickle::parse(data, &pickle::Policy::permissive()) {
+            let _ = torch::codec::to_node(&heap, &AnyStorage, "fuzz");
+        }
+    }
+
+    /// A pickle as a DCP `.metadata`: the VM, the metadata reader, and what the reader checks
+    /// before it reads anything (every tensor's chunks tile it; key paths rebuild a tree).
+    pub fn dcp_metadata(data: &[u8]) {
+        let Ok(heap) = pickle::parse(data, &pickle::Policy::permissive()) else {
+            return;
+        };
+        let Ok(meta) = dcp::metadata::Metadata::read(&heap) else {
+            return;
+        };
+        let mut root = crate::tree::Dict::new();
+        for (fqn, item) in &meta.items {
+            if let dcp::metadata::Item::Tensor(t) = item {
+                let chunks = t.chunks.iter().map(|(o, s)| (o.as_slice(), s.as_slice()));
+                let _ = crate::tree::cover::check(&t.size, chunks);
+            }
+            let keys = meta
+                .planner
+                .get(fqn)
+                .cloned()
+                .unwrap_or_else(|| vec![dcp::metadata::Key::Str(fqn.clone())]);
+            let leaf = crate::tree::Node::Leaf(crate::tree::Leaf::None);
+            let _ = dcp::metadata::insert(&mut root, &keys, leaf, meta.items.len());
+        }
+    }
+
+    /// Storages of any name, each 1 MiB: every tensor whose bytes fit is abstract.
+    struct AnyStorage;
+
+    impl torch::codec::Storages for AnyStorage {
+        fn data(
+            &self,
+            _: &str,
+            bytes: std::ops::Range<u64>,
+        ) -> Result<crate::tree::TensorData, String> {
+            if bytes.end > 1 << 20 {
+                return Err(String::new());
+            }
+            Ok(crate::tree::TensorData::Abstract)
+        }
+
+        fn origin(&self) -> std::sync::Arc<str> {
+            std::sync::Arc::from("fuzz")
+        }
     }
 }

@@ -598,24 +598,30 @@ async fn a_dcp_directory_without_its_metadata_or_a_data_file_fails_clearly() {
     fails_with(dir.path(), &["inspect", &path], &["not found"]).await;
 }
 
+/// Each way torch writes DCP: two ranks' shards, safetensors blobs, ZStandard-compressed items.
 async fn dcp_reads_the_same_as_on_disk(backend: support::Backend) {
-    let local_tree = read_tree(&local(&fixture("torch/dcp_sharded"))).await;
-    for entry in std::fs::read_dir(fixture("torch/dcp_sharded")).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        backend
-            .seed(&format!("dcp/{name}"), std::fs::read(entry.path()).unwrap())
-            .await;
+    for dcp in ["dcp_sharded", "dcp_safetensors", "dcp_zstd"] {
+        let local_tree = read_tree(&local(&fixture(&format!("torch/{dcp}")))).await;
+        for entry in std::fs::read_dir(fixture(&format!("torch/{dcp}"))).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            backend
+                .seed(
+                    &format!("{dcp}/{name}"),
+                    std::fs::read(entry.path()).unwrap(),
+                )
+                .await;
+        }
+        let tree = read_tree(&backend.location(&format!("{dcp}/"))).await;
+        let paths = |t: &StateTree| t.leaves().map(|(p, _)| p).collect::<Vec<_>>();
+        assert_eq!(paths(&tree), paths(&local_tree), "{dcp} [{}]", backend.name);
+        let ours = materialize_tree(&tree, MaterializeOptions::default()).await;
+        let ours = ours.unwrap_or_else(|e| panic!("{dcp} [{}] {e}", backend.name));
+        let theirs = materialize_tree(&local_tree, MaterializeOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(ours, theirs, "{dcp} [{}]", backend.name);
     }
-    let tree = read_tree(&backend.location("dcp/")).await;
-    let paths = |t: &StateTree| t.leaves().map(|(p, _)| p).collect::<Vec<_>>();
-    assert_eq!(paths(&tree), paths(&local_tree), "[{}]", backend.name);
-    let ours = materialize_tree(&tree, MaterializeOptions::default()).await;
-    let ours = ours.unwrap_or_else(|e| panic!("[{}] {e}", backend.name));
-    let theirs = materialize_tree(&local_tree, MaterializeOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(ours, theirs, "[{}]", backend.name);
 }
 
 #[tokio::test]
