@@ -8,7 +8,8 @@ use std::sync::Arc;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use super::{
-    Batch, MaterializeOptions, PIECES_AT_ONCE, batches, fits, range_of, read_range, stored_bytes,
+    Batch, MaterializeOptions, PIECES_AT_ONCE, batches, fits, one_batch_ahead, range_of,
+    read_range, stored_bytes,
 };
 use crate::error::{Error, Result, TensorError};
 use crate::tree::{LazyTensor, Pieces, TensorData};
@@ -20,18 +21,8 @@ pub(crate) fn check(
     tensors: Vec<(String, LazyTensor)>,
     options: MaterializeOptions,
 ) -> BoxStream<'static, Result<(String, u64)>> {
-    let batches = match batches(tensors, options.memory_budget, false) {
-        Ok(b) => b,
-        Err(e) => return stream::once(async { Err(e) }).boxed(),
-    };
-    let checked = stream::iter(batches)
-        .map(move |batch| check_batch(batch, options))
-        .buffered(2)
-        .flat_map(|result| match result {
-            Ok(items) => stream::iter(items.into_iter().map(Ok)).left_stream(),
-            Err(e) => stream::once(async { Err(e) }).right_stream(),
-        });
-    crate::streams::end_at_first_error(checked).boxed()
+    let batches = batches(tensors, options.memory_budget, false);
+    one_batch_ahead(batches, move |batch| check_batch(batch, options))
 }
 
 async fn check_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(String, u64)>> {

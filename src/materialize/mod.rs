@@ -106,18 +106,30 @@ fn stream_batches(
     options: MaterializeOptions,
     runs: bool,
 ) -> BoxStream<'static, Result<(String, Tensor)>> {
-    let batches = match batches(tensors, options.memory_budget, runs) {
+    let batches = batches(tensors, options.memory_budget, runs);
+    one_batch_ahead(batches, move |batch| read_batch(batch, options))
+}
+
+/// What `work` makes of each batch, in order, the next batch worked on while the last is
+/// consumed (at most two held); the stream ends after the first error.
+fn one_batch_ahead<T, F, Fut>(batches: Result<Vec<Batch>>, work: F) -> BoxStream<'static, Result<T>>
+where
+    T: Send + 'static,
+    F: FnMut(Batch) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<T>>> + Send + 'static,
+{
+    let batches = match batches {
         Ok(b) => b,
         Err(e) => return stream::once(async { Err(e) }).boxed(),
     };
-    let tensors = stream::iter(batches)
-        .map(move |batch| read_batch(batch, options))
+    let items = stream::iter(batches)
+        .map(work)
         .buffered(2)
         .flat_map(|result| match result {
             Ok(items) => stream::iter(items.into_iter().map(Ok)).left_stream(),
             Err(e) => stream::once(async { Err(e) }).right_stream(),
         });
-    crate::streams::end_at_first_error(tensors).boxed()
+    crate::streams::end_at_first_error(items).boxed()
 }
 
 /// The identity of a tensor's object: tensors of one object share one `Arc<dyn Source>`.
