@@ -186,3 +186,28 @@ pub mod __fuzz {
         }
     }
 }
+
+#[cfg(test)]
+mod send {
+    fn send<T: Send>(_: T) {}
+
+    /// A caller may spawn any of the library's futures on a multi-threaded runtime (the Python
+    /// bindings wait on them from another thread).
+    #[test]
+    fn every_public_future_is_send() {
+        let loc = crate::resolve("memory://send/x", &Default::default()).unwrap();
+        let tree = crate::StateTree::new();
+        let save = crate::SaveOptions::default();
+        let write = crate::WriteOptions::default();
+        send(crate::open(&loc, Default::default()));
+        send(crate::verify(&loc, Default::default()));
+        send(crate::save(&loc, &tree, &save));
+        send(crate::write_safetensors(Vec::new(), &loc, &write));
+        send(crate::materialize(Vec::new(), Default::default()));
+        send(crate::copy_dir(&loc, &loc, Default::default(), 1));
+        send(crate::copy_object(&loc, &loc, Default::default()));
+        send(crate::stat(&loc));
+        send(crate::remove(&loc));
+        send(crate::list(&loc));
+    }
+}

@@ -135,9 +135,15 @@ pub async fn save(dir: &Location, tree: &StateTree, options: &SaveOptions) -> Re
     let total: u64 = groups.iter().flatten().map(|(_, t)| t.nbytes()).sum();
     options.progress.started(&dir.uri(), total);
     let file_meta = BTreeMap::from([("format".to_owned(), "ckptio".to_owned())]);
-    let uploads = futures::stream::iter(groups.into_iter().zip(&names))
-        .map(|(group, name)| {
-            let loc = dir.join(name);
+    // Locations are made up front: a closure over borrowed names would make the future not
+    // `Send` (rustc cannot see the borrow is the same for every call).
+    let files: Vec<(Vec<(String, LazyTensor)>, Location)> = groups
+        .into_iter()
+        .zip(&names)
+        .map(|(group, name)| (group, dir.join(name)))
+        .collect();
+    let uploads = futures::stream::iter(files)
+        .map(|(group, loc)| {
             let meta = &file_meta;
             async move {
                 write_group(

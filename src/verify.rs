@@ -68,8 +68,8 @@ async fn is_checked(t: &LazyTensor) -> Result<bool> {
     Ok(match &t.data {
         TensorData::Range(r) => r.check.as_ref().is_some_and(|c| c.span == r.range),
         TensorData::Pieces(pieces) => {
-            let located: Vec<LazyTensor> = futures::stream::iter(&pieces.boxes)
-                .map(|b| b.locate.locate())
+            let located: Vec<LazyTensor> = futures::stream::iter(pieces.boxes.iter().cloned())
+                .map(|b| async move { b.locate.locate().await })
                 .buffer_unordered(16)
                 .try_collect()
                 .await?;

@@ -143,7 +143,7 @@ impl Sharded {
     ///
     /// [`Error::Corrupt`] for a missing shard or one that lacks a tensor the index puts in
     /// it; the shards' own errors.
-    pub(crate) async fn tree(&self, wanted: &dyn Fn(&str) -> bool) -> Result<StateTree> {
+    pub(crate) async fn tree(&self, wanted: &(dyn Fn(&str) -> bool + Sync)) -> Result<StateTree> {
         let tensors: Vec<(&String, usize)> = self
             .index
             .weight_map

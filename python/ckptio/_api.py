@@ -1,0 +1,313 @@
+"""The Python API over the extension: open, load, save, stream, and the checkpoint object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from ckptio import _ckptio
+from ckptio._convert import convert, framework_of, is_tensor, lend
+
+Progress = bool | Callable[[int, int], object] | None
+
+
+class TensorInfo(NamedTuple):
+    """A tensor's type and size, known without reading it."""
+
+    dtype: str
+    """ckptio's dtype name: `F32`, `BF16`, `F8_E4M3`, ..."""
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+def _progress(progress: Progress, what: str) -> Callable[[int, int], object] | None:
+    """A `(done, total)` callable for `progress`: itself, a tqdm bar for `True`, or `None`."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        bar = tqdm(total=0, unit="B", unit_scale=True, desc=what)
+
+        def update(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        return update
+    return progress
+
+
+class Checkpoint:
+    """A checkpoint opened lazily: its format, metadata and tree are known, no tensor has been
+    read. Reads return torch tensors (`framework="pt"`) or numpy arrays (`"np"`) over the bytes
+    read, without a copy; the default is torch when it is importable.
+    """
+
+    def __init__(self, inner: _ckptio.Checkpoint, framework: str | None = None) -> None:
+        self._inner = inner
+        self._framework = framework_of(framework)
+
+    @property
+    def uri(self) -> str:
+        """The URI it was opened from (secrets redacted)."""
+        return self._inner.uri
+
+    @property
+    def format(self) -> str:
+        """The format it was read as."""
+        return self._inner.format
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Free-form metadata: safetensors `__metadata__`, an index's, a manifest's."""
+        return self._inner.metadata
+
+    def keys(self) -> list[str]:
+        """Every tensor's path (`state_dict/layer.weight`), in tree order."""
+        return self._inner.keys()
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and path in self._inner
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def info(self, path: str) -> TensorInfo:
+        """A tensor's dtype, shape and size in bytes, without reading it."""
+        dtype, shape, nbytes = self._inner.info(path)
+        return TensorInfo(dtype, tuple(shape), nbytes)
+
+    def tree(self) -> dict[str, Any]:
+        """The nested tree: dicts, lists, Python scalars and strings, `TensorRef`s for the
+        tensors (not read), `Opaque` placeholders for objects ckptio does not interpret."""
+        return self._inner.tree()
+
+    def get_tensor(self, path: str, *, framework: str | None = None) -> Any:
+        """Reads one tensor: only its bytes move."""
+        ((_, (dtype, shape, buffer)),) = self._inner.read([path])
+        return convert(self._fw(framework), dtype, shape, buffer)
+
+    def __getitem__(self, path: str) -> Any:
+        return self.get_tensor(path)
+
+    def get_rows(self, path: str, start: int, stop: int, *, framework: str | None = None) -> Any:
+        """Reads rows `start:stop` of a tensor's first dimension: only the bytes those rows need
+        (for a distributed checkpoint, only the chunks that hold them)."""
+        dtype, shape, buffer = self._inner.read_rows(path, start, stop)
+        return convert(self._fw(framework), dtype, shape, buffer)
+
+    def get_bytes(self, path: str, start: int = 0, stop: int | None = None) -> memoryview:
+        """Bytes `start:stop` of a contiguous tensor as stored (little-endian), without
+        interpreting them."""
+        if stop is None:
+            stop = self.info(path).nbytes
+        return memoryview(_as_array(self._inner.read_bytes(path, start, stop)))
+
+    def read(
+        self, paths: Sequence[str] | None = None, *, framework: str | None = None
+    ) -> dict[str, Any]:
+        """Reads the tensors at `paths` (every tensor when `None`): grouped per object,
+        coalesced, in parallel. Returns them by path, in file order."""
+        fw = self._fw(framework)
+        read = self._inner.read(None if paths is None else list(paths))
+        return {path: convert(fw, *parts) for path, parts in read}
+
+    def stream(
+        self, paths: Sequence[str] | None = None, *, framework: str | None = None
+    ) -> Iterator[tuple[str, Any]]:
+        """The tensors at `paths` (every tensor when `None`) as `(path, tensor)` in file order,
+        at most two batches of the memory budget held at once."""
+        fw = self._fw(framework)
+        for path, parts in self._inner.stream(None if paths is None else list(paths)):
+            yield path, convert(fw, *parts)
+
+    def _fw(self, framework: str | None) -> str:
+        return self._framework if framework is None else framework_of(framework)
+
+    def __repr__(self) -> str:
+        return f"<ckptio.Checkpoint {self.uri} ({self.format}, {len(self)} tensors)>"
+
+
+def _as_array(buffer: _ckptio.Buffer) -> Any:
+    import numpy as np
+
+    return np.asarray(buffer)
+
+
+def open(
+    uri: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    select: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    framework: str | None = None,
+    strict: bool = False,
+    verify: bool = True,
+    memory_budget: int = 64 << 20,
+    progress: Progress = None,
+) -> Checkpoint:
+    """Opens the checkpoint at `uri` lazily, whatever its format: safetensors (a file, or
+    shards with an index), a `torch.save` file (`.pt`, `.ckpt`, `pytorch_model.bin`), a
+    torch.distributed.checkpoint directory, a ckptio checkpoint, a Hugging Face model
+    directory, an accelerate `save_state` directory. Only metadata moves.
+
+    `storage_options` are the store's options as strings (`endpoint`, `region`, ...; the
+    environment's `AWS_*`, `GOOGLE_*`, `AZURE_*` apply too). `select` keeps only paths
+    matching one of its globs (and what lies below them; `*` crosses `/`), `ignore` drops them.
+    `strict` refuses pickled classes ckptio does not understand; `verify` checks stored
+    checksums as tensors are read.
+    """
+    inner = _ckptio.open(
+        uri,
+        dict(storage_options) if storage_options else None,
+        select=list(select) if select else None,
+        ignore=list(ignore) if ignore else None,
+        strict=strict,
+        verify=verify,
+        memory_budget=memory_budget,
+        progress=_progress(progress, uri),
+    )
+    return Checkpoint(inner, framework)
+
+
+def load(
+    uri: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    select: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    map_location: Any = None,
+    framework: str | None = None,
+    strict: bool = False,
+    verify: bool = True,
+    progress: Progress = None,
+) -> Any:
+    """The checkpoint at `uri` as `torch.load` would return it: dicts, lists, scalars, strings
+    and tensors (torch tensors, or numpy arrays with `framework="np"`), every tensor read in
+    parallel and coalesced. Objects of classes ckptio does not interpret come back as inert
+    `Opaque` placeholders naming their class: nothing is ever executed. `map_location` moves
+    torch tensors (`"cuda:0"`, a `torch.device`).
+    """
+    checkpoint = open(
+        uri,
+        storage_options,
+        select=select,
+        ignore=ignore,
+        framework=framework,
+        strict=strict,
+        verify=verify,
+        progress=progress,
+    )
+    fw = checkpoint._framework
+    tensors = checkpoint.read()
+    if map_location is not None and fw == "pt":
+        tensors = {p: t.to(map_location) for p, t in tensors.items()}
+    tree = _fill(checkpoint.tree(), tensors)
+    # A torch file whose top object is not a dict holds it under the empty key.
+    if list(tree) == [""]:
+        return tree[""]
+    return tree
+
+
+def _fill(value: Any, tensors: dict[str, Any]) -> Any:
+    if isinstance(value, _ckptio.TensorRef):
+        return tensors[value.path]
+    if isinstance(value, dict):
+        return {k: _fill(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, tensors) for v in value]
+    return value
+
+
+def save(
+    uri: str,
+    state: Mapping[str, Any],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    format: str = "ckptio",
+    metadata: Mapping[str, str] | None = None,
+    max_shard_size: int | None = None,
+    memory_budget: int = 64 << 20,
+    progress: Progress = None,
+) -> list[str]:
+    """Saves `state` (nested dicts, lists, tuples, numbers, strings, bytes, torch tensors and
+    numpy arrays) at `uri`, streaming each tensor from its own memory (no copy, unless it is
+    not contiguous or not on the CPU) into multipart uploads.
+
+    `format="ckptio"` writes a ckptio checkpoint directory, committed atomically by its
+    manifest (a checkpoint that exists is complete). `format="safetensors"` writes one file, or
+    shards and an index with `max_shard_size`; it holds tensors only. Returns the URIs written.
+    """
+    lent = _lend(dict(state))
+    return _ckptio.save(
+        uri,
+        lent,
+        format,
+        dict(storage_options) if storage_options else None,
+        metadata=dict(metadata) if metadata else None,
+        max_shard_size=max_shard_size,
+        memory_budget=memory_budget,
+        progress=_progress(progress, uri),
+    )
+
+
+def _lend(value: Any) -> Any:
+    if is_tensor(value):
+        return lend(value)
+    if isinstance(value, Mapping):
+        return {k: _lend(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lend(v) for v in value]
+    return value
+
+
+def stream(
+    uri: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    select: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    framework: str | None = None,
+    memory_budget: int = 64 << 20,
+) -> Iterator[tuple[str, Any]]:
+    """Every tensor of the checkpoint at `uri` as `(path, tensor)`, in file order, with at most
+    two batches of `memory_budget` bytes held at once."""
+    checkpoint = open(
+        uri,
+        storage_options,
+        select=select,
+        ignore=ignore,
+        framework=framework,
+        memory_budget=memory_budget,
+    )
+    yield from checkpoint.stream()
+
+
+def download(
+    uri: str,
+    dest: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    chunk_size: int | None = None,
+    concurrency: int | None = None,
+    rate_limit: int | None = None,
+    progress: Progress = None,
+) -> int:
+    """Downloads the object at `uri` to the local file `dest` with parallel range requests,
+    pinned to its ETag; an interrupted download (an error, Ctrl-C) resumes where it stopped.
+    `rate_limit` caps bytes per second. Returns its size."""
+    return _ckptio.download(
+        uri,
+        dest,
+        dict(storage_options) if storage_options else None,
+        chunk_size=chunk_size,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        progress=_progress(progress, uri),
+    )

@@ -1,0 +1,50 @@
+//! The one tokio runtime the bindings run on, and how Python waits for it: without the GIL,
+//! so other threads run while bytes move, and waking every 50 ms to let Ctrl-C through.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use tokio::runtime::Runtime;
+
+use crate::errors::to_py;
+
+/// How often a wait looks for signals (Ctrl-C).
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("ckptio")
+            .build()
+            .expect("a tokio runtime starts")
+    })
+}
+
+/// Runs `future` to completion without the GIL. A signal handler that raises (Ctrl-C's
+/// `KeyboardInterrupt`) stops the wait and drops the future, which cancels its requests; a
+/// download keeps what it saved for a resume.
+pub(crate) fn wait<F, T>(py: Python<'_>, future: F) -> PyResult<T>
+where
+    F: Future<Output = ckptio::Result<T>> + Send,
+    T: Send,
+{
+    let mut future = std::pin::pin!(future);
+    loop {
+        let step = py.detach(|| {
+            runtime().block_on(async {
+                tokio::select! {
+                    done = &mut future => Some(done),
+                    () = tokio::time::sleep(SIGNAL_CHECK) => None,
+                }
+            })
+        });
+        match step {
+            Some(done) => return done.map_err(to_py),
+            None => py.check_signals()?,
+        }
+    }
+}

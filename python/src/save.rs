@@ -1,0 +1,261 @@
+//! Saving from Python: a nested state of dicts, lists, scalars, strings and tensors becomes a
+//! state tree whose tensors are views of the caller's memory (torch tensors and numpy arrays,
+//! made contiguous and little-endian once by the Python layer), streamed into the library's
+//! writers: a ckptio checkpoint (atomic commit) or safetensors (shards and an index).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use ckptio::{DType, Dict, Inline, Int, LazyTensor, Leaf, Node, StateTree, TensorData};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::options;
+use crate::runtime::wait;
+use crate::tree::Opaque;
+
+/// A tensor to save: its dtype, shape, and the contiguous little-endian bytes at `address`,
+/// which `owner` keeps alive (a torch tensor or a numpy array).
+#[pyclass(module = "ckptio._ckptio", frozen)]
+pub(crate) struct TensorIn {
+    dtype: DType,
+    shape: Vec<u64>,
+    address: usize,
+    nbytes: usize,
+    owner: Py<PyAny>,
+}
+
+#[pymethods]
+impl TensorIn {
+    /// `nbytes` bytes at `address`, owned by `owner`, holding a tensor of `dtype` (ckptio's
+    /// name: `F32`, `BF16`, ...) and `shape`.
+    #[new]
+    fn new(
+        dtype: &str,
+        shape: Vec<u64>,
+        address: usize,
+        nbytes: usize,
+        owner: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let dtype: DType = dtype
+            .parse()
+            .map_err(|e: ckptio::UnknownDType| PyValueError::new_err(e.to_string()))?;
+        let want = ckptio::DType::byte_len(dtype, shape.iter().product());
+        if want != Some(nbytes as u64) {
+            return Err(PyValueError::new_err(format!(
+                "{dtype} × {shape:?} is not {nbytes} bytes"
+            )));
+        }
+        if address == 0 && nbytes > 0 {
+            return Err(PyValueError::new_err("a tensor at address 0"));
+        }
+        Ok(Self {
+            dtype,
+            shape,
+            address,
+            nbytes,
+            owner,
+        })
+    }
+}
+
+/// Memory of a Python object, borrowed for as long as the object is held.
+struct Borrowed {
+    _owner: Py<PyAny>,
+    address: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Borrowed {
+    fn as_ref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `address..address + len` is the contiguous memory of `_owner` (a torch tensor
+        // or numpy array the Python layer made contiguous), which the held reference keeps
+        // alive; ckptio only reads it.
+        unsafe { std::slice::from_raw_parts(self.address as *const u8, self.len) }
+    }
+}
+
+/// The bytes of `t`, borrowed from its owner.
+fn bytes_of(t: &TensorIn, py: Python<'_>) -> Bytes {
+    Bytes::from_owner(Borrowed {
+        _owner: t.owner.clone_ref(py),
+        address: t.address,
+        len: t.nbytes,
+    })
+}
+
+/// `value` (at `path`) as a tree node.
+fn node(py: Python<'_>, value: &Bound<'_, PyAny>, path: &str) -> PyResult<Node> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}/{key}")
+        }
+    };
+    if let Ok(t) = value.cast::<TensorIn>() {
+        let t = t.get();
+        return Ok(Node::from(LazyTensor {
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            strides: Vec::new(),
+            data: TensorData::Inline(Inline {
+                bytes: bytes_of(t, py),
+                big_endian: false,
+                origin: path.into(),
+            }),
+            view: Default::default(),
+        }));
+    }
+    if let Ok(d) = value.cast::<PyDict>() {
+        let mut dict = Dict::with_capacity(d.len());
+        for (key, child) in d.iter() {
+            let key = match key.cast::<PyString>() {
+                Ok(s) => s.to_string(),
+                Err(_) => key.str()?.to_string(),
+            };
+            let child = node(py, &child, &join(&ckptio::path::escape(&key)))?;
+            dict.insert(key, child);
+        }
+        return Ok(Node::Dict(dict));
+    }
+    if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        let items = value
+            .try_iter()?
+            .enumerate()
+            .map(|(i, item)| node(py, &item?, &join(&i.to_string())))
+            .collect::<PyResult<_>>()?;
+        return Ok(Node::List(items));
+    }
+    let leaf = if value.is_none() {
+        Leaf::None
+    } else if value.is_instance_of::<PyBool>() {
+        Leaf::Bool(value.extract()?)
+    } else if value.is_instance_of::<PyInt>() {
+        match value.extract::<i64>() {
+            Ok(v) => Leaf::Int(Int::Small(v)),
+            Err(_) => Leaf::Int(Int::Big(value.str()?.to_string())),
+        }
+    } else if value.is_instance_of::<PyFloat>() {
+        Leaf::Float(value.extract()?)
+    } else if let Ok(s) = value.cast::<PyString>() {
+        Leaf::Str(s.to_string())
+    } else if let Ok(b) = value.cast::<PyBytes>() {
+        Leaf::Bytes(Bytes::copy_from_slice(b.as_bytes()))
+    } else if let Ok(o) = value.cast::<Opaque>() {
+        return opaque(py, o.get(), path);
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "`{path}`: a {} cannot be saved (tensors, arrays, dicts, lists, tuples, numbers, \
+             strings, bytes and None can)",
+            value.get_type().name()?
+        )));
+    };
+    Ok(Node::Leaf(leaf))
+}
+
+/// An opaque placeholder `load` returned, saved back as it was read.
+fn opaque(py: Python<'_>, o: &Opaque, path: &str) -> PyResult<Node> {
+    let (module, name, args, kwargs, state) = o.parts(py);
+    let Node::List(args) = node(py, args.bind(py).as_any(), path)? else {
+        unreachable!("a list converts to a list");
+    };
+    let boxed = |v: Option<Py<PyAny>>| -> PyResult<Option<Box<Node>>> {
+        v.map(|v| node(py, v.bind(py), path).map(Box::new))
+            .transpose()
+    };
+    Ok(Node::from(ckptio::Opaque {
+        module,
+        name,
+        args,
+        kwargs: boxed(kwargs)?,
+        state: boxed(state)?,
+    }))
+}
+
+/// The state tree of `state` (a dict).
+fn state_tree(py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<StateTree> {
+    match node(py, state.as_any(), "")? {
+        Node::Dict(root) => Ok(StateTree::from_dict(root)),
+        _ => unreachable!("a dict converts to a dict"),
+    }
+}
+
+/// Saves `state` at `uri`: a ckptio checkpoint (`format="ckptio"`, committed atomically) or
+/// safetensors (`format="safetensors"`, tensors only; shards and an index with
+/// `max_shard_size`). Returns the URIs written.
+#[pyfunction]
+#[pyo3(signature = (uri, state, format="ckptio", storage_options=None, *, metadata=None, max_shard_size=None, memory_budget=64 << 20, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn save(
+    py: Python<'_>,
+    uri: &str,
+    state: &Bound<'_, PyDict>,
+    format: &str,
+    storage_options: Option<&Bound<'_, PyDict>>,
+    metadata: Option<BTreeMap<String, String>>,
+    max_shard_size: Option<u64>,
+    memory_budget: u64,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Vec<String>> {
+    let location = options::resolve(uri, storage_options)?;
+    let tree = state_tree(py, state)?;
+    let materialize = ckptio::MaterializeOptions {
+        to_f32: false,
+        memory_budget,
+    };
+    let progress: std::sync::Arc<dyn ckptio::Progress> = match progress {
+        Some(callable) => options::Callback::new(callable),
+        None => std::sync::Arc::new(ckptio::NoProgress),
+    };
+    match format {
+        "ckptio" => {
+            let defaults = ckptio::SaveOptions::default();
+            let options = ckptio::SaveOptions {
+                metadata: metadata.unwrap_or_default(),
+                max_file_size: max_shard_size.unwrap_or(defaults.max_file_size),
+                materialize,
+                progress,
+                ..defaults
+            };
+            let saved = wait(py, ckptio::save(&location, &tree, &options))?;
+            Ok(vec![saved.uri])
+        }
+        "safetensors" => {
+            let mut other = None;
+            tree.walk_leaves(|path, leaf| {
+                if other.is_none() && !matches!(leaf, Leaf::Tensor(_)) {
+                    other = Some(path.to_owned());
+                }
+            });
+            if let Some(path) = other {
+                return Err(PyValueError::new_err(format!(
+                    "`{path}` is not a tensor: safetensors holds tensors only (save it with \
+                     format=\"ckptio\")"
+                )));
+            }
+            let mut metadata = metadata.unwrap_or_default();
+            metadata
+                .entry("format".into())
+                .or_insert_with(|| "pt".into());
+            let options = ckptio::WriteOptions {
+                max_shard_size,
+                metadata,
+                materialize,
+                progress,
+            };
+            let written = wait(
+                py,
+                ckptio::write_safetensors(tree.into_tensors(), &location, &options),
+            )?;
+            Ok(written.files)
+        }
+        other => Err(PyValueError::new_err(format!(
+            "format {other:?}: \"ckptio\" or \"safetensors\""
+        ))),
+    }
+}

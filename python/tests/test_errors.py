@@ -1,0 +1,89 @@
+"""Bad input raises the exception Python code expects, with the library's message; a hostile
+pickle is refused and nothing it names runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES
+
+import ckptio
+
+
+def test_a_missing_object_is_file_not_found() -> None:
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        ckptio.open("/nonexistent/nothing-here.safetensors")
+
+
+def test_a_bad_uri_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="unsupported scheme"):
+        ckptio.open("ftp://host/x")
+
+
+def test_a_hostile_pickle_is_refused_and_nothing_runs() -> None:
+    marker = Path("/tmp/ckptio-pwned")
+    marker.unlink(missing_ok=True)
+    with pytest.raises(ckptio.UnsafeError, match=r"posix\.system"):
+        ckptio.load(str(FIXTURES / "torch" / "hostile.pt"))
+    assert not marker.exists()
+
+
+def test_a_truncated_file_is_corrupt_naming_it(tmp_path: Path) -> None:
+    data = (FIXTURES / "tiny.safetensors").read_bytes()
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[: len(data) - 5])
+    with pytest.raises(ckptio.CorruptError, match=r"cut\.safetensors"):
+        ckptio.open(str(path))
+
+
+def test_a_legacy_torch_file_is_unsupported_with_the_fix() -> None:
+    with pytest.raises(ckptio.UnsupportedError, match="legacy"):
+        ckptio.open(str(FIXTURES / "torch" / "legacy.pt"))
+
+
+def test_an_unknown_tensor_is_a_key_error() -> None:
+    checkpoint = ckptio.open(str(FIXTURES / "tiny.safetensors"))
+    with pytest.raises(KeyError, match=r"no tensor `nope`"):
+        checkpoint.get_tensor("nope")
+
+
+def test_wrong_credentials_are_a_permission_error() -> None:
+    import json
+
+    base = os.environ.get("CKPTIO_TEST_S3S_URI")
+    if not base:
+        pytest.skip("s3s is not configured")
+    options = json.loads(os.environ["CKPTIO_TEST_S3S_OPTIONS"])
+    options["secret_access_key"] = "wrong-secret"
+    with pytest.raises(PermissionError) as raised:
+        ckptio.stat(base + "anything.bin", options)
+    assert "wrong-secret" not in str(raised.value)
+
+
+def test_every_error_is_a_ckptio_error_or_a_builtin_one() -> None:
+    for cls in [
+        ckptio.UnsafeError,
+        ckptio.CorruptError,
+        ckptio.UnsupportedError,
+        ckptio.TransportError,
+        ckptio.CommittedError,
+        ckptio.ChangedError,
+    ]:
+        assert issubclass(cls, ckptio.Error)
+
+
+def test_warnings_reach_pythons_logging(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("x")
+    ckpt = tmp_path / "ckpt"
+    ckptio.save(str(ckpt), {"x": __import__("numpy").zeros(2)})
+    (ckpt / "loot").symlink_to(outside)
+    with caplog.at_level(logging.WARNING):
+        ckptio.cp(str(ckpt) + "/", str(tmp_path / "copy") + "/")
+    assert any("outside" in r.getMessage() for r in caplog.records), caplog.records
+    assert not (tmp_path / "copy" / "loot").exists()

@@ -1,0 +1,190 @@
+"""Reading every committed fixture as torch and Python's safetensors do: every tensor
+bit-identical, every scalar equal, in torch or numpy, whole, by rows, or streamed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import FIXTURES, expected, has_torch, needs_torch, sha256, tensor_bytes
+
+import ckptio
+
+TORCH = expected("torch/expected.json")
+HF = expected("hf/expected.json")
+TORCH_FIXTURES = sorted(k for k, v in TORCH.items() if isinstance(v, dict))
+
+
+def _leaf_equal(got: Any, want: Any) -> bool:
+    if isinstance(got, int) and isinstance(want, str):
+        return str(got) == want  # integers past 64 bits are recorded as their digits
+    if isinstance(want, float) and isinstance(got, float):
+        return got == want or (math.isnan(got) and math.isnan(want))
+    return bool(got == want)
+
+
+@needs_torch
+@pytest.mark.parametrize("name", TORCH_FIXTURES)
+def test_every_torch_fixture_loads_as_torch_shows_it(name: str) -> None:
+    checkpoint = ckptio.open(str(FIXTURES / "torch" / name), framework="pt")
+    tree = checkpoint.tree()
+    readable = [p for p in checkpoint.keys() if checkpoint._inner.tensor_ref(p).unreadable is None]
+    tensors = checkpoint.read(readable)
+    for path, want in TORCH[name].items():
+        if "sha256" in want:
+            got = tensors[path]
+            assert str(got.dtype).removeprefix("torch.") != "", path
+            assert list(got.shape) == want["shape"], path
+            assert sha256(tensor_bytes(got)) == want["sha256"], f"{name}: {path}"
+        elif "value" in want:
+            node: Any = tree
+            for segment in path.split("/"):
+                key = segment.replace("%2F", "/").replace("%25", "%")
+                node = node[int(key)] if isinstance(node, list) else node[key]
+            assert _leaf_equal(node, want["value"]), f"{name}: {path}: {node!r}"
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["state_dict.pt", "views.pt", "signs.pt"])
+def test_load_matches_torch_load(name: str) -> None:
+    import torch
+
+    path = FIXTURES / "torch" / name
+    ours = ckptio.load(str(path))
+    theirs = torch.load(path, weights_only=True)
+    assert set(ours) == set(theirs)
+    for key, value in theirs.items():
+        assert ours[key].dtype == value.dtype, key
+        assert tensor_bytes(ours[key]) == tensor_bytes(value), key
+
+
+@pytest.mark.parametrize("framework", ["pt", "np"])
+def test_safe_open_reads_what_pythons_safetensors_reads(framework: str) -> None:
+    if framework == "pt" and not has_torch():
+        pytest.skip("torch is not installed")
+    from safetensors import safe_open
+
+    path = str(FIXTURES / "dtypes.safetensors")
+    with (
+        safe_open(path, framework=framework) as theirs,
+        ckptio.safe_open(path, framework=framework) as ours,
+    ):
+        assert sorted(ours.keys()) == sorted(theirs.keys())
+        assert ours.metadata() == theirs.metadata()
+        for key in theirs.keys():
+            try:
+                want = theirs.get_tensor(key)
+            except (TypeError, ValueError, AttributeError):
+                continue  # Python's safetensors cannot make it here (BF16 in numpy, F4 in torch)
+            dtype = ours.get_slice(key).get_dtype()
+            try:
+                got = ours.get_tensor(key)
+            except ckptio.UnsupportedError:
+                # Packed sub-byte floats have no element type; FP8 in numpy needs ml_dtypes.
+                assert dtype in ("F4", "F6_E2M3", "F6_E3M2") or framework == "np", key
+                continue
+            assert tuple(got.shape) == tuple(want.shape), key
+            assert tensor_bytes(got) == tensor_bytes(want), key
+
+
+def test_a_slice_reads_rows_as_safetensors_slices_them() -> None:
+    from safetensors import safe_open
+
+    path = str(FIXTURES / "hf" / "model" / "model.safetensors")
+    name = "transformer.wte.weight"
+    with safe_open(path, framework="np") as theirs, ckptio.safe_open(path, framework="np") as ours:
+        for index in [slice(1, 5), slice(None, 3), 7]:
+            got = ours.get_slice(name)[index]
+            want = theirs.get_slice(name)[index]
+            assert np.array_equal(got, want), index
+        assert ours.get_slice(name).get_shape() == theirs.get_slice(name).get_shape()
+        whole = ours.get_tensor(name)
+        # Negative bounds and further dimensions, which Python's safetensors does not take.
+        assert np.array_equal(ours.get_slice(name)[-4:], whole[-4:])
+        assert np.array_equal(ours.get_slice(name)[2:4, 1:3], whole[2:4, 1:3])
+
+
+@pytest.mark.parametrize("layout", ["model", "variant", "bin", "bin_variant", "bin_single"])
+def test_hugging_face_layouts_read_bit_for_bit(layout: str) -> None:
+    checkpoint = ckptio.open(str(FIXTURES / "hf" / layout), framework="np")
+    tensors = checkpoint.read()
+    for path, want in HF[layout].items():
+        assert sha256(tensor_bytes(tensors[path])) == want["sha256"], path
+
+
+def test_a_dcp_tensor_reads_by_rows_from_the_chunks_that_hold_them() -> None:
+    checkpoint = ckptio.open(str(FIXTURES / "torch" / "dcp_sharded"), framework="np")
+    whole = checkpoint.get_tensor("model/w")
+    assert np.array_equal(checkpoint.get_rows("model/w", 3, 6), whole[3:6])
+
+
+def test_stream_yields_every_tensor_once_in_file_order() -> None:
+    path = str(FIXTURES / "hf" / "bin")
+    streamed = dict(ckptio.stream(path, framework="np"))
+    assert set(streamed) == set(HF["bin"])
+    for key, want in HF["bin"].items():
+        assert sha256(tensor_bytes(streamed[key])) == want["sha256"], key
+
+
+def test_select_and_ignore_keep_what_their_globs_say() -> None:
+    path = str(FIXTURES / "torch" / "training_state.pt")
+    selected = ckptio.open(path, select=["model/*"])
+    assert selected.keys() and all(k.startswith("model/") for k in selected.keys())
+    ignored = ckptio.open(path, ignore=["optimizer"])
+    assert not any(k.startswith("optimizer/") for k in ignored.keys())
+
+
+def test_info_and_bytes_need_no_tensor_read() -> None:
+    checkpoint = ckptio.open(str(FIXTURES / "tiny.safetensors"))
+    info = checkpoint.info("embed.weight")
+    assert info.dtype == "F32"
+    raw = checkpoint.get_bytes("embed.weight", 0, 8)
+    whole = checkpoint.get_tensor("embed.weight", framework="np")
+    assert bytes(raw) == whole.tobytes()[:8]
+
+
+def test_read_tensors_are_writable_and_independent() -> None:
+    checkpoint = ckptio.open(str(FIXTURES / "tiny.safetensors"), framework="np")
+    first = checkpoint.get_tensor("embed.weight")
+    second = checkpoint.get_tensor("embed.weight")
+    first[...] = 0
+    assert np.any(second != 0)
+
+
+@needs_torch
+def test_bf16_and_fp8_come_back_as_torchs_own_dtypes() -> None:
+    import torch
+
+    checkpoint = ckptio.open(str(FIXTURES / "dtypes.safetensors"), framework="pt")
+    dtypes = {
+        checkpoint.info(k).dtype: checkpoint.get_tensor(k).dtype
+        for k in checkpoint.keys()
+        if checkpoint.info(k).dtype in ("BF16", "F8_E4M3", "F8_E5M2")
+    }
+    assert dtypes.get("BF16") == torch.bfloat16
+    assert dtypes.get("F8_E4M3") == torch.float8_e4m3fn
+
+
+def test_numpy_bf16_needs_ml_dtypes_and_says_so() -> None:
+    checkpoint = ckptio.open(str(FIXTURES / "dtypes.safetensors"), framework="np")
+    bf16 = next(k for k in checkpoint.keys() if checkpoint.info(k).dtype == "BF16")
+    try:
+        import ml_dtypes
+    except ImportError:
+        with pytest.raises(ckptio.UnsupportedError, match="ml_dtypes"):
+            checkpoint.get_tensor(bf16)
+        return
+    assert checkpoint.get_tensor(bf16).dtype == ml_dtypes.bfloat16
+
+
+def test_without_torch_the_default_is_numpy() -> None:
+    loaded = ckptio.load(str(FIXTURES / "tiny.safetensors"))
+    first = next(iter(loaded.values()))
+    if has_torch():
+        import torch
+
+        assert isinstance(first, torch.Tensor)
+    else:
+        assert isinstance(first, np.ndarray)

@@ -1,0 +1,90 @@
+"""Saving from torch and numpy: zero-copy views of the caller's memory, streamed into a ckptio
+checkpoint (committed atomically) or safetensors that Python's safetensors reads back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import needs_torch
+
+import ckptio
+
+
+def test_numpy_state_round_trips_through_a_ckptio_checkpoint(tmp_path: Path) -> None:
+    state = {
+        "w": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "t": np.arange(6, dtype=np.int64).reshape(2, 3).T,  # not contiguous
+        "be": np.arange(4, dtype=">i4"),  # big-endian
+        "nested": {"lr": 0.1, "steps": [1, 2, 3], "name": "run", "big": 2**80, "none": None},
+        "raw": b"\x00\x01",
+    }
+    ckptio.save(str(tmp_path / "ckpt"), state)
+    back = ckptio.load(str(tmp_path / "ckpt"), framework="np")
+    assert np.array_equal(back["w"], state["w"])
+    assert np.array_equal(back["t"], state["t"])
+    assert np.array_equal(back["be"], np.arange(4, dtype=np.int32))
+    assert back["nested"] == state["nested"]
+    assert back["raw"] == state["raw"]
+
+
+@needs_torch
+def test_torch_state_round_trips_and_safetensors_reads_what_ckptio_writes(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    state = {
+        "a": torch.randn(4, 5),
+        "b": torch.arange(10, dtype=torch.bfloat16),
+        "c": torch.randn(3, 3).t(),
+        "d": torch.ones(2, dtype=torch.float8_e4m3fn),
+    }
+    written = ckptio.save(str(tmp_path / "m.safetensors"), state, format="safetensors")
+    assert written == [str(tmp_path / "m.safetensors")]
+    theirs = load_file(tmp_path / "m.safetensors")
+    for key, value in state.items():
+        assert torch.equal(theirs[key].view(torch.uint8), value.contiguous().view(torch.uint8)), key
+    ours = ckptio.load(str(tmp_path / "m.safetensors"))
+    for key, value in state.items():
+        assert ours[key].dtype == value.dtype
+        assert torch.equal(ours[key].view(torch.uint8), value.contiguous().view(torch.uint8))
+
+
+def test_safetensors_holds_tensors_only(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="`lr` is not a tensor"):
+        ckptio.save(str(tmp_path / "m.safetensors"), {"lr": 0.1}, format="safetensors")
+
+
+def test_objects_that_cannot_be_saved_are_named(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="`opt/fn`"):
+        ckptio.save(str(tmp_path / "ckpt"), {"opt": {"fn": print}})
+
+
+def test_a_committed_checkpoint_is_not_overwritten(tmp_path: Path) -> None:
+    ckptio.save(str(tmp_path / "ckpt"), {"x": np.zeros(2)})
+    with pytest.raises(ckptio.CommittedError):
+        ckptio.save(str(tmp_path / "ckpt"), {"x": np.ones(2)})
+
+
+def test_opaque_objects_from_a_load_save_back_as_they_were(tmp_path: Path) -> None:
+    from conftest import FIXTURES
+
+    loaded = ckptio.load(str(FIXTURES / "torch" / "training_state.pt"), framework="np")
+    opaque = loaded["info"]
+    assert isinstance(opaque, ckptio.Opaque)
+    ckptio.save(str(tmp_path / "ckpt"), loaded)
+    again = ckptio.load(str(tmp_path / "ckpt"), framework="np")
+    assert isinstance(again["info"], ckptio.Opaque)
+    assert (again["info"].module, again["info"].name) == (opaque.module, opaque.name)
+
+
+def test_progress_is_told_every_byte(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    ckptio.save(
+        str(tmp_path / "m.safetensors"),
+        {"x": np.zeros(1 << 20, dtype=np.uint8)},
+        format="safetensors",
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert seen and seen[-1][0] == 1 << 20
