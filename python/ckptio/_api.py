@@ -150,6 +150,7 @@ def open(
     strict: bool = False,
     verify: bool = True,
     memory_budget: int = 64 << 20,
+    mmap: bool = True,
     progress: Progress = None,
 ) -> Checkpoint:
     """Opens the checkpoint at `uri` lazily, whatever its format: safetensors (a file, or
@@ -161,7 +162,10 @@ def open(
     environment's `AWS_*`, `GOOGLE_*`, `AZURE_*` apply too). `select` keeps only paths
     matching one of its globs (and what lies below them; `*` crosses `/`), `ignore` drops them.
     `strict` refuses pickled classes ckptio does not understand; `verify` checks stored
-    checksums as tensors are read.
+    checksums as tensors are read. `mmap` (local files only) makes tensors views of a private
+    mapping of the file, as `torch.load(mmap=True)` does: no copy, pages shared with the page
+    cache, writes kept in this process. Turn it off for a file another process may truncate
+    while its tensors are in use (a mapped reader faults then).
     """
     inner = _ckptio.open(
         uri,
@@ -171,6 +175,7 @@ def open(
         strict=strict,
         verify=verify,
         memory_budget=memory_budget,
+        mmap=mmap,
         progress=_progress(progress, uri),
     )
     return Checkpoint(inner, framework)
@@ -186,13 +191,14 @@ def load(
     framework: str | None = None,
     strict: bool = False,
     verify: bool = True,
+    mmap: bool = True,
     progress: Progress = None,
 ) -> Any:
     """The checkpoint at `uri` as `torch.load` would return it: dicts, lists, scalars, strings
     and tensors (torch tensors, or numpy arrays with `framework="np"`), every tensor read in
     parallel and coalesced. Objects of classes ckptio does not interpret come back as inert
     `Opaque` placeholders naming their class: nothing is ever executed. `map_location` moves
-    torch tensors (`"cuda:0"`, a `torch.device`).
+    torch tensors (`"cuda:0"`, a `torch.device`). `mmap` is `open`'s.
     """
     checkpoint = open(
         uri,
@@ -202,6 +208,7 @@ def load(
         framework=framework,
         strict=strict,
         verify=verify,
+        mmap=mmap,
         progress=progress,
     )
     fw = checkpoint._framework

@@ -80,6 +80,7 @@ def open(
     strict: bool = False,
     verify: bool = True,
     memory_budget: int = ...,
+    mmap: bool = True,
     progress: Callable[[int, int], object] | None = None,
 ) -> Checkpoint: ...
 def save(

@@ -73,9 +73,10 @@ fn read(lazy: &LazyTensor, tensor: ckptio::Tensor) -> Read {
     (tensor.dtype.name(), tensor.shape, Buffer::new(data))
 }
 
-/// Opens the checkpoint at `uri`, whatever its format; only metadata moves.
+/// Opens the checkpoint at `uri`, whatever its format; only metadata moves. With `mmap`, a
+/// local file's tensors are views of a private mapping of it (shared with the page cache).
 #[pyfunction]
-#[pyo3(signature = (uri, storage_options=None, *, select=None, ignore=None, strict=false, verify=true, memory_budget=64 << 20, progress=None))]
+#[pyo3(signature = (uri, storage_options=None, *, select=None, ignore=None, strict=false, verify=true, memory_budget=64 << 20, mmap=true, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn open(
     py: Python<'_>,
@@ -86,11 +87,15 @@ pub(crate) fn open(
     strict: bool,
     verify: bool,
     memory_budget: u64,
+    mmap: bool,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Checkpoint> {
     let location = options::resolve(uri, storage_options)?;
     let open = ckptio::OpenOptions {
-        fetch: options::fetch(progress),
+        fetch: ckptio::FetchOptions {
+            map_local: mmap,
+            ..options::fetch(progress)
+        },
         read: ckptio::ReadOptions { strict, verify },
         select: select.unwrap_or_default(),
     };

@@ -9,6 +9,7 @@
 
 mod file;
 mod list;
+mod mapped;
 mod object;
 mod options;
 mod plan;

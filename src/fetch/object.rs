@@ -241,6 +241,9 @@ impl Object {
                 size,
             });
         }
+        if let Some(mapped) = self.mapped(ranges).await? {
+            return Ok(mapped);
+        }
         let spans = plan::coalesce(ranges, self.source.options.coalesce_gap);
         let data = self.read_spans(spans.clone()).await?;
         Ok(ranges
@@ -255,6 +258,38 @@ impl Object {
                 data[i].slice((r.start - offset) as usize..(r.end - offset) as usize)
             })
             .collect())
+    }
+
+    /// `ranges` of a local file as views of one private mapping of the span that covers them,
+    /// when mapping is on; `None` to read them instead.
+    async fn mapped(&self, ranges: &[Range<u64>]) -> Result<Option<Vec<Bytes>>> {
+        let source = &self.source;
+        if !source.options.map_local || source.location.local_path().is_none() {
+            return Ok(None);
+        }
+        let Some(start) = ranges
+            .iter()
+            .filter(|r| !r.is_empty())
+            .map(|r| r.start)
+            .min()
+        else {
+            return Ok(None);
+        };
+        let end = ranges.iter().map(|r| r.end).max().unwrap_or(start);
+        let Some(span) = source.map(start..end).await? else {
+            return Ok(None);
+        };
+        let len: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        source.options.progress.advanced(len);
+        Ok(Some(
+            ranges
+                .iter()
+                .map(|r| {
+                    let at = r.start.saturating_sub(start) as usize;
+                    span.slice(at..at + (r.end - r.start) as usize)
+                })
+                .collect(),
+        ))
     }
 
     /// Reads `spans`, each into a buffer of its own. Fetch tasks on every worker thread send
@@ -497,6 +532,42 @@ mod tests {
         let loc = object.location().clone();
         loc.store().put(loc.path(), data(101).into()).await.unwrap();
         let err = object.bytes().await.unwrap_err();
+        assert!(matches!(err, Error::ObjectChanged { .. }), "{err}");
+    }
+
+    async fn local_object(dir: &std::path::Path, d: &[u8], map_local: bool) -> Object {
+        let path = dir.join("weights.bin");
+        std::fs::write(&path, d).unwrap();
+        let loc = crate::location::resolve(path.to_str().unwrap(), &Default::default()).unwrap();
+        let options = FetchOptions {
+            map_local,
+            ..FetchOptions::default()
+        };
+        Object::open(&loc, options).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_local_file_is_read_through_a_mapping_unless_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = data(3 << 20);
+        for map_local in [true, false] {
+            let object = local_object(dir.path(), &d, map_local).await;
+            let ranges = [0..10, (1 << 20)..(2 << 20), 5..5];
+            let got = object.read_ranges(&ranges).await.unwrap();
+            for (r, bytes) in ranges.iter().zip(&got) {
+                assert_eq!(bytes, &d[r.start as usize..r.end as usize], "{r:?}");
+            }
+            assert_eq!(object.mapped(&ranges).await.unwrap().is_some(), map_local);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_file_replaced_before_it_is_mapped_is_an_object_changed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let object = local_object(dir.path(), &data(4096), true).await;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("weights.bin"), data(4097)).unwrap();
+        let err = object.read_ranges(&[0..10, 20..30]).await.unwrap_err();
         assert!(matches!(err, Error::ObjectChanged { .. }), "{err}");
     }
 }

@@ -25,6 +25,11 @@ pub struct FetchOptions {
     pub rate_limit: Option<u64>,
     /// Receives progress events.
     pub progress: Arc<dyn Progress>,
+    /// Read local files through a private memory map (default `true`): tensors share the page
+    /// cache instead of copying it, as `torch.load(mmap=True)` does. A file truncated by
+    /// another process while its tensors are in use then faults the process (SIGBUS); turn
+    /// this off for files that may be rewritten in place.
+    pub map_local: bool,
 }
 
 /// The most range requests one download keeps in flight.
@@ -46,6 +51,7 @@ impl Default for FetchOptions {
             retry: RetryPolicy::default(),
             rate_limit: None,
             progress: Arc::new(NoProgress),
+            map_local: true,
         }
     }
 }
@@ -58,6 +64,7 @@ impl std::fmt::Debug for FetchOptions {
             .field("coalesce_gap", &self.coalesce_gap)
             .field("retry", &self.retry)
             .field("rate_limit", &self.rate_limit)
+            .field("map_local", &self.map_local)
             .finish_non_exhaustive()
     }
 }

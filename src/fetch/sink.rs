@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use memmap2::{Advice, MmapMut};
+use memmap2::MmapMut;
 use tokio::sync::mpsc;
 
 use super::task::blocking;
@@ -132,8 +132,8 @@ impl RangeSink for FileWriter {
     }
 }
 
-/// Spans at least this large go into an anonymous mapping with huge pages: filling 1 GiB of
-/// 4 KiB pages costs 262,144 page faults, of 2 MiB pages 512.
+/// Spans at least this large go into an anonymous mapping of their own, returned to the system
+/// as soon as it is dropped (a heap allocation this large may linger in the allocator).
 const MAP_AT_LEAST: usize = 32 << 20;
 
 /// A destination buffer for one span, filled in place and frozen into [`Bytes`] without a copy.
@@ -146,9 +146,9 @@ impl Region {
     /// A zeroed buffer of `len` bytes, or `None` if the memory cannot be had.
     pub fn new(len: usize) -> Option<Self> {
         if len >= MAP_AT_LEAST {
+            // No huge-page advice: where the kernel compacts memory for it on demand (THP
+            // defrag `madvise`), a 1 GiB region took three times as long to fill.
             let map = MmapMut::map_anon(len).ok()?;
-            // Advice only: without transparent huge pages the mapping still works.
-            let _ = map.advise(Advice::HugePage);
             return Some(Self::Mapped(map));
         }
         let mut buf = Vec::new();
@@ -167,7 +167,9 @@ impl Region {
     pub fn freeze(self) -> io::Result<Bytes> {
         Ok(match self {
             Self::Heap(v) => Bytes::from(v),
-            Self::Mapped(m) => Bytes::from_owner(m.make_read_only()?),
+            // Kept writable: the Python bindings hand these bytes to numpy and torch, which may
+            // write them (an optimizer's state, updated in place).
+            Self::Mapped(m) => Bytes::from_owner(m),
         })
     }
 }

@@ -224,6 +224,41 @@ impl Source {
         Ok(())
     }
 
+    /// Bytes `span` of the object over a private mapping of its file, opened through the store
+    /// (so confinement applies) and pinned like every read; `None` when the store does not
+    /// serve it as a file or it cannot be mapped.
+    pub async fn map(&self, span: Range<u64>) -> Result<Option<Bytes>> {
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(span.clone())),
+            if_match: self.info.etag.clone(),
+            ..GetOptions::default()
+        };
+        let result = match self
+            .location
+            .store()
+            .get_opts(self.location.path(), options)
+            .await
+        {
+            Ok(result) => result,
+            Err(err) => return Err(self.fatal(Failure::Store(err)).await),
+        };
+        if let (Some(pinned), Some(sent)) = (&self.info.etag, &result.meta.e_tag) {
+            if !same_etag(pinned, sent) {
+                return Err(self.changed(Some(sent.clone())).await);
+            }
+        }
+        let GetResultPayload::File(file, _) = result.payload else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || super::mapped::map(&file, span))
+            .await
+            .map_err(|e| Error::LocalIo {
+                path: self.location.uri(),
+                action: "map",
+                source: std::io::Error::other(e.to_string()),
+            })
+    }
+
     /// Hands the next bytes of the range to the sink, reporting and pacing them.
     async fn deliver(
         &self,

@@ -1,0 +1,271 @@
+"""Python benchmark: a 1 GiB safetensors file of 256 F32 tensors (and the same as a torch.save
+file) loaded into torch tensors, every tensor touched, with the `ckptio` package and its peers,
+from local disk, nginx (HTTP) and Garage (S3); then one tensor of the remote file (time and
+bytes moved on loopback). Each case runs in its own process: medians of --runs, peak RSS from
+GNU time. Run through `scripts/bench python` (the package is built into the torch venv)."""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from common import GiB, MiB, case, garage, measure
+
+# Every tensor's bytes are touched: clone copies them (and is dropped at once).
+TOUCH = """
+total = 0
+for t in sd.values():
+    total += t.clone().nbytes
+assert total == int(sys.argv[-1]), total
+"""
+
+CKPTIO_LOAD = """
+import sys, json, ckptio
+sd = ckptio.load(sys.argv[1], json.loads(sys.argv[2]) or None)
+""" + TOUCH
+
+ST_LOAD_FILE = """
+import sys
+from safetensors.torch import load_file
+sd = load_file(sys.argv[1])
+""" + TOUCH
+
+ST_SAFE_OPEN = """
+import sys
+from safetensors import safe_open
+sd = {}
+with safe_open(sys.argv[1], framework="pt") as f:
+    for k in f.keys():
+        sd[k] = f.get_tensor(k)
+""" + TOUCH
+
+TORCH_MMAP = """
+import sys, torch
+sd = torch.load(sys.argv[1], mmap=True, weights_only=True)
+""" + TOUCH
+
+RUNAI = """
+import sys
+from runai_model_streamer import SafetensorsStreamer
+sd = {}
+with SafetensorsStreamer() as streamer:
+    streamer.stream_file(sys.argv[1])
+    for name, tensor in streamer.get_tensors():
+        sd[name] = tensor.clone()
+""" + TOUCH
+
+HF_TRANSFER = """
+import sys, hf_transfer
+from safetensors.torch import load_file
+hf_transfer.download(url=sys.argv[1], filename=sys.argv[2], max_files=16, chunk_size=8 << 20)
+sd = load_file(sys.argv[2])
+""" + TOUCH
+
+BOTO3 = """
+import sys, boto3
+from boto3.s3.transfer import TransferConfig
+from safetensors.torch import load_file
+endpoint, bucket, key, dest = sys.argv[1:5]
+boto3.client("s3", endpoint_url=endpoint).download_file(
+    bucket, key, dest, Config=TransferConfig(max_concurrency=16, multipart_chunksize=8 << 20))
+sd = load_file(dest)
+""" + TOUCH
+
+S3TORCH = """
+import sys, torch
+from s3torchconnector import S3Checkpoint, S3ClientConfig
+endpoint, region, uri = sys.argv[1], sys.argv[2], sys.argv[3]
+checkpoint = S3Checkpoint(region=region, endpoint=endpoint,
+                          s3client_config=S3ClientConfig(force_path_style=True))
+with checkpoint.reader(uri) as reader:
+    if uri.endswith(".pt"):
+        sd = torch.load(reader, weights_only=True)
+    else:
+        from safetensors.torch import load
+        sd = load(reader.read())
+""" + TOUCH
+
+# One tensor of the remote file, and the bytes that crossed loopback meanwhile.
+ONE_CKPTIO = """
+import sys, json, ckptio
+with ckptio.safe_open(sys.argv[1], framework="pt", storage_options=json.loads(sys.argv[2]) or None) as f:
+    t = f.get_tensor("layers.100.weight")
+assert t.nbytes == 4 << 20
+"""
+
+ONE_SAFETENSORS_HTTP = """
+import sys, hf_transfer
+from safetensors import safe_open
+hf_transfer.download(url=sys.argv[1], filename=sys.argv[2], max_files=16, chunk_size=8 << 20)
+with safe_open(sys.argv[2], framework="pt") as f:
+    t = f.get_tensor("layers.100.weight")
+"""
+
+ONE_RUNAI = """
+import sys
+from runai_model_streamer import SafetensorsStreamer
+with SafetensorsStreamer() as streamer:
+    streamer.stream_file(sys.argv[1])
+    for name, tensor in streamer.get_tensors():
+        if name == "layers.100.weight":
+            t = tensor.clone()
+"""
+
+ONE_BOTO3 = """
+import sys, boto3
+from safetensors import safe_open
+endpoint, bucket, key, dest = sys.argv[1:5]
+boto3.client("s3", endpoint_url=endpoint).download_file(bucket, key, dest)
+with safe_open(dest, framework="pt") as f:
+    t = f.get_tensor("layers.100.weight")
+"""
+
+BASELINE = """
+import torch, ckptio, safetensors.torch, boto3
+"""
+
+WRITE = """
+import sys, torch
+from safetensors.torch import save_file
+n, st, pt = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+g = torch.Generator().manual_seed(0)
+sd = {f"layers.{i}.weight": torch.randn(1 << 20, generator=g) for i in range(n)}
+save_file(sd, st)
+torch.save(sd, pt)
+"""
+
+
+def loopback_bytes():
+    with open("/proc/net/dev") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name.strip() == "lo":
+                return int(rest.split()[0])
+    return 0
+
+
+def moved(cmd, env):
+    """Runs `cmd`; returns (seconds, bytes received on loopback) of that run."""
+    import time
+
+    before = loopback_bytes()
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start, loopback_bytes() - before
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tmpfs", default="/dev/shm")
+    args = ap.parse_args()
+
+    http_root = os.environ["CKPTIO_TEST_HTTP_ROOT"]
+    base_url = os.environ["CKPTIO_TEST_HTTP_URI"]
+    s3, bucket, s3_env = garage()
+    st, pt = os.path.join(http_root, "bench.safetensors"), os.path.join(http_root, "bench.pt")
+    print("bench: writing 1 GiB as safetensors and as torch.save (256 F32 tensors)", file=sys.stderr)
+    subprocess.run([sys.executable, "-c", WRITE, "256", st, pt], check=True)
+    tensor_bytes = 256 * (4 << 20)
+    for path in (st, pt):
+        subprocess.run(["s5cmd", "--endpoint-url", s3["endpoint"], "cp", path,
+                        f"s3://{bucket}/{os.path.basename(path)}"],
+                       env=s3_env, check=True, stdout=subprocess.DEVNULL)
+    s3_options = json_options(s3)
+    runai_env = dict(s3_env, RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING="0",
+                     AWS_CA_BUNDLE="", RUNAI_STREAMER_S3_ENDPOINT=s3["endpoint"])
+    tmp = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
+    dl = os.path.join(tmp, "downloaded")
+    py, n, results = sys.executable, str(tensor_bytes), []
+    try:
+        def run(label, target, cmd, env=None):
+            case(results, args.runs, label, target, "", [cmd], env=env)
+
+        # What every process holds before any tensor: the interpreter, torch and the libraries.
+        base_runs = [measure([[py, "-c", BASELINE]]) for _ in range(args.runs)]
+        baseline = (min(t for t, _ in base_runs), min(r for _, r in base_runs))
+        run("ckptio.load", "local", [py, "-c", CKPTIO_LOAD, st, "{}", n])
+        run("safetensors load_file", "local", [py, "-c", ST_LOAD_FILE, st, n])
+        run("safetensors safe_open loop", "local", [py, "-c", ST_SAFE_OPEN, st, n])
+        run("ckptio.load (.pt)", "local", [py, "-c", CKPTIO_LOAD, pt, "{}", n])
+        run("torch.load(mmap=True) (.pt)", "local", [py, "-c", TORCH_MMAP, pt, n])
+        run("runai SafetensorsStreamer", "local", [py, "-c", RUNAI, st, n])
+        url = base_url + "bench.safetensors"
+        run("ckptio.load", "HTTP", [py, "-c", CKPTIO_LOAD, url, "{}", n])
+        run("hf_transfer + load_file", "HTTP", [py, "-c", HF_TRANSFER, url, dl + ".st", n])
+        s3_st, s3_pt = f"s3://{bucket}/bench.safetensors", f"s3://{bucket}/bench.pt"
+        run("ckptio.load", "S3", [py, "-c", CKPTIO_LOAD, s3_st, s3_options, n], s3_env)
+        run("ckptio.load (.pt)", "S3", [py, "-c", CKPTIO_LOAD, s3_pt, s3_options, n], s3_env)
+        peer(run, "runai SafetensorsStreamer", "S3", [py, "-c", RUNAI, s3_st, n], runai_env)
+        peer(run, "s3torchconnector + load", "S3", [py, "-c", S3TORCH, s3["endpoint"], s3["region"], s3_st, n], s3_env)
+        peer(run, "s3torchconnector + torch.load (.pt)", "S3",
+             [py, "-c", S3TORCH, s3["endpoint"], s3["region"], s3_pt, n], s3_env)
+        run("boto3 + load_file", "S3", [py, "-c", BOTO3, s3["endpoint"], bucket, "bench.safetensors",
+                                        dl + ".st", n], s3_env)
+        one = [
+            ("HTTP", "ckptio safe_open", [py, "-c", ONE_CKPTIO, url, "{}"], None),
+            ("HTTP", "hf_transfer + safe_open", [py, "-c", ONE_SAFETENSORS_HTTP, url, dl + ".one"], None),
+            ("S3", "ckptio safe_open", [py, "-c", ONE_CKPTIO, s3_st, s3_options], s3_env),
+            ("S3", "runai SafetensorsStreamer", [py, "-c", ONE_RUNAI, s3_st], runai_env),
+            ("S3", "boto3 + safe_open", [py, "-c", ONE_BOTO3, s3["endpoint"], bucket,
+                                          "bench.safetensors", dl + ".one"], s3_env),
+        ]
+        one_rows = []
+        for target, label, cmd, env in one:
+            try:
+                seconds, received = moved(cmd, env)
+                one_rows.append((target, label, seconds, received))
+            except subprocess.CalledProcessError as e:
+                one_rows.append((target, label, None, f"failed ({e.returncode})"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(results, tensor_bytes, baseline, one_rows)
+
+
+def json_options(s3):
+    import json
+
+    return json.dumps({k: s3[k] for k in ("endpoint", "access_key_id", "secret_access_key", "region")})
+
+
+def peer(run, label, target, cmd, env):
+    """A peer that may not run against Garage on loopback: its failure is reported, not fatal."""
+    try:
+        run(label, target, cmd, env)
+    except SystemExit as e:
+        print(f"bench: {label} ({target}) did not run: {str(e)[:300]}", file=sys.stderr)
+
+
+def report(results, tensor_bytes, baseline, one_rows):
+    runs = len(results[0]["runs_s"])
+    base_s, base_rss = baseline
+    print(f"\n1 GiB of tensors (256 F32 × 4 MiB) into torch, every tensor touched; median of {runs}. "
+          f"Each process first imports torch and the libraries ({base_s:.2f} s, {base_rss / MiB:.0f} MiB: "
+          f"the baseline); GiB/s and × fastest peer are over the time past it, RSS is over it "
+          f"(bound: tensor bytes + 128 MiB)\n")
+    print("| target | tool | median s | GiB/s | × fastest peer | peak RSS over baseline MiB | bound MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    bound = (tensor_bytes + 128 * MiB) / MiB
+    by_target = {}
+    for r in results:
+        by_target.setdefault(r["target"], []).append(r)
+    for target, rows in by_target.items():
+        peers = [r["median_s"] - base_s for r in rows if not r["tool"].startswith("ckptio")]
+        fastest = min(peers) if peers else None
+        for r in rows:
+            net = max(r["median_s"] - base_s, 1e-3)
+            ratio = f"{fastest / net:.2f}" if fastest and r["tool"].startswith("ckptio") else ""
+            print(f"| {target} | {r['tool']} | {r['median_s']:.3f} | {tensor_bytes / GiB / net:.2f} | "
+                  f"{ratio} | {(r['peak_rss'] - base_rss) / MiB:.0f} | {bound:.0f} |")
+    print("\nOne 4 MiB tensor (`layers.100.weight`) of the remote safetensors file\n")
+    print("| target | tool | s | bytes on loopback |")
+    print("|---|---|---:|---:|")
+    for target, label, seconds, received in one_rows:
+        s = f"{seconds:.3f}" if seconds is not None else "—"
+        print(f"| {target} | {label} | {s} | {received} |")
+
+
+if __name__ == "__main__":
+    main()
