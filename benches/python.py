@@ -23,7 +23,7 @@ assert total == int(sys.argv[-1]), total
 
 CKPTIO_LOAD = """
 import sys, json, ckptio
-sd = ckptio.load(sys.argv[1], json.loads(sys.argv[2]) or None)
+sd = ckptio.load(sys.argv[1], json.loads(sys.argv[2]) or None, mmap="--no-mmap" not in sys.argv)
 """ + TOUCH
 
 ST_LOAD_FILE = """
@@ -187,6 +187,7 @@ def main():
         base_runs = [measure([[py, "-c", BASELINE]]) for _ in range(args.runs)]
         baseline = (min(t for t, _ in base_runs), min(r for _, r in base_runs))
         run("ckptio.load", "local", [py, "-c", CKPTIO_LOAD, st, "{}", n])
+        run("ckptio.load(mmap=False)", "local", [py, "-c", CKPTIO_LOAD, st, "{}", "--no-mmap", n])
         run("safetensors load_file", "local", [py, "-c", ST_LOAD_FILE, st, n])
         run("safetensors safe_open loop", "local", [py, "-c", ST_SAFE_OPEN, st, n])
         run("ckptio.load (.pt)", "local", [py, "-c", CKPTIO_LOAD, pt, "{}", n])

@@ -64,11 +64,13 @@ pub use crate::location::{
 pub use crate::materialize::{
     MaterializeOptions, materialize, materialize_tree, stream as materialize_stream, to_f32, widens,
 };
-pub use crate::save::{SaveOptions, Saved, WriteOptions, Written, save, write_safetensors};
+pub use crate::save::{
+    SaveOptions, Saved, WriteOptions, Written, save, write_safetensors, write_torch,
+};
 pub use crate::tree::{
-    Anchor, ByteRange, Check, Checksum, Dict, GlobError, Inline, Int, LazyTensor, Leaf, Locate,
-    Mismatch, Node, Opaque, PathError, Piece, Pieces, Report, Source, StateTree, Tensor,
-    TensorData, Unreadable, View, contiguous_strides, path,
+    Anchor, ByteRange, Check, Checksum, Dict, GlobError, Inline, Int, KeyKind, LazyTensor, Leaf,
+    List, Locate, Mismatch, Node, Opaque, PathError, Piece, Pieces, Report, Source, StateTree,
+    Tensor, TensorData, Unreadable, View, contiguous_strides, path,
 };
 pub use crate::verify::{Verified, verify};
 

@@ -4,6 +4,7 @@
 //! - [`save`] writes a ckptio checkpoint: data files in parallel (multipart uploads), then the
 //!   manifest, create-only. A failed save deletes what it wrote and leaves no manifest.
 //! - [`write_safetensors`] writes one safetensors file, or shards and a Hugging Face index.
+//! - [`write_torch`] writes the whole tree as one `torch.save` file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -359,6 +360,78 @@ pub async fn write_safetensors(
     files.push(index_location.uri());
     Ok(Written {
         files,
+        data_bytes: total,
+    })
+}
+
+/// Writes `tree` (tensors and values alike) to `dest` as one `torch.save` file, which
+/// `torch.load(path, weights_only=True)` reads as the same dicts, lists, tuples, scalars and
+/// tensors; each tensor streamed from its source, in file order. One object: it appears whole
+/// when the upload completes (or the local file is renamed into place), or not at all, and
+/// what was at `dest` stays until then.
+///
+/// ```no_run
+/// # async fn demo(tree: ckptio::StateTree) -> ckptio::Result<()> {
+/// let dest = ckptio::resolve("s3://bucket/run/last.ckpt", &Default::default())?;
+/// ckptio::write_torch(&tree, &dest, &Default::default()).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for what a torch file cannot hold (an object ckptio kept inert, a
+/// dtype torch has no name for; both named by path), for `max_shard_size` or `metadata`
+/// (safetensors options); read errors from the sources; the store's.
+pub async fn write_torch(
+    tree: &StateTree,
+    dest: &Location,
+    options: &WriteOptions,
+) -> Result<Written> {
+    let refuse = |reason: &str| Error::InvalidArgument {
+        what: dest.uri(),
+        reason: reason.to_owned(),
+    };
+    if options.max_shard_size.is_some() {
+        return Err(refuse(
+            "a torch file is not sharded (max_shard_size is for safetensors)",
+        ));
+    }
+    if !options.metadata.is_empty() {
+        return Err(refuse(
+            "a torch file has no metadata (it is for safetensors)",
+        ));
+    }
+    let mut tensors: Vec<(String, LazyTensor)> =
+        tree.tensors().map(|(p, t)| (p, t.clone())).collect();
+    file_order(&mut tensors);
+    let key_of: HashMap<String, usize> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| (p.clone(), i))
+        .collect();
+    let pickle =
+        crate::format::torch::pickled::pickle_tree(tree.root(), &key_of).map_err(|e| refuse(&e))?;
+    let storages: Vec<(String, u64)> = tensors
+        .iter()
+        .map(|(p, t)| (p.clone(), t.nbytes()))
+        .collect();
+    let total = storages.iter().map(|(_, n)| n).sum();
+    let read = MaterializeOptions {
+        to_f32: false,
+        ..options.materialize
+    };
+    let data = materialize::stream_runs(tensors, read);
+    crate::format::torch::writer::write_file(
+        dest,
+        pickle,
+        &storages,
+        data,
+        options.progress.as_ref(),
+    )
+    .await?;
+    options.progress.finished();
+    Ok(Written {
+        files: vec![dest.uri()],
         data_bytes: total,
     })
 }

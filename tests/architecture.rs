@@ -53,6 +53,9 @@ const CODECS: &[&str] = &[
     "format/pickle/vm.rs",
     "format/pickle/convert.rs",
     "format/torch/codec.rs",
+    "format/torch/pickled.rs",
+    "format/pickle/emit.rs",
+    "format/zip/writer.rs",
     "format/dcp/metadata.rs",
     "format/ckptio/manifest.rs",
 ];

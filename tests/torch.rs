@@ -180,6 +180,72 @@ async fn convert_writes_bit_identical_safetensors() {
 }
 
 #[tokio::test]
+async fn convert_to_a_torch_file_keeps_every_tensor_and_value_or_names_what_it_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, want) in fixtures() {
+        let src = fixture(&format!("torch/{name}"));
+        let source = read_tree(&local(&src)).await;
+        let opaque = source
+            .leaves()
+            .find(|(_, l)| matches!(l, ckptio::Leaf::Opaque(_)))
+            .map(|(p, _)| p);
+        let unreadable = source
+            .tensors()
+            .any(|(_, t)| matches!(t.data, ckptio::TensorData::Unreadable(_)));
+        let out = dir.path().join(format!("{name}.pt"));
+        let mut args = vec![
+            "convert",
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        if unreadable {
+            args.push("--skip-unreadable");
+        }
+        let run = ckptio(dir.path(), &args).await;
+        if let Some(path) = opaque {
+            assert!(
+                !run.status.success(),
+                "{name}: an opaque object was written"
+            );
+            let err = support::cli::stderr(&run);
+            assert!(
+                err.contains("cannot be written to a torch file"),
+                "{name}: {err}"
+            );
+            assert!(
+                err.contains(&format!("`{path}`: an object of class")),
+                "{name}: {err}"
+            );
+            assert!(!out.exists(), "{name}: a partial file was left");
+            continue;
+        }
+        assert!(
+            run.status.success(),
+            "{name}: {}",
+            support::cli::stderr(&run)
+        );
+        let written = read_tree(&local(&out)).await;
+        for (path, w) in want.iter().filter(|(_, w)| w.get("sha256").is_some()) {
+            if source.get(&ckptio::path::escape(path)).is_none_or(|n| {
+                matches!(n, Node::Leaf(ckptio::Leaf::Tensor(t)) if matches!(t.data, ckptio::TensorData::Unreadable(_)))
+            }) {
+                continue;
+            }
+            let bytes = support::read_tensor(&written, &ckptio::path::escape(path)).await;
+            assert_eq!(sha256(&bytes), w["sha256"], "{name}: {path}");
+        }
+        let values = |t: &StateTree| -> Vec<String> {
+            t.leaves()
+                .filter(|(_, l)| !matches!(l, ckptio::Leaf::Tensor(_)))
+                .map(|(p, l)| format!("{p} {l:?}"))
+                .collect()
+        };
+        assert_eq!(values(&written), values(&source), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn a_hostile_pickle_is_refused_naming_the_global_and_nothing_runs() {
     let marker = Path::new("/tmp/ckptio-pwned");
     let _ = std::fs::remove_file(marker);

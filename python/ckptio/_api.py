@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -229,6 +230,8 @@ def _fill(value: Any, tensors: dict[str, Any]) -> Any:
         return {k: _fill(v, tensors) for k, v in value.items()}
     if isinstance(value, list):
         return [_fill(v, tensors) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_fill(v, tensors) for v in value)
     return value
 
 
@@ -249,7 +252,10 @@ def save(
 
     `format="ckptio"` writes a ckptio checkpoint directory, committed atomically by its
     manifest (a checkpoint that exists is complete). `format="safetensors"` writes one file, or
-    shards and an index with `max_shard_size`; it holds tensors only. Returns the URIs written.
+    shards and an index with `max_shard_size`; it holds tensors only. `format="torch"` writes
+    one `torch.save` file that `torch.load(uri, weights_only=True)` reads as `state`, which
+    appears whole or not at all (what was at `uri` stays until then). Returns the URIs
+    written.
     """
     lent = _lend(dict(state))
     return _ckptio.save(
@@ -269,7 +275,11 @@ def _lend(value: Any) -> Any:
         return lend(value)
     if isinstance(value, Mapping):
         return {k: _lend(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, tuple):
+        return tuple(_lend(v) for v in value)
+    if _is_numpy_scalar(value):
+        return value.item()
+    if isinstance(value, list):
         return [_lend(v) for v in value]
     return value
 
@@ -318,3 +328,9 @@ def download(
         rate_limit=rate_limit,
         progress=_progress(progress, uri),
     )
+
+
+def _is_numpy_scalar(value: Any) -> bool:
+    """A numpy scalar (`np.int64(3)`, a metric's value), saved as the Python number it holds."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.generic)

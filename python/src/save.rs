@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use ckptio::{DType, Dict, Inline, Int, LazyTensor, Leaf, Node, StateTree, TensorData};
+use ckptio::{
+    DType, Dict, Inline, Int, KeyKind, LazyTensor, Leaf, List, Node, StateTree, TensorData,
+};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -113,6 +115,10 @@ fn node(py: Python<'_>, value: &Bound<'_, PyAny>, path: &str) -> PyResult<Node> 
     }
     if let Ok(d) = value.cast::<PyDict>() {
         let mut dict = Dict::with_capacity(d.len());
+        // Integer keys (an optimizer's `state`) are remembered, so that they load as integers.
+        if !d.is_empty() && d.keys().iter().all(|k| k.is_exact_instance_of::<PyInt>()) {
+            dict = dict.with_key_kind(KeyKind::Int);
+        }
         for (key, child) in d.iter() {
             let key = match key.cast::<PyString>() {
                 Ok(s) => s.to_string(),
@@ -124,12 +130,16 @@ fn node(py: Python<'_>, value: &Bound<'_, PyAny>, path: &str) -> PyResult<Node> 
         return Ok(Node::Dict(dict));
     }
     if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
-        let items = value
+        let items: Vec<Node> = value
             .try_iter()?
             .enumerate()
             .map(|(i, item)| node(py, &item?, &join(&i.to_string())))
             .collect::<PyResult<_>>()?;
-        return Ok(Node::List(items));
+        return Ok(Node::List(if value.is_instance_of::<PyTuple>() {
+            List::tuple(items)
+        } else {
+            items.into()
+        }));
     }
     let leaf = if value.is_none() {
         Leaf::None
@@ -171,7 +181,7 @@ fn opaque(py: Python<'_>, o: &Opaque, path: &str) -> PyResult<Node> {
     Ok(Node::from(ckptio::Opaque {
         module,
         name,
-        args,
+        args: args.into_items(),
         kwargs: boxed(kwargs)?,
         state: boxed(state)?,
     }))
@@ -185,9 +195,9 @@ fn state_tree(py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<StateTree> 
     }
 }
 
-/// Saves `state` at `uri`: a ckptio checkpoint (`format="ckptio"`, committed atomically) or
+/// Saves `state` at `uri`: a ckptio checkpoint (`format="ckptio"`, committed atomically),
 /// safetensors (`format="safetensors"`, tensors only; shards and an index with
-/// `max_shard_size`). Returns the URIs written.
+/// `max_shard_size`), or one `torch.save` file (`format="torch"`). Returns the URIs written.
 #[pyfunction]
 #[pyo3(signature = (uri, state, format="ckptio", storage_options=None, *, metadata=None, max_shard_size=None, memory_budget=64 << 20, progress=None))]
 #[allow(clippy::too_many_arguments)]
@@ -254,8 +264,22 @@ pub(crate) fn save(
             )?;
             Ok(written.files)
         }
+        "torch" => {
+            if metadata.is_some() || max_shard_size.is_some() {
+                return Err(PyValueError::new_err(
+                    "metadata and max_shard_size are safetensors options; a torch file has neither",
+                ));
+            }
+            let options = ckptio::WriteOptions {
+                materialize,
+                progress,
+                ..Default::default()
+            };
+            let written = wait(py, ckptio::write_torch(&tree, &location, &options))?;
+            Ok(written.files)
+        }
         other => Err(PyValueError::new_err(format!(
-            "format {other:?}: \"ckptio\" or \"safetensors\""
+            "format {other:?}: \"ckptio\", \"safetensors\" or \"torch\""
         ))),
     }
 }

@@ -4,7 +4,7 @@
 
 use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 /// A tensor of the tree, not read yet: its path, dtype and shape.
 #[pyclass(module = "ckptio._ckptio", frozen, get_all)]
@@ -92,17 +92,27 @@ pub(crate) fn to_python(py: Python<'_>, node: &ckptio::Node, path: &str) -> PyRe
     Ok(match node {
         Node::Dict(d) => {
             let dict = PyDict::new(py);
+            let int_keys = d.key_kind() == ckptio::KeyKind::Int;
             for (key, child) in d {
-                dict.set_item(key, to_python(py, child, &join(key))?)?;
+                let value = to_python(py, child, &join(key))?;
+                match key.parse::<i64>() {
+                    Ok(k) if int_keys => dict.set_item(k, value)?,
+                    _ => dict.set_item(key, value)?,
+                }
             }
             dict.into_any().unbind()
         }
         Node::List(items) => {
-            let list = PyList::empty(py);
-            for (i, child) in items.iter().enumerate() {
-                list.append(to_python(py, child, &join(&i.to_string()))?)?;
+            let values = items
+                .iter()
+                .enumerate()
+                .map(|(i, child)| to_python(py, child, &join(&i.to_string())))
+                .collect::<PyResult<Vec<_>>>()?;
+            if items.is_tuple() {
+                PyTuple::new(py, values)?.into_any().unbind()
+            } else {
+                PyList::new(py, values)?.into_any().unbind()
             }
-            list.into_any().unbind()
         }
         Node::Leaf(leaf) => match leaf {
             Leaf::None => py.None(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -133,3 +134,36 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     yield found
     if found.name == "http" and found.root:
         shutil.rmtree(Path(found.root) / found.prefix, ignore_errors=True)
+
+
+def leaf_equal(got: Any, want: Any) -> bool:
+    if isinstance(got, int) and isinstance(want, str):
+        return str(got) == want  # integers past 64 bits are recorded as their digits
+    if isinstance(want, float) and isinstance(got, float):
+        return got == want or (math.isnan(got) and math.isnan(want))
+    return bool(got == want)
+
+
+def same_as_torch(ours: Any, theirs: Any, at: str = "") -> None:
+    """`ours` is `theirs` as torch.load gives it: the same containers, key types, values and
+    tensor bytes."""
+    import torch
+
+    if isinstance(theirs, torch.Tensor):
+        assert isinstance(ours, torch.Tensor), at
+        assert (ours.dtype, ours.shape) == (theirs.dtype, theirs.shape), at
+        assert tensor_bytes(ours) == tensor_bytes(theirs), at
+        return
+    assert type(ours) is type(theirs) or (
+        isinstance(theirs, dict) and type(ours) is dict
+    ), f"{at}: {type(ours)} for {type(theirs)}"
+    if isinstance(theirs, dict):
+        assert list(ours) == list(theirs), at
+        for key, value in theirs.items():
+            same_as_torch(ours[key], value, f"{at}/{key}")
+    elif isinstance(theirs, (list, tuple)):
+        assert len(ours) == len(theirs), at
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            same_as_torch(a, b, f"{at}/{i}")
+    else:
+        assert leaf_equal(ours, theirs), f"{at}: {ours!r} != {theirs!r}"

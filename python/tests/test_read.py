@@ -8,21 +8,22 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, expected, has_torch, needs_torch, sha256, tensor_bytes
+from conftest import (
+    FIXTURES,
+    expected,
+    has_torch,
+    leaf_equal,
+    needs_torch,
+    same_as_torch,
+    sha256,
+    tensor_bytes,
+)
 
 import ckptio
 
 TORCH = expected("torch/expected.json")
 HF = expected("hf/expected.json")
 TORCH_FIXTURES = sorted(k for k, v in TORCH.items() if isinstance(v, dict))
-
-
-def _leaf_equal(got: Any, want: Any) -> bool:
-    if isinstance(got, int) and isinstance(want, str):
-        return str(got) == want  # integers past 64 bits are recorded as their digits
-    if isinstance(want, float) and isinstance(got, float):
-        return got == want or (math.isnan(got) and math.isnan(want))
-    return bool(got == want)
 
 
 @needs_torch
@@ -42,8 +43,11 @@ def test_every_torch_fixture_loads_as_torch_shows_it(name: str) -> None:
             node: Any = tree
             for segment in path.split("/"):
                 key = segment.replace("%2F", "/").replace("%25", "%")
-                node = node[int(key)] if isinstance(node, list) else node[key]
-            assert _leaf_equal(node, want["value"]), f"{name}: {path}: {node!r}"
+                if isinstance(node, (list, tuple)) or (isinstance(node, dict) and key not in node):
+                    node = node[int(key)]  # an index, or an integer key
+                else:
+                    node = node[key]
+            assert leaf_equal(node, want["value"]), f"{name}: {path}: {node!r}"
 
 
 @needs_torch
@@ -207,3 +211,27 @@ def test_a_large_tensor_read_is_writable_and_writes_never_reach_the_file(
     assert np.array_equal(again, big)
     assert sha256(path.read_bytes()) == before
     assert np.array_equal(ckptio.load(str(path), framework="np", mmap=mmap)["big"], big)
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["lightning.ckpt", "fabric.ckpt", "state_dict.pt"])
+def test_load_gives_what_torch_load_gives_tuples_and_integer_keys_included(name: str) -> None:
+    import torch
+
+    path = FIXTURES / "torch" / name
+    same_as_torch(ckptio.load(str(path)), torch.load(path, weights_only=True))
+
+
+def test_tuples_and_integer_keys_survive_a_ckptio_save(tmp_path: Any) -> None:
+    state = {
+        "optimizer": {"state": {0: {"step": np.ones(1)}, 3: {"step": np.zeros(1)}}},
+        "betas": (0.9, 0.999),
+        "params": [0, 3],
+        "mixed": {0: 1, "a": 2},
+    }
+    ckptio.save(str(tmp_path / "ckpt"), state)
+    back = ckptio.load(str(tmp_path / "ckpt"), framework="np")
+    assert list(back["optimizer"]["state"]) == [0, 3]
+    assert back["betas"] == (0.9, 0.999)
+    assert back["params"] == [0, 3]
+    assert list(back["mixed"]) == ["0", "a"]

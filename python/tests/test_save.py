@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs_torch
+from conftest import FIXTURES, needs_torch, same_as_torch
 
 import ckptio
 
@@ -88,3 +88,44 @@ def test_progress_is_told_every_byte(tmp_path: Path) -> None:
         progress=lambda done, total: seen.append((done, total)),
     )
     assert seen and seen[-1][0] == 1 << 20
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["lightning.ckpt", "fabric.ckpt", "state_dict.pt", "views.pt"])
+def test_a_torch_file_written_loads_in_torch_as_what_was_read(tmp_path: Path, name: str) -> None:
+    import torch
+
+    source = FIXTURES / "torch" / name
+    state = ckptio.load(str(source))
+    out = tmp_path / "out.pt"
+    assert ckptio.save(str(out), state, format="torch") == [str(out)]
+    theirs = torch.load(out, weights_only=True)
+    same_as_torch(theirs, torch.load(source, weights_only=True))
+    same_as_torch(ckptio.load(str(out)), theirs)
+
+
+@needs_torch
+def test_every_dtype_torch_has_round_trips_through_a_torch_file(tmp_path: Path) -> None:
+    import torch
+
+    dtypes = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
+              torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64,
+              torch.complex128, torch.uint16, torch.uint32, torch.uint64, torch.float8_e4m3fn,
+              torch.float8_e5m2]  # fmt: skip
+    state = {
+        str(d): torch.arange(12, dtype=torch.float32).reshape(3, 4).to(d)[:, 1:] for d in dtypes
+    }
+    state["scalar"] = torch.tensor(3.5)
+    state["empty"] = torch.zeros(0, 4)
+    out = tmp_path / "dtypes.pt"
+    ckptio.save(str(out), state, format="torch")
+    same_as_torch(torch.load(out, weights_only=True), state)
+
+
+def test_a_torch_file_refuses_what_it_cannot_hold_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="metadata"):
+        ckptio.save(str(tmp_path / "x.pt"), {"a": 1}, format="torch", metadata={"k": "v"})
+    opaque = ckptio.load(str(FIXTURES / "torch" / "training_state.pt"), framework="np")
+    with pytest.raises(ValueError, match=r"cannot be written to a torch file"):
+        ckptio.save(str(tmp_path / "y.pt"), opaque, format="torch")
+    assert not (tmp_path / "y.pt").exists()

@@ -18,14 +18,14 @@
 //! ```
 
 pub(crate) mod cover;
+mod nodes;
 pub mod path;
 mod select;
 mod tensor;
 
 use std::fmt;
 
-use indexmap::IndexMap;
-
+pub use nodes::{Dict, KeyKind, List};
 pub(crate) use select::globset;
 pub use select::{GlobError, Mismatch, Report};
 pub use tensor::{
@@ -39,16 +39,13 @@ pub struct StateTree {
     root: Dict,
 }
 
-/// An ordered dict with string keys.
-pub type Dict = IndexMap<String, Node>;
-
 /// One node of a tree.
 #[derive(Debug, Clone)]
 pub enum Node {
     /// Ordered string keys.
     Dict(Dict),
-    /// A list (or tuple).
-    List(Vec<Node>),
+    /// A list or tuple.
+    List(List),
     /// Anything else.
     Leaf(Leaf),
 }
@@ -354,10 +351,7 @@ mod tests {
         let mut tree = StateTree::new();
         tree.insert(
             "optimizer/state",
-            Node::List(vec![
-                int(0),
-                Node::Dict(Dict::from([("exp_avg".into(), int(7))])),
-            ]),
+            Node::List(vec![int(0), Node::Dict(Dict::from([("exp_avg".into(), int(7))]))].into()),
         )
         .unwrap();
         tree.insert(&format!("odd/{}", path::escape("a/b")), int(9))
@@ -388,7 +382,7 @@ mod tests {
     fn remove_takes_one_node_and_keeps_list_indices() {
         let mut tree = StateTree::new();
         tree.insert("a/b", int(1)).unwrap();
-        tree.insert("a/c", Node::List(vec![int(2), int(3)]))
+        tree.insert("a/c", Node::List(vec![int(2), int(3)].into()))
             .unwrap();
         assert!(matches!(
             tree.remove("a/c/0"),

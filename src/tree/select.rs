@@ -4,7 +4,7 @@
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use super::{Dict, Leaf, Node, StateTree, path};
+use super::{Dict, Leaf, List, Node, StateTree, path};
 use crate::dtype::DType;
 
 /// A glob that does not parse.
@@ -49,6 +49,7 @@ fn filter(node: &Node, at: &str, set: &GlobSet, keep: bool) -> Option<Node> {
                         .map(|c| (k.clone(), c))
                 })
                 .collect();
+            let kept = kept.with_key_kind(d.key_kind());
             (!kept.is_empty() || (!keep && d.is_empty())).then_some(Node::Dict(kept))
         }
         // A list keeps its indices: dropping an element would renumber the rest.
@@ -61,11 +62,15 @@ fn filter(node: &Node, at: &str, set: &GlobSet, keep: bool) -> Option<Node> {
             if kept.iter().all(Option::is_none) && !items.is_empty() {
                 return None;
             }
-            Some(Node::List(
-                kept.into_iter()
-                    .map(|c| c.unwrap_or(Node::Leaf(Leaf::None)))
-                    .collect(),
-            ))
+            let kept: Vec<Node> = kept
+                .into_iter()
+                .map(|c| c.unwrap_or(Node::Leaf(Leaf::None)))
+                .collect();
+            Some(Node::List(if items.is_tuple() {
+                List::tuple(kept)
+            } else {
+                kept.into()
+            }))
         }
     }
 }
@@ -238,10 +243,13 @@ mod tests {
         .unwrap();
         t.insert(
             "rng",
-            Node::List(vec![
-                Node::Leaf(Leaf::Int(1.into())),
-                Node::Leaf(Leaf::Int(2.into())),
-            ]),
+            Node::List(
+                vec![
+                    Node::Leaf(Leaf::Int(1.into())),
+                    Node::Leaf(Leaf::Int(2.into())),
+                ]
+                .into(),
+            ),
         )
         .unwrap();
         t

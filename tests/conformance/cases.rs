@@ -434,3 +434,91 @@ pub async fn safetensors_large_write_reads_back(b: Backend) {
         assert!(want == got, "[{}] {path} differs after the write", b.name);
     }
 }
+
+/// A torch file written to the store (through multipart where the store has it) reads back as
+/// the tree it was written from; a write that fails midway leaves the file that was there.
+pub async fn torch_write_reads_back_and_replaces_whole_or_not_at_all(b: Backend) {
+    use ckptio::{Dict, Node, StateTree, WriteOptions, write_torch};
+
+    if b.read_only() {
+        return;
+    }
+    let sizes = [(20u64 << 20) + 4, 1 << 10];
+    let tensors = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("t{i}"), n))
+        .collect::<Vec<_>>();
+    let src = ckptio::resolve(
+        &format!("memory://torch-write-{}/src.safetensors", b.name),
+        &Default::default(),
+    )
+    .unwrap();
+    src.store()
+        .put(src.path(), safetensors_file(&tensors).into())
+        .await
+        .unwrap();
+    let weights = ckptio::open(&src, Default::default()).await.unwrap().tree;
+    let lightning = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/torch/lightning.ckpt");
+    let lightning = ckptio::open(
+        &ckptio::resolve(lightning, &Default::default()).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .tree;
+    let mut root = Dict::new();
+    root.insert("weights".into(), Node::Dict(weights.root().clone()));
+    root.insert("lightning".into(), Node::Dict(lightning.root().clone()));
+    let tree = StateTree::from_dict(root);
+
+    let dest = b.location("run/last.ckpt");
+    write_torch(&tree, &dest, &WriteOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    let written = ckptio::open(&dest, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    assert_eq!(written.format, ckptio::Format::Torch, "[{}]", b.name);
+    let want = contents(&tree).await;
+    assert!(
+        contents(&written.tree).await == want,
+        "[{}] differs after the write",
+        b.name
+    );
+
+    // The source changes under the next write: it fails, and the first file stays.
+    src.store()
+        .put(src.path(), safetensors_file(&tensors[..1]).into())
+        .await
+        .unwrap();
+    let err = write_torch(&tree, &dest, &WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ObjectChanged { .. }),
+        "[{}] {err}",
+        b.name
+    );
+    let still = ckptio::open(&dest, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    assert!(
+        contents(&still.tree).await == want,
+        "[{}] the first file changed",
+        b.name
+    );
+}
+
+/// What a tree holds: every tensor's bytes and every other leaf's value, by path.
+async fn contents(tree: &ckptio::StateTree) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (path, leaf) in tree.leaves() {
+        let shown = match leaf {
+            ckptio::Leaf::Tensor(_) => format!("{:?}", read_tensor(tree, &path).await),
+            other => format!("{other:?}"),
+        };
+        out.push((path, shown));
+    }
+    out
+}

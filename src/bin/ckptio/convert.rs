@@ -1,10 +1,12 @@
-//! `ckptio convert SRC DST`: any readable checkpoint to safetensors or to a ckptio checkpoint,
-//! streaming.
+//! `ckptio convert SRC DST`: any readable checkpoint to safetensors, a `torch.save` file or a
+//! ckptio checkpoint, streaming.
 
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use ckptio::{FetchOptions, Progress, SaveOptions, WriteOptions, save, write_safetensors};
+use ckptio::{
+    FetchOptions, Progress, SaveOptions, WriteOptions, save, write_safetensors, write_torch,
+};
 
 use crate::progress::Bar;
 use crate::units::ByteSize;
@@ -29,7 +31,8 @@ pub struct Args {
     /// a ckptio checkpoint, the largest data file.
     #[arg(long, value_name = "SIZE")]
     max_shard_size: Option<ByteSize>,
-    /// Output format [default: safetensors when DST ends in `.safetensors`, else ckptio].
+    /// Output format [default: safetensors when DST ends in `.safetensors`, torch when it ends
+    /// in `.pt`, `.pth`, `.ckpt` or `.bin`, else ckptio].
     #[arg(long, value_enum)]
     to: Option<Target>,
     /// For a ckptio checkpoint: also store each tensor's SHA-256 (checked instead of the
@@ -51,6 +54,8 @@ enum Target {
     Safetensors,
     /// A ckptio checkpoint directory: the whole tree, data files and a manifest written last.
     Ckptio,
+    /// One `torch.save` file: the whole tree, which `torch.load(weights_only=True)` reads.
+    Torch,
 }
 
 /// Converts; tensors stream from source to destination within a bounded memory budget.
@@ -88,10 +93,15 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         }
         say!("left out {}", list.join(", "));
     }
-    let target = args.to.unwrap_or(if args.dst.ends_with(".safetensors") {
-        Target::Safetensors
-    } else {
-        Target::Ckptio
+    let target = args.to.unwrap_or_else(|| {
+        let torch = [".pt", ".pth", ".ckpt", ".bin"];
+        if args.dst.ends_with(".safetensors") {
+            Target::Safetensors
+        } else if torch.iter().any(|ext| args.dst.ends_with(ext)) {
+            Target::Torch
+        } else {
+            Target::Ckptio
+        }
     });
     let (count, total) = tree
         .tensors()
@@ -118,6 +128,21 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
                 "wrote {dst}: {} data files and manifest.json",
                 manifest.files.len()
             );
+        }
+        return Ok(());
+    }
+    if target == Target::Torch {
+        if args.max_shard_size.is_some() {
+            bail!("--max-shard-size: a torch file is one file (shard safetensors instead)");
+        }
+        let options = WriteOptions::default();
+        let written = tokio::select! {
+            written = write_torch(&tree, &dst, &options) => written?,
+            _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
+        };
+        bar.finished();
+        if !quiet {
+            say!("wrote {}", written.files.join(", "));
         }
         return Ok(());
     }

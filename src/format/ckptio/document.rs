@@ -15,7 +15,7 @@ use serde::de::{
 
 use super::manifest::{LeafValue, ManifestNode};
 use crate::dtype::DType;
-use crate::tree::{Int, Leaf, MAX_DIMS, Node, Opaque};
+use crate::tree::{Dict, Int, KeyKind, Leaf, List, MAX_DIMS, Node, Opaque};
 
 /// The most nodes (dict entries, list items, leaves) a manifest's tree may hold.
 pub const MAX_NODES: usize = 1 << 22;
@@ -215,6 +215,18 @@ impl Tree<'_> {
                     body.shape.0,
                 ))))
             }
+            "$tuple" => match map.next_value_seed(self.child())? {
+                ManifestNode::List(items, _) => ManifestNode::List(items, true),
+                _ => return Err(wrong(self.path())),
+            },
+            "$intkeys" => match map.next_value_seed(self.child())? {
+                ManifestNode::Dict(entries, _)
+                    if entries.iter().all(|(k, _)| k.parse::<i64>().is_ok()) =>
+                {
+                    ManifestNode::Dict(entries, KeyKind::Int)
+                }
+                _ => return Err(wrong(self.path())),
+            },
             "$opaque" => map.next_value_seed(OpaqueSeed(Tree {
                 nodes: self.nodes,
                 path: self.path,
@@ -293,7 +305,7 @@ impl<'de> Visitor<'de> for Tree<'_> {
             self.path.pop();
             match item? {
                 Some(item) => items.push(item),
-                None => return Ok(ManifestNode::List(items)),
+                None => return Ok(ManifestNode::List(items, false)),
             }
         }
     }
@@ -301,7 +313,7 @@ impl<'de> Visitor<'de> for Tree<'_> {
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<ManifestNode, A::Error> {
         self.count()?;
         let Some(first) = map.next_key::<String>()? else {
-            return Ok(ManifestNode::Dict(Vec::new()));
+            return Ok(ManifestNode::Dict(Vec::new(), KeyKind::Str));
         };
         if first.starts_with('$') && !first.starts_with("$$") {
             let node = self.tagged(&first, &mut map)?;
@@ -327,7 +339,7 @@ impl<'de> Visitor<'de> for Tree<'_> {
             entries.push((k, value?));
             key = map.next_key::<String>()?;
         }
-        Ok(ManifestNode::Dict(entries))
+        Ok(ManifestNode::Dict(entries, KeyKind::Str))
     }
 }
 
@@ -358,7 +370,9 @@ impl<'de> Visitor<'de> for OpaqueSeed<'_> {
                 "module" => module = Some(map.next_value::<String>()?),
                 "name" => name = Some(map.next_value::<String>()?),
                 "args" => match map.next_value_seed(tree)? {
-                    ManifestNode::List(items) => args = items.into_iter().map(plain).collect(),
+                    ManifestNode::List(items, _) => {
+                        args = items.into_iter().map(plain).collect();
+                    }
                     _ => return Err(A::Error::custom("an opaque object's args are not a list")),
                 },
                 "kwargs" => kwargs = Some(plain(map.next_value_seed(tree)?)),
@@ -388,8 +402,14 @@ impl<'de> Visitor<'de> for OpaqueSeed<'_> {
 /// A manifest node with no stored tensors, as a plain tree node.
 pub fn plain(node: ManifestNode) -> Node {
     match node {
-        ManifestNode::Dict(d) => Node::Dict(d.into_iter().map(|(k, v)| (k, plain(v))).collect()),
-        ManifestNode::List(l) => Node::List(l.into_iter().map(plain).collect()),
+        ManifestNode::Dict(d, keys) => Node::Dict(
+            d.into_iter()
+                .map(|(k, v)| (k, plain(v)))
+                .collect::<Dict>()
+                .with_key_kind(keys),
+        ),
+        ManifestNode::List(l, false) => Node::List(l.into_iter().map(plain).collect()),
+        ManifestNode::List(l, true) => Node::List(List::tuple(l.into_iter().map(plain).collect())),
         ManifestNode::Tensor(s) => {
             Node::from(crate::tree::LazyTensor::abstract_(s.dtype, s.shape.clone()))
         }

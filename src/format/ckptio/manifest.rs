@@ -23,7 +23,7 @@ pub use super::document::MAX_JSON_DEPTH;
 use super::document::{self, TensorJson};
 
 use crate::dtype::DType;
-use crate::tree::{Dict, Int, LazyTensor, Leaf, Node};
+use crate::tree::{Dict, Int, KeyKind, LazyTensor, Leaf, Node};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
@@ -76,10 +76,10 @@ pub struct Stored {
 /// A node of the manifest's tree: the state tree with tensors replaced by where they are.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ManifestNode {
-    /// A dict.
-    Dict(Vec<(String, ManifestNode)>),
-    /// A list.
-    List(Vec<ManifestNode>),
+    /// A dict, and what its keys were (integer keys are written `{"$intkeys": {...}}`).
+    Dict(Vec<(String, ManifestNode)>, KeyKind),
+    /// A list, or a tuple (written `{"$tuple": [...]}`) when the flag is set.
+    List(Vec<ManifestNode>, bool),
     /// A stored tensor.
     Tensor(Box<Stored>),
     /// Any other leaf.
@@ -208,7 +208,7 @@ pub fn dict_of(
             ))
         })
         .collect::<Result<_, _>>()
-        .map(ManifestNode::Dict)
+        .map(|d| ManifestNode::Dict(d, root.key_kind()))
 }
 
 /// Converts a state-tree node; `tensor` says where each tensor (by path) was stored.
@@ -230,12 +230,14 @@ pub fn node_of(
             d.iter()
                 .map(|(k, v)| Ok((k.clone(), node_of(v, &join(k), tensor)?)))
                 .collect::<Result<_, ManifestError>>()?,
+            d.key_kind(),
         ),
         Node::List(l) => ManifestNode::List(
             l.iter()
                 .enumerate()
                 .map(|(i, v)| node_of(v, &join(&i.to_string()), tensor))
                 .collect::<Result<_, _>>()?,
+            l.is_tuple(),
         ),
         Node::Leaf(Leaf::Tensor(t)) => ManifestNode::Tensor(Box::new(
             tensor(path, t).ok_or_else(|| bad(format!("tensor `{path}` was not written")))?,
@@ -249,8 +251,11 @@ pub fn node_of(
 pub fn json_depth(node: &Node) -> usize {
     let deepest = |nodes: &mut dyn Iterator<Item = &Node>| nodes.map(json_depth).max();
     match node {
-        Node::Dict(d) => 1 + deepest(&mut d.values()).unwrap_or(0),
-        Node::List(l) => 1 + deepest(&mut l.iter()).unwrap_or(0),
+        Node::Dict(d) => {
+            let tagged = usize::from(d.key_kind() == KeyKind::Int);
+            1 + tagged + deepest(&mut d.values()).unwrap_or(0)
+        }
+        Node::List(l) => 1 + usize::from(l.is_tuple()) + deepest(&mut l.iter()).unwrap_or(0),
         Node::Leaf(Leaf::Tensor(_)) => 3,
         Node::Leaf(Leaf::Opaque(o)) => {
             let args = 1 + deepest(&mut o.args.iter()).unwrap_or(0);
@@ -266,19 +271,47 @@ pub fn json_depth(node: &Node) -> usize {
 /// A manifest node as JSON, serialized in place.
 struct NodeJson<'a>(&'a ManifestNode);
 
+/// A dict's entries as a JSON object.
+struct DictJson<'a>(&'a [(String, ManifestNode)]);
+
+impl Serialize for DictJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| {
+            // A key that starts with `$` gets one more, so no dict reads as a leaf.
+            let key = if k.starts_with('$') {
+                Cow::Owned(format!("${k}"))
+            } else {
+                Cow::Borrowed(k.as_str())
+            };
+            (key, NodeJson(v))
+        }))
+    }
+}
+
+/// A list's items as a JSON array.
+struct ListJson<'a>(&'a [ManifestNode]);
+
+impl Serialize for ListJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(NodeJson))
+    }
+}
+
 impl Serialize for NodeJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self.0 {
-            ManifestNode::Dict(d) => s.collect_map(d.iter().map(|(k, v)| {
-                // A key that starts with `$` gets one more, so no dict reads as a leaf.
-                let key = if k.starts_with('$') {
-                    Cow::Owned(format!("${k}"))
-                } else {
-                    Cow::Borrowed(k.as_str())
-                };
-                (key, NodeJson(v))
-            })),
-            ManifestNode::List(l) => s.collect_seq(l.iter().map(NodeJson)),
+            ManifestNode::Dict(d, KeyKind::Str) => DictJson(d).serialize(s),
+            ManifestNode::Dict(d, KeyKind::Int) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("$intkeys", &DictJson(d))?;
+                map.end()
+            }
+            ManifestNode::List(l, false) => s.collect_seq(l.iter().map(NodeJson)),
+            ManifestNode::List(l, true) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("$tuple", &ListJson(l))?;
+                map.end()
+            }
             ManifestNode::Tensor(t) => {
                 #[derive(Serialize)]
                 struct Body<'a> {
@@ -365,10 +398,10 @@ fn check_files(
         checked
     };
     match node {
-        ManifestNode::Dict(d) => d
+        ManifestNode::Dict(d, _) => d
             .iter()
             .try_for_each(|(k, v)| each(crate::tree::path::escape(k), v)),
-        ManifestNode::List(l) => l
+        ManifestNode::List(l, _) => l
             .iter()
             .enumerate()
             .try_for_each(|(i, v)| each(i.to_string(), v)),
@@ -457,6 +490,21 @@ mod tests {
             Node::Leaf(Leaf::Str("a key like a tag".into())),
         );
         d.insert("blob".into(), Node::Leaf(Leaf::Bytes(vec![0, 255].into())));
+        let step = |v| Node::Dict(Dict::from([("step".to_owned(), Node::Leaf(Leaf::Int(v)))]));
+        d.insert(
+            "state".into(),
+            Node::Dict(
+                Dict::from([("0".into(), step(1.into())), ("7".into(), step(2.into()))])
+                    .with_key_kind(KeyKind::Int),
+            ),
+        );
+        d.insert(
+            "betas".into(),
+            Node::List(crate::tree::List::tuple(vec![
+                Node::Leaf(Leaf::Float(0.9)),
+                Node::Leaf(Leaf::Float(0.999)),
+            ])),
+        );
         d.insert(
             "info".into(),
             Node::from(crate::tree::Opaque {
@@ -467,7 +515,7 @@ mod tests {
                     "seed".to_owned(),
                     Node::Leaf(Leaf::Int(Int::Small(0))),
                 )])))),
-                state: Some(Box::new(Node::List(vec![Node::Leaf(Leaf::None)]))),
+                state: Some(Box::new(Node::List(vec![Node::Leaf(Leaf::None)].into()))),
             }),
         );
         d.insert(
@@ -500,7 +548,7 @@ mod tests {
         let m = sample();
         let back = Manifest::from_json(&m.to_json()).unwrap();
         assert_eq!(back, m);
-        let ManifestNode::Dict(d) = &back.tree else {
+        let ManifestNode::Dict(d, _) = &back.tree else {
             panic!()
         };
         assert!(
@@ -508,6 +556,12 @@ mod tests {
                 .any(|(k, v)| k == "$tensor" && matches!(v, ManifestNode::Leaf(_)))
         );
         assert!(matches!(&d[1].1, ManifestNode::Leaf(LeafValue(Leaf::Float(v))) if *v == 2.0));
+        let json = String::from_utf8(m.to_json()).unwrap();
+        assert!(json.contains("\"state\":{\"$intkeys\":{\"0\":"), "{json}");
+        assert!(
+            json.contains("\"betas\":{\"$tuple\":[0.9,0.999]}"),
+            "{json}"
+        );
     }
 
     #[test]
@@ -527,6 +581,14 @@ mod tests {
             (
                 json.replace("data-00001-of-00001.safetensors", "../escape"),
                 "bad file entry",
+            ),
+            (
+                json.replace("{\"$tuple\":[0.9,0.999]}", "{\"$tuple\":{}}"),
+                "bad $tuple leaf",
+            ),
+            (
+                json.replace("\"7\":{\"step\"", "\"x\":{\"step\""),
+                "bad $intkeys leaf",
             ),
             ("{}".to_owned(), "not a ckptio manifest"),
             ("[".to_owned(), "not JSON"),
@@ -552,7 +614,7 @@ mod tests {
     fn the_depth_a_save_checks_is_the_depth_of_the_json_it_writes() {
         let m = sample();
         let json: Value = serde_json::from_slice(&m.to_json()).unwrap();
-        let ManifestNode::Dict(entries) = &m.tree else {
+        let ManifestNode::Dict(entries, _) = &m.tree else {
             panic!()
         };
         let tree: Dict = entries

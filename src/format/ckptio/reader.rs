@@ -12,7 +12,7 @@ use crate::format::ReadOptions;
 use crate::format::object::{read_whole, source};
 use crate::location::Location;
 use crate::tree::{
-    ByteRange, Check, Checksum, Dict, LazyTensor, Node, Source, StateTree, TensorData,
+    ByteRange, Check, Checksum, Dict, LazyTensor, List, Node, Source, StateTree, TensorData,
 };
 
 /// An open ckptio checkpoint.
@@ -112,16 +112,20 @@ fn node(
     options: ReadOptions,
 ) -> Node {
     match n {
-        ManifestNode::Dict(d) => Node::Dict(
+        ManifestNode::Dict(d, keys) => Node::Dict(
             d.into_iter()
                 .map(|(k, v)| (k, node(v, sources, records, options)))
-                .collect(),
+                .collect::<Dict>()
+                .with_key_kind(keys),
         ),
-        ManifestNode::List(l) => Node::List(
-            l.into_iter()
-                .map(|v| node(v, sources, records, options))
-                .collect(),
-        ),
+        ManifestNode::List(l, tuple) => {
+            let items = l.into_iter().map(|v| node(v, sources, records, options));
+            Node::List(if tuple {
+                List::tuple(items.collect())
+            } else {
+                items.collect()
+            })
+        }
         ManifestNode::Leaf(v) => Node::Leaf(v.0),
         ManifestNode::Tensor(s) => Node::from(tensor(*s, sources, records, options)),
     }

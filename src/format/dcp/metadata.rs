@@ -9,7 +9,7 @@ use crate::dtype::DType;
 use crate::format::pickle::convert::{Budget, key_string};
 use crate::format::pickle::{Global, Heap, Id, Value};
 use crate::format::torch::codec::dtype_of;
-use crate::tree::{Dict, Leaf, MAX_DIMS, Node};
+use crate::tree::{Dict, Leaf, List, MAX_DIMS, Node};
 
 /// Whether `global` is one of the DCP classes the reader interprets.
 pub(crate) fn is_known(global: &Global) -> bool {
@@ -311,7 +311,7 @@ pub(crate) fn insert(
 
 fn empty_for(key: Option<&Key>) -> Node {
     match key {
-        Some(Key::Index(_)) => Node::List(Vec::new()),
+        Some(Key::Index(_)) => Node::List(List::default()),
         _ => Node::Dict(Dict::new()),
     }
 }

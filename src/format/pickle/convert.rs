@@ -19,7 +19,9 @@ use super::limits::{
 };
 use super::{Call, Global, Heap, Id, Value};
 use crate::dtype::DType;
-use crate::tree::{Dict, Inline, Int, LazyTensor, Leaf, MAX_DIMS, Node, Opaque, TensorData};
+use crate::tree::{
+    Dict, Inline, Int, KeyKind, LazyTensor, Leaf, List, MAX_DIMS, Node, Opaque, TensorData,
+};
 
 /// What a format adds to the generic conversion.
 pub trait Hooks {
@@ -235,12 +237,17 @@ impl Converter<'_> {
         &mut self,
         hooks: &mut dyn Hooks,
         items: impl IntoIterator<Item = &'i Id>,
+        tuple: bool,
     ) -> Result<Node, String> {
-        items
+        let items: Vec<Node> = items
             .into_iter()
             .map(|&i| self.node(hooks, i))
-            .collect::<Result<_, _>>()
-            .map(Node::List)
+            .collect::<Result<_, _>>()?;
+        Ok(Node::List(if tuple {
+            List::tuple(items)
+        } else {
+            items.into()
+        }))
     }
 
     fn dict<'i>(
@@ -249,12 +256,17 @@ impl Converter<'_> {
         pairs: impl IntoIterator<Item = &'i (Id, Id)>,
     ) -> Result<Dict, String> {
         let mut dict = Dict::new();
+        let mut int_keys = true;
         for &(k, v) in pairs {
+            int_keys &= matches!(self.heap.get(k), Value::Int(_));
             let key = key_string(self.heap, k, &mut self.budget)?;
             let value = self
                 .node(hooks, v)
                 .map_err(|e| format!("at `{key}`: {e}"))?;
             dict.insert(key, value);
+        }
+        if int_keys && !dict.is_empty() {
+            dict = dict.with_key_kind(KeyKind::Int);
         }
         Ok(dict)
     }
@@ -270,7 +282,8 @@ impl Converter<'_> {
             Value::Float(v) => leaf(Leaf::Float(*v)),
             Value::Str(s) => leaf(Leaf::Str(self.budget.string(s)?)),
             Value::Bytes(b) => leaf(Leaf::Bytes(b.clone())),
-            Value::Tuple(items) | Value::List(items) | Value::Set(items) => self.list(hooks, items),
+            Value::Tuple(items) => self.list(hooks, items, true),
+            Value::List(items) | Value::Set(items) => self.list(hooks, items, false),
             Value::Dict(pairs) => Ok(Node::Dict(self.dict(hooks, pairs)?)),
             Value::Global(g) => {
                 self.budget.bytes(g.module.len() + g.name.len() + 1)?;
@@ -325,14 +338,14 @@ impl Converter<'_> {
                 dict.extend(self.dict(hooks, &call.items)?);
                 Ok(Node::Dict(dict))
             }
-            ("builtins", "set" | "frozenset" | "list" | "tuple") => {
+            ("builtins", kind @ ("set" | "frozenset" | "list" | "tuple")) => {
                 let first: &[Id] = match args.first().map(|&a| heap.get(a)) {
                     Some(Value::List(i) | Value::Tuple(i) | Value::Set(i)) => i,
                     _ => &[],
                 };
-                self.list(hooks, first.iter().chain(&call.appended))
+                self.list(hooks, first.iter().chain(&call.appended), kind == "tuple")
             }
-            ("builtins", "slice") => self.list(hooks, args),
+            ("builtins", "slice") => self.list(hooks, args, false),
             ("builtins", "complex") => {
                 let part = |i: usize| args.get(i).and_then(|&a| number(heap, a)).unwrap_or(0.0);
                 let mut dict = Dict::new();
@@ -426,7 +439,7 @@ impl Converter<'_> {
             state = Some(Box::new(Node::Dict(self.dict(hooks, &call.items)?)));
         }
         if state.is_none() && !call.appended.is_empty() {
-            state = Some(Box::new(self.list(hooks, &call.appended)?));
+            state = Some(Box::new(self.list(hooks, &call.appended, false)?));
         }
         let kwargs = match call.kwargs {
             Some(k) => Some(Box::new(self.node(hooks, k)?)),
@@ -739,7 +752,7 @@ fn key_at(heap: &Heap, id: Id, budget: &mut Budget, depth: usize) -> Result<Stri
 }
 
 /// Little-endian two's complement → decimal digits.
-fn decimal(raw: &[u8]) -> String {
+pub(crate) fn decimal(raw: &[u8]) -> String {
     let negative = raw.last().is_some_and(|&b| b & 0x80 != 0);
     let mut magnitude: Vec<u8> = raw.to_vec();
     if negative {
@@ -841,6 +854,23 @@ mod tests {
         assert!(matches!(&d["b"], Node::Leaf(Leaf::Bytes(b)) if b[..] == [0, 255]));
         assert!(matches!(&d["p"], Node::Leaf(Leaf::Str(p)) if p == "/x/y"));
         assert!(matches!(&d["c"], Node::Dict(c) if c.contains_key("k")));
+    }
+
+    #[test]
+    fn tuples_and_integer_keys_are_remembered_for_python() {
+        // pickle.dumps({"state": {0: {"step": 1}, 1: {"step": 2}}, "betas": (0.9, 0.999),
+        //               "params": [0, 1], "mixed": {0: 1, "a": 2}}, 2)
+        let data = b"\x80\x02}q\x00(X\x05\x00\x00\x00stateq\x01}q\x02(K\x00}q\x03X\x04\x00\x00\x00stepq\x04K\x01sK\x01}q\x05h\x04K\x02suX\x05\x00\x00\x00betasq\x06G?\xec\xcc\xcc\xcc\xcc\xcc\xcdG?\xef\xf7\xce\xd9\x16\x87+\x86q\x07X\x06\x00\x00\x00paramsq\x08]q\t(K\x00K\x01eX\x05\x00\x00\x00mixedq\n}q\x0b(K\x00K\x01X\x01\x00\x00\x00aq\x0cK\x02uu.";
+        let Node::Dict(d) = convert(data).unwrap() else {
+            panic!()
+        };
+        assert_eq!(d.key_kind(), KeyKind::Str);
+        assert!(
+            matches!(&d["state"], Node::Dict(s) if s.key_kind() == KeyKind::Int && s.contains_key("1"))
+        );
+        assert!(matches!(&d["betas"], Node::List(b) if b.is_tuple() && b.len() == 2));
+        assert!(matches!(&d["params"], Node::List(p) if !p.is_tuple()));
+        assert!(matches!(&d["mixed"], Node::Dict(m) if m.key_kind() == KeyKind::Str));
     }
 
     #[test]

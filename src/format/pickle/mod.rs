@@ -17,6 +17,7 @@ mod bounds;
 mod compat;
 pub mod convert;
 mod deny;
+pub mod emit;
 mod opcode;
 mod vm;
 

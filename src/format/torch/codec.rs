@@ -9,7 +9,9 @@ use std::sync::Arc;
 use crate::dtype::DType;
 use crate::format::pickle::convert::{self, Budget, Hooks};
 use crate::format::pickle::{Call, Global, Heap, Id, Value};
-use crate::tree::{LazyTensor, Leaf, MAX_DIMS, Node, TensorData, Unreadable, View, strided_extent};
+use crate::tree::{
+    LazyTensor, Leaf, List, MAX_DIMS, Node, TensorData, Unreadable, View, strided_extent,
+};
 
 /// Where storages' bytes are: the reader's side of the rebuild rules.
 pub(crate) trait Storages {
@@ -27,7 +29,7 @@ pub(crate) trait Storages {
 
 /// Torch's dtype names (`torch.float32` and its aliases) and ckptio's dtypes; the first name
 /// of a dtype is what torch prints.
-const DTYPES: &[(&str, DType)] = &[
+pub(crate) const DTYPES: &[(&str, DType)] = &[
     ("float32", DType::F32),
     ("float", DType::F32),
     ("float64", DType::F64),
@@ -62,7 +64,7 @@ const DTYPES: &[(&str, DType)] = &[
 
 /// Typed storage classes (`torch.FloatStorage`) and their dtypes. Untyped storages hold bytes;
 /// `_rebuild_tensor_v3` says the dtype.
-const STORAGES: &[(&str, DType)] = &[
+pub(crate) const STORAGES: &[(&str, DType)] = &[
     ("FloatStorage", DType::F32),
     ("DoubleStorage", DType::F64),
     ("HalfStorage", DType::F16),
@@ -376,7 +378,7 @@ impl Rebuild<'_> {
                     })
                     .collect();
                 Some(
-                    dims.map(Node::List)
+                    dims.map(|d| Node::List(List::tuple(d)))
                         .ok_or_else(|| "torch.Size of non-integers".into()),
                 )
             }

@@ -9,7 +9,9 @@
 
 pub(crate) mod archive;
 pub(crate) mod codec;
+pub(crate) mod pickled;
 mod reader;
+pub(crate) mod writer;
 
 pub(crate) use reader::{open, open_object};
 

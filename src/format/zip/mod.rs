@@ -14,6 +14,7 @@ use crate::error::{Error, Result as CrateResult};
 use crate::tree::Anchor;
 
 mod ranges;
+pub mod writer;
 
 pub(crate) use ranges::RangedZip;
 
