@@ -420,6 +420,7 @@ pub async fn write_torch(
         to_f32: false,
         ..options.materialize
     };
+    options.progress.started(&dest.uri(), total);
     let data = materialize::stream_runs(tensors, read);
     crate::format::torch::writer::write_file(
         dest,

@@ -80,7 +80,9 @@ impl Upload {
     ///
     /// # Errors
     ///
-    /// The store's error; the upload is then aborted.
+    /// The store's error. A multipart upload whose completion failed is not aborted (its
+    /// parts stay with the store until its lifecycle rules remove them); nothing appears under
+    /// the name.
     pub(crate) async fn finish(mut self) -> Result<()> {
         let result = match &mut self.inner {
             Inner::Multipart(writer) => writer.shutdown().await.map_err(|e| Error::Transport {
@@ -99,9 +101,8 @@ impl Upload {
                     .map_err(|e| self.dest.error("put", e))
             }
         };
-        if result.is_err() {
-            self.abort().await;
-        }
+        // No abort after a failed completion: object_store's writer has shut down by then (an
+        // abort would panic), and a single PUT that failed left nothing.
         result
     }
 

@@ -30,6 +30,7 @@ from ckptio._ckptio import (
     rm,
     stat,
     verify,
+    walk,
 )
 from ckptio._safe_open import safe_open
 
@@ -57,4 +58,5 @@ __all__ = [
     "stat",
     "stream",
     "verify",
+    "walk",
 ]

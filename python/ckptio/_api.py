@@ -199,7 +199,7 @@ def load(
     and tensors (torch tensors, or numpy arrays with `framework="np"`), every tensor read in
     parallel and coalesced. Objects of classes ckptio does not interpret come back as inert
     `Opaque` placeholders naming their class: nothing is ever executed. `map_location` moves
-    torch tensors (`"cuda:0"`, a `torch.device`). `mmap` is `open`'s.
+    torch tensors as `torch.load` means it (a device, a dict, a callable). `mmap` is `open`'s.
     """
     checkpoint = open(
         uri,
@@ -215,12 +215,27 @@ def load(
     fw = checkpoint._framework
     tensors = checkpoint.read()
     if map_location is not None and fw == "pt":
-        tensors = {p: t.to(map_location) for p, t in tensors.items()}
+        tensors = {p: _relocate(t, map_location) for p, t in tensors.items()}
     tree = _fill(checkpoint.tree(), tensors)
     # A torch file whose top object is not a dict holds it under the empty key.
     if list(tree) == [""]:
         return tree[""]
     return tree
+
+
+def _relocate(tensor: Any, map_location: Any) -> Any:
+    """`tensor` (read onto the CPU) where `map_location` puts it, as `torch.load` means it: a
+    device or its name, a dict from the saved location (here always `"cpu"`) to the target, or
+    a callable given `(storage, "cpu")` that returns a storage (or `None` to keep it)."""
+    if isinstance(map_location, dict):
+        target = map_location.get("cpu")
+        return tensor if target is None else tensor.to(target)
+    if callable(map_location):
+        storage = map_location(tensor.untyped_storage(), "cpu")
+        if storage is None or storage.device == tensor.device:
+            return tensor
+        return tensor.to(storage.device)
+    return tensor.to(map_location)
 
 
 def _fill(value: Any, tensors: dict[str, Any]) -> Any:

@@ -34,5 +34,6 @@ fn _ckptio(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(ops::cp, module)?)?;
     module.add_function(wrap_pyfunction!(ops::verify, module)?)?;
     module.add_function(wrap_pyfunction!(ops::rm, module)?)?;
+    module.add_function(wrap_pyfunction!(ops::walk, module)?)?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The storage operations the CLI has, for Python: `stat`, `download` (resumable, ETag
-//! pinned), `ls` (numbered checkpoints under a root), `cp`, `verify`, `rm`.
+//! pinned), `ls` (numbered checkpoints under a root), `walk` (every object below a directory),
+//! `cp`, `verify`, `rm`.
 
 use std::collections::BTreeMap;
 
@@ -162,4 +163,17 @@ pub(crate) fn rm(
     let location = options::resolve(uri, storage_options)?;
     let kind = wait(py, ckptio::remove(&location))?;
     Ok(format!("{kind:?}").to_lowercase())
+}
+
+/// Every object below the directory `uri`, as paths relative to it (`sub/file.pt`), sorted;
+/// an empty list when there is nothing there.
+#[pyfunction]
+#[pyo3(signature = (uri, storage_options=None))]
+pub(crate) fn walk(
+    py: Python<'_>,
+    uri: &str,
+    storage_options: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Vec<String>> {
+    let location = options::resolve(uri, storage_options)?;
+    wait(py, ckptio::walk(&location))
 }

@@ -154,9 +154,9 @@ def same_as_torch(ours: Any, theirs: Any, at: str = "") -> None:
         assert (ours.dtype, ours.shape) == (theirs.dtype, theirs.shape), at
         assert tensor_bytes(ours) == tensor_bytes(theirs), at
         return
-    assert type(ours) is type(theirs) or (
-        isinstance(theirs, dict) and type(ours) is dict
-    ), f"{at}: {type(ours)} for {type(theirs)}"
+    assert type(ours) is type(theirs) or (isinstance(theirs, dict) and type(ours) is dict), (
+        f"{at}: {type(ours)} for {type(theirs)}"
+    )
     if isinstance(theirs, dict):
         assert list(ours) == list(theirs), at
         for key, value in theirs.items():

@@ -3,7 +3,6 @@ bit-identical, every scalar equal, in torch or numpy, whole, by rows, or streame
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np

@@ -167,6 +167,10 @@ fn gcs_keys<'a>(
             GoogleConfigKey::SkipSignature.as_ref().to_owned(),
             "true".into(),
         );
+        // object_store fetches a token for uploads even when told to skip signing: an
+        // emulator takes any, so it gets a placeholder rather than a metadata-server lookup.
+        keys.entry(GoogleConfigKey::BearerToken.as_ref().to_owned())
+            .or_insert_with(|| "emulator".into());
     }
     allow_http_for_explicit_http_endpoint(
         &mut keys,
@@ -483,6 +487,8 @@ mod tests {
         assert_eq!(cfg.keys["google_base_url"], "http://127.0.0.1:4443");
         assert_eq!(cfg.keys["google_skip_signature"], "true");
         assert_eq!(cfg.keys["allow_http"], "true");
+        // Uploads still ask for a token: a placeholder, never the metadata server.
+        assert_eq!(cfg.keys["google_bearer_token"], "emulator");
         let cfg = configure(
             &target("gs://b/k"),
             &Env::default(),
