@@ -352,4 +352,85 @@ mod tests {
         assert!(upload(&dest, 8, data).await.is_err());
         assert!(crate::fetch::stat(&dest).await.unwrap_err().is_not_found());
     }
+
+    /// A store whose single PUTs fail (a server that refuses the last request of an upload).
+    #[derive(Debug)]
+    struct RefusesPuts(object_store::memory::InMemory);
+
+    impl std::fmt::Display for RefusesPuts {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("RefusesPuts")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for RefusesPuts {
+        async fn put_opts(
+            &self,
+            _: &object_store::path::Path,
+            _: PutPayload,
+            _: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            Err(object_store::Error::Generic {
+                store: "RefusesPuts",
+                source: "400 Bad Request: invalid uploadType".into(),
+            })
+        }
+        async fn put_multipart_opts(
+            &self,
+            path: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(path, opts).await
+        }
+        async fn get_opts(
+            &self,
+            path: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.0.get_opts(path, options).await
+        }
+        fn delete_stream(
+            &self,
+            paths: futures::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::path::Path>,
+            >,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+        {
+            self.0.delete_stream(paths)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.0.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_whose_completion_fails_is_an_error_not_a_panic() {
+        let store = std::sync::Arc::new(RefusesPuts(object_store::memory::InMemory::new()));
+        let dest = Location::from_store("wrapped:/", store, "run/last.ckpt".into());
+        assert!(dest.capabilities().multipart);
+        let data = futures::stream::iter([Ok(Bytes::from_static(b"small, so one PUT at the end"))]);
+        let err = upload(&dest, 28, data).await.unwrap_err();
+        assert!(err.to_string().contains("invalid uploadType"), "{err}");
+        assert!(crate::fetch::stat(&dest).await.unwrap_err().is_not_found());
+    }
 }
