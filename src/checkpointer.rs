@@ -1,6 +1,7 @@
-//! The checkpointer: numbered checkpoints under a root (`{root}/{prefix}{index}`), saved every
-//! `period` steps, the latest committed one found and loaded, the last N kept. Bytes are
-//! [`save`](crate::save()) and [`open`](crate::open())'s business; this is policy.
+//! The checkpointer: numbered checkpoints under a root (`{root}/{prefix}{index}`, or files
+//! `{prefix}{index}.{extension}`), saved every `period` steps, the latest committed one found
+//! and loaded, the last N kept. Bytes are [`save`](crate::save()),
+//! [`write_torch`](crate::write_torch) and [`open`](crate::open())'s business; this is policy.
 //!
 //! It recognises other systems' checkpoints too: a DCP directory counts once its `.metadata`
 //! exists, a `.pt`/`.ckpt`/`.safetensors` object once it is whole (its zip directory or its
@@ -44,8 +45,25 @@ pub struct CheckpointerOptions {
     pub period: u64,
     /// Keep only the last N committed checkpoints (older ones are removed after a save).
     pub keep_last: Option<usize>,
+    /// What each checkpoint is.
+    pub form: Form,
     /// How checkpoints are written.
     pub save: SaveOptions,
+}
+
+/// What a [`Checkpointer`] writes for each checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Form {
+    /// A ckptio directory `{prefix}{index}`, committed by its manifest: saved in parallel files,
+    /// never overwritten.
+    #[default]
+    Directory,
+    /// One `torch.save` file `{prefix}{index}.{extension}` (`pt`, `ckpt`, …): one object,
+    /// which appears whole or not at all; saving an index again replaces it the same way.
+    TorchFile {
+        /// The file name's extension, without the dot.
+        extension: String,
+    },
 }
 
 impl Default for CheckpointerOptions {
@@ -54,6 +72,7 @@ impl Default for CheckpointerOptions {
             prefix: "step-".into(),
             period: 1,
             keep_last: None,
+            form: Form::Directory,
             save: SaveOptions::default(),
         }
     }
@@ -100,7 +119,13 @@ impl Checkpointer {
 
     /// Where checkpoint `index` lives.
     pub fn location(&self, index: u64) -> Location {
-        self.root.join(&format!("{}{index}", self.options.prefix))
+        let prefix = &self.options.prefix;
+        match &self.options.form {
+            Form::Directory => self.root.join(&format!("{prefix}{index}")),
+            Form::TorchFile { extension } => {
+                self.root.join(&format!("{prefix}{index}.{extension}"))
+            }
+        }
     }
 
     /// Where a listed checkpoint lives.
@@ -108,30 +133,21 @@ impl Checkpointer {
         self.root.join(&entry.name)
     }
 
-    /// Saves `tree` as checkpoint `index` when the period says so (or `force`); returns the
-    /// manifest when it saved. A partial checkpoint of the same index (a save that died) is
+    /// Saves `tree` as checkpoint `index` when the period says so (or `force`); returns what
+    /// it wrote when it saved. A partial checkpoint of the same index (a save that died) is
     /// removed first; older checkpoints beyond `keep_last` are removed after.
     ///
     /// # Errors
     ///
-    /// [`Error::AlreadyCommitted`] when `index` is committed; the save's errors.
+    /// [`Error::AlreadyCommitted`] when `index` is a committed directory; the save's errors.
     pub async fn save(&self, index: u64, tree: &StateTree, force: bool) -> Result<Option<Saved>> {
         if !force && index % self.options.period.max(1) != 0 {
             return Ok(None);
         }
-        let dir = self.location(index);
-        if let Some(entry) = self
-            .list_all()
-            .await?
-            .into_iter()
-            .find(|e| e.index == index)
-        {
-            if entry.committed {
-                return Err(Error::AlreadyCommitted { uri: dir.uri() });
-            }
-            remove_prefix(&dir).await?;
-        }
-        let manifest = save(&dir, tree, &self.options.save).await?;
+        let saved = match &self.options.form {
+            Form::Directory => self.save_directory(index, tree).await?,
+            Form::TorchFile { .. } => self.save_file(index, tree).await?,
+        };
         if let Some(keep) = self.options.keep_last {
             let committed: Vec<u64> = self
                 .list()
@@ -145,7 +161,40 @@ impl Checkpointer {
                 self.remove(old).await?;
             }
         }
-        Ok(Some(manifest))
+        Ok(Some(saved))
+    }
+
+    async fn save_file(&self, index: u64, tree: &StateTree) -> Result<Saved> {
+        let file = self.location(index);
+        let options = crate::save::WriteOptions {
+            materialize: self.options.save.materialize,
+            progress: self.options.save.progress.clone(),
+            ..Default::default()
+        };
+        let written = crate::save::write_torch(tree, &file, &options).await?;
+        let size = crate::fetch::stat(&file).await.map_or(0, |info| info.size);
+        Ok(Saved {
+            uri: file.uri(),
+            files: written.files,
+            tensors: tree.tensors().count(),
+            bytes: size,
+        })
+    }
+
+    async fn save_directory(&self, index: u64, tree: &StateTree) -> Result<Saved> {
+        let dir = self.location(index);
+        if let Some(entry) = self
+            .list_all()
+            .await?
+            .into_iter()
+            .find(|e| e.index == index)
+        {
+            if entry.committed {
+                return Err(Error::AlreadyCommitted { uri: dir.uri() });
+            }
+            remove_prefix(&dir).await?;
+        }
+        save(&dir, tree, &self.options.save).await
     }
 
     /// Every checkpoint under the root, committed or partial, by index.
@@ -200,9 +249,17 @@ impl Checkpointer {
     fn index_of(&self, name: &str, file: bool) -> Option<u64> {
         let rest = name.strip_prefix(&self.options.prefix)?;
         let digits = if file {
-            [".pt", ".pth", ".ckpt", ".safetensors"]
-                .iter()
-                .find_map(|ext| rest.strip_suffix(ext))?
+            let own = match &self.options.form {
+                Form::TorchFile { extension } => rest
+                    .strip_suffix(extension.as_str())
+                    .and_then(|r| r.strip_suffix('.')),
+                Form::Directory => None,
+            };
+            own.or_else(|| {
+                [".pt", ".pth", ".ckpt", ".safetensors"]
+                    .iter()
+                    .find_map(|ext| rest.strip_suffix(ext))
+            })?
         } else {
             rest
         };

@@ -49,7 +49,7 @@ mod tree;
 mod upload;
 mod verify;
 
-pub use crate::checkpointer::{Checkpointer, CheckpointerOptions, Entry, Kind, remove};
+pub use crate::checkpointer::{Checkpointer, CheckpointerOptions, Entry, Form, Kind, remove};
 pub use crate::copy::{Copied, copy_dir, copy_object};
 pub use crate::dtype::{DType, UnknownDType};
 pub use crate::error::{BoxError, ChecksumMismatch, Error, Result, TensorError, TransportKind};

@@ -573,3 +573,73 @@ async fn a_checkpoint_directory_costs_two_requests_before_its_reader_on_every_ba
         .await;
     }
 }
+
+async fn torch_files(backend: support::Backend) {
+    use ckptio::{Checkpointer, CheckpointerOptions, Form, Kind};
+
+    if backend.read_only() {
+        return;
+    }
+    let state = ckptio::resolve(
+        fixture("torch/state_dict.pt").to_str().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let tree = open(&state, OpenOptions::default()).await.unwrap().tree;
+    let ckpt = Checkpointer::new(
+        backend.location("files/"),
+        CheckpointerOptions {
+            prefix: "model".into(),
+            period: 2,
+            keep_last: Some(2),
+            form: Form::TorchFile {
+                extension: "pt".into(),
+            },
+            ..CheckpointerOptions::default()
+        },
+    );
+    for index in 0..=5 {
+        let saved = ckpt.save(index, &tree, index == 5).await.unwrap();
+        assert_eq!(
+            saved.is_some(),
+            index % 2 == 0 || index == 5,
+            "[{}] {index}",
+            backend.name
+        );
+    }
+    // Saving an index again replaces its file.
+    let again = ckpt.save(5, &tree, true).await.unwrap().unwrap();
+    assert!(
+        again.uri.ends_with("files/model5.pt"),
+        "[{}] {}",
+        backend.name,
+        again.uri
+    );
+    let listed = ckpt.list().await.unwrap();
+    let names: Vec<(&str, Kind)> = listed.iter().map(|e| (e.name.as_str(), e.kind)).collect();
+    assert_eq!(
+        names,
+        [("model4.pt", Kind::File), ("model5.pt", Kind::File)],
+        "[{}] the last two kept",
+        backend.name
+    );
+    let (index, latest) = ckpt.load_latest().await.unwrap().unwrap();
+    assert_eq!(index, 5);
+    assert_eq!(latest.format, ckptio::Format::Torch);
+    let want = materialize_tree(&tree, MaterializeOptions::default())
+        .await
+        .unwrap();
+    let got = materialize_tree(&latest.tree, MaterializeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(got, want, "[{}]", backend.name);
+    ckpt.delete_existing().await.unwrap();
+    assert!(ckpt.list().await.unwrap().is_empty(), "[{}]", backend.name);
+}
+
+#[tokio::test]
+async fn a_checkpointer_of_torch_files_saves_by_period_replaces_and_keeps_the_last_n() {
+    for name in support::BACKENDS {
+        support::run(name, "ckpt-torch-files", torch_files).await;
+    }
+}

@@ -4,6 +4,7 @@
 
 mod buffer;
 mod checkpoint;
+mod checkpointer;
 mod errors;
 mod ops;
 mod options;
@@ -26,6 +27,7 @@ fn _ckptio(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<tree::TensorRef>()?;
     module.add_class::<tree::Opaque>()?;
     module.add_class::<save::TensorIn>()?;
+    module.add_class::<checkpointer::Checkpointer>()?;
     module.add_function(wrap_pyfunction!(checkpoint::open, module)?)?;
     module.add_function(wrap_pyfunction!(save::save, module)?)?;
     module.add_function(wrap_pyfunction!(ops::stat, module)?)?;

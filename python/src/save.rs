@@ -188,7 +188,7 @@ fn opaque(py: Python<'_>, o: &Opaque, path: &str) -> PyResult<Node> {
 }
 
 /// The state tree of `state` (a dict).
-fn state_tree(py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<StateTree> {
+pub(crate) fn state_tree(py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<StateTree> {
     match node(py, state.as_any(), "")? {
         Node::Dict(root) => Ok(StateTree::from_dict(root)),
         _ => unreachable!("a dict converts to a dict"),
