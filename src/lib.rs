@@ -65,7 +65,8 @@ pub use crate::materialize::{
     MaterializeOptions, materialize, materialize_tree, stream as materialize_stream, to_f32, widens,
 };
 pub use crate::save::{
-    SaveOptions, Saved, WriteOptions, Written, save, write_safetensors, write_torch,
+    DcpItem, SaveOptions, Saved, WriteOptions, Written, put_object, save, write_dcp_file,
+    write_safetensors, write_torch,
 };
 pub use crate::tree::{
     Anchor, ByteRange, Check, Checksum, Dict, GlobError, Inline, Int, KeyKind, LazyTensor, Leaf,

@@ -5,6 +5,8 @@
 //!   manifest, create-only. A failed save deletes what it wrote and leaves no manifest.
 //! - [`write_safetensors`] writes one safetensors file, or shards and a Hugging Face index.
 //! - [`write_torch`] writes the whole tree as one `torch.save` file.
+//! - [`write_dcp_file`] writes one torch.distributed.checkpoint data file, and [`put_object`]
+//!   its `.metadata`, create-only: the commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -435,4 +437,85 @@ pub async fn write_torch(
         files: vec![dest.uri()],
         data_bytes: total,
     })
+}
+
+/// One item of a torch.distributed.checkpoint data file.
+#[derive(Debug, Clone)]
+pub enum DcpItem {
+    /// A tensor (chunk), written as its own `torch.save` archive, as torch's `FileSystemWriter`
+    /// writes it.
+    Tensor(LazyTensor),
+    /// Bytes written as they are (an object DCP pickled itself).
+    Bytes(bytes::Bytes),
+}
+
+/// Writes the DCP data file `dest` (`__{rank}_{n}.distcp`): `items` back to back, in order,
+/// each tensor streamed from its source into one upload (whole or not at all). Returns each
+/// item's byte range in the file, for the `_StorageInfo` entries of `.metadata`; torch's own
+/// `FileSystemReader` reads the file.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for a dtype torch has no name for; read errors from the sources;
+/// the store's.
+pub async fn write_dcp_file(
+    dest: &Location,
+    items: Vec<DcpItem>,
+    options: &WriteOptions,
+) -> Result<Vec<std::ops::Range<u64>>> {
+    use crate::format::torch::{pickled, writer};
+
+    let mut tensors = Vec::new();
+    let mut planned = Vec::with_capacity(items.len());
+    let one = HashMap::from([(String::new(), 0)]);
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            DcpItem::Tensor(t) => {
+                let name = i.to_string();
+                let mut root = crate::tree::Dict::new();
+                root.insert(String::new(), crate::tree::Node::from(t.clone()));
+                let pickle =
+                    pickled::pickle_tree(&root, &one).map_err(|e| Error::InvalidArgument {
+                        what: format!("item {i} of {dest}"),
+                        reason: e,
+                    })?;
+                planned.push(writer::Item::Archive {
+                    pickle,
+                    storage: (name.clone(), t.nbytes()),
+                });
+                tensors.push((name, t));
+            }
+            DcpItem::Bytes(b) => planned.push(writer::Item::Raw(b)),
+        }
+    }
+    let total = tensors.iter().map(|(_, t)| t.nbytes()).sum();
+    options.progress.started(&dest.uri(), total);
+    let read = MaterializeOptions {
+        to_f32: false,
+        ..options.materialize
+    };
+    let data = materialize::stream_runs(tensors, read);
+    let ranges = writer::write_items(dest, planned, data, options.progress.as_ref()).await?;
+    options.progress.finished();
+    Ok(ranges)
+}
+
+/// Writes `body` as the object `dest`: replacing what is there, or with `create_only` only if
+/// nothing is (atomically where the store allows; see
+/// [`Capabilities::create`](crate::Capabilities)) — the commit of a checkpoint whose marker
+/// someone else writes, a DCP `.metadata`.
+///
+/// # Errors
+///
+/// [`Error::AlreadyCommitted`] when `create_only` and an object is there (or another writer's
+/// landed first); the store's error.
+pub async fn put_object(dest: &Location, body: Vec<u8>, create_only: bool) -> Result<()> {
+    if !create_only {
+        return crate::upload::put(dest, body).await;
+    }
+    match crate::upload::put_create(dest, body).await {
+        Ok(()) => Ok(()),
+        Err(crate::upload::CreateError::Exists) => Err(Error::AlreadyCommitted { uri: dest.uri() }),
+        Err(crate::upload::CreateError::Failed(e)) => Err(e),
+    }
 }

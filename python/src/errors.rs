@@ -8,45 +8,45 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 
 pyo3::create_exception!(
-    _ckptio,
+    ckptio,
     Error,
     pyo3::exceptions::PyException,
     "A ckptio error: the message names the URI (secrets redacted) and what went wrong."
 );
 pyo3::create_exception!(
-    _ckptio,
+    ckptio,
     UnsafeError,
     Error,
     "Something ckptio refuses to touch: a pickled global that can run code (nothing ran), or a \
      symbolic link out of a checkpoint's directory."
 );
 pyo3::create_exception!(
-    _ckptio,
+    ckptio,
     CorruptError,
     Error,
     "A file that is not what it claims: truncated, lying lengths, checksums that do not match."
 );
 pyo3::create_exception!(
-    _ckptio,
+    ckptio,
     UnsupportedError,
     Error,
     "A format (or a feature of one) ckptio recognizes but does not read."
 );
 pyo3::create_exception!(
-    _ckptio,
+    ckptio,
     TransportError,
     Error,
     "A request that failed on the way (after retries); `retryable` says whether trying again \
      may help."
 );
 pyo3::create_exception!(
-    _ckptio,
+    ckptio,
     CommittedError,
     Error,
     "The checkpoint is already committed (its manifest exists)."
 );
 pyo3::create_exception!(
-    _ckptio,
+    ckptio,
     ChangedError,
     Error,
     "The object changed while it was read (its ETag moved)."

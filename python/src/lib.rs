@@ -6,6 +6,7 @@ mod buffer;
 mod checkpoint;
 mod checkpointer;
 mod errors;
+mod objects;
 mod ops;
 mod options;
 mod runtime;
@@ -37,5 +38,9 @@ fn _ckptio(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(ops::verify, module)?)?;
     module.add_function(wrap_pyfunction!(ops::rm, module)?)?;
     module.add_function(wrap_pyfunction!(ops::walk, module)?)?;
+    module.add_function(wrap_pyfunction!(objects::read_ranges, module)?)?;
+    module.add_function(wrap_pyfunction!(objects::get, module)?)?;
+    module.add_function(wrap_pyfunction!(objects::put, module)?)?;
+    module.add_function(wrap_pyfunction!(objects::write_dcp_file, module)?)?;
     Ok(())
 }

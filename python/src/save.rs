@@ -81,6 +81,21 @@ impl AsRef<[u8]> for Borrowed {
     }
 }
 
+/// `t` as a tensor over its owner's memory (`path` names it in messages).
+pub(crate) fn lazy_of(t: &TensorIn, py: Python<'_>, path: &str) -> LazyTensor {
+    LazyTensor {
+        dtype: t.dtype,
+        shape: t.shape.clone(),
+        strides: Vec::new(),
+        data: TensorData::Inline(Inline {
+            bytes: bytes_of(t, py),
+            big_endian: false,
+            origin: path.into(),
+        }),
+        view: Default::default(),
+    }
+}
+
 /// The bytes of `t`, borrowed from its owner.
 fn bytes_of(t: &TensorIn, py: Python<'_>) -> Bytes {
     Bytes::from_owner(Borrowed {
@@ -100,18 +115,7 @@ fn node(py: Python<'_>, value: &Bound<'_, PyAny>, path: &str) -> PyResult<Node> 
         }
     };
     if let Ok(t) = value.cast::<TensorIn>() {
-        let t = t.get();
-        return Ok(Node::from(LazyTensor {
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            strides: Vec::new(),
-            data: TensorData::Inline(Inline {
-                bytes: bytes_of(t, py),
-                big_endian: false,
-                origin: path.into(),
-            }),
-            view: Default::default(),
-        }));
+        return Ok(Node::from(lazy_of(t.get(), py, path)));
     }
     if let Ok(d) = value.cast::<PyDict>() {
         let mut dict = Dict::with_capacity(d.len());

@@ -87,3 +87,12 @@ def test_warnings_reach_pythons_logging(tmp_path: Path, caplog: pytest.LogCaptur
         ckptio.cp(str(ckpt) + "/", str(tmp_path / "copy") + "/")
     assert any("outside" in r.getMessage() for r in caplog.records), caplog.records
     assert not (tmp_path / "copy" / "loot").exists()
+
+
+def test_errors_pickle_as_the_names_python_imports() -> None:
+    import pickle
+
+    err = ckptio.CommittedError("s3://b/ckpt: a committed checkpoint is there")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is ckptio.CommittedError and back.args == err.args
+    assert ckptio.CorruptError.__module__ == "ckptio"
