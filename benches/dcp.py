@@ -1,0 +1,138 @@
+"""torch.distributed.checkpoint benchmark: 2 gloo ranks on the CPU save 1 GiB (512 MiB each,
+64 F32 tensors of 8 MiB per rank) to S3 (Garage) and load it back, with ckptio's storage
+writer/reader, s3torchconnector's and torch's fsspec ones (s3fs). Each run is a fresh pair of
+processes; the table has the median of --runs, GiB/s, each row's time against the fastest
+peer's, and the peak RSS of a rank. Run through `scripts/bench dcp`."""
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+GiB = 1 << 30
+MiB = 1 << 20
+TENSORS, TENSOR_BYTES = 64, 8 * MiB
+
+RANK = r"""
+import json, os, resource, sys, time, uuid
+import torch, torch.distributed as dist, torch.multiprocessing as mp
+import torch.distributed.checkpoint as dcp
+
+TENSORS, TENSOR_BYTES = {tensors}, {tensor_bytes}
+
+def writer_reader(tool, path, s3):
+    if tool == "ckptio":
+        from ckptio.dcp import CkptioStorageReader, CkptioStorageWriter
+        opts = {{k: s3[k] for k in ("endpoint", "access_key_id", "secret_access_key", "region")}}
+        return CkptioStorageWriter(path, opts, thread_count=2), CkptioStorageReader(path, opts)
+    if tool == "s3torchconnector":
+        from s3torchconnector import S3ClientConfig
+        from s3torchconnector._s3client import S3Client
+        from s3torchconnector.dcp import S3StorageReader, S3StorageWriter
+        from s3torchconnector.dcp.s3_file_system import S3FileSystem
+        config = S3ClientConfig(force_path_style=True)
+        client = S3Client(s3["region"], endpoint=s3["endpoint"], s3client_config=config)
+        w = S3StorageWriter(s3["region"], path, s3client_config=config, thread_count=2)
+        r = S3StorageReader(s3["region"], path, s3client_config=config)
+        for x in (w, r):
+            x.fs = S3FileSystem(s3["region"], s3_client=client)
+        return w, r
+    from torch.distributed.checkpoint import FsspecReader, FsspecWriter
+    kw = dict(endpoint_url=s3["endpoint"], key=s3["access_key_id"], secret=s3["secret_access_key"],
+              client_kwargs={{"region_name": s3["region"]}})
+    return FsspecWriter(path, thread_count=2, sync_files=False, **kw), FsspecReader(path, **kw)
+
+def worker(rank, world, port, tool, path, s3, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    g = torch.Generator().manual_seed(rank)
+    state = {{f"rank{{rank}}.t{{i}}": torch.randn(TENSOR_BYTES // 4, generator=g) for i in range(TENSORS)}}
+    want = {{k: v.clone() for k, v in state.items()}}
+    writer, reader = writer_reader(tool, path, s3)
+    dist.barrier(); t0 = time.perf_counter()
+    dcp.save(state, storage_writer=writer)
+    dist.barrier(); t1 = time.perf_counter()
+    for v in state.values():
+        v.zero_()
+    dist.barrier(); t2 = time.perf_counter()
+    dcp.load(state, storage_reader=reader)
+    dist.barrier(); t3 = time.perf_counter()
+    assert all(torch.equal(state[k], want[k]) for k in want), "loaded tensors differ"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rsses = [None] * world
+    dist.all_gather_object(rsses, rss)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump({{"save": t1 - t0, "load": t3 - t2, "rss": max(rsses)}}, f)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    tool, path, s3, out, port = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    mp.spawn(worker, args=(2, port, tool, path, s3, out), nprocs=2)
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tools", default="ckptio,s3torchconnector,fsspec")
+    ap.add_argument("--tensors", type=int, default=TENSORS, help="8 MiB tensors per rank")
+    args = ap.parse_args()
+    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
+    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
+               AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"])
+    # A file, not `-c`: the ranks torch.multiprocessing spawns import their entry point from it.
+    script = f"/tmp/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}.py"
+    with open(script, "w") as f:
+        f.write(RANK.format(tensors=args.tensors, tensor_bytes=TENSOR_BYTES))
+    total = 2 * args.tensors * TENSOR_BYTES
+    rows = []
+    for tool in args.tools.split(","):
+        runs = []
+        for _ in range(args.runs):
+            path = f"s3://{bucket}/bench-dcp/{tool}-{uuid.uuid4().hex[:8]}"
+            out = f"/tmp/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}.json"
+            done = subprocess.run([sys.executable, script, tool, path, json.dumps(s3), out, str(free_port())],
+                                  env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"bench: {tool} failed: {done.stderr[-2000:]}", file=sys.stderr)
+                break
+            with open(out) as f:
+                runs.append(json.load(f))
+            os.unlink(out)
+            print(f"  {tool:18} save {runs[-1]['save']:6.2f} s  load {runs[-1]['load']:6.2f} s", file=sys.stderr)
+        if runs:
+            rows.append({"tool": tool, "save": statistics.median(r["save"] for r in runs),
+                         "load": statistics.median(r["load"] for r in runs), "rss": max(r["rss"] for r in runs),
+                         "runs": len(runs)})
+    os.unlink(script)
+    report(rows, total)
+
+
+def report(rows, total):
+    print(f"\ntorch.distributed.checkpoint, 2 ranks (gloo, CPU), {total / GiB:.0f} GiB to S3 (Garage); "
+          f"median of {rows[0]['runs'] if rows else 0}\n")
+    print("| tool | save s | save GiB/s | load s | load GiB/s | ckptio × this (save / load) | peak RSS of a rank MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    ours = next((r for r in rows if r["tool"] == "ckptio"), None)
+    for r in rows:
+        ratio = f"{r['save'] / ours['save']:.2f} / {r['load'] / ours['load']:.2f}" if ours else ""
+        print(f"| {r['tool']} | {r['save']:.2f} | {total / GiB / r['save']:.2f} | {r['load']:.2f} | "
+              f"{total / GiB / r['load']:.2f} | {ratio} | {r['rss'] / MiB:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
