@@ -1,6 +1,7 @@
 """torch.distributed.checkpoint benchmark: 2 gloo ranks on the CPU save 1 GiB (512 MiB each,
 64 F32 tensors of 8 MiB per rank) to S3 (Garage) and load it back, with ckptio's storage
-writer/reader, s3torchconnector's and torch's fsspec ones (s3fs). Each run is a fresh pair of
+writer/reader, s3torchconnector's and torch's fsspec ones (s3fs); and the server's ceiling, two
+s5cmd processes moving the same bytes between tmpfs files and the bucket. Each run is a fresh pair of
 processes; the table has the median of --runs, GiB/s, each row's time against the fastest
 peer's, and the peak RSS of a rank. Run through `scripts/bench dcp`."""
 
@@ -99,7 +100,7 @@ def main():
     with open(script, "w") as f:
         f.write(RANK.format(tensors=args.tensors, tensor_bytes=TENSOR_BYTES))
     total = 2 * args.tensors * TENSOR_BYTES
-    rows = []
+    rows = [ceiling(total, bucket, s3, env, args.runs)]
     for tool in args.tools.split(","):
         runs = []
         for _ in range(args.runs):
@@ -122,16 +123,46 @@ def main():
     report(rows, total)
 
 
+def ceiling(total, bucket, s3, env, runs):
+    """The server's own ceiling: two s5cmd processes (as two ranks) upload and download half
+    of the bytes each, from and to tmpfs files."""
+    tmp = f"/dev/shm/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}"
+    os.makedirs(tmp)
+    halves = [os.path.join(tmp, f"rank{r}.bin") for r in range(2)]
+    for path in halves:
+        with open(path, "wb") as f:
+            f.write(os.urandom(total // 2))
+    cmd = ["s5cmd", "--endpoint-url", s3["endpoint"]]
+    times = {"save": [], "load": []}
+    try:
+        for _ in range(runs):
+            prefix = f"s3://{bucket}/bench-dcp/s5cmd-{uuid.uuid4().hex[:8]}"
+            for phase in ("save", "load"):
+                jobs = [[*cmd, "cp", p, f"{prefix}/{os.path.basename(p)}"] if phase == "save"
+                        else [*cmd, "cp", f"{prefix}/{os.path.basename(p)}", p + ".back"] for p in halves]
+                start = time.perf_counter()
+                procs = [subprocess.Popen(j, env=env, stdout=subprocess.DEVNULL) for j in jobs]
+                if any(p.wait() for p in procs):
+                    raise SystemExit("bench: s5cmd failed")
+                times[phase].append(time.perf_counter() - start)
+    finally:
+        subprocess.run(["rm", "-rf", tmp], check=False)
+    print(f"  {'s5cmd (ceiling)':18} save {statistics.median(times['save']):6.2f} s  "
+          f"load {statistics.median(times['load']):6.2f} s", file=sys.stderr)
+    return {"tool": "s5cmd cp, 2 processes (ceiling)", "save": statistics.median(times["save"]),
+            "load": statistics.median(times["load"]), "rss": 0, "runs": runs}
+
+
 def report(rows, total):
     print(f"\ntorch.distributed.checkpoint, 2 ranks (gloo, CPU), {total / GiB:.0f} GiB to S3 (Garage); "
           f"median of {rows[0]['runs'] if rows else 0}\n")
-    print("| tool | save s | save GiB/s | load s | load GiB/s | ckptio × this (save / load) | peak RSS of a rank MiB |")
+    print("| tool | save s | save GiB/s | load s | load GiB/s | this ÷ ckptio (save / load) | peak RSS of a rank MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     ours = next((r for r in rows if r["tool"] == "ckptio"), None)
     for r in rows:
         ratio = f"{r['save'] / ours['save']:.2f} / {r['load'] / ours['load']:.2f}" if ours else ""
         print(f"| {r['tool']} | {r['save']:.2f} | {total / GiB / r['save']:.2f} | {r['load']:.2f} | "
-              f"{total / GiB / r['load']:.2f} | {ratio} | {r['rss'] / MiB:.0f} |")
+              f"{total / GiB / r['load']:.2f} | {ratio} | {r['rss'] / MiB:.0f} |".replace("| 0 |", "| — |"))
 
 
 if __name__ == "__main__":

@@ -126,6 +126,33 @@ BASELINE = """
 import torch, ckptio, safetensors.torch, boto3
 """
 
+# A Lightning checkpoint of 1 GiB of tensors saved through a CheckpointIO plugin: ckptio's to
+# S3, Lightning's own (fsspec/s3fs) to S3, and torch.save to a local file (the floor).
+SAVE_SETUP = """
+import sys, json, torch
+g = torch.Generator().manual_seed(0)
+checkpoint = {"state_dict": {f"layers.{i}.weight": torch.randn(1 << 20, generator=g) for i in range(256)},
+              "epoch": 3, "global_step": 100, "optimizer_states": [], "lr_schedulers": []}
+"""
+
+SAVE_CKPTIO = SAVE_SETUP + """
+from ckptio.lightning import CkptioCheckpointIO
+CkptioCheckpointIO(json.loads(sys.argv[2])).save_checkpoint(checkpoint, sys.argv[1])
+"""
+
+SAVE_LIGHTNING = SAVE_SETUP + """
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+TorchCheckpointIO().save_checkpoint(checkpoint, sys.argv[1])
+"""
+
+SAVE_TORCH = SAVE_SETUP + """
+torch.save(checkpoint, sys.argv[1])
+"""
+
+SAVE_BASELINE = SAVE_SETUP + """
+import ckptio.lightning, lightning.fabric.plugins.io.torch_io
+"""
+
 WRITE = """
 import sys, torch
 from safetensors.torch import save_file
@@ -213,6 +240,18 @@ def main():
             ("S3", "boto3 + safe_open", [py, "-c", ONE_BOTO3, s3["endpoint"], bucket,
                                           "bench.safetensors", dl + ".one"], s3_env),
         ]
+        # Saves: the baseline process makes the tensors and imports everything, saving nothing.
+        save_env = dict(s3_env, FSSPEC_S3_ENDPOINT_URL=s3["endpoint"])
+        save_base = min(measure([[py, "-c", SAVE_BASELINE]], save_env)[1] for _ in range(args.runs))
+        saves = []
+        for label, target, cmd in [
+            ("ckptio CkptioCheckpointIO", "S3", [py, "-c", SAVE_CKPTIO, f"s3://{bucket}/save/ckptio.ckpt",
+                                                 s3_options]),
+            ("Lightning TorchCheckpointIO (s3fs)", "S3", [py, "-c", SAVE_LIGHTNING,
+                                                          f"s3://{bucket}/save/lightning.ckpt"]),
+            ("torch.save", "local tmpfs", [py, "-c", SAVE_TORCH, dl + ".ckpt"]),
+        ]:
+            case(saves, args.runs, label, target, "", [cmd], env=save_env)
         one_rows = []
         for target, label, cmd, env in one:
             try:
@@ -223,6 +262,18 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report(results, tensor_bytes, baseline, one_rows)
+    report_saves(saves, tensor_bytes, save_base)
+
+
+def report_saves(saves, tensor_bytes, base_rss):
+    runs = len(saves[0]["runs_s"])
+    print(f"\nSaving a Lightning checkpoint of 1 GiB of tensors through a CheckpointIO; median of {runs}; "
+          f"peak RSS over a process that made the tensors ({base_rss / MiB:.0f} MiB; bound: +256 MiB)\n")
+    print("| target | tool | median s | GiB/s | peak RSS over baseline MiB |")
+    print("|---|---|---:|---:|---:|")
+    for r in saves:
+        print(f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {tensor_bytes / GiB / r['median_s']:.2f} | "
+              f"{(r['peak_rss'] - base_rss) / MiB:.0f} |")
 
 
 def json_options(s3):
