@@ -171,8 +171,7 @@ impl Checkpointer {
             progress: self.options.save.progress.clone(),
             ..Default::default()
         };
-        let written = crate::save::write_torch(tree, &file, &options).await?;
-        let size = crate::fetch::stat(&file).await.map_or(0, |info| info.size);
+        let (written, size) = crate::save::write_torch_sized(tree, &file, &options).await?;
         Ok(Saved {
             uri: file.uri(),
             files: written.files,

@@ -389,6 +389,17 @@ pub async fn write_torch(
     dest: &Location,
     options: &WriteOptions,
 ) -> Result<Written> {
+    write_torch_sized(tree, dest, options)
+        .await
+        .map(|(written, _)| written)
+}
+
+/// [`write_torch`], with the size of the file it wrote.
+pub(crate) async fn write_torch_sized(
+    tree: &StateTree,
+    dest: &Location,
+    options: &WriteOptions,
+) -> Result<(Written, u64)> {
     let refuse = |reason: &str| Error::InvalidArgument {
         what: dest.uri(),
         reason: reason.to_owned(),
@@ -424,7 +435,7 @@ pub async fn write_torch(
     };
     options.progress.started(&dest.uri(), total);
     let data = materialize::stream_runs(tensors, read);
-    crate::format::torch::writer::write_file(
+    let size = crate::format::torch::writer::write_file(
         dest,
         pickle,
         &storages,
@@ -433,10 +444,11 @@ pub async fn write_torch(
     )
     .await?;
     options.progress.finished();
-    Ok(Written {
+    let written = Written {
         files: vec![dest.uri()],
         data_bytes: total,
-    })
+    };
+    Ok((written, size))
 }
 
 /// One item of a torch.distributed.checkpoint data file.

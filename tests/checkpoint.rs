@@ -615,6 +615,12 @@ async fn torch_files(backend: support::Backend) {
         backend.name,
         again.uri
     );
+    let on_store = ckptio::stat(&ckpt.location(5)).await.unwrap().size;
+    assert_eq!(
+        again.bytes, on_store,
+        "[{}] the size reported is the file's",
+        backend.name
+    );
     let listed = ckpt.list().await.unwrap();
     let names: Vec<(&str, Kind)> = listed.iter().map(|e| (e.name.as_str(), e.kind)).collect();
     assert_eq!(

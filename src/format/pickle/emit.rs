@@ -69,7 +69,8 @@ impl Pickler {
         Ok(())
     }
 
-    /// `LONG1`: little-endian two's complement, trimmed to the bytes that carry the value.
+    /// `LONG1` (`LONG4` past 255 bytes): little-endian two's complement, trimmed to the bytes
+    /// that carry the value.
     fn long(&mut self, le: &[u8]) {
         let mut len = le.len();
         while len > 1 {
@@ -82,10 +83,17 @@ impl Pickler {
             }
         }
         let len = if le.iter().all(|&b| b == 0) { 0 } else { len };
-        self.op(Opcode::Long1);
-        // A LONG1 holds at most 255 bytes; longer integers (past 10^600) are not written.
-        self.out.push(u8::try_from(len).unwrap_or(u8::MAX));
-        self.out.extend_from_slice(&le[..len.min(255)]);
+        match u8::try_from(len) {
+            Ok(short) => {
+                self.op(Opcode::Long1);
+                self.out.push(short);
+            }
+            Err(_) => {
+                self.op(Opcode::Long4);
+                self.out.extend_from_slice(&(len as u32).to_le_bytes());
+            }
+        }
+        self.out.extend_from_slice(&le[..len]);
     }
 
     /// A float (big-endian, as `BINFLOAT` takes it).
@@ -254,7 +262,10 @@ mod tests {
 
     #[test]
     fn big_integers_round_trip_through_the_reader() {
+        // 10^700 takes 291 bytes: past LONG1's 255.
+        let huge = format!("-1{}", "0".repeat(700));
         for digits in [
+            huge.as_str(),
             "0",
             "18446744073709551616",
             "-1208925819614629174706176",
