@@ -28,7 +28,7 @@ import pickle
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -63,7 +63,21 @@ def _uri(path: Any) -> str:
     return str(path).rstrip("/")
 
 
-class CkptioStorageWriter(StorageWriter):
+class _AtUri:
+    """What the writer and the reader share: the checkpoint's URI as DCP's checkpoint id."""
+
+    path: str
+
+    @property
+    def checkpoint_id(self) -> str:
+        return self.path
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: Any) -> bool:
+        return _is_uri(checkpoint_id)
+
+
+class CkptioStorageWriter(_AtUri, StorageWriter):
     """Writes a DCP checkpoint to `path`, any URI ckptio writes.
 
     `storage_options` are the store's (an `endpoint`, credentials, ...). `thread_count` data
@@ -89,7 +103,6 @@ class CkptioStorageWriter(StorageWriter):
         self.memory_budget = memory_budget
         self.save_id = uuid.uuid4().hex
         self.rank: int | None = None
-        self.is_coordinator = False
         self.use_collectives = True
 
     def reset(self, checkpoint_id: Any = None) -> None:
@@ -98,7 +111,6 @@ class CkptioStorageWriter(StorageWriter):
         self.save_id = uuid.uuid4().hex
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
-        self.is_coordinator = is_coordinator
         self.rank = kwargs.get("rank")
         self.use_collectives = kwargs.get("use_collectives", True)
 
@@ -137,7 +149,7 @@ class CkptioStorageWriter(StorageWriter):
 
         def write(n: int, bucket: list[WriteItem]) -> list[WriteResult]:
             name = f"{prefix}{n}{DATA_SUFFIX}"
-            items = [_item(planner.resolve_data(item)) for item in bucket]
+            items = [_lendable(planner.resolve_data(item)) for item in bucket]
             placed = _ckptio.write_dcp_file(
                 f"{self.path}/{name}",
                 items,
@@ -179,16 +191,8 @@ class CkptioStorageWriter(StorageWriter):
     def storage_meta(self) -> StorageMeta | None:
         return StorageMeta(checkpoint_id=self.path, save_id=self.save_id)
 
-    @property
-    def checkpoint_id(self) -> str:
-        return self.path
 
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: Any) -> bool:
-        return _is_uri(checkpoint_id)
-
-
-class CkptioStorageReader(StorageReader):
+class CkptioStorageReader(_AtUri, StorageReader):
     """Reads a DCP checkpoint at `path`, any URI ckptio reads: each rank fetches only the byte
     ranges its plan needs. `bytes_read` counts the bytes this reader moved."""
 
@@ -211,8 +215,16 @@ class CkptioStorageReader(StorageReader):
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         rank = kwargs.get("rank")
         name = METADATA if rank is None else f"__{rank}{METADATA}"
-        raw = _ckptio.get(f"{self.path}/{name}", self.storage_options)
-        metadata: Metadata = _MetadataUnpickler(io.BytesIO(_view(raw))).load()
+        uri = f"{self.path}/{name}"
+        raw = _ckptio.get(uri, self.storage_options)
+        try:
+            metadata = _MetadataUnpickler(_Span(_view(raw))).load()
+        except _Refused as e:
+            raise pickle.UnpicklingError(f"{uri}: {e}") from None
+        except Exception as e:  # a truncated or garbled pickle fails in many ways
+            raise _ckptio.CorruptError(f"{uri}: not a DCP metadata pickle ({e})") from e
+        if not isinstance(metadata, Metadata):
+            raise _ckptio.CorruptError(f"{uri}: holds a {type(metadata).__name__}, not Metadata")
         meta = getattr(metadata, "storage_meta", None) or StorageMeta()
         meta.load_id = self.load_id
         metadata.storage_meta = meta
@@ -232,19 +244,52 @@ class CkptioStorageReader(StorageReader):
     def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
         return plans
 
+    def _info(self, item: Any) -> _StorageInfo:
+        """Where `item` is stored, as `.metadata` says."""
+        info = self.storage_data.get(item.storage_index)
+        if info is None:
+            raise _ckptio.CorruptError(
+                f"{self.path}/{METADATA}: no storage entry for {item.storage_index}"
+            )
+        return info
+
+    def _load(self, item: Any, name: str, part: Any, planner: LoadPlanner) -> None:
+        """Hands `planner` the item stored in `part` (its bytes of data file `name`)."""
+        info = self._info(item)
+        where = f"{self.path}/{name} bytes {info.offset}..{info.offset + info.length}"
+        stream = self.transforms.transform_load_stream(
+            item, info.transform_descriptors or (), cast(IO[bytes], _Span(_view(part)))
+        )
+        if item.type == LoadItemType.BYTE_IO:
+            planner.load_bytes(item, io.BytesIO(stream.read()))
+            return
+        if not stream.seekable():
+            stream = io.BytesIO(stream.read())
+        try:
+            tensor = torch.load(stream, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch's reader raises what it meets: zip, pickle, size errors
+            raise _ckptio.CorruptError(
+                f"{where}: item {item.storage_index} is not a torch.save archive ({e})"
+            ) from e
+        if not isinstance(tensor, torch.Tensor):
+            raise _ckptio.CorruptError(f"{where}: holds a {type(tensor).__name__}, not a tensor")
+        tensor = _narrow(tensor, item.storage_offsets, item.lengths)
+        target = planner.resolve_tensor(item).detach()
+        if target.size() != tensor.size():
+            raise ValueError(
+                f"{where}: item {item.storage_index} holds "
+                f"{tuple(tensor.size())} where the plan wants {tuple(target.size())}"
+            )
+        target.copy_(tensor)
+        planner.commit_tensor(item, target)
+
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
         per_file: dict[str, list[Any]] = {}
         for item in plan.items:
-            info = self.storage_data[item.storage_index]
-            per_file.setdefault(info.relative_path, []).append(item)
+            per_file.setdefault(self._info(item).relative_path, []).append(item)
 
         def fetch(name: str) -> tuple[str, dict[tuple[int, int], Any]]:
-            spans = sorted(
-                {
-                    (info.offset, info.offset + info.length)
-                    for info in (self.storage_data[i.storage_index] for i in per_file[name])
-                }
-            )
+            spans = sorted({_span(self._info(i)) for i in per_file[name]})
             parts = _ckptio.read_ranges(f"{self.path}/{name}", spans, self.storage_options)
             return name, dict(zip(spans, parts, strict=True))
 
@@ -252,37 +297,10 @@ class CkptioStorageReader(StorageReader):
             for name, parts in pool.map(fetch, per_file):
                 self.bytes_read += sum(len(p) for p in parts.values())
                 for item in per_file[name]:
-                    info = self.storage_data[item.storage_index]
-                    raw = io.BytesIO(_view(parts[(info.offset, info.offset + info.length)]))
-                    stream = self.transforms.transform_load_stream(
-                        item, info.transform_descriptors or (), raw
-                    )
-                    if item.type == LoadItemType.BYTE_IO:
-                        planner.load_bytes(item, io.BytesIO(stream.read()))
-                        continue
-                    if not stream.seekable():
-                        stream = io.BytesIO(stream.read())
-                    tensor = torch.load(stream, map_location="cpu", weights_only=True)
-                    tensor = _narrow(tensor, item.storage_offsets, item.lengths)
-                    target = planner.resolve_tensor(item).detach()
-                    if target.size() != tensor.size():
-                        raise ValueError(
-                            f"{self.path}/{name}: item {item.storage_index} holds "
-                            f"{tuple(tensor.size())} where the plan wants {tuple(target.size())}"
-                        )
-                    target.copy_(tensor)
-                    planner.commit_tensor(item, target)
+                    self._load(item, name, parts[_span(self._info(item))], planner)
         future: Future[None] = Future()
         future.set_result(None)
         return future
-
-    @property
-    def checkpoint_id(self) -> str:
-        return self.path
-
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: Any) -> bool:
-        return _is_uri(checkpoint_id)
 
 
 def _is_uri(checkpoint_id: Any) -> bool:
@@ -294,14 +312,9 @@ def _is_uri(checkpoint_id: Any) -> bool:
 _SCHEMES = {"s3", "gs", "az", "abfs", "http", "https", "file", "memory"}
 
 
-def _item(data: Any) -> Any:
+def _lendable(data: Any) -> Any:
     """A resolved write item as the extension takes it: bytes, or a tensor lent in place."""
-    if isinstance(data, io.BytesIO):
-        return data.getvalue()
-    tensor = data.detach()
-    if tensor.device.type != "cpu":
-        tensor = tensor.cpu()
-    return lend(tensor)
+    return data.getvalue() if isinstance(data, io.BytesIO) else lend(data)
 
 
 def _buckets(bins: int, items: Sequence[WriteItem]) -> list[list[WriteItem]]:
@@ -338,9 +351,50 @@ def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]
     return tensor
 
 
+def _span(info: _StorageInfo) -> tuple[int, int]:
+    return (info.offset, info.offset + info.length)
+
+
+class _Span(io.RawIOBase):
+    """A seekable, read-only file over bytes already in memory, read without copying them
+    first (as `io.BytesIO` would)."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        n = max(0, min(len(out), len(self._view) - self._at))
+        out[:n] = self._view[self._at : self._at + n]
+        self._at += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: len(self._view)}[whence]
+        if base + offset < 0:
+            raise ValueError(f"seek to {base + offset}, before the start")
+        self._at = base + offset
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+
 def _view(buffer: Any) -> memoryview:
     array: Any = np.asarray(buffer)
-    return memoryview(array)
+    return memoryview(array).cast("B")
+
+
+class _Refused(pickle.UnpicklingError):
+    """A global the metadata allow-list refuses."""
 
 
 class _MetadataUnpickler(pickle.Unpickler):
@@ -358,7 +412,7 @@ class _MetadataUnpickler(pickle.Unpickler):
                 return super().find_class(module, name)
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{METADATA}: refused to load global `{module}.{name}`")
+        raise _Refused(f"refused to load global `{module}.{name}`")
 
 
 _ALLOWED = {

@@ -146,3 +146,52 @@ def test_a_hostile_metadata_is_refused_not_run(tmp_path: Path) -> None:
     (tmp_path / ".metadata").write_bytes(pickle.dumps(Boom()))
     with pytest.raises(pickle.UnpicklingError, match=r"refused to load global `builtins\.print`"):
         CkptioStorageReader(str(tmp_path)).read_metadata()
+
+
+def test_a_truncated_metadata_is_corrupt_naming_the_file(saved: dict[str, Any]) -> None:
+    from ckptio.dcp import CkptioStorageReader
+
+    whole = ckptio._ckptio.get(f"{saved['uri']}/.metadata", saved["options"]).tobytes()
+    cut = saved["uri"] + "-cut"
+    ckptio._ckptio.put(f"{cut}/.metadata", whole[: len(whole) // 2], saved["options"])
+    with pytest.raises(ckptio.CorruptError, match=r"-cut/\.metadata: not a DCP metadata pickle"):
+        CkptioStorageReader(cut, saved["options"]).read_metadata()
+
+
+def test_a_broken_chunk_or_a_lying_offset_is_named_by_file_and_range(
+    saved: dict[str, Any], tmp_path: Path
+) -> None:
+    import shutil
+
+    torch_dir: Path = saved["tmp"] / "torch"
+    broken = tmp_path / "broken"
+    shutil.copytree(torch_dir, broken)
+    data = sorted(broken.glob("__0_*.distcp"))[0]
+    raw = bytearray(data.read_bytes())
+    raw[: len(raw) // 2] = bytes(len(raw) // 2)  # the first archives' records zeroed
+    data.write_bytes(bytes(raw))
+    out = tmp_path / "out.pt"
+    done = subprocess.run(
+        [sys.executable, str(RUN), "load", "--world", "1", "--uri", str(broken), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "CorruptError" in done.stderr and f"{data.name} bytes " in done.stderr, done.stderr[
+        -3000:
+    ]
+    assert "is not a torch.save archive" in done.stderr
+
+    data.write_bytes(bytes(raw[:100]))  # shorter than .metadata says
+    done = subprocess.run(
+        [sys.executable, str(RUN), "load", "--world", "1", "--uri", str(broken), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"{data.name}: bytes 0.." in done.stderr, done.stderr[-3000:]
+    assert "are outside the object (100 bytes)" in done.stderr
