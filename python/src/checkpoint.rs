@@ -49,6 +49,21 @@ impl Checkpoint {
         }
     }
 
+    /// The tensors at `paths` (every tensor when `None`), by path.
+    fn wanted(&self, paths: Option<Vec<String>>) -> PyResult<Vec<(String, LazyTensor)>> {
+        match paths {
+            None => Ok(self
+                .tensors
+                .iter()
+                .map(|(p, t)| (p.clone(), t.clone()))
+                .collect()),
+            Some(paths) => paths
+                .into_iter()
+                .map(|p| self.tensor(&p).cloned().map(|t| (p, t)))
+                .collect(),
+        }
+    }
+
     fn tensor(&self, path: &str) -> PyResult<&LazyTensor> {
         self.tensors
             .get(path)
@@ -168,17 +183,7 @@ impl Checkpoint {
     /// checked, in parallel. Returns `(path, dtype, shape, buffer)` in file order.
     #[pyo3(signature = (paths=None))]
     fn read(&self, py: Python<'_>, paths: Option<Vec<String>>) -> PyResult<Vec<(String, Read)>> {
-        let wanted: Vec<(String, LazyTensor)> = match paths {
-            None => self
-                .tensors
-                .iter()
-                .map(|(p, t)| (p.clone(), t.clone()))
-                .collect(),
-            Some(paths) => paths
-                .into_iter()
-                .map(|p| self.tensor(&p).cloned().map(|t| (p, t)))
-                .collect::<PyResult<_>>()?,
-        };
+        let wanted = self.wanted(paths)?;
         let read_all = ckptio::materialize(wanted, self.materialize_options());
         let tensors = wait(py, read_all)?;
         Ok(tensors
@@ -240,17 +245,7 @@ impl Checkpoint {
     /// held at once.
     #[pyo3(signature = (paths=None))]
     fn stream(&self, paths: Option<Vec<String>>) -> PyResult<TensorStream> {
-        let wanted: Vec<(String, LazyTensor)> = match paths {
-            None => self
-                .tensors
-                .iter()
-                .map(|(p, t)| (p.clone(), t.clone()))
-                .collect(),
-            Some(paths) => paths
-                .into_iter()
-                .map(|p| self.tensor(&p).cloned().map(|t| (p, t)))
-                .collect::<PyResult<_>>()?,
-        };
+        let wanted = self.wanted(paths)?;
         let inline: std::collections::HashSet<String> = wanted
             .iter()
             .filter(|(_, t)| matches!(t.data, TensorData::Inline(_)))

@@ -122,15 +122,21 @@ def _required() -> set[str]:
     return {n.strip() for n in os.environ.get("CKPTIO_TEST_REQUIRE", "").split(",") if n.strip()}
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """Each server the environment configures; one that is required but missing fails."""
-    name: str = request.param
+def configured(name: str) -> Backend:
+    """The server `name` the environment configures; the test is skipped when it is not, and
+    fails when it is required (CKPTIO_TEST_REQUIRE) but missing."""
     found = _backend(name)
     if found is None:
         if name in _required():
             pytest.fail(f"{name} is required (CKPTIO_TEST_REQUIRE) but not configured")
         pytest.skip(f"{name} is not configured (CKPTIO_TEST_{name.upper()}_URI)")
+    return found
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """Each server the environment configures; one that is required but missing fails."""
+    found = configured(request.param)
     yield found
     if found.name == "http" and found.root:
         shutil.rmtree(Path(found.root) / found.prefix, ignore_errors=True)

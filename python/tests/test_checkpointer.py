@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Backend, _backend
+from conftest import configured
 
 import ckptio
 from ckptio.checkpointer import DefaultCheckpointer
@@ -19,9 +19,7 @@ from ckptio.checkpointer import DefaultCheckpointer
 def root(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str] | None]:
     if request.param == "local":
         return str(tmp_path / "run"), None
-    found: Backend | None = _backend(request.param)
-    if found is None:
-        pytest.skip(f"{request.param} is not configured")
+    found = configured(request.param)
     return found.uri("run").rstrip("/"), found.options
 
 

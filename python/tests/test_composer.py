@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend, _backend, _required
+from conftest import configured
 
 composer = pytest.importorskip("composer")
 torch = pytest.importorskip("torch")
@@ -28,11 +28,7 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def root() -> tuple[str, dict[str, str]]:
-    found: Backend | None = _backend("garage")
-    if found is None:
-        if "garage" in _required():
-            pytest.fail("garage is required but not configured")
-        pytest.skip("garage is not configured")
+    found = configured("garage")
     return found.uri("composer").rstrip("/"), found.options
 
 

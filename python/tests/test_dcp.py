@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend, _backend, _required
+from conftest import configured
 
 import ckptio
 
@@ -50,11 +50,7 @@ def same(a: Any, b: Any, at: str = "") -> None:
 
 @pytest.fixture(scope="module")
 def place(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
-    found: Backend | None = _backend("garage")
-    if found is None:
-        if "garage" in _required():
-            pytest.fail("garage is required but not configured")
-        pytest.skip("garage is not configured")
+    found = configured("garage")
     return found.uri("dcp").rstrip("/"), found.options
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, Backend, _backend
+from conftest import FIXTURES, configured
 
 import ckptio
 
@@ -25,9 +25,7 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str
     """A directory URI and its store options."""
     if request.param == "local":
         return str(tmp_path), {}
-    found: Backend | None = _backend(request.param)
-    if found is None:
-        pytest.skip(f"{request.param} is not configured")
+    found = configured(request.param)
     return found.uri("fabric").rstrip("/"), found.options
 
 

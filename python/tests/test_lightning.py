@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend, _backend, _required
+from conftest import configured
 
 import ckptio
 
@@ -37,11 +37,7 @@ class Target:
 def _target(name: str, tmp: Path) -> Target:
     if name == "local":
         return Target(name, str(tmp / "checkpoints"), {})
-    found: Backend | None = _backend(name)
-    if found is None:
-        if name in _required():
-            pytest.fail(f"{name} is required (CKPTIO_TEST_REQUIRE) but not configured")
-        pytest.skip(f"{name} is not configured")
+    found = configured(name)
     # Lightning's `ckpt_path="last"` lists the directory through fsspec, which cannot on these
     # stores: an HTTP directory has no HTML index (WebDAV lists by PROPFIND), and s3fs lists
     # keys without their `s3://`, which Lightning 2.6 then looks for on the local disk. Runs
@@ -99,6 +95,15 @@ def same_weights(got: dict[str, Any], want: dict[str, Any]) -> None:
         assert torch.equal(got[key], value), f"{key} differs from the uninterrupted run"
 
 
+def resume_to_the_end(target: Target, tmp_path: Path, reference: dict[str, Any]) -> None:
+    """A new run resumes from last.ckpt at epoch 2 and ends with the uninterrupted weights."""
+    out = tmp_path / "final.pt"
+    resumed = fit(target, out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed_at(out, target) == 2
+    same_weights(weights(out), reference)
+
+
 def checkpoints(target: Target) -> list[str]:
     return sorted(ckptio.walk(target.dirpath.rstrip("/") + "/", target.options or None))
 
@@ -120,11 +125,7 @@ def test_a_run_killed_mid_epoch_resumes_from_the_last_checkpoint_bit_exact(
     assert list(last["optimizer_states"][0]["state"]) == [0, 1, 2, 3, 4, 5]
     assert last["hyper_parameters"]["betas"] == (0.9, 0.99)
 
-    out = tmp_path / "final.pt"
-    resumed = fit(target, out, "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed_at(out, target) == 2
-    same_weights(weights(out), reference)
+    resume_to_the_end(target, tmp_path, reference)
     names = checkpoints(target)
     assert sorted(n for n in names if n.startswith("epoch=")) == [
         "epoch=2-step=24.ckpt",
@@ -151,8 +152,4 @@ def test_a_run_killed_mid_save_leaves_the_previous_checkpoint_loadable(
     assert plain["global_step"] == 16
     assert torch.equal(plain["state_dict"]["hidden.weight"], last["state_dict"]["hidden.weight"])
 
-    out = tmp_path / "final.pt"
-    resumed = fit(target, out, "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed_at(out, target) == 2
-    same_weights(weights(out), reference)
+    resume_to_the_end(target, tmp_path, reference)
