@@ -69,9 +69,9 @@ pub use crate::save::{
     write_safetensors, write_torch,
 };
 pub use crate::tree::{
-    Anchor, ByteRange, Check, Checksum, Dict, GlobError, Inline, Int, KeyKind, LazyTensor, Leaf,
-    List, Locate, Mismatch, Node, Opaque, PathError, Piece, Pieces, Report, Source, StateTree,
-    Tensor, TensorData, Unreadable, View, contiguous_strides, path,
+    Anchor, BlockScheme, ByteRange, Check, Checksum, Dict, GlobError, Inline, Int, KeyKind,
+    LazyTensor, Leaf, List, Locate, Mismatch, Node, Opaque, PathError, Piece, Pieces, Quantized,
+    Report, Source, StateTree, Tensor, TensorData, Unreadable, View, contiguous_strides, path,
 };
 pub use crate::verify::{Verified, verify};
 
@@ -83,6 +83,7 @@ pub mod sources {
     pub use crate::format::ckptio::CheckpointError;
     pub use crate::format::ckptio::manifest::ManifestError;
     pub use crate::format::dcp::DcpError;
+    pub use crate::format::gguf::GgufError;
     pub use crate::format::pickle::{Global, InRecord, PickleError, PickleErrorKind};
     pub use crate::format::safetensors::Invalid;
     pub use crate::format::safetensors::header::HeaderError;
@@ -96,7 +97,7 @@ pub mod sources {
 /// or an allocation sized by a claim in the bytes. Not part of the API.
 #[doc(hidden)]
 pub mod __fuzz {
-    use crate::format::{ckptio, dcp, pickle, safetensors, torch, zip};
+    use crate::format::{ckptio, dcp, gguf, pickle, safetensors, torch, zip};
 
     /// A whole safetensors file.
     pub fn safetensors_header(data: &[u8]) {
@@ -127,6 +128,26 @@ pub mod __fuzz {
     pub fn pickle(data: &[u8]) {
         if let Ok(heap) = pickle::parse(data, &pickle::Policy::permissive()) {
             let _ = pickle::convert::to_node(&heap, &mut pickle::convert::NoHooks, "fuzz");
+        }
+    }
+
+    /// A whole GGUF file: the header on every prefix the reader might hold, then every tensor
+    /// whose blocks ckptio decodes, dequantized.
+    pub fn gguf(data: &[u8]) {
+        use crate::tree::BlockScheme;
+        let size = data.len() as u64;
+        let Ok(header) = gguf::header::parse(data, size) else {
+            let _ = gguf::header::parse(&data[..data.len() / 2], size);
+            return;
+        };
+        for t in &header.tensors {
+            let (Some(kind), Some(n)) = (gguf::ggml::by_id(t.ggml_type), t.nbytes) else {
+                continue;
+            };
+            let start = (header.data_start + t.offset) as usize;
+            if n <= 1 << 20 {
+                let _ = kind.dequantize(&data[start..start + n as usize]);
+            }
         }
     }
 

@@ -58,6 +58,9 @@ const CODECS: &[&str] = &[
     "format/zip/writer.rs",
     "format/dcp/metadata.rs",
     "format/ckptio/manifest.rs",
+    "format/gguf/header.rs",
+    "format/gguf/ggml.rs",
+    "format/gguf/quant.rs",
 ];
 
 /// What a codec may use.

@@ -84,6 +84,14 @@ class Checkpoint:
         dtype, shape, nbytes = self._inner.info(path)
         return TensorInfo(dtype, tuple(shape), nbytes)
 
+    def quantization(self, path: str) -> tuple[str, tuple[int, ...]] | None:
+        """For a block-quantized tensor (GGUF's `Q4_K`, ...), its scheme and the shape of its
+        values; `None` for any other. Such a tensor reads as its raw blocks (`U8`, one row of
+        blocks per innermost row of values) unless the checkpoint was opened with
+        `dequantize=True`."""
+        q = self._inner.quantization(path)
+        return None if q is None else (q[0], tuple(q[1]))
+
     def tree(self) -> dict[str, Any]:
         """The nested tree: dicts, lists, Python scalars and strings, `TensorRef`s for the
         tensors (not read), `Opaque` placeholders for objects ckptio does not interpret."""
@@ -152,11 +160,12 @@ def open(
     verify: bool = True,
     memory_budget: int = 64 << 20,
     mmap: bool = True,
+    dequantize: bool = False,
     progress: Progress = None,
 ) -> Checkpoint:
     """Opens the checkpoint at `uri` lazily, whatever its format: safetensors (a file, or
-    shards with an index), a `torch.save` file (`.pt`, `.ckpt`, `pytorch_model.bin`), a
-    torch.distributed.checkpoint directory, a ckptio checkpoint, a Hugging Face model
+    shards with an index), a `torch.save` file (`.pt`, `.ckpt`, `pytorch_model.bin`), a GGUF
+    file, a torch.distributed.checkpoint directory, a ckptio checkpoint, a Hugging Face model
     directory, an accelerate `save_state` directory. Only metadata moves.
 
     `storage_options` are the store's options as strings (`endpoint`, `region`, ...; the
@@ -166,7 +175,9 @@ def open(
     checksums as tensors are read. `mmap` (local files only) makes tensors views of a private
     mapping of the file, as `torch.load(mmap=True)` does: no copy, pages shared with the page
     cache, writes kept in this process. Turn it off for a file another process may truncate
-    while its tensors are in use (a mapped reader faults then).
+    while its tensors are in use (a mapped reader faults then). `dequantize` makes
+    block-quantized tensors (GGUF's `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, `Q2_K`...`Q6_K`)
+    their F32 values, decoded as they are read; other schemes stay raw blocks.
     """
     inner = _ckptio.open(
         uri,
@@ -177,6 +188,7 @@ def open(
         verify=verify,
         memory_budget=memory_budget,
         mmap=mmap,
+        dequantize=dequantize,
         progress=_progress(progress, uri),
     )
     return Checkpoint(inner, framework)
@@ -193,13 +205,15 @@ def load(
     strict: bool = False,
     verify: bool = True,
     mmap: bool = True,
+    dequantize: bool = False,
     progress: Progress = None,
 ) -> Any:
     """The checkpoint at `uri` as `torch.load` would return it: dicts, lists, scalars, strings
     and tensors (torch tensors, or numpy arrays with `framework="np"`), every tensor read in
     parallel and coalesced. Objects of classes ckptio does not interpret come back as inert
     `Opaque` placeholders naming their class: nothing is ever executed. `map_location` moves
-    torch tensors as `torch.load` means it (a device, a dict, a callable). `mmap` is `open`'s.
+    torch tensors as `torch.load` means it (a device, a dict, a callable). `mmap` and
+    `dequantize` are `open`'s.
     """
     checkpoint = open(
         uri,
@@ -210,6 +224,7 @@ def load(
         strict=strict,
         verify=verify,
         mmap=mmap,
+        dequantize=dequantize,
         progress=progress,
     )
     fw = checkpoint._framework

@@ -90,8 +90,9 @@ fn read(lazy: &LazyTensor, tensor: ckptio::Tensor) -> Read {
 
 /// Opens the checkpoint at `uri`, whatever its format; only metadata moves. With `mmap`, a
 /// local file's tensors are views of a private mapping of it (shared with the page cache).
+/// With `dequantize`, block-quantized tensors ckptio decodes are their F32 values.
 #[pyfunction]
-#[pyo3(signature = (uri, storage_options=None, *, select=None, ignore=None, strict=false, verify=true, memory_budget=64 << 20, mmap=true, progress=None))]
+#[pyo3(signature = (uri, storage_options=None, *, select=None, ignore=None, strict=false, verify=true, memory_budget=64 << 20, mmap=true, dequantize=false, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn open(
     py: Python<'_>,
@@ -103,6 +104,7 @@ pub(crate) fn open(
     verify: bool,
     memory_budget: u64,
     mmap: bool,
+    dequantize: bool,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Checkpoint> {
     let location = options::resolve(uri, storage_options)?;
@@ -121,6 +123,19 @@ pub(crate) fn open(
             .tree
             .ignore(&globs)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    }
+    if dequantize {
+        let decoded: Vec<(String, LazyTensor)> = checkpoint
+            .tree
+            .tensors()
+            .filter_map(|(path, t)| Some((path, t.dequantized()?)))
+            .collect();
+        for (path, values) in decoded {
+            checkpoint
+                .tree
+                .insert(&path, ckptio::Node::from(values))
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        }
     }
     Ok(Checkpoint::new(location.uri(), checkpoint, memory_budget))
 }
@@ -162,6 +177,13 @@ impl Checkpoint {
     fn info(&self, path: &str) -> PyResult<(&'static str, Vec<u64>, u64)> {
         let t = self.tensor(path)?;
         Ok((t.dtype.name(), t.shape.clone(), t.nbytes()))
+    }
+
+    /// A quantized tensor's scheme (`Q4_K`) and the shape of its values; `None` for any other.
+    fn quantization(&self, path: &str) -> PyResult<Option<(&'static str, Vec<u64>)>> {
+        let t = self.tensor(path)?;
+        Ok(t.quantized
+            .map(|q| (q.scheme.name(), q.values_shape(&t.shape))))
     }
 
     /// A tensor's reference (path, dtype, shape, and why ckptio does not read it, if so).

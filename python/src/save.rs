@@ -93,6 +93,7 @@ pub(crate) fn lazy_of(t: &TensorIn, py: Python<'_>, path: &str) -> LazyTensor {
             origin: path.into(),
         }),
         view: Default::default(),
+        quantized: None,
     }
 }
 

@@ -9,10 +9,12 @@
 //! | `torch` | rebuild rules, dtype tables | `torch.save` zips | — |
 //! | `dcp` | `.metadata` | directories, chunks located on first read | — |
 //! | `ckptio` | manifest | directories | names, commit |
+//! | `gguf` | header, ggml types, dequantizing | one file | — |
 //! | `zip`, `pickle` | shared codecs: zip directories by ranges; the restricted pickle VM | — | — |
 
 pub mod ckptio;
 pub mod dcp;
+pub mod gguf;
 mod object;
 pub mod pickle;
 mod probe;
@@ -61,6 +63,8 @@ pub enum Format {
         /// How many data files it has.
         files: usize,
     },
+    /// A GGUF file (llama.cpp's format).
+    Gguf,
     /// A directory of a training run's state files (accelerate's `save_state`): one subtree
     /// per file, named after it (`model`, `optimizer`, `random_states_0`).
     StateFiles {
@@ -80,6 +84,7 @@ impl fmt::Display for Format {
             Self::Torch => f.write_str("torch (zip + pickle)"),
             Self::Ckptio { files } => write!(f, "ckptio checkpoint ({files} data files)"),
             Self::Dcp { files } => write!(f, "torch.distributed.checkpoint ({files} data files)"),
+            Self::Gguf => f.write_str("GGUF"),
             Self::StateFiles { files } => write!(f, "training state ({files} files)"),
         }
     }
@@ -130,7 +135,7 @@ pub struct OpenOptions {
 }
 
 /// Opens the checkpoint at `location`, whatever it is: a safetensors file or shard index, a
-/// `torch.save` file, a ckptio or DCP directory (or its `manifest.json`/`.metadata`), a
+/// `torch.save` file, a GGUF file, a ckptio or DCP directory (or its `manifest.json`/`.metadata`), a
 /// directory of model weights. Only metadata moves: tensors are fetched when materialized.
 ///
 /// ```
@@ -183,10 +188,12 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
                 return Err(torch::unsupported(&location.uri(), torch::LEGACY_OR_PICKLE));
             }
             Sniffed::Gguf => {
-                return Err(torch::unsupported(
-                    &location.uri(),
-                    "this is a GGUF file, which ckptio cannot read yet",
-                ));
+                let (metadata, tree) = gguf::open(object, first).await?;
+                Checkpoint {
+                    format: Format::Gguf,
+                    metadata,
+                    tree,
+                }
             }
             Sniffed::Other => {
                 let file = safetensors::SafetensorsFile::from_prefix(object, first).await?;

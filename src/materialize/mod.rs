@@ -23,12 +23,15 @@ pub(crate) use pack::pack;
 
 use crate::dtype::DType;
 use crate::error::{ChecksumMismatch, Error, Result, TensorError};
-use crate::tree::{ByteRange, Check, LazyTensor, Pieces, Source, StateTree, Tensor, TensorData};
+use crate::tree::{
+    ByteRange, Check, LazyTensor, Pieces, Quantized, Source, StateTree, Tensor, TensorData,
+};
 
 /// How tensors are materialized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaterializeOptions {
-    /// Widen F16, BF16 and FP8 tensors to F32 (other dtypes are left as they are).
+    /// Widen F16, BF16 and FP8 tensors to F32 and dequantize block-quantized ones (GGUF's
+    /// `Q4_K`…) to F32 values; other dtypes are left as they are.
     pub to_f32: bool,
     /// What the streaming API may hold at once (two batches of this size, or one tensor
     /// larger than it).
@@ -459,7 +462,7 @@ fn assemble(
                 t.numel()
             )));
         }
-        let tensor = widened(t.dtype, t.shape.clone(), data.into(), options);
+        let tensor = widened(&where_, &path, &t, data.into(), options)?;
         Ok((path, tensor))
     })
 }
@@ -480,19 +483,49 @@ fn zeroed(len: usize) -> Option<Vec<u8>> {
     Some(data)
 }
 
-/// A contiguous little-endian tensor, widened to F32 when asked and possible.
-fn widened(dtype: DType, shape: Vec<u64>, data: Bytes, options: MaterializeOptions) -> Tensor {
-    let wide = (options.to_f32 && dtype != DType::F32)
+/// `t`'s contiguous little-endian bytes as a tensor, widened to F32 (or dequantized) when
+/// asked and possible.
+fn widened(
+    uri: &str,
+    path: &str,
+    t: &LazyTensor,
+    data: Bytes,
+    options: MaterializeOptions,
+) -> Result<Tensor> {
+    let (dtype, shape) = (t.dtype, t.shape.clone());
+    if !options.to_f32 {
+        return Ok(Tensor { dtype, shape, data });
+    }
+    if let Some(q) = t.quantized {
+        return Ok(Tensor {
+            dtype: DType::F32,
+            shape: q.values_shape(&shape),
+            data: dequantize(uri, path, q, &data)?,
+        });
+    }
+    let wide = (dtype != DType::F32)
         .then(|| to_f32(dtype, &data))
         .flatten();
-    match wide {
+    Ok(match wide {
         Some(wide) => Tensor {
             dtype: DType::F32,
             shape,
             data: wide.into(),
         },
         None => Tensor { dtype, shape, data },
-    }
+    })
+}
+
+/// The F32 values of `blocks`, little-endian.
+fn dequantize(uri: &str, path: &str, q: Quantized, blocks: &[u8]) -> Result<Bytes> {
+    let values = q
+        .scheme
+        .dequantize(blocks)
+        .map_err(|why| Error::Unsupported {
+            uri: uri.to_owned(),
+            what: format!("tensor `{path}` is {} blocks: {why}", q.scheme.name()),
+        })?;
+    Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 /// Whether `stored` bytes hold `t`'s layout: exactly its bytes when it is contiguous, at least
@@ -544,6 +577,27 @@ fn finish(
             },
         )
     };
+    if let Some(q) = t.quantized.filter(|q| q.decoded) {
+        let blocks = q.stored_bytes(t.numel());
+        if blocks != Some(stored.len() as u64) {
+            return Err(bad(format!(
+                "{} × {:?} in {} blocks needs {blocks:?} bytes, its range holds {}",
+                t.dtype,
+                t.shape,
+                q.scheme.name(),
+                stored.len()
+            )));
+        }
+        let values = dequantize(uri, &path, q, &stored)?;
+        return Ok((
+            path,
+            Tensor {
+                dtype: DType::F32,
+                shape: t.shape.clone(),
+                data: values,
+            },
+        ));
+    }
     let nbytes = t.dtype.byte_len(t.numel()).ok_or_else(|| {
         bad(format!(
             "{} × {:?} is not a whole number of bytes",
@@ -574,7 +628,7 @@ fn finish(
         })?;
         data = owned.into();
     }
-    let tensor = widened(t.dtype, t.shape.clone(), data, options);
+    let tensor = widened(uri, &path, t, data, options)?;
     Ok((path, tensor))
 }
 
@@ -648,6 +702,7 @@ mod tests {
                 origin: Arc::from("inline test"),
             }),
             view: Default::default(),
+            quantized: None,
         };
         let got = materialize(vec![("i".into(), t)], MaterializeOptions::default())
             .await
@@ -769,6 +824,7 @@ mod tests {
                 origin: "test".into(),
             }),
             view: Default::default(),
+            quantized: None,
         }
     }
 

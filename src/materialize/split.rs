@@ -83,6 +83,7 @@ mod tests {
                 origin: "test".into(),
             }),
             view: Default::default(),
+            quantized: None,
         }
     }
 

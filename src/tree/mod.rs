@@ -29,8 +29,9 @@ pub use nodes::{Dict, KeyKind, List};
 pub(crate) use select::globset;
 pub use select::{GlobError, Mismatch, Report};
 pub use tensor::{
-    Anchor, ByteRange, Check, Checksum, Inline, LazyTensor, Locate, MAX_DIMS, Piece, Pieces,
-    Source, Tensor, TensorData, Unreadable, View, contiguous_strides, strided_extent,
+    Anchor, BlockScheme, ByteRange, Check, Checksum, Inline, LazyTensor, Locate, MAX_DIMS, Piece,
+    Pieces, Quantized, Source, Tensor, TensorData, Unreadable, View, contiguous_strides,
+    strided_extent,
 };
 
 /// A nested checkpoint: the root is a dict.
@@ -225,6 +226,14 @@ impl StateTree {
             };
         }
         Some(node)
+    }
+
+    /// The tensor at `path`, if that is a tensor.
+    pub fn tensor(&self, path: &str) -> Option<&LazyTensor> {
+        match self.get(path)? {
+            Node::Leaf(Leaf::Tensor(t)) => Some(t),
+            _ => None,
+        }
     }
 
     /// The tree below `path`, as a tree of its own (`state_dict` for the weights alone).

@@ -31,6 +31,70 @@ pub struct LazyTensor {
     /// How the stored elements are seen: a negative or conjugate view (torch's `x.neg()` views,
     /// `x.conj()`), applied when materialized.
     pub view: View,
+    /// Set when the stored bytes are blocks of a quantization scheme (GGUF's `Q4_K`). A
+    /// reader gives such a tensor as its raw blocks: `U8`, one row of blocks per innermost row
+    /// of values, which is what materializes (dequantized with
+    /// [`MaterializeOptions::to_f32`](crate::MaterializeOptions)).
+    /// [`dequantized`](LazyTensor::dequantized) turns it into F32 values, decoded when read.
+    pub quantized: Option<Quantized>,
+}
+
+/// Values stored as blocks of a quantization scheme: each innermost row of `row` values is
+/// `row / scheme.block_values()` blocks of `scheme.block_bytes()` bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Quantized {
+    /// The scheme the blocks are in.
+    pub scheme: &'static dyn BlockScheme,
+    /// Values in one innermost row.
+    pub row: u64,
+    /// Whether the tensor's type and shape are its values' (F32, decoded when read) rather
+    /// than its raw blocks'.
+    pub decoded: bool,
+}
+
+impl Quantized {
+    /// Bytes of one innermost row of blocks.
+    pub fn row_bytes(&self) -> u64 {
+        self.row / self.scheme.block_values().max(1) * self.scheme.block_bytes()
+    }
+
+    /// The shape of the values encoded by blocks whose raw shape is `raw` (its last dimension,
+    /// bytes, replaced by the row's values).
+    pub fn values_shape(&self, raw: &[u64]) -> Vec<u64> {
+        let mut shape = raw.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = self.row;
+        }
+        shape
+    }
+
+    /// Stored bytes of `values` values (whole rows), or `None` when they are not whole rows.
+    pub(crate) fn stored_bytes(&self, values: u64) -> Option<u64> {
+        (self.row > 0 && values % self.row == 0).then_some(values / self.row * self.row_bytes())
+    }
+}
+
+/// A block quantization scheme, named as its format names it, which may know how to turn its
+/// blocks back into values.
+pub trait BlockScheme: Send + Sync + fmt::Debug {
+    /// The scheme's name (`Q4_K`).
+    fn name(&self) -> &'static str;
+
+    /// Values per block.
+    fn block_values(&self) -> u64;
+
+    /// Bytes per block.
+    fn block_bytes(&self) -> u64;
+
+    /// Whether [`dequantize`](BlockScheme::dequantize) decodes this scheme.
+    fn decodes(&self) -> bool;
+
+    /// The values of whole blocks, or why they cannot be had (a scheme ckptio does not decode).
+    ///
+    /// # Errors
+    ///
+    /// A sentence saying what is missing, for an [`Error::Unsupported`](crate::Error).
+    fn dequantize(&self, blocks: &[u8]) -> std::result::Result<Vec<f32>, String>;
 }
 
 /// A sign a tensor's stored elements are seen with.
@@ -263,6 +327,7 @@ impl LazyTensor {
             strides: Vec::new(),
             data: TensorData::Range(ByteRange::new(source, range)),
             view: View::default(),
+            quantized: None,
         }
     }
 
@@ -274,7 +339,22 @@ impl LazyTensor {
             strides: Vec::new(),
             data: TensorData::Abstract,
             view: View::default(),
+            quantized: None,
         }
+    }
+
+    /// The tensor's values as F32, decoded from its blocks when it is read: `None` unless it
+    /// is quantized in raw form with a scheme ckptio decodes.
+    pub fn dequantized(&self) -> Option<LazyTensor> {
+        let q = self
+            .quantized
+            .filter(|q| !q.decoded && q.scheme.decodes())?;
+        Some(LazyTensor {
+            dtype: DType::F32,
+            shape: q.values_shape(&self.shape),
+            quantized: Some(Quantized { decoded: true, ..q }),
+            ..self.clone()
+        })
     }
 
     /// Whether the tensor has no data (a type and shape only).
@@ -288,6 +368,10 @@ impl LazyTensor {
     pub fn rows(&self, rows: Range<u64>) -> Option<LazyTensor> {
         let &first = self.shape.first()?;
         if rows.start > rows.end || rows.end > first {
+            return None;
+        }
+        // The one dimension of quantized blocks is bytes, which cut blocks apart.
+        if self.quantized.is_some() && self.shape.len() == 1 {
             return None;
         }
         let mut shape = self.shape.clone();
@@ -316,7 +400,11 @@ impl LazyTensor {
         // A strided tensor keeps its strides: its rows start `stride[0]` elements apart and
         // span what the strides reach.
         let (skip, len, strides) = if self.is_contiguous() {
-            let row = self.dtype.byte_len(dtype::numel(&self.shape[1..])?)?;
+            let inner = dtype::numel(&self.shape[1..])?;
+            let row = match self.quantized {
+                Some(q) if q.decoded => q.stored_bytes(inner)?,
+                _ => self.dtype.byte_len(inner)?,
+            };
             let len = (rows.end - rows.start).checked_mul(row)?;
             (rows.start.checked_mul(row)?, len, Vec::new())
         } else {
@@ -457,6 +545,7 @@ mod tests {
                 origin: Arc::from("test"),
             }),
             view: View::default(),
+            quantized: None,
         };
         let TensorData::Inline(i) = t.rows(1..3).unwrap().data else {
             panic!("still inline")

@@ -393,6 +393,97 @@ pub async fn safetensors_lazy_reads_cost_one_get_each(b: Backend) {
     );
 }
 
+/// A GGUF file with `tokens` vocabulary strings of 24 bytes and one F32 tensor `w` of
+/// `values` values after them: its header is about `tokens` × 32 bytes.
+fn gguf_file(tokens: usize, values: u32) -> Vec<u8> {
+    let string = |b: &mut Vec<u8>, s: &[u8]| {
+        b.extend((s.len() as u64).to_le_bytes());
+        b.extend(s);
+    };
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    string(&mut b, b"tokenizer.ggml.tokens");
+    b.extend(9u32.to_le_bytes());
+    b.extend(8u32.to_le_bytes());
+    b.extend((tokens as u64).to_le_bytes());
+    for i in 0..tokens {
+        string(&mut b, format!("{i:024}").as_bytes());
+    }
+    string(&mut b, b"w");
+    b.extend(1u32.to_le_bytes());
+    b.extend(u64::from(values).to_le_bytes());
+    b.extend(0u32.to_le_bytes()); // F32
+    b.extend(0u64.to_le_bytes());
+    b.resize(b.len().next_multiple_of(32), 0);
+    b.extend((0..values).flat_map(|i| (i as f32).to_le_bytes()));
+    b
+}
+
+/// Opening a GGUF file moves its header only (one GET when it fits the first MiB, a few more
+/// for a long vocabulary, each at least doubling what is held), and a tensor is one GET of
+/// its own bytes, quantized blocks included.
+pub async fn gguf_lazy_reads_cost_one_get_each(b: Backend) {
+    let tiny = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/gguf/tiny.gguf"
+    ))
+    .unwrap();
+    b.seed("tiny.gguf", tiny.clone()).await;
+    let (loc, counts) = b.location("tiny.gguf").counted();
+    let file = ckptio::open(&loc, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    assert_eq!(file.format, ckptio::Format::Gguf);
+    assert_eq!((counts.gets(), counts.heads()), (1, 0), "[{}] open", b.name);
+    let q4k = file.tree.tensor("q4_k").unwrap();
+    let values = ckptio::materialize(
+        vec![("q4_k".into(), q4k.dequantized().unwrap())],
+        Default::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    assert_eq!(values[0].1.data.len(), 2 * 512 * 4);
+    assert_eq!(counts.gets(), 2, "[{}] one tensor", b.name);
+    let range = byte_range(q4k);
+    let before = counts.bytes();
+    read_tensor(&file.tree, "q4_k").await;
+    assert_eq!(
+        counts.bytes() - before,
+        range.end - range.start,
+        "[{}] its bytes",
+        b.name
+    );
+
+    // 100k tokens: a 3.2 MiB header, then 8 MiB of data.
+    let long = gguf_file(100_000, 2 << 20);
+    let data_start = long.len() as u64 - (8 << 20);
+    b.seed("long.gguf", long.clone()).await;
+    let (loc, counts) = b.location("long.gguf").counted();
+    let file = ckptio::open(&loc, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    assert!(
+        counts.gets() <= 3,
+        "[{}] {} GETs for a long header",
+        b.name,
+        counts.gets()
+    );
+    assert!(
+        counts.bytes() <= 2 * data_start,
+        "[{}] {} bytes read for a {data_start}-byte header",
+        b.name,
+        counts.bytes()
+    );
+    let w = read_tensor(&file.tree, "w").await;
+    assert_eq!(w, long[data_start as usize..], "[{}]", b.name);
+    assert_eq!(
+        file.metadata["tokenizer.ggml.tokens"].len(),
+        100_000 * 27 + 1
+    );
+}
+
 /// A safetensors file written through the store's multipart path (over the 16 MiB part size)
 /// reads back tensor for tensor.
 pub async fn safetensors_large_write_reads_back(b: Backend) {

@@ -34,5 +34,6 @@ conformance!(
     object_replaced_mid_download_is_detected,
     safetensors_lazy_reads_cost_one_get_each,
     safetensors_large_write_reads_back,
+    gguf_lazy_reads_cost_one_get_each,
     torch_write_reads_back_and_replaces_whole_or_not_at_all,
 );

@@ -43,6 +43,10 @@ pub struct Args {
     /// instead of refusing to convert.
     #[arg(long)]
     skip_unreadable: bool,
+    /// Write block-quantized tensors (GGUF's Q4_0…Q6_K) as their F32 values; without it they
+    /// are refused, since their raw blocks mean nothing outside their format.
+    #[arg(long)]
+    dequantize: bool,
     #[command(flatten)]
     read: ReadArgs,
 }
@@ -69,12 +73,14 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     // Sources keep these options: every tensor byte read advances the bar.
     let checkpoint = ckptio::open(&src, args.read.options(fetch)).await?;
     let mut tree = filtered(checkpoint.tree, &args.select, &args.ignore)?;
+    let quantized = dequantize(&src, &mut tree, args.dequantize)?;
     let unreadable: Vec<(String, String)> = tree
         .tensors()
         .filter_map(|(path, t)| match &t.data {
             ckptio::TensorData::Unreadable(u) => Some((path, u.what.to_string())),
             _ => None,
         })
+        .chain(quantized)
         .collect();
     if !unreadable.is_empty() {
         let list: Vec<String> = unreadable
@@ -167,4 +173,50 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// With `wanted`, every quantized tensor ckptio decodes becomes its F32 values; the ones it
+/// cannot decode are returned as unreadable. Without it, any quantized tensor is refused.
+fn dequantize(
+    src: &ckptio::Location,
+    tree: &mut ckptio::StateTree,
+    wanted: bool,
+) -> Result<Vec<(String, String)>> {
+    let quantized: Vec<(String, ckptio::LazyTensor)> = tree
+        .tensors()
+        .filter(|(_, t)| t.quantized.is_some())
+        .map(|(path, t)| (path, t.clone()))
+        .collect();
+    if quantized.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !wanted {
+        let names: Vec<String> = quantized
+            .iter()
+            .take(5)
+            .map(|(p, _)| format!("`{p}`"))
+            .collect();
+        bail!(
+            "{src}: {} tensor(s) are quantized blocks ({}{}); --dequantize writes their F32 values",
+            quantized.len(),
+            names.join(", "),
+            if quantized.len() > 5 { ", …" } else { "" }
+        );
+    }
+    let mut raw = Vec::new();
+    for (path, t) in quantized {
+        match t.dequantized() {
+            Some(values) => {
+                tree.insert(&path, ckptio::Node::from(values))?;
+            }
+            None => {
+                let scheme = t.quantized.map_or("?", |q| q.scheme.name());
+                raw.push((
+                    path,
+                    format!("{scheme} blocks, which ckptio does not dequantize"),
+                ));
+            }
+        }
+    }
+    Ok(raw)
 }

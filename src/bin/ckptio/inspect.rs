@@ -97,10 +97,15 @@ fn print_text(
 fn leaf_text(leaf: &Leaf) -> String {
     match leaf {
         Leaf::Tensor(t) => {
+            // Quantized blocks show as their scheme and the shape of the values they hold.
+            let (dtype, shape) = match t.quantized {
+                Some(q) => (q.scheme.name(), q.values_shape(&t.shape)),
+                None => (t.dtype.name(), t.shape.clone()),
+            };
             let mut text = format!(
                 "{:<7} {:<16} {}",
-                t.dtype.name(),
-                format!("{:?}", t.shape),
+                dtype,
+                format!("{shape:?}"),
                 HumanBytes(t.nbytes())
             );
             if let ckptio::TensorData::Unreadable(u) = &t.data {
@@ -154,9 +159,8 @@ impl Serialize for Tensors<'_> {
         let mut result = Ok(());
         self.0.walk_leaves(|path, leaf| {
             if let (Leaf::Tensor(t), Ok(())) = (leaf, &result) {
-                let entry = json!({
-                    "path": path, "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes()
-                });
+                let mut entry = tensor_json(t);
+                entry["path"] = json!(path);
                 result = seq.serialize_element(&entry);
             }
         });
@@ -183,14 +187,23 @@ impl Serialize for NodeJson<'_> {
     }
 }
 
+/// A tensor's type, shape and stored bytes; what ckptio does not read, and for quantized
+/// blocks their scheme and the shape of their values.
+fn tensor_json(t: &ckptio::LazyTensor) -> Value {
+    let mut entry = json!({ "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes() });
+    if let ckptio::TensorData::Unreadable(u) = &t.data {
+        entry["unreadable"] = json!(&*u.what);
+    }
+    if let Some(q) = t.quantized {
+        entry["quantized"] =
+            json!({ "scheme": q.scheme.name(), "shape": q.values_shape(&t.shape) });
+    }
+    entry
+}
+
 fn leaf_json(leaf: &Leaf) -> Value {
     match leaf {
-        Leaf::Tensor(t) => match &t.data {
-            ckptio::TensorData::Unreadable(u) => json!({
-                "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes(), "unreadable": &*u.what,
-            }),
-            _ => json!({ "dtype": t.dtype.name(), "shape": t.shape, "nbytes": t.nbytes() }),
-        },
+        Leaf::Tensor(t) => tensor_json(t),
         Leaf::None => Value::Null,
         Leaf::Bool(b) => json!(b),
         Leaf::Int(Int::Small(i)) => json!(i),

@@ -145,6 +145,7 @@ fn tensor(
         strides: Vec::new(),
         data: TensorData::Pieces(Arc::new(Pieces { boxes, rows })),
         view: Default::default(),
+        quantized: None,
     })
 }
 

@@ -498,6 +498,7 @@ impl Converter<'_> {
                 origin: Arc::from(origin),
             }),
             view: Default::default(),
+            quantized: None,
         }))
     }
 }

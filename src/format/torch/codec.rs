@@ -583,6 +583,7 @@ impl Rebuild<'_> {
             strides,
             data,
             view: View::default(),
+            quantized: None,
         })
     }
 }
