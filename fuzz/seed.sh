@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Seeds the fuzz corpora from the committed fixtures: whole torch files for zip_directory,
 # their data.pkl records for pickle_vm and torch_pickle, DCP .metadata files for
-# dcp_metadata, a manifest ckptio writes for manifest, and the GGUF fixtures for gguf. Run from
-# the repository root.
+# dcp_metadata, a manifest ckptio writes for manifest, the legacy torch fixtures for
+# torch_legacy, and the GGUF fixtures for gguf. Run from the repository root.
 set -euo pipefail
-mkdir -p fuzz/corpus/{zip_directory,pickle_vm,torch_pickle,dcp_metadata,manifest,gguf}
+mkdir -p fuzz/corpus/{zip_directory,pickle_vm,torch_pickle,dcp_metadata,manifest,gguf,torch_legacy}
+cp fixtures/torch/legacy*.pt fuzz/corpus/torch_legacy/
 cp fixtures/gguf/*.gguf fuzz/corpus/gguf/
 cp fixtures/torch/*.pt fixtures/torch/*.ckpt fuzz/corpus/zip_directory/
 python3 - <<'PY'

@@ -131,6 +131,15 @@ pub mod __fuzz {
         }
     }
 
+    /// A whole legacy `torch.save` file: its pickles (also as a prefix cut in half), and the
+    /// storages laid out from them.
+    pub fn torch_legacy(data: &[u8]) {
+        let policy = pickle::Policy::permissive();
+        let size = data.len() as u64;
+        let _ = torch::legacy::parse(&data[..data.len() / 2], size, &policy);
+        let _ = torch::legacy::parse(data, size, &policy);
+    }
+
     /// A whole GGUF file: the header on every prefix the reader might hold, then every tensor
     /// whose blocks ckptio decodes, dequantized.
     pub fn gguf(data: &[u8]) {

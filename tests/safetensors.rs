@@ -348,7 +348,7 @@ async fn bad_files_give_distinct_errors_naming_the_file() {
         .await;
     }
     // What other formats get: a broken zip and a legacy torch file are read as torch files
-    // (tests/torch.rs has the rest); GGUF is named.
+    // (tests/torch.rs has the rest), a GGUF file as GGUF (tests/gguf.rs).
     for (name, bytes, what) in [
         (
             "model.pt",
@@ -363,12 +363,12 @@ async fn bad_files_give_distinct_errors_naming_the_file() {
         (
             "old.pt",
             b"\x80\x02\x8a\x0a".to_vec(),
-            "legacy torch.save format",
+            "`the magic number`: pickle byte 2: the pickle ends before its STOP opcode",
         ),
         (
             "m.gguf",
             b"GGUF\x03\x00\x00\x00".to_vec(),
-            "a GGUF file, which ckptio cannot read yet",
+            "the tensor count at byte 8 runs past the end of the 8-byte file",
         ),
     ] {
         std::fs::write(dir.path().join(name), bytes).unwrap();

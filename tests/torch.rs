@@ -268,15 +268,94 @@ async fn a_hostile_pickle_is_refused_naming_the_global_and_nothing_runs() {
 }
 
 #[tokio::test]
-async fn a_legacy_file_gets_the_fix_named() {
+async fn a_legacy_file_opens_under_any_name_and_a_plain_pickle_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let src = fixture("torch/legacy.pt");
+    let legacy = std::fs::read(fixture("torch/legacy_state.pt")).unwrap();
+    // By its name (the zip's tail is read first), and by its first bytes under another name.
+    for name in ["state.pt", "pytorch_model.bin", "state"] {
+        std::fs::write(dir.path().join(name), &legacy).unwrap();
+        let checkpoint = open(&local(&dir.path().join(name)), OpenOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(checkpoint.format, ckptio::Format::TorchLegacy, "{name}");
+        assert_eq!(
+            checkpoint.format.to_string(),
+            "torch (legacy pickle stream)"
+        );
+        let shared = materialize_tree(
+            &checkpoint.tree.subtree("shared").unwrap(),
+            MaterializeOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(shared.len(), 3, "{name}");
+    }
+    std::fs::write(dir.path().join("plain.pkl"), b"\x80\x02}q\x00.").unwrap();
     fails_with(
         dir.path(),
-        &["inspect", src.to_str().unwrap()],
-        &["legacy torch.save format", "torch.save(torch.load("],
+        &["inspect", "plain.pkl"],
+        &["plain.pkl", "a bare pickle, not a torch.save file"],
     )
     .await;
+}
+
+/// The legacy fixture with `edit` applied, written to `dir/name`.
+fn broken_legacy(dir: &Path, name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(fixture("torch/legacy_state.pt")).unwrap();
+    edit(&mut bytes);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_broken_legacy_file_is_refused_naming_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = std::fs::read(fixture("torch/legacy_state.pt"))
+        .unwrap()
+        .len();
+    for (path, says) in [
+        (
+            broken_legacy(dir.path(), "cut.pt", |b| b.truncate(b.len() - 3)),
+            format!("runs past the end of the {}-byte file", size - 3),
+        ),
+        (
+            broken_legacy(dir.path(), "long.pt", |b| b.extend([0; 5])),
+            format!("but the file has {} bytes", size + 5),
+        ),
+        (
+            broken_legacy(dir.path(), "head.pt", |b| b.truncate(300)),
+            "the pickle ends before its STOP opcode".to_owned(),
+        ),
+    ] {
+        let err = open(&local(&path), OpenOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(err.contains(name) && err.contains(&says), "{err}: {says}");
+    }
+
+    // A storage's element count that disagrees with the pickle is found when it is read.
+    let original = open(
+        &local(&fixture("torch/legacy_state.pt")),
+        OpenOptions::default(),
+    )
+    .await
+    .unwrap();
+    let w = original.tree.tensor("model/w").unwrap();
+    let at = support::byte_range(w).start as usize - 8;
+    let path = broken_legacy(dir.path(), "count.pt", |b| b[at] ^= 1);
+    let checkpoint = open(&local(&path), OpenOptions::default()).await.unwrap();
+    let w = checkpoint.tree.tensor("model/w").unwrap().clone();
+    let err = materialize(vec![("model/w".into(), w)], MaterializeOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("count.pt") && err.contains("begins with an element count of Some(13)"),
+        "{err}"
+    );
 }
 
 /// Offset of the central directory record of `name`.

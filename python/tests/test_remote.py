@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import FIXTURES, Backend, expected, sha256, tensor_bytes
+from conftest import FIXTURES, Backend, expected, needs_torch, sha256, tensor_bytes
 
 import ckptio
 
@@ -87,3 +87,22 @@ def test_ls_and_cp_between_stores(backend: Backend, tmp_path: Path) -> None:
     )
     assert objects >= 2
     assert np.array_equal(ckptio.load(str(tmp_path / "copy"), framework="np")["x"], np.zeros(3))
+
+
+@needs_torch
+def test_a_large_legacy_torch_file_opens_remotely_reading_its_head_only(
+    backend: Backend, tmp_path: Path
+) -> None:
+    import torch
+
+    # 20,000 tensors: the pickles alone are over a MiB, past the first read.
+    state = {f"layer.{i:05d}.weight": torch.full((2,), float(i)) for i in range(20_000)}
+    path = tmp_path / "legacy.pt"
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    backend.seed("legacy.pt", path.read_bytes())
+    checkpoint = ckptio.open(backend.uri("legacy.pt"), backend.options, framework="pt")
+    assert checkpoint.format == "torch (legacy pickle stream)"
+    assert len(checkpoint) == 20_000
+    assert torch.equal(checkpoint.get_tensor("layer.19999.weight"), state["layer.19999.weight"])
+    loaded = ckptio.load(backend.uri("legacy.pt"), backend.options)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())

@@ -6,7 +6,7 @@
 //! | folder | codec | reader | writer |
 //! |---|---|---|---|
 //! | `safetensors` | header, shard index | single file, shards | one file |
-//! | `torch` | rebuild rules, dtype tables | `torch.save` zips | — |
+//! | `torch` | rebuild rules, dtype tables, legacy layout | `torch.save` zips and legacy files | torch zips |
 //! | `dcp` | `.metadata` | directories, chunks located on first read | — |
 //! | `ckptio` | manifest | directories | names, commit |
 //! | `gguf` | header, ggml types, dequantizing | one file | — |
@@ -53,6 +53,9 @@ pub enum Format {
     },
     /// A `torch.save` zip (`.pt`, `.pth`, `.ckpt`, `pytorch_model.bin`).
     Torch,
+    /// A legacy `torch.save` file: the pickle stream PyTorch wrote before 1.6 (and since, with
+    /// `_use_new_zipfile_serialization=False`).
+    TorchLegacy,
     /// A ckptio checkpoint directory (`manifest.json` and safetensors data files).
     Ckptio {
         /// How many data files it has.
@@ -82,6 +85,7 @@ impl fmt::Display for Format {
             }
             Self::ShardedTorch { shards } => write!(f, "sharded torch ({shards} shards)"),
             Self::Torch => f.write_str("torch (zip + pickle)"),
+            Self::TorchLegacy => f.write_str("torch (legacy pickle stream)"),
             Self::Ckptio { files } => write!(f, "ckptio checkpoint ({files} data files)"),
             Self::Dcp { files } => write!(f, "torch.distributed.checkpoint ({files} data files)"),
             Self::Gguf => f.write_str("GGUF"),
@@ -157,11 +161,14 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
     let wanted = Selection::new(&options.select)?;
     let checkpoint = match probe(location, &options.fetch).await? {
         Probed::Index => open_index(location, &options, &wanted).await?,
-        Probed::TorchByName => Checkpoint {
-            format: Format::Torch,
-            tree: torch::open(location, options.fetch.clone(), options.read).await?,
-            metadata: BTreeMap::new(),
-        },
+        Probed::TorchByName => {
+            let (format, tree) = torch::open(location, options.fetch.clone(), options.read).await?;
+            Checkpoint {
+                format,
+                tree,
+                metadata: BTreeMap::new(),
+            }
+        }
         Probed::Marker(layout, dir) => open_dir(layout, &dir, None, &options).await?,
         Probed::Dir(layout, listing) => {
             match open_dir(layout, listing.dir(), Some(&listing), &options).await {
@@ -184,9 +191,11 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
                 tree: torch::open_object(&object, first, options.read).await?,
                 metadata: BTreeMap::new(),
             },
-            Sniffed::Pickle => {
-                return Err(torch::unsupported(&location.uri(), torch::LEGACY_OR_PICKLE));
-            }
+            Sniffed::Pickle => Checkpoint {
+                format: Format::TorchLegacy,
+                tree: torch::open_legacy(&object, first, options.read).await?,
+                metadata: BTreeMap::new(),
+            },
             Sniffed::Gguf => {
                 let (metadata, tree) = gguf::open(object, first).await?;
                 Checkpoint {

@@ -87,7 +87,7 @@ pub(crate) enum Sniffed {
 pub(crate) fn sniff(first: &[u8]) -> Sniffed {
     if first.starts_with(b"PK\x03\x04") {
         Sniffed::Zip
-    } else if first.starts_with(b"\x80") && first.get(1).is_some_and(|&p| (2..=5).contains(&p)) {
+    } else if super::torch::is_pickle(first) {
         Sniffed::Pickle
     } else if first.starts_with(b"GGUF") {
         Sniffed::Gguf

@@ -186,7 +186,7 @@ impl Sharded {
         } else {
             torch::open(&location, self.options.clone(), self.read)
                 .await
-                .map(Shard::Torch)
+                .map(|(_, tree)| Shard::Torch(tree))
         };
         shard.map(Arc::new).map_err(|e| match e {
             Error::NotFound { uri } => Error::corrupt(

@@ -153,9 +153,18 @@ impl Heap {
         self.values.len()
     }
 
-    /// The length in bytes of the pickle the heap was read from.
+    /// The length in bytes of the pickle the heap was read from, through its `STOP`: where
+    /// the next pickle of a stream starts.
     pub fn input_len(&self) -> usize {
         self.input_len
+    }
+
+    /// What every persistent id of the pickle refers to, in the order they were made.
+    pub fn persistent_ids(&self) -> impl Iterator<Item = Id> + '_ {
+        self.values.iter().filter_map(|v| match v {
+            Value::PersistentId(id) => Some(*id),
+            _ => None,
+        })
     }
 }
 

@@ -35,7 +35,7 @@ pub fn parse(data: &[u8], policy: &Policy) -> Result<Heap, PickleError> {
                 return Ok(Heap {
                     values: vm.values,
                     root,
-                    input_len: data.len(),
+                    input_len: vm.pos,
                 });
             }
             Err(kind) => return Err(PickleError { offset: at, kind }),

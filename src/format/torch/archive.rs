@@ -101,12 +101,28 @@ fn to_tree(
     options: ReadOptions,
     uri: &str,
 ) -> Result<StateTree> {
-    let policy = Policy {
+    let heap = pickle::parse(data, &policy(options)).map_err(|e| pickle::error(uri, record, e))?;
+    tree_of(&heap, record, storages, uri)
+}
+
+/// How a torch pickle's globals are treated: torch's rebuild rules and the generic ones are
+/// known, anything else is refused in strict mode.
+pub(crate) fn policy(options: ReadOptions) -> Policy {
+    Policy {
         strict: options.strict,
         known: |g| codec::is_known(g) || pickle::convert::is_known(g),
-    };
-    let heap = pickle::parse(data, &policy).map_err(|e| pickle::error(uri, record, e))?;
-    let root = codec::to_node(&heap, storages, uri)
+    }
+}
+
+/// The unpickled object `heap` (read from `record` of `uri`) as a tree over `storages`; an
+/// object that is not a dict is the tree's one entry, under the empty key.
+pub(crate) fn tree_of(
+    heap: &pickle::Heap,
+    record: &str,
+    storages: &dyn Storages,
+    uri: &str,
+) -> Result<StateTree> {
+    let root = codec::to_node(heap, storages, uri)
         .map_err(|e| Error::corrupt(uri, TorchError(format!("`{record}`: {e}"))))?;
     Ok(match root {
         Node::Dict(dict) => StateTree::from_dict(dict),

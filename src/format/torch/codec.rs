@@ -151,7 +151,7 @@ pub(crate) fn dtype_of(global: &Global) -> Option<DType> {
 
 /// A storage class (`FloatStorage`) as a [`DType`]; a class not in the table is read as
 /// `{Dtype}Storage` of a torch dtype name.
-fn storage_dtype(name: &str) -> Option<DType> {
+pub(crate) fn storage_dtype(name: &str) -> Option<DType> {
     STORAGES
         .iter()
         .find(|(n, _)| *n == name)

@@ -1,5 +1,5 @@
-//! PyTorch checkpoints (`torch.save` since 1.6: `.pt`, `.pth`, `.ckpt`, `pytorch_model.bin`),
-//! read lazily and never executed.
+//! PyTorch checkpoints (`torch.save` since 1.6: `.pt`, `.pth`, `.ckpt`, `pytorch_model.bin`;
+//! and the legacy format before it, [`legacy`]), read lazily and never executed.
 //!
 //! A torch file is a zip of stored entries under one top-level folder: `data.pkl` (the pickled
 //! object, with tensors as persistent ids naming storages), `byteorder`, and one `data/<key>`
@@ -9,11 +9,12 @@
 
 pub(crate) mod archive;
 pub(crate) mod codec;
+pub(crate) mod legacy;
 pub(crate) mod pickled;
 mod reader;
 pub(crate) mod writer;
 
-pub(crate) use reader::{open, open_object};
+pub(crate) use reader::{open, open_legacy, open_object};
 
 use crate::error::Error;
 use crate::format::zip::ZipError;
@@ -23,10 +24,9 @@ use crate::format::zip::ZipError;
 #[error("{0}")]
 pub struct TorchError(pub String);
 
-/// What a bare pickle gets, whatever its name.
-pub(crate) const LEGACY_OR_PICKLE: &str = "this is a bare pickle (the legacy torch.save format \
-     before PyTorch 1.6, or a plain pickle), which ckptio does not read; re-save it with a \
-     current torch: torch.save(torch.load(path, weights_only=True), new_path)";
+/// What a bare pickle that is not a `torch.save` file gets.
+pub(crate) const PLAIN_PICKLE: &str = "this is a bare pickle, not a torch.save file (it does \
+     not start with torch's magic number), which ckptio does not read";
 
 pub(crate) fn unsupported(uri: &str, what: &str) -> Error {
     Error::Unsupported {
@@ -35,11 +35,17 @@ pub(crate) fn unsupported(uri: &str, what: &str) -> Error {
     }
 }
 
-/// The error for a file whose zip directory is broken: a pre-1.6 torch file is a bare pickle,
-/// and is named as such rather than "not a zip".
+/// Whether `first` starts a pickle (protocol 2 to 5): a legacy `torch.save` file, or a plain
+/// pickle.
+pub(crate) fn is_pickle(first: &[u8]) -> bool {
+    first.starts_with(b"\x80") && first.get(1).is_some_and(|p| (2..=5).contains(p))
+}
+
+/// The error for a file whose zip directory is broken: a bare pickle is named as such rather
+/// than "not a zip" (a legacy file never gets here: its readers look first).
 pub(crate) fn legacy_or_zip_error(uri: &str, first: &[u8], problem: ZipError) -> Error {
-    if first.starts_with(b"\x80") && first.get(1).is_some_and(|p| (2..=5).contains(p)) {
-        unsupported(uri, LEGACY_OR_PICKLE)
+    if is_pickle(first) {
+        unsupported(uri, PLAIN_PICKLE)
     } else {
         Error::corrupt(uri, problem)
     }

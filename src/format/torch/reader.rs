@@ -1,18 +1,31 @@
-//! Opening a `torch.save` file (PyTorch ≥ 1.6) lazily: the zip's tail (one request: end
+//! Opening a `torch.save` file lazily. A zip (PyTorch ≥ 1.6): its tail (one request: end
 //! records and central directory), then `data.pkl` with the small records beside it (one
-//! more). A small file is one request in all.
+//! more); a small file is one request in all. A legacy file: its first MiB, which holds the
+//! pickles of any usual checkpoint (a longer head costs a few more requests, each at least
+//! doubling what is held).
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::archive;
-use crate::error::Result;
+use super::codec::Storages;
+use super::legacy::{self, Head, Problem};
+use super::{TorchError, archive, is_pickle, unsupported};
+use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Object};
-use crate::format::ReadOptions;
+use crate::format::object::{TooLargeFile, source};
+use crate::format::pickle::{self, limits::MAX_PICKLE_BYTES};
 use crate::format::zip::TAIL_READ;
+use crate::format::{Format, ReadOptions};
 use crate::location::Location;
-use crate::tree::StateTree;
+use crate::tree::{Anchor, ByteRange, Source, StateTree, TensorData};
 
-/// Opens the torch file at `location`: the zip's tail, then `data.pkl` and its neighbours.
+/// Bytes read from the start of a legacy file when the probe did not read them.
+const HEAD_READ: u64 = 1 << 20;
+
+/// Opens the torch file at `location`: the zip's tail, then `data.pkl` and its neighbours; or,
+/// when the tail holds no zip and the file starts with a pickle, as a legacy file. Says which
+/// it was ([`Format::Torch`] or [`Format::TorchLegacy`]).
 ///
 /// # Errors
 ///
@@ -21,10 +34,23 @@ pub(crate) async fn open(
     location: &Location,
     fetch: FetchOptions,
     options: ReadOptions,
-) -> Result<StateTree> {
+) -> Result<(Format, StateTree)> {
     let (object, start, tail) = Object::open_suffix(location, TAIL_READ, fetch).await?;
     let size = object.info().size;
-    archive::read(&object, 0..size, vec![(start, tail)], options).await
+    // A zip's tail holds its end record; without one, the first bytes say what it is.
+    if !tail.windows(4).any(|w| w == b"PK\x05\x06") {
+        let first = if start == 0 {
+            tail.clone()
+        } else {
+            object.read_range(0..size.min(HEAD_READ)).await?
+        };
+        if is_pickle(&first) {
+            let tree = open_legacy(&object, first, options).await?;
+            return Ok((Format::TorchLegacy, tree));
+        }
+    }
+    let tree = archive::read(&object, 0..size, vec![(start, tail)], options).await?;
+    Ok((Format::Torch, tree))
 }
 
 /// Opens the torch file `object`, whose first bytes `first` were read already (they often hold
@@ -46,4 +72,145 @@ pub(crate) async fn open_object(
         held.push((tail.start, object.read_range(tail).await?));
     }
     archive::read(object, 0..size, held, options).await
+}
+
+/// Opens the legacy `torch.save` file `object` (a bare pickle stream), whose first bytes
+/// `first` were read already. Tensors become byte ranges of their storages, whose element
+/// counts are checked when they are read.
+///
+/// # Errors
+///
+/// [`Error::Unsupported`] for a pickle that is not a `torch.save` file; [`Error::Corrupt`] or
+/// [`Error::Unsafe`] as for a zip; the reads' errors.
+pub(crate) async fn open_legacy(
+    object: &Object,
+    first: Bytes,
+    options: ReadOptions,
+) -> Result<StateTree> {
+    let uri = object.location().uri();
+    let size = object.info().size;
+    let policy = archive::policy(options);
+    let mut have = first;
+    let head = loop {
+        match legacy::parse(&have, size, &policy) {
+            Ok(head) => break head,
+            Err(Problem::Need) => {
+                let held = have.len() as u64;
+                if held >= MAX_PICKLE_BYTES {
+                    return Err(Error::corrupt(
+                        uri,
+                        TooLargeFile {
+                            what: "legacy torch pickles",
+                            size,
+                            limit: MAX_PICKLE_BYTES,
+                        },
+                    ));
+                }
+                let end = (2 * held).max(HEAD_READ).min(size).min(MAX_PICKLE_BYTES);
+                have = object.extend_prefix(have, end).await?;
+            }
+            Err(Problem::NotTorch) => return Err(unsupported(&uri, super::PLAIN_PICKLE)),
+            Err(Problem::Pickle(what, e)) => return Err(pickle::error(&uri, what, *e)),
+            Err(Problem::Bad(why)) => {
+                return Err(Error::corrupt(
+                    uri,
+                    TorchError(format!("a legacy torch.save file whose {why}")),
+                ));
+            }
+        }
+    };
+    drop(have);
+    let record = format!(
+        "the pickled object (bytes {}..{})",
+        head.object_bytes.start, head.object_bytes.end
+    );
+    let storages = LegacyStorages {
+        source: source(object),
+        head: &head,
+    };
+    archive::tree_of(&head.object, &record, &storages, &uri)
+}
+
+/// The storages of a legacy file, each a range of the object after its element count.
+struct LegacyStorages<'a> {
+    source: Arc<dyn Source>,
+    head: &'a Head,
+}
+
+impl Storages for LegacyStorages<'_> {
+    fn data(
+        &self,
+        key: &str,
+        bytes: std::ops::Range<u64>,
+    ) -> std::result::Result<TensorData, String> {
+        let (root, base) = match self.head.views.get(key) {
+            Some((root, offset)) => (root.as_str(), *offset),
+            None => (key, 0),
+        };
+        let stored = self.head.storages.get(root).ok_or_else(|| {
+            format!("a tensor refers to storage `{key}`, which the file does not hold")
+        })?;
+        let end = base.checked_add(bytes.end).filter(|&e| e <= stored.len);
+        if end.is_none() {
+            return Err(format!(
+                "a tensor reaches byte {} of storage `{key}`, which has {} bytes",
+                base.saturating_add(bytes.end),
+                stored.len
+            ));
+        }
+        let start = stored.start + base + bytes.start;
+        let mut range = ByteRange::new(
+            Arc::clone(&self.source),
+            start..stored.start + base + bytes.end,
+        );
+        // A tensor at the start of its storage is read with the count before it, which must
+        // be the one the pickle gave.
+        if start == stored.start {
+            range.anchor = Some(Arc::new(ElementCount {
+                key: key.to_owned(),
+                at: stored.start - 8,
+                numel: stored.numel,
+            }));
+        }
+        Ok(TensorData::Range(range))
+    }
+
+    fn origin(&self) -> Arc<str> {
+        Arc::from(self.source.uri())
+    }
+}
+
+/// The 8-byte element count before a legacy storage's elements.
+#[derive(Debug)]
+struct ElementCount {
+    key: String,
+    at: u64,
+    numel: u64,
+}
+
+impl Anchor for ElementCount {
+    fn header_start(&self) -> u64 {
+        self.at
+    }
+
+    fn predicted(&self) -> u64 {
+        self.at + 8
+    }
+
+    fn payload_start(&self, uri: &str, header: &[u8]) -> Result<u64> {
+        let count = header
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        if count == Some(self.numel) {
+            return Ok(self.predicted());
+        }
+        Err(Error::corrupt(
+            uri,
+            TorchError(format!(
+                "storage `{}` at byte {} begins with an element count of {count:?}, but the \
+                 pickle says {}",
+                self.key, self.at, self.numel
+            )),
+        ))
+    }
 }
