@@ -4,7 +4,8 @@
 # dcp_metadata, a manifest ckptio writes for manifest, the legacy torch fixtures for
 # torch_legacy, and the GGUF fixtures for gguf. Run from the repository root.
 set -euo pipefail
-mkdir -p fuzz/corpus/{zip_directory,pickle_vm,torch_pickle,dcp_metadata,manifest,gguf,torch_legacy}
+mkdir -p fuzz/corpus/{zip_directory,pickle_vm,torch_pickle,dcp_metadata,manifest,gguf,torch_legacy,orbax}
+find fixtures/orbax/standard \( -name manifest.ocdbt -o -path '*/d/*' \) -exec cp {} fuzz/corpus/orbax/ \;
 cp fixtures/torch/legacy*.pt fuzz/corpus/torch_legacy/
 cp fixtures/gguf/*.gguf fuzz/corpus/gguf/
 cp fixtures/torch/*.pt fixtures/torch/*.ckpt fuzz/corpus/zip_directory/

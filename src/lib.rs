@@ -97,7 +97,7 @@ pub mod sources {
 /// or an allocation sized by a claim in the bytes. Not part of the API.
 #[doc(hidden)]
 pub mod __fuzz {
-    use crate::format::{ckptio, dcp, gguf, pickle, safetensors, torch, zip};
+    use crate::format::{ckptio, dcp, gguf, orbax, pickle, safetensors, torch, zip};
 
     /// A whole safetensors file.
     pub fn safetensors_header(data: &[u8]) {
@@ -138,6 +138,23 @@ pub mod __fuzz {
         let size = data.len() as u64;
         let _ = torch::legacy::parse(&data[..data.len() / 2], size, &policy);
         let _ = torch::legacy::parse(data, size, &policy);
+    }
+
+    /// Any bytes as an OCDBT manifest, as a B+tree leaf and interior node, and as a `.zarray`.
+    pub fn orbax(data: &[u8]) {
+        let _ = orbax::ocdbt::manifest_root(data);
+        for height in [0, 1] {
+            let at = orbax::ocdbt::NodeRef {
+                file: String::new(),
+                transitive: String::new(),
+                offset: 0,
+                length: data.len() as u64,
+                height,
+                prefix: b"p/".to_vec(),
+            };
+            let _ = orbax::ocdbt::node(data, &at);
+        }
+        let _ = orbax::zarr::parse(data);
     }
 
     /// A whole GGUF file: the header on every prefix the reader might hold, then every tensor

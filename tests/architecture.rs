@@ -59,6 +59,10 @@ const CODECS: &[&str] = &[
     "format/dcp/metadata.rs",
     "format/ckptio/manifest.rs",
     "format/torch/legacy.rs",
+    "format/zstd.rs",
+    "format/orbax/ocdbt.rs",
+    "format/orbax/zarr.rs",
+    "format/orbax/metadata.rs",
     "format/gguf/header.rs",
     "format/gguf/ggml.rs",
     "format/gguf/quant.rs",
@@ -75,6 +79,7 @@ const SHARED: &[&str] = &[
     "torch::codec",
     "torch::archive",
     "safetensors::header",
+    "zstd",
 ];
 
 fn src() -> PathBuf {

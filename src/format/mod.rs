@@ -10,18 +10,21 @@
 //! | `dcp` | `.metadata` | directories, chunks located on first read | — |
 //! | `ckptio` | manifest | directories | names, commit |
 //! | `gguf` | header, ggml types, dequantizing | one file | — |
+//! | `orbax` | OCDBT nodes, zarr v2 metadata, `_METADATA` | step directories, chunks located on first read | — |
 //! | `zip`, `pickle` | shared codecs: zip directories by ranges; the restricted pickle VM | — | — |
 
 pub mod ckptio;
 pub mod dcp;
 pub mod gguf;
 mod object;
+pub mod orbax;
 pub mod pickle;
 mod probe;
 pub mod safetensors;
 pub(crate) mod sharded;
 pub mod torch;
 pub mod zip;
+pub(crate) mod zstd;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -68,6 +71,11 @@ pub enum Format {
     },
     /// A GGUF file (llama.cpp's format).
     Gguf,
+    /// An Orbax checkpoint (a step directory or one checkpointable of it).
+    Orbax {
+        /// How many arrays it has.
+        arrays: usize,
+    },
     /// A directory of a training run's state files (accelerate's `save_state`): one subtree
     /// per file, named after it (`model`, `optimizer`, `random_states_0`).
     StateFiles {
@@ -89,6 +97,7 @@ impl fmt::Display for Format {
             Self::Ckptio { files } => write!(f, "ckptio checkpoint ({files} data files)"),
             Self::Dcp { files } => write!(f, "torch.distributed.checkpoint ({files} data files)"),
             Self::Gguf => f.write_str("GGUF"),
+            Self::Orbax { arrays } => write!(f, "Orbax ({arrays} arrays)"),
             Self::StateFiles { files } => write!(f, "training state ({files} files)"),
         }
     }
@@ -180,6 +189,16 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
             }
         }
         Probed::Weights(file) => Box::pin(open(&file, options.clone())).await?,
+        Probed::Orbax(listing) => {
+            let opened = orbax::open(&listing, options.fetch.clone()).await?;
+            Checkpoint {
+                format: Format::Orbax {
+                    arrays: opened.arrays,
+                },
+                tree: opened.tree,
+                metadata: opened.metadata,
+            }
+        }
         Probed::StateFiles(listing, files) => open_state_files(&listing, &files, &options).await?,
         Probed::Object {
             object,

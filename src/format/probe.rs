@@ -36,6 +36,8 @@ pub(crate) enum Probed {
     /// A directory of a training run's state files (accelerate's `save_state`): each file,
     /// opened as a subtree named after it.
     StateFiles(Listing, Vec<String>),
+    /// An Orbax step directory (or checkpointable), with its listing.
+    Orbax(Listing),
 }
 
 /// A checkpoint directory's layout, known by the file that commits it.
@@ -179,6 +181,9 @@ fn classify_dir(listing: Listing) -> Result<Probed> {
         && listing.names().any(|n| n.ends_with(".distcp"))
     {
         return Ok(Probed::Dir(Layout::Dcp, listing));
+    }
+    if super::orbax::is_orbax(&listing) {
+        return Ok(Probed::Orbax(listing));
     }
     let names: Vec<&str> = listing.names().collect();
     if names.iter().any(|n| is_training_state(n)) {

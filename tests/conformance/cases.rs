@@ -484,6 +484,72 @@ pub async fn gguf_lazy_reads_cost_one_get_each(b: Backend) {
     );
 }
 
+/// Every file under `dir`, as (path relative to it, bytes).
+fn files_under(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<(String, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, base, out);
+        } else {
+            let rel = path
+                .strip_prefix(base)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            out.push((rel, std::fs::read(&path).unwrap()));
+        }
+    }
+}
+
+/// An Orbax checkpoint (OCDBT, zarr v2) opens from its metadata and B+tree alone, and an
+/// array stored out of line in a data file is one more GET of its chunk; arrays inline in the
+/// B+tree cost nothing more. Every array equals the local read.
+pub async fn orbax_lazy_reads_cost_one_get_per_chunk(b: Backend) {
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/orbax/standard"
+    ));
+    let mut files = Vec::new();
+    files_under(dir, dir, &mut files);
+    for (rel, bytes) in files {
+        b.seed(&format!("orbax/{rel}"), bytes).await;
+    }
+    let (loc, counts) = b.location("orbax/").counted();
+    let remote = ckptio::open(&loc, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    let opened = (counts.gets(), counts.heads());
+    // LIST (probe), LIST (checkpointables), _METADATA, manifest, a HEAD per data file and
+    // one GET per B+tree level.
+    assert!(opened.0 <= 4, "[{}] {opened:?} to open", b.name);
+    let big = remote.tree.subtree("params").unwrap();
+    let big = ckptio::materialize(
+        vec![(
+            "big".into(),
+            big.tensors().find(|(p, _)| p == "big").unwrap().1.clone(),
+        )],
+        Default::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    assert_eq!(big[0].1.data.len(), 32 * 32 * 4);
+    assert_eq!(counts.gets(), opened.0 + 1, "[{}] the big array", b.name);
+    let all = ckptio::materialize_tree(&remote.tree, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    let local = ckptio::open(
+        &ckptio::resolve(dir.to_str().unwrap(), &Default::default()).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let want = ckptio::materialize_tree(&local.tree, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(all, want, "[{}]", b.name);
+}
+
 /// A safetensors file written through the store's multipart path (over the 16 MiB part size)
 /// reads back tensor for tensor.
 pub async fn safetensors_large_write_reads_back(b: Backend) {

@@ -35,5 +35,6 @@ conformance!(
     safetensors_lazy_reads_cost_one_get_each,
     safetensors_large_write_reads_back,
     gguf_lazy_reads_cost_one_get_each,
+    orbax_lazy_reads_cost_one_get_per_chunk,
     torch_write_reads_back_and_replaces_whole_or_not_at_all,
 );

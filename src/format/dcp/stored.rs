@@ -10,7 +10,6 @@
 //!
 //! Messages name the data file and the byte range, never anything internal.
 
-use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -25,6 +24,7 @@ use crate::format::object::source;
 use crate::format::safetensors::header::{self, Header};
 use crate::format::torch::archive;
 use crate::format::zip::TAIL_READ;
+use crate::format::zstd::decompress;
 use crate::tree::{LazyTensor, StateTree};
 
 /// The transform torch's `ZStandard` extension records, up to its version.
@@ -203,23 +203,6 @@ fn check_transforms(name: &str, transforms: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Decompresses a zstd stream (every frame of it), refusing one that grows past `limit`.
-fn decompress(data: &[u8], limit: u64) -> std::result::Result<Bytes, String> {
-    let decoder =
-        zstd::stream::read::Decoder::new(data).map_err(|e| format!("not a zstd stream: {e}"))?;
-    let mut out = Vec::new();
-    decoder
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("a zstd stream that does not decompress: {e}"))?;
-    if out.len() as u64 > limit {
-        return Err(format!(
-            "a zstd stream that decompresses to more than {limit} bytes"
-        ));
-    }
-    Ok(out.into())
-}
-
 /// The chunk offsets torch recorded for `fqn` in the blob's metadata.
 fn saved_offsets(header: &Header, fqn: &str) -> Option<Vec<u64>> {
     let info: serde_json::Value = serde_json::from_str(header.metadata.get(SHARDING_INFO)?).ok()?;
@@ -233,16 +216,6 @@ fn first_tensor(tree: StateTree) -> Option<LazyTensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_zstd_stream_decompresses_within_its_limit_only() {
-        let plain = vec![7u8; 100_000];
-        let packed = zstd::encode_all(&plain[..], 3).unwrap();
-        assert_eq!(decompress(&packed, 100_000).unwrap().len(), 100_000);
-        let err = decompress(&packed, 99_999).unwrap_err();
-        assert!(err.contains("more than 99999"), "{err}");
-        assert!(decompress(b"not zstd", 10).is_err());
-    }
 
     #[test]
     fn only_torchs_zstandard_transform_is_read() {
