@@ -1,9 +1,9 @@
 //! Orbax checkpoints (orbax-checkpoint 0.12, as jax writes them): a step directory with
 //! `_CHECKPOINT_METADATA`, and per checkpointable (`pytree/`, `default/`, or the directory
 //! itself for a flat root) a `_METADATA` naming the pytree's leaves, whose arrays are zarr v2
-//! arrays in one OCDBT database (`manifest.ocdbt` and `d/` data files) or in one directory
-//! each. Opening reads the metadata, the B+tree and each array's `.zarray`; an array's chunks
-//! are read, and decompressed, when it is materialized.
+//! or v3 arrays in one OCDBT database (`manifest.ocdbt` and `d/` data files) or in one directory
+//! each. Opening reads the metadata, the B+tree and each array's `.zarray` or `zarr.json`; an
+//! array's chunks are read, and decompressed, when it is materialized.
 
 mod metadata;
 pub mod ocdbt;

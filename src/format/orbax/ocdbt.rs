@@ -409,8 +409,8 @@ mod tests {
         varint(0, &mut b);
         b.extend(b"d/x");
         varint(2, &mut b); // entries
-        varint(2, &mut b); // "ab" then "ac": shares 1
-        varint(2, &mut b);
+        varint(1, &mut b); // "ab" then "ac": shares 1
+        varint(2, &mut b); // suffix lengths
         varint(1, &mut b);
         b.extend(b"abc");
         varint(3, &mut b); // value lengths

@@ -52,20 +52,12 @@ pub(crate) struct Opened {
 /// # Errors
 ///
 /// [`Error::NoCheckpoint`] when no checkpointable holds a `_METADATA`; [`Error::Corrupt`]
-/// naming the file and the problem; [`Error::Unsupported`] for zarr v3 arrays; the reads'.
+/// naming the file and the problem; the reads'.
 pub(crate) async fn open(listing: &Listing, fetch: FetchOptions) -> Result<Opened> {
     let (dir, name) = checkpointable(listing).await?;
     let meta_loc = dir.join("_METADATA");
     let (_, raw) = read_whole(&meta_loc, MAX_METADATA, "_METADATA", &fetch).await?;
     let meta = metadata::parse(&raw).map_err(|e| Error::corrupt(meta_loc.uri(), e))?;
-    if meta.zarr3 {
-        return Err(Error::Unsupported {
-            uri: dir.uri(),
-            what: "an Orbax checkpoint of zarr v3 arrays (use_zarr3), which ckptio does not read \
-                   yet; zarr v2 (Orbax's default) is read"
-                .into(),
-        });
-    }
     let store = Arc::new(if meta.ocdbt {
         Store::ocdbt(&dir, &fetch).await?
     } else {
@@ -75,17 +67,23 @@ pub(crate) async fn open(listing: &Listing, fetch: FetchOptions) -> Result<Opene
         }
     });
     let wanted: Vec<&MetaLeaf> = meta.leaves.iter().filter(|l| !l.skipped).collect();
-    let zarray_keys: Vec<String> = wanted
+    let (doc_name, parse): (&str, zarr::Parser) = if meta.zarr3 {
+        ("zarr.json", zarr::parse_v3)
+    } else {
+        (".zarray", zarr::parse)
+    };
+    let names: Vec<String> = wanted
         .iter()
         .filter(|l| holds_array(l))
-        .map(|l| format!("{}/.zarray", l.param_name()))
+        .map(|l| l.param_name())
         .collect();
-    let docs = store.read_many(&zarray_keys).await?;
+    let doc_keys: Vec<String> = names.iter().map(|n| format!("{n}/{doc_name}")).collect();
+    let docs = store.read_many(&doc_keys).await?;
     let mut arrays = HashMap::new();
-    for (key, doc) in zarray_keys.iter().zip(docs) {
+    for ((name, key), doc) in names.into_iter().zip(&doc_keys).zip(docs) {
         let doc = doc.ok_or_else(|| store.corrupt(key, "is missing".into()))?;
-        let array = zarr::parse(&doc).map_err(|e| store.corrupt(key, e.to_string()))?;
-        arrays.insert(key.trim_end_matches("/.zarray").to_owned(), Arc::new(array));
+        let array = parse(&doc).map_err(|e| store.corrupt(key, e.to_string()))?;
+        arrays.insert(name, Arc::new(array));
     }
     let strings = if wanted.iter().any(|l| l.value_type == "string") {
         read_strings(&dir, &fetch).await?
@@ -509,21 +507,11 @@ impl Chunk {
         })?;
         let bytes = match self.store.read(&self.key).await? {
             None => Bytes::from(vec![0u8; whole as usize]),
-            Some(raw) if self.array.zstd => crate::format::zstd::decompress(&raw, whole)
+            Some(raw) => self
+                .array
+                .decode(&raw, whole)
                 .map_err(|why| self.store.corrupt(&self.key, why))?,
-            Some(raw) => raw,
         };
-        if bytes.len() as u64 != whole {
-            return Err(self.store.corrupt(
-                &self.key,
-                format!(
-                    "holds {} bytes, a chunk of {} × {:?} has {whole}",
-                    bytes.len(),
-                    self.array.dtype,
-                    self.array.chunks
-                ),
-            ));
-        }
         // An edge chunk is stored whole: its part inside the array is a strided view of it.
         let strides = if self.sizes == self.array.chunks {
             Vec::new()
