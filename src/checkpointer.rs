@@ -4,7 +4,8 @@
 //! [`write_torch`](crate::write_torch) and [`open`](crate::open())'s business; this is policy.
 //!
 //! It recognises other systems' checkpoints too: a DCP directory counts once its `.metadata`
-//! exists, a `.pt`/`.ckpt`/`.safetensors` object once it is whole (its zip directory or its
+//! exists, an Orbax step once its `commit_success.txt` does (Orbax's in-progress
+//! `*.orbax-checkpoint-tmp*` directories are not numbered, so never listed), a `.pt`/`.ckpt`/`.safetensors` object once it is whole (its zip directory or its
 //! safetensors header is complete). A directory without its commit marker is *partial*: listed
 //! as such, never loaded, and removed by a new save of the same index.
 //!
@@ -98,6 +99,9 @@ pub enum Kind {
     Ckptio,
     /// A DCP directory (committed by `.metadata`).
     Dcp,
+    /// An Orbax step directory (committed by `commit_success.txt`; on a local file system,
+    /// by `_CHECKPOINT_METADATA`, since Orbax renames it into place).
+    Orbax,
     /// A directory with neither marker (a save in progress, or one that died).
     Unknown,
     /// A single file (`.pt`, `.ckpt`, `.safetensors`).
@@ -213,12 +217,13 @@ impl Checkpointer {
                 continue;
             };
             let inside = list(&self.root.join(name)).await?;
-            let kind = match committed(&inside) {
-                Some(Layout::Ckptio) => Kind::Ckptio,
-                Some(Layout::Dcp) => Kind::Dcp,
+            let (kind, whole) = match (committed(&inside), format::orbax::step_committed(&inside)) {
+                (Some(Layout::Ckptio), _) => (Kind::Ckptio, true),
+                (Some(Layout::Dcp), _) => (Kind::Dcp, true),
+                (None, Some(whole)) => (Kind::Orbax, whole),
                 // What a removal leaves on a file system: a directory with nothing in it.
-                None if inside.is_empty() => continue,
-                None => Kind::Unknown,
+                (None, None) if inside.is_empty() => continue,
+                (None, None) => (Kind::Unknown, false),
             };
             entries.insert(
                 index,
@@ -226,7 +231,7 @@ impl Checkpointer {
                     index,
                     name: name.clone(),
                     kind,
-                    committed: kind != Kind::Unknown,
+                    committed: whole,
                 },
             );
         }
@@ -364,6 +369,15 @@ pub async fn remove(loc: &Location) -> Result<Kind> {
                 Layout::Ckptio => Kind::Ckptio,
                 Layout::Dcp => Kind::Dcp,
             }
+        }
+        None if format::orbax::step_committed(&listing).is_some() => {
+            // What says an Orbax step is whole goes first.
+            for name in [format::orbax::COMMIT_SUCCESS, "_CHECKPOINT_METADATA"] {
+                if listing.contains(name) {
+                    delete(&loc.join(name)).await?;
+                }
+            }
+            Kind::Orbax
         }
         None => Kind::Unknown,
     };

@@ -649,3 +649,103 @@ async fn a_checkpointer_of_torch_files_saves_by_period_replaces_and_keeps_the_la
         support::run(name, "ckpt-torch-files", torch_files).await;
     }
 }
+
+fn copy_tree(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_orbax_manager_root_lists_its_steps_and_loads_the_latest_committed_one() {
+    use ckptio::{Checkpointer, CheckpointerOptions, Kind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run");
+    copy_tree(&fixture("orbax/manager"), &root);
+    // A save in progress (never numbered) and a step that died before its metadata.
+    copy_tree(
+        &root.join("2"),
+        &root.join("3.orbax-checkpoint-tmp-1795962745"),
+    );
+    copy_tree(&root.join("2/default"), &root.join("5/default"));
+    std::fs::copy(root.join("2/default/_METADATA"), root.join("5/_METADATA")).unwrap();
+    let loc = ckptio::resolve(&format!("{}/", root.display()), &Default::default()).unwrap();
+    let ckpt = Checkpointer::new(
+        loc,
+        CheckpointerOptions {
+            prefix: String::new(),
+            ..CheckpointerOptions::default()
+        },
+    );
+    let entries = ckpt.list().await.unwrap();
+    let seen: Vec<(u64, Kind, bool)> = entries
+        .iter()
+        .map(|e| (e.index, e.kind, e.committed))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, Kind::Orbax, true),
+            (2, Kind::Orbax, true),
+            (5, Kind::Orbax, false)
+        ]
+    );
+    assert_eq!(ckpt.latest().await.unwrap(), Some(2));
+    let (step, checkpoint) = ckpt.load_latest().await.unwrap().unwrap();
+    assert_eq!(step, 2);
+    assert!(matches!(
+        checkpoint.tree.get("step"),
+        Some(ckptio::Node::Leaf(ckptio::Leaf::Int(ckptio::Int::Small(2))))
+    ));
+    // Removing a step deletes what commits it first, then the rest.
+    ckpt.remove(1).await.unwrap();
+    assert_eq!(ckpt.list().await.unwrap().first().unwrap().index, 2);
+    assert!(!root.join("1").join("commit_success.txt").exists());
+}
+
+#[tokio::test]
+async fn an_orbax_step_on_an_object_store_needs_its_commit_success_file() {
+    use ckptio::{Checkpointer, CheckpointerOptions};
+    use object_store::ObjectStoreExt;
+
+    let root = ckptio::resolve("memory://orbax-commit/run/", &Default::default()).unwrap();
+    for (key, committed) in [("run/7", true), ("run/8", false)] {
+        let mut files = vec!["_CHECKPOINT_METADATA", "default/_METADATA"];
+        if committed {
+            files.push("commit_success.txt");
+        }
+        for f in files {
+            root.store()
+                .put(
+                    &format!("{key}/{f}").as_str().into(),
+                    vec![b'{', b'}'].into(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let ckpt = Checkpointer::new(
+        root,
+        CheckpointerOptions {
+            prefix: String::new(),
+            ..CheckpointerOptions::default()
+        },
+    );
+    let committed: Vec<(u64, bool)> = ckpt
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.index, e.committed))
+        .collect();
+    assert_eq!(committed, [(7, true), (8, false)]);
+    assert_eq!(ckpt.latest().await.unwrap(), Some(7));
+}

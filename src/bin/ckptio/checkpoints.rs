@@ -43,6 +43,7 @@ pub async fn ls(args: LsArgs) -> Result<()> {
         let kind = match e.kind {
             Kind::Ckptio => "ckptio",
             Kind::Dcp => "dcp",
+            Kind::Orbax => "orbax",
             Kind::File => "file",
             Kind::Unknown => "-",
         };

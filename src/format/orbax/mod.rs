@@ -10,7 +10,7 @@ pub mod ocdbt;
 mod reader;
 pub mod zarr;
 
-pub(crate) use reader::{is_orbax, open};
+pub(crate) use reader::{COMMIT_SUCCESS, is_orbax, open, step_committed};
 
 /// What is wrong with an Orbax checkpoint: the source of an [`Error::Corrupt`](crate::Error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -40,6 +40,22 @@ pub(crate) fn is_orbax(listing: &Listing) -> bool {
     MARKERS.iter().any(|m| listing.contains(m))
 }
 
+/// The file Orbax writes last where renaming a directory is not atomic (object stores, and
+/// every store since orbax-checkpoint 0.11).
+pub(crate) const COMMIT_SUCCESS: &str = "commit_success.txt";
+
+/// Whether `listing` is an Orbax step directory, and if so whether it is committed: it holds
+/// `commit_success.txt`, or (on a local file system, where Orbax commits by renaming a
+/// temporary directory, and older versions wrote no such file) `_CHECKPOINT_METADATA`.
+pub(crate) fn step_committed(listing: &Listing) -> Option<bool> {
+    let orbax = is_orbax(listing) || listing.contains(COMMIT_SUCCESS);
+    orbax.then(|| {
+        listing.contains(COMMIT_SUCCESS)
+            || (listing.dir().scheme() == Some(crate::location::Scheme::Local)
+                && listing.contains("_CHECKPOINT_METADATA"))
+    })
+}
+
 /// An opened Orbax checkpoint.
 pub(crate) struct Opened {
     pub tree: StateTree,
