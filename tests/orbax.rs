@@ -180,3 +180,42 @@ async fn broken_databases_are_refused_naming_the_file() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_load_against_an_abstract_state_reports_what_does_not_match() {
+    use ckptio::{DType, LazyTensor, StateTree};
+
+    let checkpoint = open(&local(&fixture("orbax/standard")), OpenOptions::default())
+        .await
+        .unwrap();
+    let abstract_state = |kernel: &[u64]| {
+        let mut t = StateTree::new();
+        for (path, dtype, shape) in [
+            ("params/dense/kernel", DType::F32, kernel),
+            ("params/dense/bias", DType::BF16, &[4][..]),
+            ("params/embed", DType::I32, &[5, 2][..]),
+            ("params/big", DType::F32, &[32, 32][..]),
+        ] {
+            t.insert(
+                path,
+                Node::from(LazyTensor::abstract_(dtype, shape.to_vec())),
+            )
+            .unwrap();
+        }
+        t
+    };
+    let report = checkpoint
+        .tree
+        .match_expected(&abstract_state(&[3, 4]), false)
+        .unwrap();
+    assert_eq!(report.matched.tensors().count(), 4);
+    let err = checkpoint
+        .tree
+        .match_expected(&abstract_state(&[4, 3]), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`params/dense/kernel`: expected F32 [4, 3], found F32 [3, 4]"),
+        "{err}"
+    );
+}
