@@ -363,7 +363,7 @@ async fn bad_files_give_distinct_errors_naming_the_file() {
         (
             "old.pt",
             b"\x80\x02\x8a\x0a".to_vec(),
-            "`the magic number`: pickle byte 2: the pickle ends before its STOP opcode",
+            "`the magic number`: pickle byte 2: a length of 10 bytes runs past the end",
         ),
         (
             "m.gguf",

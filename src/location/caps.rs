@@ -34,6 +34,9 @@ pub struct Capabilities {
     /// The URI is presigned: signed for GET only, so a HEAD may be refused and a one-byte GET
     /// stands in for it.
     pub presigned: bool,
+    /// Directories are renamed into place atomically (a local file system): a writer that
+    /// commits that way (Orbax) leaves no commit file of its own.
+    pub atomic_rename: bool,
 }
 
 /// What a store does with a create-only put.
@@ -59,6 +62,7 @@ impl Default for Capabilities {
             lists_dotfiles: true,
             conditional_get: true,
             presigned: false,
+            atomic_rename: false,
         }
     }
 }
@@ -68,7 +72,12 @@ impl Capabilities {
     pub(crate) fn of(scheme: Scheme, presigned: bool) -> Self {
         let default = Self::default();
         match scheme {
-            Scheme::Local | Scheme::Memory | Scheme::Gcs | Scheme::Azure => Self {
+            Scheme::Local => Self {
+                create: CreateOnly::Atomic,
+                atomic_rename: true,
+                ..default
+            },
+            Scheme::Memory | Scheme::Gcs | Scheme::Azure => Self {
                 create: CreateOnly::Atomic,
                 ..default
             },
@@ -102,6 +111,7 @@ mod tests {
             let caps = Capabilities::of(scheme, false);
             assert_eq!(caps.create, CreateOnly::Atomic, "{scheme:?}");
             assert!(caps.multipart && caps.recursive_list && !caps.presigned);
+            assert_eq!(caps.atomic_rename, scheme == Scheme::Local, "{scheme:?}");
         }
     }
 }

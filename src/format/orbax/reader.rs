@@ -51,7 +51,7 @@ pub(crate) fn step_committed(listing: &Listing) -> Option<bool> {
     let orbax = is_orbax(listing) || listing.contains(COMMIT_SUCCESS);
     orbax.then(|| {
         listing.contains(COMMIT_SUCCESS)
-            || (listing.dir().scheme() == Some(crate::location::Scheme::Local)
+            || (listing.dir().capabilities().atomic_rename
                 && listing.contains("_CHECKPOINT_METADATA"))
     })
 }
