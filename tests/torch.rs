@@ -290,13 +290,58 @@ async fn a_legacy_file_opens_under_any_name_and_a_plain_pickle_is_named() {
         .unwrap();
         assert_eq!(shared.len(), 3, "{name}");
     }
-    std::fs::write(dir.path().join("plain.pkl"), b"\x80\x02}q\x00.").unwrap();
+}
+
+#[tokio::test]
+async fn a_plain_pickle_reads_as_a_tree_and_hostile_or_torch_ones_are_refused() {
+    let plain = open(&local(&fixture("torch/plain.pkl")), OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(plain.format, ckptio::Format::Pickle);
+    let tensors = materialize_tree(&plain.tree, MaterializeOptions::default())
+        .await
+        .unwrap();
+    let w = &tensors.iter().find(|(p, _)| p == "w").unwrap().1;
+    assert_eq!((w.dtype, &w.shape[..]), (ckptio::DType::F32, &[2, 3][..]));
+    let floats: Vec<f32> = w
+        .data
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(floats, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert!(matches!(
+        plain.tree.get("nested/1/1"),
+        Some(Node::Leaf(Leaf::Int(Int::Small(3))))
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
     fails_with(
         dir.path(),
-        &["inspect", "plain.pkl"],
-        &["plain.pkl", "a bare pickle, not a torch.save file"],
+        &[
+            "inspect",
+            fixture("torch/plain_torch.pkl").to_str().unwrap(),
+        ],
+        &[
+            "plain_torch.pkl",
+            "a plain pickle of torch tensors",
+            "save it with torch.save",
+        ],
     )
     .await;
+    let marker = dir.path().join("ran");
+    let command = format!("touch {}", marker.display());
+    let mut hostile = b"\x80\x02cposix\nsystem\nq\x00X".to_vec();
+    hostile.extend((command.len() as u32).to_le_bytes());
+    hostile.extend(command.as_bytes());
+    hostile.extend(b"\x85R.");
+    std::fs::write(dir.path().join("hostile.pkl"), hostile).unwrap();
+    fails_with(
+        dir.path(),
+        &["inspect", "hostile.pkl"],
+        &["hostile.pkl", "refused to load global `posix.system`"],
+    )
+    .await;
+    assert!(!marker.exists(), "the pickle's command ran");
 }
 
 /// The legacy fixture with `edit` applied, written to `dir/name`.

@@ -38,11 +38,9 @@ def test_a_truncated_file_is_corrupt_naming_it(tmp_path: Path) -> None:
         ckptio.open(str(path))
 
 
-def test_a_plain_pickle_is_unsupported_and_never_run(tmp_path: Path) -> None:
-    path = tmp_path / "plain.pkl"
-    path.write_bytes(b"\x80\x02}q\x00.")
-    with pytest.raises(ckptio.UnsupportedError, match=r"plain\.pkl.*not a torch\.save file"):
-        ckptio.open(str(path))
+def test_a_plain_pickle_of_torch_tensors_is_unsupported_and_never_run() -> None:
+    with pytest.raises(ckptio.UnsupportedError, match=r"plain_torch\.pkl.*torch\.save instead"):
+        ckptio.open(str(FIXTURES / "torch" / "plain_torch.pkl"))
 
 
 def test_an_unknown_tensor_is_a_key_error() -> None:

@@ -257,3 +257,16 @@ def _has_ml_dtypes() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("ml_dtypes") is not None
+
+
+def test_a_plain_pickle_of_numpy_arrays_loads_as_pickle_does() -> None:
+    import pickle
+
+    path = FIXTURES / "torch" / "plain.pkl"
+    with open(path, "rb") as f:
+        theirs = pickle.load(f)
+    ours = ckptio.load(str(path), framework="np")
+    assert np.array_equal(ours["w"], theirs["w"]) and ours["w"].dtype == theirs["w"].dtype
+    assert np.array_equal(ours["ids"], theirs["ids"])
+    assert (ours["step"], ours["name"]) == (theirs["step"], theirs["name"])
+    assert ours["nested"][0] == 1.5 and list(ours["nested"][1]) == [2, 3]

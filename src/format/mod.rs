@@ -59,6 +59,8 @@ pub enum Format {
     /// A legacy `torch.save` file: the pickle stream PyTorch wrote before 1.6 (and since, with
     /// `_use_new_zipfile_serialization=False`).
     TorchLegacy,
+    /// A plain pickle (`pickle.dump` of plain values and numpy arrays).
+    Pickle,
     /// A ckptio checkpoint directory (`manifest.json` and safetensors data files).
     Ckptio {
         /// How many data files it has.
@@ -94,6 +96,7 @@ impl fmt::Display for Format {
             Self::ShardedTorch { shards } => write!(f, "sharded torch ({shards} shards)"),
             Self::Torch => f.write_str("torch (zip + pickle)"),
             Self::TorchLegacy => f.write_str("torch (legacy pickle stream)"),
+            Self::Pickle => f.write_str("plain pickle"),
             Self::Ckptio { files } => write!(f, "ckptio checkpoint ({files} data files)"),
             Self::Dcp { files } => write!(f, "torch.distributed.checkpoint ({files} data files)"),
             Self::Gguf => f.write_str("GGUF"),
@@ -210,11 +213,14 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
                 tree: torch::open_object(&object, first, options.read).await?,
                 metadata: BTreeMap::new(),
             },
-            Sniffed::Pickle => Checkpoint {
-                format: Format::TorchLegacy,
-                tree: torch::open_legacy(&object, first, options.read).await?,
-                metadata: BTreeMap::new(),
-            },
+            Sniffed::Pickle => {
+                let (format, tree) = torch::open_pickle(&object, first, options.read).await?;
+                Checkpoint {
+                    format,
+                    tree,
+                    metadata: BTreeMap::new(),
+                }
+            }
             Sniffed::Gguf => {
                 let (metadata, tree) = gguf::open(object, first).await?;
                 Checkpoint {

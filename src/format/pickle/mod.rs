@@ -159,6 +159,14 @@ impl Heap {
         self.input_len
     }
 
+    /// Every global the pickle names.
+    pub fn globals(&self) -> impl Iterator<Item = &Global> + '_ {
+        self.values.iter().filter_map(|v| match v {
+            Value::Global(g) => Some(&**g),
+            _ => None,
+        })
+    }
+
     /// What every persistent id of the pickle refers to, in the order they were made.
     pub fn persistent_ids(&self) -> impl Iterator<Item = Id> + '_ {
         self.values.iter().filter_map(|v| match v {

@@ -14,7 +14,7 @@ pub(crate) mod pickled;
 mod reader;
 pub(crate) mod writer;
 
-pub(crate) use reader::{open, open_legacy, open_object};
+pub(crate) use reader::{open, open_object, open_pickle};
 
 use crate::error::Error;
 use crate::format::zip::ZipError;
@@ -24,9 +24,13 @@ use crate::format::zip::ZipError;
 #[error("{0}")]
 pub struct TorchError(pub String);
 
-/// What a bare pickle that is not a `torch.save` file gets.
-pub(crate) const PLAIN_PICKLE: &str = "this is a bare pickle, not a torch.save file (it does \
-     not start with torch's magic number), which ckptio does not read";
+/// What a bare pickle gets where only a torch zip can be (a DCP chunk).
+pub(crate) const PLAIN_PICKLE: &str = "this is a bare pickle, not a torch.save archive";
+
+/// What a plain pickle of torch tensors gets.
+pub(crate) const TORCH_IN_PLAIN_PICKLE: &str = "a plain pickle of torch tensors (pickle.dump \
+     embeds each storage as a torch.save archive of its own), which ckptio does not read; save \
+     it with torch.save instead";
 
 pub(crate) fn unsupported(uri: &str, what: &str) -> Error {
     Error::Unsupported {

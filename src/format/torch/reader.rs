@@ -45,8 +45,7 @@ pub(crate) async fn open(
             object.read_range(0..size.min(HEAD_READ)).await?
         };
         if is_pickle(&first) {
-            let tree = open_legacy(&object, first, options).await?;
-            return Ok((Format::TorchLegacy, tree));
+            return open_pickle(&object, first, options).await;
         }
     }
     let tree = archive::read(&object, 0..size, vec![(start, tail)], options).await?;
@@ -74,19 +73,20 @@ pub(crate) async fn open_object(
     archive::read(object, 0..size, held, options).await
 }
 
-/// Opens the legacy `torch.save` file `object` (a bare pickle stream), whose first bytes
-/// `first` were read already. Tensors become byte ranges of their storages, whose element
-/// counts are checked when they are read.
+/// Opens the bare pickle `object`, whose first bytes `first` were read already: a legacy
+/// `torch.save` file ([`Format::TorchLegacy`]; tensors become byte ranges of their storages,
+/// whose element counts are checked when they are read), or a plain pickle
+/// ([`Format::Pickle`], read whole: plain values, numpy arrays as tensors over its bytes).
 ///
 /// # Errors
 ///
-/// [`Error::Unsupported`] for a pickle that is not a `torch.save` file; [`Error::Corrupt`] or
+/// [`Error::Unsupported`] for a plain pickle of torch tensors; [`Error::Corrupt`] or
 /// [`Error::Unsafe`] as for a zip; the reads' errors.
-pub(crate) async fn open_legacy(
+pub(crate) async fn open_pickle(
     object: &Object,
     first: Bytes,
     options: ReadOptions,
-) -> Result<StateTree> {
+) -> Result<(Format, StateTree)> {
     let uri = object.location().uri();
     let size = object.info().size;
     let policy = archive::policy(options);
@@ -109,7 +109,10 @@ pub(crate) async fn open_legacy(
                 let end = (2 * held).max(HEAD_READ).min(size).min(MAX_PICKLE_BYTES);
                 have = object.extend_prefix(have, end).await?;
             }
-            Err(Problem::NotTorch) => return Err(unsupported(&uri, super::PLAIN_PICKLE)),
+            Err(Problem::NotTorch) => {
+                let tree = plain_pickle(object, have, options).await?;
+                return Ok((Format::Pickle, tree));
+            }
             Err(Problem::Pickle(what, e)) => return Err(pickle::error(&uri, what, *e)),
             Err(Problem::Bad(why)) => {
                 return Err(Error::corrupt(
@@ -128,7 +131,56 @@ pub(crate) async fn open_legacy(
         source: source(object),
         head: &head,
     };
-    archive::tree_of(&head.object, &record, &storages, &uri)
+    let tree = archive::tree_of(&head.object, &record, &storages, &uri)?;
+    Ok((Format::TorchLegacy, tree))
+}
+
+/// A plain pickle, read whole (at most [`MAX_PICKLE_BYTES`]), as a tree: its values, numpy
+/// arrays as tensors over its bytes, any class ckptio does not interpret inert.
+async fn plain_pickle(object: &Object, first: Bytes, options: ReadOptions) -> Result<StateTree> {
+    let uri = object.location().uri();
+    let size = object.info().size;
+    if size > MAX_PICKLE_BYTES {
+        return Err(Error::corrupt(
+            uri,
+            TooLargeFile {
+                what: "pickle",
+                size,
+                limit: MAX_PICKLE_BYTES,
+            },
+        ));
+    }
+    let whole = object.extend_prefix(first, size).await?;
+    let heap = pickle::parse(&whole, &archive::policy(options))
+        .map_err(|e| pickle::error(&uri, "the pickle", e))?;
+    // `pickle.dump` of a torch tensor embeds each storage as a torch.save archive of its own.
+    if heap
+        .globals()
+        .any(|g| g.is("torch.storage", "_load_from_bytes"))
+    {
+        return Err(unsupported(&uri, super::TORCH_IN_PLAIN_PICKLE));
+    }
+    archive::tree_of(
+        &heap,
+        "the pickle",
+        &NoStorages(Arc::from(uri.as_str())),
+        &uri,
+    )
+}
+
+/// A plain pickle's storages: there are none.
+struct NoStorages(Arc<str>);
+
+impl Storages for NoStorages {
+    fn data(&self, key: &str, _: std::ops::Range<u64>) -> std::result::Result<TensorData, String> {
+        Err(format!(
+            "a tensor refers to storage `{key}`, but a plain pickle holds no storages"
+        ))
+    }
+
+    fn origin(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
 }
 
 /// The storages of a legacy file, each a range of the object after its element count.
