@@ -59,6 +59,9 @@ async fn every_fixture_reads_as_orbax_restores_it() {
                     (Node::Leaf(Leaf::Float(f)), Value::Number(n)) => {
                         assert_eq!(Some(*f), n.as_f64(), "{name}: {path}")
                     }
+                    (Node::Leaf(Leaf::Str(s)), Value::String(w)) => {
+                        assert_eq!(s, w, "{name}: {path}")
+                    }
                     other => panic!("{name}: {path}: {other:?}"),
                 }
                 continue;

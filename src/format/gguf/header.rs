@@ -558,6 +558,8 @@ mod tests {
         let mut h = build(&[], &[]);
         h[4..8].copy_from_slice(&1u32.to_le_bytes());
         assert_eq!(parse(&h, h.len() as u64), Err(GgufError::Version(1)));
+        h[4..8].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(parse(&h, h.len() as u64).unwrap().version, 2);
         // Big-endian: every number swapped.
         let mut be = b"GGUF".to_vec();
         be.extend(3u32.to_be_bytes());

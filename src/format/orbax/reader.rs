@@ -32,8 +32,12 @@ const MARKERS: [&str; 2] = ["_CHECKPOINT_METADATA", "_METADATA"];
 /// `_METADATA` and `manifest.ocdbt` above this are refused.
 const MAX_METADATA: u64 = 256 << 20;
 
-/// B+tree levels, at most.
+/// B+tree levels, at most. Each level's nodes must say they are one lower than their parent's,
+/// so a node reached again (a cycle) is refused by its height.
 const MAX_HEIGHT: u8 = 32;
+
+/// B+tree nodes read, at most: a node listed by many parents (a DAG) cannot multiply the work.
+const MAX_NODES: usize = 1 << 18;
 
 /// Whether `listing` is an Orbax step directory or checkpointable.
 pub(crate) fn is_orbax(listing: &Listing) -> bool {
@@ -207,7 +211,7 @@ impl Store {
         let mut files: HashMap<String, Object> = HashMap::new();
         let mut entries = HashMap::new();
         let mut level: Vec<NodeRef> = root.into_iter().collect();
-        let mut depth = 0;
+        let (mut depth, mut visited) = (0, 0usize);
         while !level.is_empty() {
             depth += 1;
             if depth > MAX_HEIGHT {
@@ -229,10 +233,21 @@ impl Store {
                 .collect();
             let read = read_spans(&files, &spans).await?;
             let mut next = Vec::new();
+            visited += level.len();
             for (at, bytes) in level.iter().zip(read) {
                 let uri = || dir.join(&at.file).uri();
                 match ocdbt::node(&bytes, at).map_err(|e| Error::corrupt(uri(), e))? {
-                    ocdbt::Node::Interior(children) => next.extend(children),
+                    ocdbt::Node::Interior(children) => {
+                        if visited + next.len() + children.len() > MAX_NODES {
+                            return Err(Error::corrupt(
+                                manifest.uri(),
+                                OrbaxError::Ocdbt(format!(
+                                    "a B+tree of more than {MAX_NODES} nodes"
+                                )),
+                            ));
+                        }
+                        next.extend(children);
+                    }
                     ocdbt::Node::Leaf(pairs) => {
                         for (key, value) in pairs {
                             let key = String::from_utf8(key).map_err(|_| {
