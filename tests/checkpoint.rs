@@ -7,7 +7,7 @@ use ckptio::StateTree;
 use ckptio::{MaterializeOptions, materialize_tree};
 use ckptio::{OpenOptions, open, verify};
 use ckptio::{SaveOptions, save};
-use support::cli::fixture;
+use support::cli::{copy_dir, fixture};
 
 async fn training_state() -> StateTree {
     let loc = ckptio::resolve(
@@ -650,32 +650,19 @@ async fn a_checkpointer_of_torch_files_saves_by_period_replaces_and_keeps_the_la
     }
 }
 
-fn copy_tree(src: &std::path::Path, dst: &std::path::Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let to = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), to).unwrap();
-        }
-    }
-}
-
 #[tokio::test]
 async fn an_orbax_manager_root_lists_its_steps_and_loads_the_latest_committed_one() {
     use ckptio::{Checkpointer, CheckpointerOptions, Kind};
 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("run");
-    copy_tree(&fixture("orbax/manager"), &root);
+    copy_dir(&fixture("orbax/manager"), &root);
     // A save in progress (never numbered) and a step that died before its metadata.
-    copy_tree(
+    copy_dir(
         &root.join("2"),
         &root.join("3.orbax-checkpoint-tmp-1795962745"),
     );
-    copy_tree(&root.join("2/default"), &root.join("5/default"));
+    copy_dir(&root.join("2/default"), &root.join("5/default"));
     std::fs::copy(root.join("2/default/_METADATA"), root.join("5/_METADATA")).unwrap();
     let loc = ckptio::resolve(&format!("{}/", root.display()), &Default::default()).unwrap();
     let ckpt = Checkpointer::new(

@@ -8,25 +8,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ckptio::{Format, Location, MaterializeOptions, OpenOptions, materialize, open};
+use ckptio::{Format, MaterializeOptions, OpenOptions, materialize, open};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use support::cli::{ckptio, fails_with, fixture, stderr};
+use support::cli::{ckptio, fails_with, fixture, local, sha256, stderr};
 
 fn expected() -> BTreeMap<String, Value> {
     let raw = std::fs::read(fixture("gguf/expected.json")).unwrap();
     serde_json::from_slice(&raw).unwrap()
-}
-
-fn local(path: &Path) -> Location {
-    ckptio::resolve(path.to_str().unwrap(), &Default::default()).unwrap()
-}
-
-fn sha256(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn shape(v: &Value) -> Vec<u64> {

@@ -6,33 +6,20 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use ckptio::{Format, Location, OpenOptions, StateTree, open};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use support::cli::{ckptio, fails_with, fixture};
+use support::cli::{ckptio, fails_with, fixture, local, sha256};
 
 fn expected() -> BTreeMap<String, Value> {
     let raw = std::fs::read(fixture("hf/expected.json")).unwrap();
     serde_json::from_slice(&raw).unwrap()
 }
 
-fn local(path: &Path) -> Location {
-    ckptio::resolve(path.to_str().unwrap(), &Default::default()).unwrap()
-}
-
 async fn opened(loc: &Location) -> ckptio::Checkpoint {
     open(loc, OpenOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn sha256(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Every tensor `want` lists is in `tree`, with its dtype, shape and bytes.

@@ -8,25 +8,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ckptio::{Format, Int, Leaf, Location, Node, OpenOptions, materialize_tree, open};
+use ckptio::{Format, Int, Leaf, Node, OpenOptions, materialize_tree, open};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use support::cli::{ckptio, fixture, stderr};
+use support::cli::{ckptio, copy_dir, fixture, local, sha256, stderr};
 
 fn expected() -> BTreeMap<String, Value> {
     let raw = std::fs::read(fixture("orbax/expected.json")).unwrap();
     serde_json::from_slice(&raw).unwrap()
-}
-
-fn local(path: &Path) -> Location {
-    ckptio::resolve(path.to_str().unwrap(), &Default::default()).unwrap()
-}
-
-fn sha256(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[tokio::test]
@@ -120,19 +108,6 @@ fn broken(dir: &Path, edit: impl FnOnce(&Path)) -> std::path::PathBuf {
     copy_dir(&src, &dst);
     edit(&dst);
     dst
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let to = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), to).unwrap();
-        }
-    }
 }
 
 #[tokio::test]

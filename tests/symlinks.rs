@@ -11,11 +11,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use ckptio::{Checkpointer, CheckpointerOptions, OpenOptions, open};
-use support::cli::{ckptio, fails_with, fixture};
-
-fn local(path: &Path) -> ckptio::Location {
-    ckptio::resolve(path.to_str().unwrap(), &Default::default()).unwrap()
-}
+use support::cli::{ckptio, fails_with, fixture, local};
 
 /// A directory outside the checkpoint, holding a file that must survive.
 fn precious(root: &Path) -> std::path::PathBuf {

@@ -14,8 +14,7 @@ use ckptio::{Int, LazyTensor, Leaf, Node, StateTree};
 use ckptio::{MaterializeOptions, materialize, materialize_tree};
 use ckptio::{OpenOptions, open};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use support::cli::{ckptio, fails_with, fixture, python, python_reads};
+use support::cli::{ckptio, fails_with, fixture, local, python, python_reads, sha256};
 
 fn expected() -> BTreeMap<String, Value> {
     let raw = std::fs::read(fixture("torch/expected.json")).unwrap();
@@ -33,22 +32,11 @@ fn fixtures() -> Vec<(String, BTreeMap<String, Value>)> {
         .collect()
 }
 
-fn local(path: &Path) -> Location {
-    ckptio::resolve(path.to_str().unwrap(), &Default::default()).unwrap()
-}
-
 async fn read_tree(loc: &Location) -> StateTree {
     open(loc, OpenOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .tree
-}
-
-fn sha256(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn leaf_matches(leaf: &Leaf, want: &Value) -> bool {

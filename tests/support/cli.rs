@@ -7,6 +7,34 @@ use std::process::Output;
 use serde_json::Value;
 use tokio::process::Command;
 
+/// A local path as a location.
+pub fn local(path: &Path) -> ckptio::Location {
+    ckptio::resolve(path.to_str().unwrap(), &Default::default()).unwrap()
+}
+
+/// The SHA-256 of `data`, in lowercase hex (how the fixtures' expected.json record bytes).
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Copies the directory `src` to `dst`, recursively.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
 /// A committed fixture.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

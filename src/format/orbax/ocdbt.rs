@@ -423,15 +423,24 @@ mod tests {
         b
     }
 
-    #[test]
-    fn a_leaf_decodes_prefix_compressed_keys_and_both_kinds_of_value() {
-        let at = NodeRef {
-            file: "d/root".into(),
-            transitive: "p/".into(),
+    /// A leaf reached from the root, with no prefix.
+    fn top() -> NodeRef {
+        NodeRef {
+            file: String::new(),
+            transitive: String::new(),
             offset: 0,
             length: 0,
             height: 0,
+            prefix: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_leaf_decodes_prefix_compressed_keys_and_both_kinds_of_value() {
+        let at = NodeRef {
+            transitive: "p/".into(),
             prefix: b"k/".to_vec(),
+            ..top()
         };
         let Node::Leaf(entries) = node(&wrap(BTREE_MAGIC, &leaf()), &at).unwrap() else {
             panic!("a leaf")
@@ -456,14 +465,7 @@ mod tests {
     #[test]
     fn a_node_with_a_bad_crc_magic_length_or_height_is_refused() {
         let good = wrap(BTREE_MAGIC, &leaf());
-        let at = NodeRef {
-            file: String::new(),
-            transitive: String::new(),
-            offset: 0,
-            length: 0,
-            height: 0,
-            prefix: Vec::new(),
-        };
+        let at = top();
         let mut crc = good.clone();
         let last = crc.len() - 1;
         crc[last] ^= 1;
@@ -488,14 +490,7 @@ mod tests {
     fn lying_counts_and_escaping_paths_are_refused() {
         let mut b = vec![0u8];
         varint(u64::MAX, &mut b);
-        let at = NodeRef {
-            file: String::new(),
-            transitive: String::new(),
-            offset: 0,
-            length: 0,
-            height: 0,
-            prefix: Vec::new(),
-        };
+        let at = top();
         assert!(
             node(&wrap(BTREE_MAGIC, &b), &at)
                 .unwrap_err()

@@ -286,7 +286,7 @@ impl Store {
         match self {
             Self::Ocdbt { entries, files, .. } => {
                 let mut out: Vec<Option<Bytes>> = vec![None; keys.len()];
-                let mut by_file: BTreeMap<&str, Vec<(usize, Range<u64>)>> = BTreeMap::new();
+                let mut spans = Vec::new();
                 for (i, key) in keys.iter().enumerate() {
                     match entries.get(key) {
                         None => {}
@@ -295,29 +295,14 @@ impl Store {
                             file,
                             offset,
                             length,
-                        }) => by_file
-                            .entry(file.as_str())
-                            .or_default()
-                            .push((i, *offset..offset.saturating_add(*length))),
+                        }) => spans
+                            .push((i, (file.as_str(), *offset..offset.saturating_add(*length)))),
                     }
                 }
-                let reads = by_file.into_iter().map(|(file, wanted)| {
-                    let object = files[file].clone();
-                    async move {
-                        let ranges: Vec<Range<u64>> =
-                            wanted.iter().map(|(_, r)| r.clone()).collect();
-                        let got = object.read_ranges(&ranges).await?;
-                        Ok::<_, Error>(
-                            wanted
-                                .into_iter()
-                                .map(|(i, _)| i)
-                                .zip(got)
-                                .collect::<Vec<_>>(),
-                        )
-                    }
-                });
-                for (i, bytes) in try_join_all(reads).await?.into_iter().flatten() {
-                    out[i] = Some(bytes);
+                let where_: Vec<(&str, Range<u64>)> =
+                    spans.iter().map(|(_, s)| s.clone()).collect();
+                for ((i, _), bytes) in spans.iter().zip(read_spans(files, &where_).await?) {
+                    out[*i] = Some(bytes);
                 }
                 Ok(out)
             }
