@@ -101,6 +101,42 @@ async fn a_manager_step_opens_its_default_checkpointable_and_converts_bit_for_bi
     }
 }
 
+#[tokio::test]
+async fn an_orbax_checkpoint_converts_to_the_ckptio_layout_whole_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("orbax/standard");
+    let out = ckptio(dir.path(), &["verify", src.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ckptio(
+        dir.path(),
+        &["convert", src.to_str().unwrap(), "ckpt", "-q"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let original = open(&local(&src), OpenOptions::default()).await.unwrap();
+    let converted = open(&local(&dir.path().join("ckpt")), OpenOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(converted.format, Format::Ckptio { .. }));
+    // The whole tree: the same tensors, bit for bit, and the same values (`step`, `opt_state`'s
+    // list) at the same paths.
+    let want = materialize_tree(&original.tree, Default::default())
+        .await
+        .unwrap();
+    let got = materialize_tree(&converted.tree, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(got, want);
+    assert!(matches!(
+        converted.tree.get("step"),
+        Some(Node::Leaf(Leaf::Int(Int::Small(7))))
+    ));
+    assert!(matches!(
+        converted.tree.get("opt_state/1"),
+        Some(Node::List(_))
+    ));
+}
+
 /// A copy of the `standard` fixture in `dir`, with `edit` applied to the file it names.
 fn broken(dir: &Path, edit: impl FnOnce(&Path)) -> std::path::PathBuf {
     let src = fixture("orbax/standard");
