@@ -109,8 +109,10 @@ impl ObjectStore for CountingStore {
             &self.counts.gets
         };
         counter.fetch_add(1, Ordering::SeqCst);
+        let head = options.head;
         let result = self.inner.get_opts(path, options).await?;
-        if !result.range.is_empty() {
+        // A HEAD's result names the object's whole range, but no byte of it moved.
+        if !head && !result.range.is_empty() {
             self.counts
                 .bytes
                 .fetch_add(result.range.end - result.range.start, Ordering::SeqCst);
@@ -139,5 +141,27 @@ impl ObjectStore for CountingStore {
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.other();
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::ObjectStoreExt;
+
+    #[tokio::test]
+    async fn a_head_counts_as_a_request_and_moves_no_bytes() {
+        let loc = crate::resolve("memory://counting-head/x.bin", &Default::default()).unwrap();
+        loc.store()
+            .put(loc.path(), vec![7u8; 1000].into())
+            .await
+            .unwrap();
+        let (counted, counts) = loc.counted();
+        crate::fetch::stat(&counted).await.unwrap();
+        assert_eq!((counts.heads(), counts.bytes()), (1, 0));
+        let object = crate::fetch::Object::open_prefix(&counted, 10, Default::default())
+            .await
+            .unwrap();
+        assert_eq!(object.1.len(), 10);
+        assert_eq!((counts.gets(), counts.bytes()), (1, 10));
     }
 }

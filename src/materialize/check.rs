@@ -22,7 +22,9 @@ pub(crate) fn check(
     options: MaterializeOptions,
 ) -> BoxStream<'static, Result<(String, u64)>> {
     let batches = batches(tensors, options.memory_budget, false);
-    one_batch_ahead(batches, move |batch| check_batch(batch, options))
+    one_batch_ahead(batches, options.memory_budget, move |batch| {
+        check_batch(batch, options)
+    })
 }
 
 async fn check_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(String, u64)>> {

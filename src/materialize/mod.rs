@@ -85,7 +85,8 @@ pub async fn materialize_tree(
 }
 
 /// The given tensors as a stream in file order, read a batch ahead: at most two batches of
-/// [`memory_budget`](MaterializeOptions::memory_budget) bytes are held at once. The stream
+/// [`memory_budget`](MaterializeOptions::memory_budget) bytes are held at once (small batches,
+/// tensors in chunks, several at a time within one budget). The stream
 /// ends after the first error.
 pub fn stream(
     tensors: Vec<(String, LazyTensor)>,
@@ -110,12 +111,23 @@ fn stream_batches(
     runs: bool,
 ) -> BoxStream<'static, Result<(String, Tensor)>> {
     let batches = batches(tensors, options.memory_budget, runs);
-    one_batch_ahead(batches, move |batch| read_batch(batch, options))
+    one_batch_ahead(batches, options.memory_budget, move |batch| {
+        read_batch(batch, options)
+    })
 }
 
-/// What `work` makes of each batch, in order, the next batch worked on while the last is
-/// consumed (at most two held); the stream ends after the first error.
-fn one_batch_ahead<T, F, Fut>(batches: Result<Vec<Batch>>, work: F) -> BoxStream<'static, Result<T>>
+/// Most batches worked on at once.
+const MAX_AHEAD: usize = 16;
+
+/// What `work` makes of each batch, in order, the next batches worked on while the last is
+/// consumed: two, or as many as fit in the budget together when batches are small (tensors in
+/// pieces, each a batch of its own: one chunk per Orbax array), up to [`MAX_AHEAD`]. The stream
+/// ends after the first error.
+fn one_batch_ahead<T, F, Fut>(
+    batches: Result<Vec<Batch>>,
+    budget: u64,
+    work: F,
+) -> BoxStream<'static, Result<T>>
 where
     T: Send + 'static,
     F: FnMut(Batch) -> Fut + Send + 'static,
@@ -125,9 +137,13 @@ where
         Ok(b) => b,
         Err(e) => return stream::once(async { Err(e) }).boxed(),
     };
+    let largest = batches.iter().map(Batch::held).max().unwrap_or(0).max(1);
+    let ahead = usize::try_from(budget / largest)
+        .unwrap_or(MAX_AHEAD)
+        .clamp(2, MAX_AHEAD);
     let items = stream::iter(batches)
         .map(work)
-        .buffered(2)
+        .buffered(ahead)
         .flat_map(|result| match result {
             Ok(items) => stream::iter(items.into_iter().map(Ok)).left_stream(),
             Err(e) => stream::once(async { Err(e) }).right_stream(),
@@ -170,6 +186,16 @@ pub(crate) fn file_order(tensors: &mut [(String, LazyTensor)]) {
 enum Batch {
     Read(Vec<(String, LazyTensor)>),
     Assemble(String, LazyTensor, Arc<Pieces>),
+}
+
+impl Batch {
+    /// The bytes working on it holds.
+    fn held(&self) -> u64 {
+        match self {
+            Self::Read(tensors) => tensors.iter().map(|(_, t)| held(t)).sum(),
+            Self::Assemble(_, t, _) => t.nbytes(),
+        }
+    }
 }
 
 /// The number of bytes a batch reads for a tensor.

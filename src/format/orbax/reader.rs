@@ -10,7 +10,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::{BoxFuture, try_join_all};
 use indexmap::IndexMap;
-use tokio::sync::OnceCell;
 
 use super::OrbaxError;
 use super::metadata::{self, Leaf as MetaLeaf};
@@ -486,7 +485,6 @@ struct Chunk {
     array: Arc<Array>,
     key: String,
     sizes: Vec<u64>,
-    located: OnceCell<LazyTensor>,
 }
 
 impl std::fmt::Debug for Chunk {
@@ -510,7 +508,6 @@ impl Chunk {
             array: Arc::clone(array),
             key,
             sizes,
-            located: OnceCell::new(),
         }
     }
 
@@ -557,13 +554,9 @@ impl Locate for Chunk {
         format!("{}: `{}`", dir.uri(), self.key)
     }
 
+    // Not cached: what a chunk locates to is its elements, which the tree must not keep.
     fn locate(&self) -> BoxFuture<'_, Result<LazyTensor>> {
-        Box::pin(async move {
-            self.located
-                .get_or_try_init(|| self.decode())
-                .await
-                .cloned()
-        })
+        Box::pin(self.decode())
     }
 }
 
