@@ -31,6 +31,9 @@ state = ocp.StandardCheckpointer().restore(sys.argv[1])
 print(sum(np.asarray(a).nbytes for a in state["params"].values()))
 """
 
+# The server's ceiling: the same bytes downloaded to tmpfs and not decoded.
+DOWNLOAD = ["s5cmd", "--endpoint-url"]
+
 DOWNLOAD_THEN_RESTORE = """
 import os, subprocess, sys, numpy as np, orbax.checkpoint as ocp
 endpoint, src, dest = sys.argv[1:4]
@@ -77,6 +80,9 @@ def run_cases(args, local, bucket, s3, s3_env):
         shutil.rmtree(dest, ignore_errors=True)
 
     try:
+        case(results, runs, "s5cmd download (ceiling)", "S3", "",
+             [[*DOWNLOAD, s3["endpoint"], "cp", f"s3://{bucket}/orbax/*", dest + "/"]],
+             env=s3_env, check=fresh)
         case(results, runs, "s5cmd + orbax restore", "S3", "",
              [[jax, "-c", DOWNLOAD_THEN_RESTORE, s3["endpoint"], f"s3://{bucket}/orbax/", dest]],
              env=s3_env, check=fresh)

@@ -14,7 +14,14 @@ use bytes::Bytes;
 pub(crate) fn decompress(data: &[u8], limit: u64) -> Result<Bytes, String> {
     let decoder =
         zstd::stream::read::Decoder::new(data).map_err(|e| format!("not a zstd stream: {e}"))?;
-    let mut out = Vec::new();
+    // The first frame's declared size, when it has one within the limit, sizes the buffer
+    // once; the limit still bounds what is read.
+    let declared = zstd::zstd_safe::get_frame_content_size(data)
+        .ok()
+        .flatten()
+        .filter(|&n| n <= limit)
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
     decoder
         .take(limit + 1)
         .read_to_end(&mut out)
