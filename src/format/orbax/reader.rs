@@ -383,7 +383,7 @@ async fn read_spans(
 /// A scalar leaf (`step`), read now: its one chunk, as a Python value.
 async fn scalar(store: &Arc<Store>, name: &str, array: &Arc<Array>) -> Result<Node> {
     let key = format!("{name}/{}", array.chunk_key(&[]));
-    let chunk = Chunk::new(store, array, key, Vec::new(), Vec::new());
+    let chunk = Chunk::new(store, array, key, Vec::new());
     let t = chunk.decode().await?;
     let TensorData::Inline(inline) = &t.data else {
         unreachable!("chunks decode inline")
@@ -445,7 +445,7 @@ fn tensor(store: &Arc<Store>, name: &str, array: &Arc<Array>) -> LazyTensor {
             boxes.push(Arc::new(Piece {
                 offsets: offsets.clone(),
                 sizes: sizes.clone(),
-                locate: Arc::new(Chunk::new(store, array, key, offsets, sizes)),
+                locate: Arc::new(Chunk::new(store, array, key, sizes)),
             }));
             // The next grid position, last dimension fastest.
             let mut d = grid.len();
@@ -496,13 +496,7 @@ impl std::fmt::Debug for Chunk {
 }
 
 impl Chunk {
-    fn new(
-        store: &Arc<Store>,
-        array: &Arc<Array>,
-        key: String,
-        _offsets: Vec<u64>,
-        sizes: Vec<u64>,
-    ) -> Self {
+    fn new(store: &Arc<Store>, array: &Arc<Array>, key: String, sizes: Vec<u64>) -> Self {
         Self {
             store: Arc::clone(store),
             array: Arc::clone(array),

@@ -105,6 +105,7 @@ pub fn parse(data: &[u8]) -> Result<Array, OrbaxError> {
             raw.chunks
         ));
     }
+    chunks_within(&raw.shape, &raw.chunks)?;
     if raw.order != "C" {
         return bad(format!("order {:?} (ckptio reads C order)", raw.order));
     }
@@ -175,6 +176,7 @@ pub fn parse_v3(data: &[u8]) -> Result<Array, OrbaxError> {
             raw.shape
         )));
     }
+    chunks_within(&raw.shape, &chunks)?;
     let (key_prefix, separator) = match &raw.chunk_key_encoding {
         None => ("c/".to_owned(), "/".to_owned()),
         Some(k) => {
@@ -309,6 +311,17 @@ fn v3_dtype(name: &str) -> Option<DType> {
         "float8_e5m2" => DType::F8_E5M2,
         _ => return None,
     })
+}
+
+/// Refuses a chunk larger than the array along any dimension: a chunk is allocated whole when
+/// it is read, so its size must not be a claim the array's own shape does not back.
+fn chunks_within(shape: &[u64], chunks: &[u64]) -> Result<(), OrbaxError> {
+    if chunks.iter().zip(shape).any(|(c, s)| *c > (*s).max(1)) {
+        return Err(OrbaxError::Zarr(format!(
+            "chunks {chunks:?} larger than the array {shape:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// A zarr v2 dtype (numpy's spelling, or tensorstore's names for the types numpy lacks).
