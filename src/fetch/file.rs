@@ -20,8 +20,9 @@ use super::object::Object;
 use super::plan;
 use super::sink::FileWriter;
 use super::stat::ObjectInfo;
-use super::task::{blocking, local_io, spawn};
+use super::task::{blocking, local_io};
 use crate::error::{Error, Result};
+use crate::streams::spawn;
 
 /// How often the resume state is saved while chunks complete.
 const SAVE_EVERY: Duration = Duration::from_secs(1);

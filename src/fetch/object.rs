@@ -15,9 +15,9 @@ use super::plan;
 use super::sink::{FrameSender, Region};
 use super::source::Source;
 use super::stat::{ObjectInfo, stat};
-use super::task::spawn;
 use crate::error::{Class, Error, Result, TransportKind, classify};
 use crate::location::Location;
+use crate::streams::spawn;
 
 /// Frames (of up to 64 KiB each) queued per concurrent request before fetching pauses.
 const FRAMES_IN_FLIGHT: usize = 16;

@@ -23,6 +23,7 @@ pub(crate) use pack::pack;
 
 use crate::dtype::DType;
 use crate::error::{ChecksumMismatch, Error, Result, TensorError};
+use crate::streams::spawn;
 use crate::tree::{
     ByteRange, Check, LazyTensor, Pieces, Quantized, Source, StateTree, Tensor, TensorData,
 };
@@ -62,8 +63,11 @@ pub async fn materialize(
     options: MaterializeOptions,
 ) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::with_capacity(tensors.len());
-    for batch in batches(tensors, u64::MAX, false)? {
-        out.extend(read_batch(batch, options).await?);
+    let mut read = stream::iter(batches(tensors, u64::MAX, false)?)
+        .map(|batch| spawn(read_batch(batch, options)))
+        .buffered(MAX_AHEAD);
+    while let Some(batch) = read.next().await {
+        out.extend(batch?);
     }
     Ok(out)
 }
@@ -126,7 +130,7 @@ const MAX_AHEAD: usize = 16;
 fn one_batch_ahead<T, F, Fut>(
     batches: Result<Vec<Batch>>,
     budget: u64,
-    work: F,
+    mut work: F,
 ) -> BoxStream<'static, Result<T>>
 where
     T: Send + 'static,
@@ -141,8 +145,10 @@ where
     let ahead = usize::try_from(budget / largest)
         .unwrap_or(MAX_AHEAD)
         .clamp(2, MAX_AHEAD);
+    // Each batch is a task of its own, so decoding and copying use every worker thread
+    // rather than the consumer's.
     let items = stream::iter(batches)
-        .map(work)
+        .map(move |batch| spawn(work(batch)))
         .buffered(ahead)
         .flat_map(|result| match result {
             Ok(items) => stream::iter(items.into_iter().map(Ok)).left_stream(),
@@ -428,6 +434,25 @@ fn assemble(
         if t.dtype.bits() % 8 != 0 {
             return Err(bad(format!("{} tensors cannot be assembled", t.dtype)));
         }
+        if let Some(whole) = single_piece(&t, &pieces) {
+            let part = whole.locate.locate().await?;
+            let inner = MaterializeOptions {
+                to_f32: false,
+                ..options
+            };
+            let (_, part) = materialize(vec![(String::new(), part)], inner)
+                .await?
+                .pop()
+                .expect("one tensor in, one out");
+            if part.dtype != t.dtype || part.shape != t.shape {
+                return Err(bad(format!(
+                    "its one chunk holds {} × {:?}, not {} × {:?}",
+                    part.dtype, part.shape, t.dtype, t.shape
+                )));
+            }
+            let tensor = widened(&where_, &path, &t, part.data, options)?;
+            return Ok((path, tensor));
+        }
         let elem = (t.dtype.bits() / 8) as usize;
         let nbytes = usize::try_from(t.nbytes()).map_err(|_| too_large(&where_, t.nbytes()))?;
         let mut data = zeroed(nbytes).ok_or_else(|| too_large(&where_, t.nbytes()))?;
@@ -491,6 +516,21 @@ fn assemble(
         let tensor = widened(&where_, &path, &t, data.into(), options)?;
         Ok((path, tensor))
     })
+}
+
+/// The one piece that is the whole tensor, when there is one: its elements need no placing
+/// (the usual case for an Orbax array of one chunk).
+fn single_piece<'a>(t: &LazyTensor, pieces: &'a Pieces) -> Option<&'a Arc<crate::tree::Piece>> {
+    match pieces.boxes.as_slice() {
+        [only]
+            if pieces.rows.start == 0
+                && only.offsets.iter().all(|&o| o == 0)
+                && only.sizes == t.shape =>
+        {
+            Some(only)
+        }
+        _ => None,
+    }
 }
 
 fn too_large(uri: &str, size: u64) -> Error {
@@ -900,5 +940,74 @@ mod tests {
         });
         assert_eq!((checked, read), (1, 4));
         assert!(most < 1 << 20, "{most} bytes held at once");
+    }
+    /// A piece that locates to a fixed tensor, as a format's chunk would.
+    #[derive(Debug)]
+    struct Fixed(LazyTensor);
+
+    impl crate::tree::Locate for Fixed {
+        fn describe(&self) -> String {
+            "fixed piece".into()
+        }
+        fn locate(&self) -> futures::future::BoxFuture<'_, Result<LazyTensor>> {
+            Box::pin(std::future::ready(Ok(self.0.clone())))
+        }
+    }
+
+    fn in_one_piece(shape: &[u64], stored: &[u64], values: &[f32]) -> LazyTensor {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let part = LazyTensor {
+            dtype: DType::F32,
+            shape: stored.to_vec(),
+            strides: Vec::new(),
+            data: TensorData::Inline(Inline {
+                bytes: bytes.into(),
+                big_endian: false,
+                origin: "fixed".into(),
+            }),
+            view: Default::default(),
+            quantized: None,
+        };
+        LazyTensor {
+            dtype: DType::F32,
+            shape: shape.to_vec(),
+            strides: Vec::new(),
+            data: TensorData::Pieces(Arc::new(Pieces {
+                boxes: vec![Arc::new(crate::tree::Piece {
+                    offsets: vec![0; shape.len()],
+                    sizes: shape.to_vec(),
+                    locate: Arc::new(Fixed(part)),
+                })],
+                rows: 0..shape[0],
+            })),
+            view: Default::default(),
+            quantized: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tensor_in_one_whole_piece_is_its_piece() {
+        let values = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let t = in_one_piece(&[2, 3], &[2, 3], &values);
+        let got = materialize(vec![("w".into(), t)], MaterializeOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(got[0].1.shape, [2, 3]);
+        let want: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(got[0].1.data, want);
+    }
+
+    #[tokio::test]
+    async fn a_piece_that_locates_to_another_shape_is_refused() {
+        let t = in_one_piece(&[2, 3], &[3, 2], &[0.0; 6]);
+        let err = materialize(vec![("w".into(), t)], MaterializeOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fixed piece") && err.contains("`w`"), "{err}");
+        assert!(
+            err.contains("holds F32 × [3, 2], not F32 × [2, 3]"),
+            "{err}"
+        );
     }
 }
