@@ -470,13 +470,25 @@ fn assemble(
         );
         for group in groups {
             for chunk in group.chunks(PIECES_AT_ONCE) {
-                let located: Vec<(String, LazyTensor)> = stream::iter(chunk.iter().cloned())
-                    .map(|(i, b)| async move {
-                        Ok::<_, Error>((i.to_string(), b.locate.locate().await?))
-                    })
-                    .buffer_unordered(PIECES_AT_ONCE)
-                    .try_collect()
-                    .await?;
+                let together: Vec<Arc<crate::tree::Piece>> =
+                    chunk.iter().map(|(_, b)| Arc::clone(b)).collect();
+                let located: Vec<(String, LazyTensor)> =
+                    match together[0].locate.locate_group(&together) {
+                        Some(read) => chunk
+                            .iter()
+                            .map(|(i, _)| i.to_string())
+                            .zip(read.await?)
+                            .collect(),
+                        None => {
+                            stream::iter(chunk.iter().cloned())
+                                .map(|(i, b)| async move {
+                                    Ok::<_, Error>((i.to_string(), b.locate.locate().await?))
+                                })
+                                .buffer_unordered(PIECES_AT_ONCE)
+                                .try_collect()
+                                .await?
+                        }
+                    };
                 let read = materialize(
                     located,
                     MaterializeOptions {

@@ -247,6 +247,17 @@ pub trait Locate: Send + Sync + fmt::Debug {
     ///
     /// The read's or the header's error.
     fn locate(&self) -> BoxFuture<'_, Result<LazyTensor>>;
+
+    /// `group` (pieces of this piece's tensor, in any order) located together, in as few reads
+    /// as the format allows, in `group`'s order; `None`, the default, when each piece is
+    /// located on its own.
+    fn locate_group<'a>(
+        &'a self,
+        group: &'a [Arc<Piece>],
+    ) -> Option<BoxFuture<'a, Result<Vec<LazyTensor>>>> {
+        let _ = group;
+        None
+    }
 }
 
 /// A checksum over a record that holds a tensor's bytes (a zip entry, a data file).

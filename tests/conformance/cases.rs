@@ -550,6 +550,48 @@ pub async fn orbax_lazy_reads_cost_one_get_per_chunk(b: Backend) {
     assert_eq!(all, want, "[{}]", b.name);
 }
 
+/// The chunks of one Orbax array stored side by side in a data file come in one request, and
+/// read what a local read of the same checkpoint does.
+pub async fn orbax_chunks_of_one_array_come_in_one_request(b: Backend) {
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/orbax/sharded"
+    ));
+    let mut files = Vec::new();
+    files_under(dir, dir, &mut files);
+    for (rel, bytes) in files {
+        b.seed(&format!("orbax-sharded/{rel}"), bytes).await;
+    }
+    let (loc, counts) = b.location("orbax-sharded/").counted();
+    let remote = ckptio::open(&loc, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    let wide = |tree: &ckptio::StateTree| {
+        let t = tree.tensor("wide").expect("a tensor `wide`").clone();
+        let ckptio::TensorData::Pieces(p) = &t.data else {
+            panic!("`wide` is not in chunks")
+        };
+        assert_eq!(p.boxes.len(), 4, "`wide` is written as 4 chunks");
+        vec![("wide".to_owned(), t)]
+    };
+    let before = counts.gets();
+    let got = ckptio::materialize(wide(&remote.tree), Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
+    assert_eq!(counts.gets() - before, 1, "[{}] 4 chunks of `wide`", b.name);
+    let local = ckptio::open(
+        &ckptio::resolve(dir.to_str().unwrap(), &Default::default()).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let want = ckptio::materialize(wide(&local.tree), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(got, want, "[{}]", b.name);
+    assert_eq!(got[0].1.data.len(), 64 * 64 * 4);
+}
+
 /// A safetensors file written through the store's multipart path (over the 16 MiB part size)
 /// reads back tensor for tensor.
 pub async fn safetensors_large_write_reads_back(b: Backend) {

@@ -36,5 +36,6 @@ conformance!(
     safetensors_large_write_reads_back,
     gguf_lazy_reads_cost_one_get_each,
     orbax_lazy_reads_cost_one_get_per_chunk,
+    orbax_chunks_of_one_array_come_in_one_request,
     torch_write_reads_back_and_replaces_whole_or_not_at_all,
 );

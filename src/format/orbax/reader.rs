@@ -382,9 +382,9 @@ async fn read_spans(
 
 /// A scalar leaf (`step`), read now: its one chunk, as a Python value.
 async fn scalar(store: &Arc<Store>, name: &str, array: &Arc<Array>) -> Result<Node> {
-    let key = format!("{name}/{}", array.chunk_key(&[]));
-    let chunk = Chunk::new(store, array, key, Vec::new());
-    let t = chunk.decode().await?;
+    let t = Chunk::at(store, array, name, &[], Vec::new())
+        .decode()
+        .await?;
     let TensorData::Inline(inline) = &t.data else {
         unreachable!("chunks decode inline")
     };
@@ -441,11 +441,10 @@ fn tensor(store: &Arc<Store>, name: &str, array: &Arc<Array>) -> LazyTensor {
                 .zip(&array.shape)
                 .map(|((o, c), s)| (*c).min(s - o))
                 .collect();
-            let key = format!("{name}/{}", array.chunk_key(&index));
             boxes.push(Arc::new(Piece {
-                offsets: offsets.clone(),
-                sizes: sizes.clone(),
-                locate: Arc::new(Chunk::new(store, array, key, sizes)),
+                locate: Arc::new(Chunk::at(store, array, name, &offsets, sizes.clone())),
+                offsets,
+                sizes,
             }));
             // The next grid position, last dimension fastest.
             let mut d = grid.len();
@@ -480,9 +479,12 @@ fn tensor(store: &Arc<Store>, name: &str, array: &Arc<Array>) -> LazyTensor {
 }
 
 /// One chunk of an array: read, decompressed and cropped to the array's edge when located.
+#[derive(Clone)]
 struct Chunk {
     store: Arc<Store>,
     array: Arc<Array>,
+    /// The array's key prefix (`params.dense.kernel`).
+    name: Arc<str>,
     key: String,
     sizes: Vec<u64>,
 }
@@ -496,23 +498,50 @@ impl std::fmt::Debug for Chunk {
 }
 
 impl Chunk {
-    fn new(store: &Arc<Store>, array: &Arc<Array>, key: String, sizes: Vec<u64>) -> Self {
+    /// The chunk of array `name` that starts at element `offsets` and holds `sizes` of it.
+    fn at(
+        store: &Arc<Store>,
+        array: &Arc<Array>,
+        name: &str,
+        offsets: &[u64],
+        sizes: Vec<u64>,
+    ) -> Self {
+        let index: Vec<u64> = offsets
+            .iter()
+            .zip(&array.chunks)
+            .map(|(o, c)| o / c)
+            .collect();
         Self {
             store: Arc::clone(store),
             array: Arc::clone(array),
-            key,
+            name: Arc::from(name),
+            key: format!("{name}/{}", array.chunk_key(&index)),
             sizes,
         }
     }
 
-    /// The chunk's elements: a chunk never written is zeros (Orbax writes every chunk; a
-    /// fill value of `null` leaves the rest undefined).
+    /// The chunk's elements, read and decoded.
     async fn decode(&self) -> Result<LazyTensor> {
+        let raw = self.store.read(&self.key).await?;
+        self.clone().decoded(raw).await
+    }
+
+    /// The elements of `raw` (the stored chunk, `None` when never written), decompressed off
+    /// the async workers.
+    async fn decoded(self, raw: Option<Bytes>) -> Result<LazyTensor> {
+        tokio::task::spawn_blocking(move || self.elements(raw))
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    }
+
+    /// A chunk never written is zeros (Orbax writes every chunk; a fill value of `null` leaves
+    /// the rest undefined).
+    fn elements(&self, raw: Option<Bytes>) -> Result<LazyTensor> {
         let whole = self.array.chunk_bytes().ok_or_else(|| {
             self.store
                 .corrupt(&self.key, "is a chunk too large to hold".into())
         })?;
-        let bytes = match self.store.read(&self.key).await? {
+        let bytes = match raw {
             None => Bytes::from(vec![0u8; whole as usize]),
             Some(raw) => self
                 .array
@@ -551,6 +580,31 @@ impl Locate for Chunk {
     // Not cached: what a chunk locates to is its elements, which the tree must not keep.
     fn locate(&self) -> BoxFuture<'_, Result<LazyTensor>> {
         Box::pin(self.decode())
+    }
+
+    // Chunks of one array are values of one database: read together, neighbours in a data
+    // file come in one request; each is then decoded on a thread of its own.
+    fn locate_group<'a>(
+        &'a self,
+        group: &'a [Arc<Piece>],
+    ) -> Option<BoxFuture<'a, Result<Vec<LazyTensor>>>> {
+        Some(Box::pin(async move {
+            let chunks: Vec<Chunk> = group
+                .iter()
+                .map(|p| {
+                    Chunk::at(
+                        &self.store,
+                        &self.array,
+                        &self.name,
+                        &p.offsets,
+                        p.sizes.clone(),
+                    )
+                })
+                .collect();
+            let keys: Vec<String> = chunks.iter().map(|c| c.key.clone()).collect();
+            let raws = self.store.read_many(&keys).await?;
+            try_join_all(chunks.into_iter().zip(raws).map(|(c, raw)| c.decoded(raw))).await
+        }))
     }
 }
 
