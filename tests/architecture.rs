@@ -18,7 +18,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("upload", &["error", "location", "fetch"]),
     (
         "format",
-        &["error", "dtype", "location", "fetch", "tree", "upload"],
+        &[
+            "error", "dtype", "streams", "location", "fetch", "tree", "upload",
+        ],
     ),
     (
         "save",

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Listing, Object};
 use crate::format::object::read_whole;
 use crate::location::Location;
+use crate::streams::spawn;
 use crate::tree::{
     Dict, Inline, Int, LazyTensor, Leaf, Locate, Node, Opaque, Piece, Pieces, StateTree,
     TensorData, View, contiguous_strides,
@@ -523,19 +524,11 @@ impl Chunk {
     /// The chunk's elements, read and decoded.
     async fn decode(&self) -> Result<LazyTensor> {
         let raw = self.store.read(&self.key).await?;
-        self.clone().decoded(raw).await
+        self.elements(raw)
     }
 
-    /// The elements of `raw` (the stored chunk, `None` when never written), decompressed off
-    /// the async workers.
-    async fn decoded(self, raw: Option<Bytes>) -> Result<LazyTensor> {
-        tokio::task::spawn_blocking(move || self.elements(raw))
-            .await
-            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
-    }
-
-    /// A chunk never written is zeros (Orbax writes every chunk; a fill value of `null` leaves
-    /// the rest undefined).
+    /// The elements of `raw`, the stored chunk (`None` when never written: zeros, as Orbax
+    /// writes every chunk and a fill value of `null` leaves the rest undefined).
     fn elements(&self, raw: Option<Bytes>) -> Result<LazyTensor> {
         let whole = self.array.chunk_bytes().ok_or_else(|| {
             self.store
@@ -583,7 +576,8 @@ impl Locate for Chunk {
     }
 
     // Chunks of one array are values of one database: read together, neighbours in a data
-    // file come in one request; each is then decoded on a thread of its own.
+    // file come in one request; each is then decoded as a task of its own, so a large array
+    // decodes on every worker.
     fn locate_group<'a>(
         &'a self,
         group: &'a [Arc<Piece>],
@@ -603,7 +597,13 @@ impl Locate for Chunk {
                 .collect();
             let keys: Vec<String> = chunks.iter().map(|c| c.key.clone()).collect();
             let raws = self.store.read_many(&keys).await?;
-            try_join_all(chunks.into_iter().zip(raws).map(|(c, raw)| c.decoded(raw))).await
+            try_join_all(
+                chunks
+                    .into_iter()
+                    .zip(raws)
+                    .map(|(c, raw)| spawn(async move { c.elements(raw) })),
+            )
+            .await
         }))
     }
 }
