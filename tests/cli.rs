@@ -152,6 +152,11 @@ async fn stat_on_garage() {
 }
 
 #[tokio::test]
+async fn stat_on_seaweedfs() {
+    stat_on("seaweedfs").await;
+}
+
+#[tokio::test]
 async fn stat_on_gcs_emulator() {
     stat_on("gcs").await;
 }

@@ -185,6 +185,49 @@ pub async fn put_get_delete_round_trip(b: Backend) {
     assert!(err.is_not_found(), "[{}] {err}", b.name);
 }
 
+/// A create-only put of an existing object fails and leaves the first in place, on every server
+/// but Garage, which ignores the condition (the commit reads its object back there; the test
+/// records that it still does). s3s-fs checks the condition before it writes, so it holds one
+/// writer at a time but not under a race (see `two_writers` in `tests/checkpoint.rs`).
+pub async fn create_only_put_keeps_the_first_object(b: Backend) {
+    use object_store::{PutMode, PutOptions};
+    if b.read_only() || b.name == "http" {
+        return;
+    }
+    let loc = b.location("create-only/marker");
+    let put = |body: &'static [u8]| {
+        let loc = loc.clone();
+        async move {
+            let options = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            loc.store()
+                .put_opts(loc.path(), PutPayload::from_static(body), options)
+                .await
+        }
+    };
+    put(b"first")
+        .await
+        .unwrap_or_else(|e| panic!("[{}] first put: {e}", b.name));
+    let second = put(b"second").await;
+    let ignores_it = b.name == "garage";
+    if ignores_it {
+        assert!(
+            second.is_ok(),
+            "[{}] now honours If-None-Match: {second:?}",
+            b.name
+        );
+        return;
+    }
+    assert!(
+        matches!(second, Err(object_store::Error::AlreadyExists { .. })),
+        "[{}] second create-only put: {second:?}",
+        b.name
+    );
+    assert_eq!(read_all(&loc).await, b"first".as_slice(), "[{}]", b.name);
+}
+
 /// Parallel chunked downloads into memory, into a file and as a stream all equal one plain GET,
 /// for sizes around the chunk size and one of many chunks.
 pub async fn parallel_download_equals_sequential(b: Backend) {

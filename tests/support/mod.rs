@@ -25,7 +25,15 @@ use object_store::path::Path;
 
 /// Every backend name the suites know, in the order tests are generated.
 pub const BACKENDS: &[&str] = &[
-    "memory", "local", "s3s", "moto", "garage", "s3", "gcs", "http",
+    "memory",
+    "local",
+    "s3s",
+    "moto",
+    "garage",
+    "seaweedfs",
+    "s3",
+    "gcs",
+    "http",
 ];
 
 /// What a backend can do.
