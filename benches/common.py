@@ -51,8 +51,21 @@ def case(results, runs, label, target, sink, cmds, env=None, check=None):
 def garage():
     """The Garage server `scripts/servers` started: (its store options, the bucket, an
     environment for the AWS peers)."""
-    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
-    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
+    return s3_server("GARAGE")
+
+
+def s3_servers():
+    """Every S3 server `scripts/bench` started, as (row label, options, bucket, environment):
+    Garage, then SeaweedFS."""
+    return [(label, *s3_server(name)) for label, name in (("S3", "GARAGE"), ("S3 SeaweedFS", "SEAWEEDFS"))
+            if f"CKPTIO_TEST_{name}_OPTIONS" in os.environ]
+
+
+def s3_server(name):
+    """The S3 server NAME (`GARAGE`, `SEAWEEDFS`): (its store options, the bucket, an environment
+    for the AWS peers)."""
+    s3 = json.loads(os.environ[f"CKPTIO_TEST_{name}_OPTIONS"])
+    bucket = os.environ[f"CKPTIO_TEST_{name}_URI"].removeprefix("s3://").strip("/")
     env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
                AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"],
                AWS_ALLOW_HTTP="true", AWS_EC2_METADATA_DISABLED="true")

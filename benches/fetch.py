@@ -14,9 +14,12 @@ import subprocess
 import sys
 import tempfile
 
-from common import GiB, MiB, case, garage
+from common import GiB, MiB, case, garage, s3_servers
+
 CONCURRENCY = 8
 CHUNK = 8 * MiB
+SWEEP_CONCURRENCY = (8, 16, 32, 64)
+SWEEP_CHUNK = (4 * MiB, 8 * MiB, 16 * MiB)
 
 
 def file_check(path, size):
@@ -29,6 +32,25 @@ def file_check(path, size):
     return check
 
 
+def s3_cases(args, results, runs, target, s3, bucket, s3_env, name, out, check):
+    """ckptio and the S3 peers downloading the object from one S3 server."""
+    s3_uri = f"s3://{bucket}/{name}"
+    case(results, runs, "ckptio get", target, "memory",
+         [[args.get_memory, s3_uri, str(CONCURRENCY), str(CHUNK)]], env=s3_env)
+    case(results, runs, "ckptio get", target, "tmpfs file", [[args.ckptio, "-q", "get", s3_uri, out]], env=s3_env,
+         check=check)
+    case(results, runs, "s5cmd cp (-c 8 -p 8)", target, "tmpfs file",
+         [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", "-c", str(CONCURRENCY), "-p", "8", s3_uri, out]],
+         env=s3_env, check=check)
+    case(results, runs, "s5cmd cp (defaults)", target, "tmpfs file",
+         [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", s3_uri, out]], env=s3_env, check=check)
+    boto = ("import boto3; from boto3.s3.transfer import TransferConfig; "
+            f"boto3.client('s3', endpoint_url={s3['endpoint']!r}).download_file({bucket!r}, {name!r}, {out!r}, "
+            f"Config=TransferConfig(max_concurrency={CONCURRENCY}, multipart_chunksize={CHUNK}))")
+    case(results, runs, "boto3 download_file", target, "tmpfs file", [[sys.executable, "-c", boto]], env=s3_env,
+         check=check)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=GiB)
@@ -36,6 +58,8 @@ def main():
     ap.add_argument("--ckptio", required=True)
     ap.add_argument("--get-memory", required=True)
     ap.add_argument("--tmpfs", default="/dev/shm")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also time ckptio get into memory at several concurrencies and chunk sizes")
     args = ap.parse_args()
 
     http_base = os.environ["CKPTIO_TEST_HTTP_URI"]
@@ -54,8 +78,9 @@ def main():
             left -= n
     url = http_base + name
     s3_uri = f"s3://{bucket}/{name}"
-    subprocess.run(["s5cmd", "--endpoint-url", s3["endpoint"], "cp", src, s3_uri], env=s3_env, check=True,
-                   stdout=subprocess.DEVNULL)
+    for _, server, server_bucket, server_env in s3_servers():
+        subprocess.run(["s5cmd", "--endpoint-url", server["endpoint"], "cp", src, f"s3://{server_bucket}/{name}"],
+                       env=server_env, check=True, stdout=subprocess.DEVNULL)
 
     out_dir = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
     out = os.path.join(out_dir, "out.bin")
@@ -79,32 +104,29 @@ def main():
               f"max_files={CONCURRENCY}, chunk_size={CHUNK})")
         case(results, runs, "hf_transfer.download", "HTTP", "tmpfs file", [[sys.executable, "-c", hf]], check=check)
 
-        case(results, runs, "ckptio get", "S3", "memory",
-             [[args.get_memory, s3_uri, str(CONCURRENCY), str(CHUNK)]], env=s3_env)
-        case(results, runs, "ckptio get", "S3", "tmpfs file", [[args.ckptio, "-q", "get", s3_uri, out]], env=s3_env,
-             check=check)
-        case(results, runs, "s5cmd cp (-c 8 -p 8)", "S3", "tmpfs file",
-             [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", "-c", str(CONCURRENCY), "-p", "8", s3_uri, out]],
-             env=s3_env, check=check)
-        case(results, runs, "s5cmd cp (defaults)", "S3", "tmpfs file",
-             [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", s3_uri, out]], env=s3_env, check=check)
-        boto = ("import boto3; from boto3.s3.transfer import TransferConfig; "
-                f"boto3.client('s3', endpoint_url={s3['endpoint']!r}).download_file({bucket!r}, {name!r}, {out!r}, "
-                f"Config=TransferConfig(max_concurrency={CONCURRENCY}, multipart_chunksize={CHUNK}))")
-        case(results, runs, "boto3 download_file", "S3", "tmpfs file", [[sys.executable, "-c", boto]], env=s3_env,
-             check=check)
+        for target, server, server_bucket, server_env in s3_servers():
+            s3_cases(args, results, runs, target, server, server_bucket, server_env, name, out, check)
+        sweep = []
+        if args.sweep:
+            for target, uri, env in (("HTTP", url, None), ("S3", s3_uri, s3_env)):
+                for concurrency in SWEEP_CONCURRENCY:
+                    for chunk in SWEEP_CHUNK:
+                        case(sweep, runs, f"ckptio get c={concurrency} chunk={chunk // MiB} MiB", target, "memory",
+                             [[args.get_memory, uri, str(concurrency), str(chunk)]], env=env)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
 
     report(results, size)
+    if sweep:
+        report_sweep(sweep, size)
 
 
 def report(results, size):
     ceiling = next(r for r in results if "(ceiling)" in r["tool"])["median_s"]
-    peers = {
-        "HTTP": [r for r in results if r["target"] == "HTTP" and not r["tool"].startswith("ckptio")],
-        "S3": [r for r in results if r["target"] == "S3" and not r["tool"].startswith("ckptio")],
-    }
+    peers = {}
+    for r in results:
+        if not r["tool"].startswith("ckptio"):
+            peers.setdefault(r["target"], []).append(r)
     print(f"\n1 object of {size / GiB:.2f} GiB on 127.0.0.1; {os.cpu_count()} cores; median of runs; "
           f"ckptio with concurrency {CONCURRENCY}, chunk {CHUNK // MiB} MiB\n")
     print("| target | tool | sink | median s | GiB/s | × ceiling | peak RSS MiB |")
@@ -125,6 +147,22 @@ def report(results, size):
     budget = 64 * MiB + CONCURRENCY * CHUNK
     print(f"\nckptio file-sink peak RSS {file_rss / MiB:.0f} MiB; budget 64 MiB + {CONCURRENCY} x {CHUNK // MiB} MiB "
           f"= {budget / MiB:.0f} MiB: {'within' if file_rss <= budget else 'OVER'}")
+
+
+def report_sweep(sweep, size):
+    """GiB/s of ckptio get into memory by concurrency (rows) and chunk size (columns)."""
+    print("\nckptio get into memory, GiB/s by concurrency and chunk size (peak RSS MiB):\n")
+    for target in ("HTTP", "S3"):
+        print(f"| {target} | " + " | ".join(f"chunk {c // MiB} MiB" for c in SWEEP_CHUNK) + " |")
+        print("|---|" + "---:|" * len(SWEEP_CHUNK))
+        for concurrency in SWEEP_CONCURRENCY:
+            cells = []
+            for chunk in SWEEP_CHUNK:
+                r = next(r for r in sweep if r["target"] == target
+                         and r["tool"] == f"ckptio get c={concurrency} chunk={chunk // MiB} MiB")
+                cells.append(f"{size / GiB / r['median_s']:.2f} ({r['peak_rss'] / MiB:.0f})")
+            print(f"| concurrency {concurrency} | " + " | ".join(cells) + " |")
+        print()
 
 
 if __name__ == "__main__":

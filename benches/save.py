@@ -1,5 +1,5 @@
 """save benchmark: a 1 GiB checkpoint (256 F32 tensors of 4 MiB, read from a local safetensors
-file) saved as a ckptio checkpoint to local disk (tmpfs) and to S3 (Garage), against `s5cmd cp`
+file) saved as a ckptio checkpoint to local disk (tmpfs) and to S3 (Garage and SeaweedFS), against `s5cmd cp`
 uploading the same bytes as one file, and Python's `safetensors.save_file` (+ boto3
 `upload_file` for S3). Run through `scripts/bench save`. Reports medians, ratios and peak RSS
 (GNU time's %M per process)."""
@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import case, garage, ratio_table
+from common import case, ratio_table, s3_servers
 
 WRITE = """
 import sys, numpy as np
@@ -47,14 +47,13 @@ def main():
     ap.add_argument("--tmpfs", default="/dev/shm")
     args = ap.parse_args()
 
-    s3, bucket, s3_env = garage()
     work = tempfile.mkdtemp(prefix="ckptio-bench-save-", dir=args.tmpfs)
     try:
         src = os.path.join(work, "src.safetensors")
         print("bench: writing the 1 GiB source with Python's safetensors", file=sys.stderr)
         subprocess.run([sys.executable, "-c", WRITE, "256", src], check=True)
         size = os.path.getsize(src)
-        results = run_cases(args, src, work, bucket, s3, s3_env)
+        results = run_cases(args, src, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, size)
@@ -66,23 +65,26 @@ def fresh(template):
     return ["sh", "-c", template.replace("{n}", "$(date +%s%N)")]
 
 
-def run_cases(args, src, work, bucket, s3, s3_env):
+def run_cases(args, src, work):
     results, runs, py = [], args.runs, sys.executable
-    ep = s3["endpoint"]
     clean = lambda **_: subprocess.run(["sh", "-c", f"rm -rf {work}/out-*"], check=True)
     case(results, runs, "ckptio convert --to ckptio", "local", "", [fresh(f"{args.ckptio} convert -q {src} {work}/out-{{n}}")],
          check=clean)
     case(results, runs, "safetensors.save_file", "local", "", [fresh(f"{py} -c '{SAVE_FILE}' {src} {work}/out-{{n}}.st")],
          check=clean)
     case(results, runs, "cp (one file, the ceiling)", "local", "", [fresh(f"cp {src} {work}/out-{{n}}")], check=clean)
-    case(results, runs, "ckptio convert --to ckptio", "S3", "",
-         [fresh(f"{args.ckptio} convert -q {src} s3://{bucket}/save-{{n}}/ --dst-option endpoint={ep} --dst-option allow_http=true")],
-         env=s3_env)
-    case(results, runs, "s5cmd cp (one file)", "S3", "",
-         [fresh(f"s5cmd --endpoint-url {ep} cp {src} s3://{bucket}/s5cmd-{{n}}.safetensors")], env=s3_env)
-    case(results, runs, "save_file + boto3 upload", "S3", "",
-         [fresh(f"{py} -c '{SAVE_FILE_THEN_BOTO3}' {src} {work}/tmp-{{n}}.st {ep} {bucket} boto3-{{n}}.safetensors")],
-         env=s3_env)
+    for target, s3, bucket, s3_env in s3_servers():
+        ep = s3["endpoint"]
+        case(results, runs, "ckptio convert --to ckptio", target, "",
+             [fresh(f"{args.ckptio} convert -q {src} s3://{bucket}/save-{{n}}/ --dst-option endpoint={ep} "
+                    "--dst-option allow_http=true")],
+             env=s3_env)
+        case(results, runs, "s5cmd cp (one file)", target, "",
+             [fresh(f"s5cmd --endpoint-url {ep} cp {src} s3://{bucket}/s5cmd-{{n}}.safetensors")], env=s3_env)
+        case(results, runs, "save_file + boto3 upload", target, "",
+             [fresh(f"{py} -c '{SAVE_FILE_THEN_BOTO3}' {src} {work}/tmp-{{n}}.st {ep} {bucket} "
+                    "boto3-{n}.safetensors")],
+             env=s3_env)
     return results
 
 
