@@ -27,6 +27,14 @@ COUNTS = (1_000, 10_000, 100_000)
 STREAM_GIB = (1, 4, 16)
 RANKS = (8, 64)
 
+# As a script of its own: this directory's safetensors.py would shadow the package here.
+WRITE_SAFETENSORS = """
+import sys, numpy as np
+from safetensors.numpy import save_file
+n, path = int(sys.argv[1]), sys.argv[2]
+save_file({f"layers.{i}.w": np.full(4, i, dtype=np.float32) for i in range(n)}, path)
+"""
+
 WRITE_TORCH = """
 import sys, torch
 n, path = int(sys.argv[1]), sys.argv[2]
@@ -79,14 +87,6 @@ assert all(torch.equal(back[k], full[k]) for k in full), "torch does not read it
 """
 
 
-def write_safetensors(path, n):
-    """n F32 tensors of 4 elements, as Python's safetensors writes them."""
-    import numpy as np
-    from safetensors.numpy import save_file
-
-    save_file({f"layers.{i}.w": np.full(4, i, dtype=np.float32) for i in range(n)}, path)
-
-
 def write_sparse_safetensors(path, size, tensors=256):
     """A safetensors file of `size` bytes of F32 zeros in `tensors` tensors; the data is a hole."""
     each = size // tensors
@@ -123,7 +123,7 @@ def inspect_table(args, work):
     for n in COUNTS:
         print(f"bench: writing checkpoints of {n} tensors", file=sys.stderr)
         st = os.path.join(work, f"{n}.safetensors")
-        write_safetensors(st, n)
+        subprocess.run([sys.executable, "-c", WRITE_SAFETENSORS, str(n), st], check=True)
         pt = os.path.join(work, f"{n}.pt")
         subprocess.run([args.torch_python, "-c", WRITE_TORCH, str(n), pt], check=True)
         dc = os.path.join(work, f"{n}-dcp")
