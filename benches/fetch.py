@@ -2,7 +2,7 @@
 
 Run through `scripts/bench`, which installs the tools, starts nginx and Garage on 127.0.0.1 and
 exports their CKPTIO_TEST_* variables. Every case downloads the same object; the table reports
-the median of --runs runs, throughput, the ratio to the ceiling (8 parallel `curl -r` ranges to
+the median of --runs runs, throughput, the ratio to the ceiling (16 parallel `curl -r` ranges to
 /dev/null over HTTP) and ckptio's ratio to each peer, and the peak RSS of each process (from
 wait4, so a tool's own children are excluded unless it waits for them).
 """
@@ -16,7 +16,8 @@ import tempfile
 
 from common import GiB, MiB, case, garage, s3_servers
 
-CONCURRENCY = 8
+# ckptio's default, given to every tool that takes one (the ceiling is as many curls).
+CONCURRENCY = 16
 CHUNK = 8 * MiB
 SWEEP_CONCURRENCY = (8, 16, 32, 64)
 SWEEP_CHUNK = (4 * MiB, 8 * MiB, 16 * MiB)
@@ -39,7 +40,7 @@ def s3_cases(args, results, runs, target, s3, bucket, s3_env, name, out, check):
          [[args.get_memory, s3_uri, str(CONCURRENCY), str(CHUNK)]], env=s3_env)
     case(results, runs, "ckptio get", target, "tmpfs file", [[args.ckptio, "-q", "get", s3_uri, out]], env=s3_env,
          check=check)
-    case(results, runs, "s5cmd cp (-c 8 -p 8)", target, "tmpfs file",
+    case(results, runs, f"s5cmd cp (-c {CONCURRENCY} -p 8)", target, "tmpfs file",
          [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", "-c", str(CONCURRENCY), "-p", "8", s3_uri, out]],
          env=s3_env, check=check)
     case(results, runs, "s5cmd cp (defaults)", target, "tmpfs file",
@@ -90,11 +91,11 @@ def main():
     runs = args.runs
     print("bench: measuring (median of %d runs)" % runs, file=sys.stderr)
     try:
-        case(results, runs, "curl x8 ranges (ceiling)", "HTTP", "/dev/null",
+        case(results, runs, f"curl x{CONCURRENCY} ranges (ceiling)", "HTTP", "/dev/null",
              [["curl", "-sf", "-r", f"{a}-{b}", "-o", "/dev/null", url] for a, b in ranges])
         case(results, runs, "curl (single stream)", "HTTP", "/dev/null", [["curl", "-sf", "-o", "/dev/null", url]])
         parts = [os.path.join(out_dir, f"part{i}") for i in range(CONCURRENCY)]
-        case(results, runs, "curl x8 ranges (tmpfs ceiling)", "HTTP", "tmpfs files",
+        case(results, runs, f"curl x{CONCURRENCY} ranges (tmpfs ceiling)", "HTTP", "tmpfs files",
              [["curl", "-sf", "-r", f"{a}-{b}", "-o", p, url] for (a, b), p in zip(ranges, parts)])
         for p in parts:
             os.unlink(p)

@@ -22,7 +22,7 @@ pub struct Args {
     #[command(flatten)]
     store: StoreArgs,
     /// Range requests in flight at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, default_value_t = FetchOptions::default().concurrency as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
     /// Bytes per range request (8MiB, 512k, ...).
     #[arg(long, default_value = "8MiB")]
