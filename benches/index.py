@@ -84,7 +84,7 @@ def main():
             s3_index = f"s3://{bucket}/{name}/model.safetensors.index.json"
             label = f"{shards} shards"
             case(results, args.runs, "ckptio inspect", f"HTTP {label}", "", [[args.ckptio, "inspect", http_index]])
-            case(results, args.runs, "each header in turn (requests)", f"HTTP {label}", "",
+            case(results, args.runs, "each header in turn (http.client)", f"HTTP {label}", "",
                  [[sys.executable, "-c", HEADERS_HTTP, f"{http_base}{name}/"]])
             case(results, args.runs, "ckptio inspect", f"S3 {label}", "", [[args.ckptio, "inspect", s3_index]],
                  env=s3_env)

@@ -25,7 +25,7 @@ pub fn parse(data: &[u8], policy: &Policy) -> Result<Heap, PickleError> {
         values: Vec::new(),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::default(),
     };
     loop {
         let at = vm.pos;
@@ -50,7 +50,44 @@ struct Vm<'a> {
     values: Vec<Value>,
     stack: Vec<Id>,
     marks: Vec<usize>,
-    memo: HashMap<u64, Id>,
+    memo: Memo,
+}
+
+/// The memo. Picklers number entries 0, 1, 2, … (`MEMOIZE` always does): those live in a
+/// vector, which a DCP `.metadata` of 100,000 tensors fills two million times; an index out of
+/// that order goes to a map.
+#[derive(Default)]
+struct Memo {
+    dense: Vec<Id>,
+    sparse: HashMap<u64, Id>,
+}
+
+impl Memo {
+    fn len(&self) -> usize {
+        self.dense.len() + self.sparse.len()
+    }
+
+    fn get(&self, index: u64) -> Option<Id> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.dense.get(i))
+            .or_else(|| self.sparse.get(&index))
+            .copied()
+    }
+
+    /// Every index lives in one place: below `dense.len()` in the vector, above it in the map.
+    fn insert(&mut self, index: u64, id: Id) {
+        match usize::try_from(index) {
+            Ok(i) if i < self.dense.len() => self.dense[i] = id,
+            Ok(i) if i == self.dense.len() => {
+                self.sparse.remove(&index);
+                self.dense.push(id);
+            }
+            _ => {
+                self.sparse.insert(index, id);
+            }
+        }
+    }
 }
 
 type Step<T> = Result<T, Kind>;
@@ -596,7 +633,7 @@ impl Vm<'_> {
             .stack
             .last()
             .ok_or(Kind::StackUnderflow("PUT/MEMOIZE"))?;
-        if self.memo.len() >= MAX_MEMO && !self.memo.contains_key(&index) {
+        if self.memo.len() >= MAX_MEMO && self.memo.get(index).is_none() {
             return Err(Kind::Limit {
                 what: "the memo",
                 limit: MAX_MEMO,
@@ -607,7 +644,7 @@ impl Vm<'_> {
     }
 
     fn get(&mut self, index: u64) -> Step<()> {
-        let id = *self.memo.get(&index).ok_or(Kind::MissingMemo(index))?;
+        let id = self.memo.get(index).ok_or(Kind::MissingMemo(index))?;
         self.push(id)
     }
 
@@ -767,6 +804,26 @@ mod tests {
         let heap = run(data).unwrap();
         let items = heap.items(heap.root()).unwrap();
         assert_eq!(items[0], items[1]);
+    }
+
+    #[test]
+    fn memo_indices_out_of_order_and_overwritten_resolve_to_their_last_value() {
+        // Written by hand: `[]` put at 3, `{}` at 0, then another `[]` over 3 and `{}`s at 1
+        // and 2 (each popped), so that index 3 comes into order last; a tuple gets 0..=3 back.
+        let data = b"\x80\x02]q\x030}q\x000]q\x030}q\x010}q\x020(h\x00h\x01h\x02h\x03t.";
+        let heap = run(data).unwrap();
+        let items = heap.items(heap.root()).unwrap();
+        assert_eq!(items.len(), 4);
+        let distinct: std::collections::HashSet<_> = items.iter().collect();
+        assert_eq!(distinct.len(), 4, "four different values: {items:?}");
+        assert!(
+            heap.items(items[3]).is_some(),
+            "index 3 holds the second list"
+        );
+        assert!(
+            heap.items(items[0]).is_none(),
+            "index 0 holds the first dict"
+        );
     }
 
     #[test]
