@@ -32,14 +32,9 @@ with open(os.path.join(root, "model.safetensors.index.json"), "w") as f:
     json.dump({"metadata": {"total_size": shards * 8 * 64 * 64 * 4}, "weight_map": weight_map}, f)
 """
 
-# Each shard's header, one shard after another, two range requests each over one connection.
-HEADERS_HTTP = """
-import http.client, json, struct, sys, urllib.parse
-base = urllib.parse.urlparse(sys.argv[1])
-conn = http.client.HTTPConnection(base.netloc)
-def get(key, r):
-    conn.request("GET", base.path + key, headers={"Range": r})
-    return conn.getresponse().read()
+# Each shard's header, one shard after another: its length, then the header (what each Python
+# case ends with, given `get(key, range)`).
+READ_HEADERS = """
 index = json.loads(get("model.safetensors.index.json", "bytes=0-"))
 count = 0
 for shard in sorted(set(index["weight_map"].values())):
@@ -49,19 +44,22 @@ for shard in sorted(set(index["weight_map"].values())):
 print(count)
 """
 
+# Over one kept-alive connection.
+HEADERS_HTTP = """
+import http.client, json, struct, sys, urllib.parse
+base = urllib.parse.urlparse(sys.argv[1])
+conn = http.client.HTTPConnection(base.netloc)
+def get(key, r):
+    conn.request("GET", base.path + key, headers={"Range": r})
+    return conn.getresponse().read()
+""" + READ_HEADERS
+
 HEADERS_S3 = """
 import json, struct, sys, boto3
 endpoint, bucket, prefix = sys.argv[1:4]
 s3 = boto3.client("s3", endpoint_url=endpoint)
 get = lambda key, r: s3.get_object(Bucket=bucket, Key=prefix + key, Range=r)["Body"].read()
-index = json.loads(get("model.safetensors.index.json", "bytes=0-"))
-count = 0
-for shard in sorted(set(index["weight_map"].values())):
-    n = struct.unpack("<Q", get(shard, "bytes=0-7"))[0]
-    header = json.loads(get(shard, f"bytes=8-{7 + n}"))
-    count += len(header) - ("__metadata__" in header)
-print(count)
-"""
+""" + READ_HEADERS
 
 
 def main():

@@ -545,20 +545,26 @@ fn files_under(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<(Str
     }
 }
 
+/// Puts the Orbax fixture `name` on the backend under `name/`; its local directory and its
+/// location there.
+async fn seed_orbax(b: &Backend, name: &str) -> (std::path::PathBuf, ckptio::Location) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/orbax")
+        .join(name);
+    let mut files = Vec::new();
+    files_under(&dir, &dir, &mut files);
+    for (rel, bytes) in files {
+        b.seed(&format!("{name}/{rel}"), bytes).await;
+    }
+    (dir, b.location(&format!("{name}/")))
+}
+
 /// An Orbax checkpoint (OCDBT, zarr v2) opens from its metadata and B+tree alone, and an
 /// array stored out of line in a data file is one more GET of its chunk; arrays inline in the
 /// B+tree cost nothing more. Every array equals the local read.
 pub async fn orbax_lazy_reads_cost_one_get_per_chunk(b: Backend) {
-    let dir = std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/orbax/standard"
-    ));
-    let mut files = Vec::new();
-    files_under(dir, dir, &mut files);
-    for (rel, bytes) in files {
-        b.seed(&format!("orbax/{rel}"), bytes).await;
-    }
-    let (loc, counts) = b.location("orbax/").counted();
+    let (dir, loc) = seed_orbax(&b, "standard").await;
+    let (loc, counts) = loc.counted();
     let remote = ckptio::open(&loc, Default::default())
         .await
         .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
@@ -596,16 +602,8 @@ pub async fn orbax_lazy_reads_cost_one_get_per_chunk(b: Backend) {
 /// The chunks of one Orbax array stored side by side in a data file come in one request, and
 /// read what a local read of the same checkpoint does.
 pub async fn orbax_chunks_of_one_array_come_in_one_request(b: Backend) {
-    let dir = std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/orbax/sharded"
-    ));
-    let mut files = Vec::new();
-    files_under(dir, dir, &mut files);
-    for (rel, bytes) in files {
-        b.seed(&format!("orbax-sharded/{rel}"), bytes).await;
-    }
-    let (loc, counts) = b.location("orbax-sharded/").counted();
+    let (dir, loc) = seed_orbax(&b, "sharded").await;
+    let (loc, counts) = loc.counted();
     let remote = ckptio::open(&loc, Default::default())
         .await
         .unwrap_or_else(|e| panic!("[{}] {e}", b.name));
