@@ -50,8 +50,10 @@ impl Callback {
 
     fn report(&self) {
         use std::sync::atomic::Ordering::Relaxed;
-        let (done, total) = (self.done.load(Relaxed), self.total.load(Relaxed));
         Python::attach(|py| {
+            // Read under the GIL, which orders the reports of concurrent requests: read before
+            // it, a report could overtake a later one, and the last call would not show the end.
+            let (done, total) = (self.done.load(Relaxed), self.total.load(Relaxed));
             if let Err(e) = self.callable.call1(py, (done, total)) {
                 // A broken callback must not fail the read; it is reported once, as Python would.
                 e.write_unraisable(py, Some(self.callable.bind(py)));
