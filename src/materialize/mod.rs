@@ -435,21 +435,10 @@ fn assemble(
             return Err(bad(format!("{} tensors cannot be assembled", t.dtype)));
         }
         if let Some(whole) = single_piece(&t, &pieces) {
-            let part = whole.locate.locate().await?;
-            let inner = MaterializeOptions {
-                to_f32: false,
-                ..options
-            };
-            let (_, part) = materialize(vec![(String::new(), part)], inner)
+            let (_, part) = read_pieces(&[(0, Arc::clone(whole))], t.dtype, options, &bad)
                 .await?
                 .pop()
-                .expect("one tensor in, one out");
-            if part.dtype != t.dtype || part.shape != t.shape {
-                return Err(bad(format!(
-                    "its one chunk holds {} × {:?}, not {} × {:?}",
-                    part.dtype, part.shape, t.dtype, t.shape
-                )));
-            }
+                .expect("one piece in, one out");
             let tensor = widened(&where_, &path, &t, part.data, options)?;
             return Ok((path, tensor));
         }
@@ -470,42 +459,8 @@ fn assemble(
         );
         for group in groups {
             for chunk in group.chunks(PIECES_AT_ONCE) {
-                let together: Vec<Arc<crate::tree::Piece>> =
-                    chunk.iter().map(|(_, b)| Arc::clone(b)).collect();
-                let located: Vec<(String, LazyTensor)> =
-                    match together[0].locate.locate_group(&together) {
-                        Some(read) => chunk
-                            .iter()
-                            .map(|(i, _)| i.to_string())
-                            .zip(read.await?)
-                            .collect(),
-                        None => {
-                            stream::iter(chunk.iter().cloned())
-                                .map(|(i, b)| async move {
-                                    Ok::<_, Error>((i.to_string(), b.locate.locate().await?))
-                                })
-                                .buffer_unordered(PIECES_AT_ONCE)
-                                .try_collect()
-                                .await?
-                        }
-                    };
-                let read = materialize(
-                    located,
-                    MaterializeOptions {
-                        to_f32: false,
-                        ..options
-                    },
-                )
-                .await?;
-                for (name, part) in read {
-                    let i: usize = name.parse().expect("pieces are named by their index");
+                for (i, part) in read_pieces(chunk, t.dtype, options, &bad).await? {
                     let piece = &pieces.boxes[i];
-                    if part.dtype != t.dtype || part.shape != piece.sizes {
-                        return Err(bad(format!(
-                            "its chunk at {:?} holds {} × {:?}, not {} × {:?}",
-                            piece.offsets, part.dtype, part.shape, t.dtype, piece.sizes
-                        )));
-                    }
                     covered += layout::place(
                         &mut data,
                         &t.shape,
@@ -528,6 +483,47 @@ fn assemble(
         let tensor = widened(&where_, &path, &t, data.into(), options)?;
         Ok((path, tensor))
     })
+}
+
+/// `pieces` (indexed as in their tensor) located together where the format can, read, and
+/// checked to hold `dtype` in the piece's sizes.
+async fn read_pieces(
+    pieces: &[(usize, Arc<crate::tree::Piece>)],
+    dtype: DType,
+    options: MaterializeOptions,
+    bad: &(dyn Fn(String) -> Error + Sync),
+) -> Result<Vec<(usize, Tensor)>> {
+    let together: Vec<Arc<crate::tree::Piece>> =
+        pieces.iter().map(|(_, b)| Arc::clone(b)).collect();
+    // Named by their position in `pieces`.
+    let located: Vec<(String, LazyTensor)> = match together[0].locate.locate_group(&together) {
+        Some(read) => (0..pieces.len())
+            .map(|j| j.to_string())
+            .zip(read.await?)
+            .collect(),
+        None => stream::iter(together.iter().cloned().enumerate())
+            .map(|(j, b)| async move { Ok::<_, Error>((j.to_string(), b.locate.locate().await?)) })
+            .buffer_unordered(PIECES_AT_ONCE)
+            .try_collect()
+            .await?,
+    };
+    let inner = MaterializeOptions {
+        to_f32: false,
+        ..options
+    };
+    let mut out = Vec::with_capacity(pieces.len());
+    for (name, part) in materialize(located, inner).await? {
+        let j: usize = name.parse().expect("pieces are named by their position");
+        let (i, piece) = &pieces[j];
+        if part.dtype != dtype || part.shape != piece.sizes {
+            return Err(bad(format!(
+                "its chunk at {:?} holds {} × {:?}, not {} × {:?}",
+                piece.offsets, part.dtype, part.shape, dtype, piece.sizes
+            )));
+        }
+        out.push((*i, part));
+    }
+    Ok(out)
 }
 
 /// The one piece that is the whole tensor, when there is one: its elements need no placing
@@ -953,6 +949,7 @@ mod tests {
         assert_eq!((checked, read), (1, 4));
         assert!(most < 1 << 20, "{most} bytes held at once");
     }
+
     /// A piece that locates to a fixed tensor, as a format's chunk would.
     #[derive(Debug)]
     struct Fixed(LazyTensor);
