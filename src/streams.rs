@@ -23,12 +23,13 @@ impl<T> Future for Task<T> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        Pin::new(&mut self.0).poll(cx).map(|joined| match joined {
-            Ok(value) => value,
-            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-            // Only `Drop` aborts, and a dropped task is never polled again.
-            Err(err) => unreachable!("a task was cancelled while awaited: {err}"),
-        })
+        match Pin::new(&mut self.0).poll(cx) {
+            Poll::Ready(Ok(value)) => Poll::Ready(value),
+            Poll::Ready(Err(err)) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // Cancelled: not by `Drop` (a dropped handle is never polled again), so by the
+            // runtime shutting down, which drops the awaiting task next. It waits for that.
+            Poll::Ready(Err(_)) | Poll::Pending => Poll::Pending,
+        }
     }
 }
 
