@@ -56,7 +56,7 @@ pub use crate::error::{BoxError, ChecksumMismatch, Error, Result, TensorError, T
 pub use crate::fetch::{
     FetchOptions, Listing, NoProgress, Object, ObjectInfo, Progress, RetryPolicy, list, stat, walk,
 };
-pub use crate::format::{Checkpoint, Format, OpenOptions, ReadOptions, open};
+pub use crate::format::{Checkpoint, Format, OpenOptions, ReadOptions, open, open_bytes};
 pub use crate::location::{
     Capabilities, ClientSettings, Counts, CreateOnly, Env, Location, Resolver, Scheme,
     StorageOptions, redact, redact_uri, resolve,

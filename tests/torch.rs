@@ -1150,3 +1150,59 @@ async fn a_corrupt_compressed_dcp_item_is_named_by_its_file_and_bytes() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_torch_file_held_in_memory_reads_as_it_does_from_its_location() {
+    for (name, _) in fixtures() {
+        let path = fixture(&format!("torch/{name}"));
+        let Ok(bytes) = std::fs::read(&path).map(Bytes::from) else {
+            continue; // a DCP directory
+        };
+        if !bytes.starts_with(b"PK") {
+            continue; // a legacy file
+        }
+        let from_file = read_tree(&local(&path)).await;
+        let in_memory = ckptio::open_bytes(bytes, &name, Default::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(in_memory.format, ckptio::Format::Torch, "{name}");
+        let want = materialize_tree(&from_file, MaterializeOptions::default())
+            .await
+            .unwrap();
+        let got = materialize_tree(&in_memory.tree, MaterializeOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got: BTreeMap<String, ckptio::Tensor> = got.into_iter().collect();
+        assert_eq!(want.len(), got.len(), "{name}: tensors");
+        for (path, w) in &want {
+            let g = &got[path];
+            assert_eq!((w.dtype, &w.shape), (g.dtype, &g.shape), "{name}: {path}");
+            assert_eq!(w.data, g.data, "{name}: {path} bytes");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bytes_in_memory_that_are_not_a_whole_checkpoint_are_refused_by_name() {
+    let file = std::fs::read(fixture("torch/state_dict.pt")).unwrap();
+    let cut = Bytes::copy_from_slice(&file[..file.len() - 10]);
+    let err = ckptio::open_bytes(cut, "item.pt", Default::default()).unwrap_err();
+    assert!(matches!(err, ckptio::Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("item.pt"), "{err}");
+
+    let hostile = Bytes::from(std::fs::read(fixture("torch/hostile.pt")).unwrap());
+    let err = ckptio::open_bytes(hostile, "hostile.pt", Default::default()).unwrap_err();
+    assert!(err.to_string().contains("posix.system"), "{err}");
+
+    let legacy = Bytes::from(std::fs::read(fixture("torch/legacy.pt")).unwrap());
+    let err = ckptio::open_bytes(legacy, "legacy.pt", Default::default()).unwrap_err();
+    assert!(matches!(err, ckptio::Error::Unsupported { .. }), "{err}");
+
+    let mut lying = std::fs::read(fixture("tiny.safetensors")).unwrap();
+    lying.truncate(lying.len() - 1);
+    let err = ckptio::open_bytes(lying.into(), "tiny.safetensors", Default::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("tiny.safetensors")
+            && matches!(err, ckptio::Error::Corrupt { .. }),
+        "{err}"
+    );
+}

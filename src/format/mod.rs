@@ -246,6 +246,49 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
     })
 }
 
+/// Reads a checkpoint held whole in memory: `data` is a `torch.save` zip (a DCP item, an
+/// HTTP body) or a safetensors file, named `name` in messages. Nothing is copied: tensors
+/// are slices of `data`, checked (CRC-32 of torch storages, with `verify`) when read.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let data = bytes::Bytes::from(std::fs::read("fixtures/tiny.safetensors")?);
+/// let checkpoint = ckptio::open_bytes(data, "tiny.safetensors", Default::default())?;
+/// assert_eq!(checkpoint.format, ckptio::Format::Safetensors);
+/// assert_eq!(checkpoint.tree.tensors().count(), 3);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] or [`Error::Unsafe`] from the reader; [`Error::Unsupported`] for a
+/// legacy `torch.save` file or a GGUF file, which are read from a location only.
+pub fn open_bytes(data: bytes::Bytes, name: &str, options: ReadOptions) -> Result<Checkpoint> {
+    let (format, metadata, tree) = match probe::sniff(&data) {
+        Sniffed::Zip => (
+            Format::Torch,
+            BTreeMap::new(),
+            torch::archive::read_bytes(&data, name, options)?,
+        ),
+        Sniffed::Other => {
+            let (metadata, tree) = safetensors::from_bytes(&data, name)?;
+            (Format::Safetensors, metadata, tree)
+        }
+        Sniffed::Pickle | Sniffed::Gguf => {
+            return Err(Error::Unsupported {
+                uri: name.to_owned(),
+                what: "a legacy torch or GGUF file in memory (open it from a file or a store)"
+                    .into(),
+            });
+        }
+    };
+    Ok(Checkpoint {
+        format,
+        tree,
+        metadata,
+    })
+}
+
 /// Each state file of a directory as a subtree named after the file (its name up to the first
 /// dot), opened as it would be on its own.
 async fn open_state_files(

@@ -342,6 +342,23 @@ impl LazyTensor {
         }
     }
 
+    /// A contiguous little-endian tensor whose elements are `bytes`, already in memory;
+    /// `origin` names where they came from, for messages.
+    pub fn inline(dtype: DType, shape: Vec<u64>, bytes: Bytes, origin: Arc<str>) -> Self {
+        Self {
+            dtype,
+            shape,
+            strides: Vec::new(),
+            data: TensorData::Inline(Inline {
+                bytes,
+                big_endian: false,
+                origin,
+            }),
+            view: View::default(),
+            quantized: None,
+        }
+    }
+
     /// A type and shape with no data: what a load expects.
     pub fn abstract_(dtype: DType, shape: Vec<u64>) -> Self {
         Self {

@@ -13,7 +13,7 @@ pub mod index;
 mod reader;
 mod writer;
 
-pub(crate) use reader::{SPECULATIVE_READ, SafetensorsFile};
+pub(crate) use reader::{SPECULATIVE_READ, SafetensorsFile, from_bytes};
 pub(crate) use writer::{Entry, FileLayout, write_file};
 
 pub use reader::Invalid;

@@ -31,6 +31,31 @@ pub(crate) struct SafetensorsFile {
     by_name: OnceLock<HashMap<String, usize>>,
 }
 
+/// A safetensors file held whole in `data` (named `name` in messages), as its metadata and a
+/// tree whose tensors are slices of `data`.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] naming what is wrong with the header.
+pub(crate) fn from_bytes(
+    data: &Bytes,
+    name: &str,
+) -> Result<(BTreeMap<String, String>, StateTree)> {
+    let header = parse(data, data.len() as u64).map_err(|e| Error::corrupt(name, Invalid(e)))?;
+    let origin: Arc<str> = Arc::from(name);
+    let root = header
+        .tensors
+        .into_iter()
+        .map(|t| {
+            // The header was checked against `data.len()`: every range lies inside it.
+            let bytes = data.slice(t.range.start as usize..t.range.end as usize);
+            let lazy = LazyTensor::inline(t.dtype, t.shape, bytes, Arc::clone(&origin));
+            (t.name, Node::from(lazy))
+        })
+        .collect();
+    Ok((header.metadata, StateTree::from_dict(root)))
+}
+
 impl SafetensorsFile {
     /// Opens and validates the file at `location`: one ranged GET of the first
     /// [`SPECULATIVE_READ`] bytes, and one more only if the header is longer.
