@@ -13,7 +13,7 @@ Every function takes `storage_options` (a dict of strings: `endpoint`, `region`,
 ...) beside the environment's `AWS_*`, `GOOGLE_*`, `AZURE_*`.
 """
 
-from ckptio._api import Checkpoint, TensorInfo, download, load, open, save, stream
+from ckptio._api import Checkpoint, TensorInfo, download, load, open, open_bytes, save, stream
 from ckptio._ckptio import (
     ChangedError,
     CommittedError,
@@ -52,6 +52,7 @@ __all__ = [
     "load",
     "ls",
     "open",
+    "open_bytes",
     "rm",
     "safe_open",
     "save",

@@ -194,6 +194,26 @@ def open(
     return Checkpoint(inner, framework)
 
 
+def open_bytes(
+    data: bytes | bytearray | memoryview | _ckptio.Buffer,
+    name: str = "<bytes>",
+    *,
+    framework: str | None = None,
+    strict: bool = False,
+    verify: bool = True,
+) -> Checkpoint:
+    """Reads a checkpoint held whole in memory: a `torch.save` archive (zip) or a safetensors
+    file, as `safetensors.torch.load(data)` or `torch.load(io.BytesIO(data))` would, with
+    ckptio's restricted unpickler and checksum checks. `name` names it in errors. Tensors read
+    from a `bytes` object are copies; from a `Buffer` ckptio returned (`ckptio._ckptio.get`,
+    `read_ranges`), they are views of it. Legacy torch files and GGUF are read from a path or a
+    URI only (`UnsupportedError` here).
+    """
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    return Checkpoint(_ckptio.open_bytes(data, name, strict=strict, verify=verify), framework)
+
+
 def load(
     uri: str,
     storage_options: Mapping[str, Any] | None = None,

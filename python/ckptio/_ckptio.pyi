@@ -85,6 +85,14 @@ def open(
     dequantize: bool = False,
     progress: Callable[[int, int], object] | None = None,
 ) -> Checkpoint: ...
+def open_bytes(
+    data: Buffer | bytes,
+    name: str,
+    *,
+    strict: bool = False,
+    verify: bool = True,
+    memory_budget: int = ...,
+) -> Checkpoint: ...
 def save(
     uri: str,
     state: dict[str, Any],

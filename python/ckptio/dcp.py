@@ -51,7 +51,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from ckptio import _ckptio
-from ckptio._convert import lend
+from ckptio._convert import lend, to_torch
 
 METADATA = ".metadata"
 DATA_SUFFIX = ".distcp"
@@ -263,16 +263,10 @@ class CkptioStorageReader(_AtUri, StorageReader):
         if item.type == LoadItemType.BYTE_IO:
             planner.load_bytes(item, io.BytesIO(stream.read()))
             return
-        if not stream.seekable():
-            stream = io.BytesIO(stream.read())
-        try:
-            tensor = torch.load(stream, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch's reader raises what it meets: zip, pickle, size errors
-            raise _ckptio.CorruptError(
-                f"{where}: item {item.storage_index} is not a torch.save archive ({e})"
-            ) from e
-        if not isinstance(tensor, torch.Tensor):
-            raise _ckptio.CorruptError(f"{where}: holds a {type(tensor).__name__}, not a tensor")
+        if info.transform_descriptors:
+            tensor = _torch_load(stream, where, item)
+        else:
+            tensor = _stored_tensor(part, where, item)
         tensor = _narrow(tensor, item.storage_offsets, item.lengths)
         target = planner.resolve_tensor(item).detach()
         if target.size() != tensor.size():
@@ -341,6 +335,48 @@ def _size(item: WriteItem) -> int:
     for n in item.tensor_data.size:
         numel *= n
     return numel * item.tensor_data.properties.dtype.itemsize
+
+
+_ZIP = b"PK\x03\x04"
+
+
+def _stored_tensor(part: Any, where: str, item: Any) -> torch.Tensor:
+    """The tensor a plain `torch.save` archive in `part` holds, as a view of `part`: the
+    archive is parsed where it lies, the storage's CRC-32 checked, nothing copied."""
+    if np.asarray(part)[:4].tobytes() != _ZIP:
+        raise _ckptio.CorruptError(
+            f"{where}: item {item.storage_index} is not a torch.save archive "
+            "(it does not start as a zip)"
+        )
+    try:
+        archive = _ckptio.open_bytes(part, where)
+        tensors = archive.read()
+    except (_ckptio.CorruptError, _ckptio.UnsupportedError) as e:
+        raise _ckptio.CorruptError(
+            f"{where}: item {item.storage_index} is not a torch.save archive ({e})"
+        ) from e
+    if len(tensors) != 1 or archive.keys() != [""]:
+        raise _ckptio.CorruptError(
+            f"{where}: item {item.storage_index} holds {len(tensors)} tensors "
+            f"at {archive.keys()[:3]}, not one tensor"
+        )
+    _, (dtype, shape, buffer) = tensors[0]
+    return to_torch(dtype, shape, buffer)
+
+
+def _torch_load(stream: IO[bytes], where: str, item: Any) -> torch.Tensor:
+    """The tensor an archive coming through stream transforms holds, rebuilt by torch."""
+    if not stream.seekable():
+        stream = io.BytesIO(stream.read())
+    try:
+        tensor = torch.load(stream, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's reader raises what it meets: zip, pickle, size errors
+        raise _ckptio.CorruptError(
+            f"{where}: item {item.storage_index} is not a torch.save archive ({e})"
+        ) from e
+    if not isinstance(tensor, torch.Tensor):
+        raise _ckptio.CorruptError(f"{where}: holds a {type(tensor).__name__}, not a tensor")
+    return tensor
 
 
 def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]) -> torch.Tensor:

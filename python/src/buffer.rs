@@ -17,6 +17,11 @@ impl Buffer {
     pub(crate) fn new(bytes: Bytes) -> Self {
         Self { bytes }
     }
+
+    /// The bytes, shared.
+    pub(crate) fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
 }
 
 #[pymethods]

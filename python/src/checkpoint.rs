@@ -10,9 +10,9 @@ use ckptio::{LazyTensor, MaterializeOptions, StateTree, TensorData};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use indexmap::IndexMap;
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::buffer::Buffer;
 use crate::runtime::wait;
@@ -30,6 +30,8 @@ pub(crate) struct Checkpoint {
     tree: StateTree,
     tensors: IndexMap<String, LazyTensor>,
     budget: u64,
+    /// Opened from a buffer the caller holds: tensors read are views of it, not copies.
+    views: bool,
 }
 
 impl Checkpoint {
@@ -46,6 +48,7 @@ impl Checkpoint {
             tree: checkpoint.tree,
             tensors,
             budget,
+            views: false,
         }
     }
 
@@ -79,10 +82,11 @@ impl Checkpoint {
 }
 
 /// The read of `tensor`: bytes the checkpoint itself holds (a numpy array inside a pickle) are
-/// copied, so that every buffer handed to Python is its own.
-fn read(lazy: &LazyTensor, tensor: ckptio::Tensor) -> Read {
+/// copied, so that every buffer handed to Python is its own, unless they are `views` of a
+/// buffer the caller gave.
+fn read(lazy: &LazyTensor, tensor: ckptio::Tensor, views: bool) -> Read {
     let data = match lazy.data {
-        TensorData::Inline(_) => Bytes::copy_from_slice(&tensor.data),
+        TensorData::Inline(_) if !views => Bytes::copy_from_slice(&tensor.data),
         _ => tensor.data,
     };
     (tensor.dtype.name(), tensor.shape, Buffer::new(data))
@@ -138,6 +142,39 @@ pub(crate) fn open(
         }
     }
     Ok(Checkpoint::new(location.uri(), checkpoint, memory_budget))
+}
+
+/// Reads a checkpoint held whole in `data` (a `torch.save` zip or a safetensors file; a
+/// `Buffer` ckptio read, or `bytes`), named `name` in messages. Tensors read from it are views
+/// of `data` when it is a `Buffer`: nothing is copied.
+#[pyfunction]
+#[pyo3(signature = (data, name, *, strict=false, verify=true, memory_budget=64 << 20))]
+pub(crate) fn open_bytes(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    name: &str,
+    strict: bool,
+    verify: bool,
+    memory_budget: u64,
+) -> PyResult<Checkpoint> {
+    let (bytes, views) = if let Ok(buffer) = data.cast::<Buffer>() {
+        (buffer.get().bytes().clone(), true)
+    } else if let Ok(bytes) = data.cast::<PyBytes>() {
+        (Bytes::copy_from_slice(bytes.as_bytes()), false)
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "{name}: open_bytes takes a ckptio Buffer or bytes, not {}",
+            data.get_type().name()?
+        )));
+    };
+    let options = ckptio::ReadOptions { strict, verify };
+    let checkpoint = py
+        .detach(|| ckptio::open_bytes(bytes, name, options))
+        .map_err(crate::errors::to_py)?;
+    Ok(Checkpoint {
+        views,
+        ..Checkpoint::new(name.to_owned(), checkpoint, memory_budget)
+    })
 }
 
 #[pymethods]
@@ -212,7 +249,7 @@ impl Checkpoint {
             .into_iter()
             .map(|(path, t)| {
                 let lazy = &self.tensors[&path];
-                let r = read(lazy, t);
+                let r = read(lazy, t, self.views);
                 (path, r)
             })
             .collect())
@@ -236,7 +273,7 @@ impl Checkpoint {
             ),
         )?;
         let (_, tensor) = out.pop().expect("one tensor asked, one read");
-        Ok(read(&rows, tensor))
+        Ok(read(&rows, tensor, self.views))
     }
 
     /// Bytes `start..end` of a contiguous tensor's stored bytes, as stored.
@@ -270,7 +307,7 @@ impl Checkpoint {
         let wanted = self.wanted(paths)?;
         let inline: std::collections::HashSet<String> = wanted
             .iter()
-            .filter(|(_, t)| matches!(t.data, TensorData::Inline(_)))
+            .filter(|(_, t)| !self.views && matches!(t.data, TensorData::Inline(_)))
             .map(|(p, _)| p.clone())
             .collect();
         Ok(TensorStream {

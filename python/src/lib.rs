@@ -30,6 +30,7 @@ fn _ckptio(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<save::TensorIn>()?;
     module.add_class::<checkpointer::Checkpointer>()?;
     module.add_function(wrap_pyfunction!(checkpoint::open, module)?)?;
+    module.add_function(wrap_pyfunction!(checkpoint::open_bytes, module)?)?;
     module.add_function(wrap_pyfunction!(save::save, module)?)?;
     module.add_function(wrap_pyfunction!(ops::stat, module)?)?;
     module.add_function(wrap_pyfunction!(ops::download, module)?)?;

@@ -270,3 +270,42 @@ def test_a_plain_pickle_of_numpy_arrays_loads_as_pickle_does() -> None:
     assert np.array_equal(ours["ids"], theirs["ids"])
     assert (ours["step"], ours["name"]) == (theirs["step"], theirs["name"])
     assert ours["nested"][0] == 1.5 and list(ours["nested"][1]) == [2, 3]
+
+
+@pytest.mark.parametrize("name", ["torch/state_dict.pt", "torch/views.pt", "tiny.safetensors"])
+def test_a_checkpoint_in_memory_reads_as_it_does_from_its_file(name: str) -> None:
+    path = str(FIXTURES / name)
+    want = ckptio.open(path, framework="np").read()
+    for data in (
+        (FIXTURES / name).read_bytes(),
+        bytearray((FIXTURES / name).read_bytes()),
+        ckptio._ckptio.get(path),
+    ):
+        got = ckptio.open_bytes(data, name, framework="np").read()
+        assert sorted(got) == sorted(want), f"{name}: {type(data).__name__}"
+        for path_, array in want.items():
+            assert got[path_].dtype == array.dtype and np.array_equal(got[path_], array), path_
+
+
+def test_a_checkpoint_in_a_buffer_reads_as_views_of_it_and_bytes_as_copies() -> None:
+    raw = (FIXTURES / "tiny.safetensors").read_bytes()
+    buffer = ckptio._ckptio.get(str(FIXTURES / "tiny.safetensors"))
+    name = ckptio.open_bytes(raw, framework="np").keys()[0]
+    view = ckptio.open_bytes(buffer, framework="np").get_tensor(name)
+    view.reshape(-1).view(np.uint8)[0] ^= 0xFF
+    assert np.asarray(buffer).tobytes() != raw  # the tensor was a view of the buffer
+    copy = ckptio.open_bytes(raw, framework="np").get_tensor(name)
+    copy.reshape(-1).view(np.uint8)[0] ^= 0xFF
+    assert ckptio.open_bytes(raw, framework="np").get_tensor(name).tobytes() != copy.tobytes()
+
+
+def test_bytes_in_memory_that_are_not_a_checkpoint_get_the_right_exception() -> None:
+    raw = (FIXTURES / "torch" / "state_dict.pt").read_bytes()
+    with pytest.raises(ckptio.CorruptError, match=r"item\.pt"):
+        ckptio.open_bytes(raw[:-10], "item.pt")
+    with pytest.raises(ckptio.UnsafeError, match=r"posix\.system"):
+        ckptio.open_bytes((FIXTURES / "torch" / "hostile.pt").read_bytes(), "hostile.pt")
+    with pytest.raises(ckptio.UnsupportedError, match=r"legacy\.pt"):
+        ckptio.open_bytes((FIXTURES / "torch" / "legacy.pt").read_bytes(), "legacy.pt")
+    with pytest.raises(TypeError, match="Buffer or bytes"):
+        ckptio._ckptio.open_bytes("not bytes", "x")  # type: ignore[arg-type]
