@@ -1206,3 +1206,20 @@ async fn bytes_in_memory_that_are_not_a_whole_checkpoint_are_refused_by_name() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn each_chunk_of_a_dcp_tensor_costs_one_request() {
+    let dir = dcp_copy("dcp_sharded");
+    let (loc, counts) = local(dir.path()).counted();
+    let tree = read_tree(&loc).await;
+    let w = tree.tensor("model/w").expect("model/w is a tensor").clone();
+    let before = counts.gets();
+    let got = materialize(vec![("w".into(), w.clone())], MaterializeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(counts.gets() - before, 2, "two chunks, in two files");
+    let want: Vec<u8> = (0..w.numel())
+        .flat_map(|v| (v as f32).to_le_bytes())
+        .collect();
+    assert_eq!(got[0].1.data, want);
+}

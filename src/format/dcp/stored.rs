@@ -99,6 +99,18 @@ impl DataFile {
         first_tensor(tree).ok_or_else(|| self.corrupt(range, "the chunk holds no tensor".into()))
     }
 
+    /// The tensor of the plain `torch.save` zip `data`, read whole from `range`: a view of
+    /// `data`, its CRC-32 checked (with `verify`) when it is read.
+    pub(crate) fn chunk_in(
+        &self,
+        data: &Bytes,
+        range: &Range<u64>,
+        options: ReadOptions,
+    ) -> Result<LazyTensor> {
+        let tree = archive::read_bytes(data, &self.describe(range), options)?;
+        first_tensor(tree).ok_or_else(|| self.corrupt(range, "the chunk holds no tensor".into()))
+    }
+
     /// A non-tensor item stored at `range` through `transforms`: its object, as a tree.
     pub(crate) fn item(
         &self,
