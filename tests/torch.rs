@@ -1223,3 +1223,28 @@ async fn each_chunk_of_a_dcp_tensor_costs_one_request() {
         .collect();
     assert_eq!(got[0].1.data, want);
 }
+
+#[tokio::test]
+async fn every_tensor_of_a_dcp_checkpoint_comes_in_one_request_per_data_file() {
+    let dir = dcp_copy("dcp_sharded");
+    let (loc, counts) = local(dir.path()).counted();
+    let tree = read_tree(&loc).await;
+    let tensors: Vec<(String, LazyTensor)> = tree.tensors().map(|(p, t)| (p, t.clone())).collect();
+    assert_eq!(tensors.len(), 3);
+    let before = counts.gets();
+    let got = materialize(tensors, MaterializeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(counts.gets() - before, 2, "3 tensors in 2 data files");
+    let want = materialize(
+        read_tree(&local(&fixture("torch/dcp_sharded")))
+            .await
+            .tensors()
+            .map(|(p, t)| (p, t.clone()))
+            .collect(),
+        MaterializeOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, want);
+}

@@ -30,9 +30,13 @@ pub(crate) fn check(
 async fn check_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(String, u64)>> {
     match batch {
         Batch::Read(batch) => check_reads(batch).await,
-        Batch::Assemble(path, t, pieces) => {
-            let bytes = check_pieces(&path, &t, &pieces, options).await?;
-            Ok(vec![(path, bytes)])
+        Batch::Assemble(tensors) => {
+            let mut out = Vec::with_capacity(tensors.len());
+            for (path, t, pieces) in tensors {
+                let bytes = check_pieces(&path, &t, &pieces, options).await?;
+                out.push((path, bytes));
+            }
+            Ok(out)
         }
     }
 }

@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 pub(crate) use check::check;
@@ -25,7 +26,7 @@ use crate::dtype::DType;
 use crate::error::{ChecksumMismatch, Error, Result, TensorError};
 use crate::streams::spawn;
 use crate::tree::{
-    ByteRange, Check, LazyTensor, Pieces, Quantized, Source, StateTree, Tensor, TensorData,
+    ByteRange, Check, LazyTensor, Piece, Pieces, Quantized, Source, StateTree, Tensor, TensorData,
 };
 
 /// How tensors are materialized.
@@ -188,10 +189,10 @@ pub(crate) fn file_order(tensors: &mut [(String, LazyTensor)]) {
 }
 
 /// A unit of reading: tensors of one object within the budget (or bytes already held), or
-/// one tensor assembled from pieces.
+/// tensors assembled from pieces (within the budget, or one larger tensor).
 enum Batch {
     Read(Vec<(String, LazyTensor)>),
-    Assemble(String, LazyTensor, Arc<Pieces>),
+    Assemble(Vec<(String, LazyTensor, Arc<Pieces>)>),
 }
 
 impl Batch {
@@ -199,7 +200,7 @@ impl Batch {
     fn held(&self) -> u64 {
         match self {
             Self::Read(tensors) => tensors.iter().map(|(_, t)| held(t)).sum(),
-            Self::Assemble(_, t, _) => t.nbytes(),
+            Self::Assemble(tensors) => tensors.iter().map(|(_, t, _)| t.nbytes()).sum(),
         }
     }
 }
@@ -233,7 +234,8 @@ fn apart(a: &(String, LazyTensor), b: &(String, LazyTensor)) -> bool {
 
 /// Tensors in [`file_order`] (each cut into runs of at most `budget` contiguous bytes when
 /// `runs`), cut into batches of one object and at most `budget` bytes (a larger tensor is a
-/// batch of its own); a tensor in pieces is a batch of its own.
+/// batch of its own); tensors in pieces come last, in batches of their own of at most
+/// `budget` bytes.
 fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64, runs: bool) -> Result<Vec<Batch>> {
     for (path, t) in &tensors {
         match &t.data {
@@ -271,20 +273,31 @@ fn batches(mut tensors: Vec<(String, LazyTensor)>, budget: u64, runs: bool) -> R
         .into_iter()
         .map(Batch::Read)
         .collect();
-    out.extend(pieces.into_iter().map(|(path, t)| match &t.data {
+    let pieces = pieces.into_iter().map(|(path, t)| match &t.data {
         TensorData::Pieces(p) => {
             let p = Arc::clone(p);
-            Batch::Assemble(path, t, p)
+            (path, t, p)
         }
         _ => unreachable!("partitioned above"),
-    }));
+    });
+    let assembled = pack(
+        pieces.collect(),
+        budget,
+        |(_, t, _)| t.nbytes(),
+        |_, _| false,
+    );
+    out.extend(assembled.into_iter().map(Batch::Assemble));
     Ok(out)
 }
 
 async fn read_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(String, Tensor)>> {
     match batch {
         Batch::Read(batch) => read_tensors(batch, options).await,
-        Batch::Assemble(path, t, pieces) => Ok(vec![assemble(path, t, pieces, options).await?]),
+        Batch::Assemble(mut tensors) if tensors.len() == 1 => {
+            let (path, t, pieces) = tensors.pop().expect("one tensor");
+            Ok(vec![assemble(path, t, pieces, options, None).await?])
+        }
+        Batch::Assemble(tensors) => assemble_many(tensors, options).await,
     }
 }
 
@@ -411,13 +424,17 @@ fn verify(
 
 /// A tensor stored in pieces: each piece located (its own small header read), read like any
 /// tensor, and copied into place; only the pieces overlapping the tensor's rows are read.
+///
+/// `located` holds pieces located already, by their index in `pieces` (see [`assemble_many`]).
 fn assemble(
     path: String,
     t: LazyTensor,
     pieces: Arc<Pieces>,
     options: MaterializeOptions,
+    located: Option<Vec<Option<LazyTensor>>>,
 ) -> futures::future::BoxFuture<'static, Result<(String, Tensor)>> {
     Box::pin(async move {
+        let mut located = located.unwrap_or_else(|| vec![None; pieces.boxes.len()]);
         let where_ = pieces
             .boxes
             .first()
@@ -435,7 +452,8 @@ fn assemble(
             return Err(bad(format!("{} tensors cannot be assembled", t.dtype)));
         }
         if let Some(whole) = single_piece(&t, &pieces) {
-            let (_, part) = read_pieces(&[(0, Arc::clone(whole))], t.dtype, options, &bad)
+            let only = vec![located[0].take()];
+            let (_, part) = read_pieces(&[(0, Arc::clone(whole))], only, t.dtype, options, &bad)
                 .await?
                 .pop()
                 .expect("one piece in, one out");
@@ -459,7 +477,8 @@ fn assemble(
         );
         for group in groups {
             for chunk in group.chunks(PIECES_AT_ONCE) {
-                for (i, part) in read_pieces(chunk, t.dtype, options, &bad).await? {
+                let ready = chunk.iter().map(|(i, _)| located[*i].take()).collect();
+                for (i, part) in read_pieces(chunk, ready, t.dtype, options, &bad).await? {
                     let piece = &pieces.boxes[i];
                     covered += layout::place(
                         &mut data,
@@ -485,28 +504,43 @@ fn assemble(
     })
 }
 
-/// `pieces` (indexed as in their tensor) located together where the format can, read, and
+/// Tensors in pieces that fit the budget together: the pieces of all of them that lie whole
+/// somewhere are read at once (one request per object where they lie side by side), then
+/// each tensor is assembled.
+async fn assemble_many(
+    tensors: Vec<(String, LazyTensor, Arc<Pieces>)>,
+    options: MaterializeOptions,
+) -> Result<Vec<(String, Tensor)>> {
+    let located = {
+        let all: Vec<&Arc<Piece>> = tensors.iter().flat_map(|(_, _, p)| &p.boxes).collect();
+        read_stored(&all).await?
+    };
+    let mut located = located.into_iter();
+    let mut out = Vec::with_capacity(tensors.len());
+    for (path, t, pieces) in tensors {
+        let mine = located.by_ref().take(pieces.boxes.len()).collect();
+        out.push(assemble(path, t, pieces, options, Some(mine)).await?);
+    }
+    Ok(out)
+}
+
+/// `pieces` (indexed as in their tensor) located (those in `ready` are already), read, and
 /// checked to hold `dtype` in the piece's sizes.
 async fn read_pieces(
-    pieces: &[(usize, Arc<crate::tree::Piece>)],
+    pieces: &[(usize, Arc<Piece>)],
+    ready: Vec<Option<LazyTensor>>,
     dtype: DType,
     options: MaterializeOptions,
     bad: &(dyn Fn(String) -> Error + Sync),
 ) -> Result<Vec<(usize, Tensor)>> {
-    let together: Vec<Arc<crate::tree::Piece>> =
-        pieces.iter().map(|(_, b)| Arc::clone(b)).collect();
+    let together: Vec<Arc<Piece>> = pieces.iter().map(|(_, b)| Arc::clone(b)).collect();
     // Named by their position in `pieces`.
-    let located: Vec<(String, LazyTensor)> = match together[0].locate.locate_group(&together) {
-        Some(read) => (0..pieces.len())
-            .map(|j| j.to_string())
-            .zip(read.await?)
-            .collect(),
-        None => stream::iter(together.iter().cloned().enumerate())
-            .map(|(j, b)| async move { Ok::<_, Error>((j.to_string(), b.locate.locate().await?)) })
-            .buffer_unordered(PIECES_AT_ONCE)
-            .try_collect()
-            .await?,
-    };
+    let located: Vec<(String, LazyTensor)> = locate(&together, ready)
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(j, t)| (j.to_string(), t))
+        .collect();
     let inner = MaterializeOptions {
         to_f32: false,
         ..options
@@ -524,6 +558,100 @@ async fn read_pieces(
         out.push((*i, part));
     }
     Ok(out)
+}
+
+/// `pieces` located, in order: those in `ready` already are; those that lie whole somewhere
+/// are read together and parsed; the rest are located as a group where the format can, or
+/// each on its own.
+async fn locate(
+    pieces: &[Arc<Piece>],
+    mut located: Vec<Option<LazyTensor>>,
+) -> Result<Vec<LazyTensor>> {
+    let missing: Vec<&Arc<Piece>> = (0..pieces.len())
+        .filter(|&j| located[j].is_none())
+        .map(|j| &pieces[j])
+        .collect();
+    let mut stored = read_stored(&missing).await?.into_iter();
+    let mut rest = Vec::new();
+    for (j, slot) in located.iter_mut().enumerate() {
+        if slot.is_none() {
+            *slot = stored.next().flatten();
+            if slot.is_none() {
+                rest.push(j);
+            }
+        }
+    }
+    if !rest.is_empty() {
+        let group: Vec<Arc<Piece>> = rest.iter().map(|&j| Arc::clone(&pieces[j])).collect();
+        let got: Vec<LazyTensor> = match group[0].locate.locate_group(&group) {
+            Some(read) => read.await?,
+            None => {
+                stream::iter(group.iter().cloned())
+                    .map(|b| async move { b.locate.locate().await })
+                    .buffered(PIECES_AT_ONCE)
+                    .try_collect()
+                    .await?
+            }
+        };
+        for (j, t) in rest.into_iter().zip(got) {
+            located[j] = Some(t);
+        }
+    }
+    Ok(located
+        .into_iter()
+        .map(|t| t.expect("every piece is located"))
+        .collect())
+}
+
+/// The pieces that say where they lie whole ([`Locate::stored`]), read with one
+/// `read_ranges` per object (which coalesces neighbours) and parsed; `None` for the others.
+///
+/// [`Locate::stored`]: crate::tree::Locate::stored
+async fn read_stored(pieces: &[&Arc<Piece>]) -> Result<Vec<Option<LazyTensor>>> {
+    let mut objects: Vec<Stored> = Vec::new();
+    {
+        let mut index = std::collections::HashMap::new();
+        for (j, piece) in pieces.iter().enumerate() {
+            let Some((source, range)) = piece.locate.stored() else {
+                continue;
+            };
+            let k = *index.entry(source_id(&source)).or_insert_with(|| {
+                objects.push(Stored {
+                    source,
+                    at: Vec::new(),
+                    ranges: Vec::new(),
+                });
+                objects.len() - 1
+            });
+            objects[k].at.push(j);
+            objects[k].ranges.push(range);
+        }
+    }
+    let reads: Vec<_> = objects
+        .into_iter()
+        .map(|o| {
+            let read = o.source.read_ranges(o.ranges);
+            Box::pin(async move { Ok((o.at, read.await?)) }) as BoxFuture<'static, Result<Fetched>>
+        })
+        .collect();
+    let mut reads = stream::iter(reads).buffer_unordered(PIECES_AT_ONCE);
+    let mut out = vec![None; pieces.len()];
+    while let Some((at, data)) = reads.try_next().await? {
+        for (j, data) in at.into_iter().zip(data) {
+            out[j] = Some(pieces[j].locate.parse(data)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The positions in the group of pieces read together, and their bytes.
+type Fetched = (Vec<usize>, Vec<Bytes>);
+
+/// Pieces that lie whole in one object: their positions in the group, and their ranges.
+struct Stored {
+    source: Arc<dyn Source>,
+    at: Vec<usize>,
+    ranges: Vec<Range<u64>>,
 }
 
 /// The one piece that is the whole tensor, when there is one: its elements need no placing
@@ -852,7 +980,7 @@ mod tests {
                 .iter()
                 .map(|b| match b {
                     Batch::Read(b) => b.len(),
-                    Batch::Assemble(..) => 0,
+                    Batch::Assemble(_) => 0,
                 })
                 .collect::<Vec<_>>(),
             [2, 2, 2, 2, 2],

@@ -258,6 +258,27 @@ pub trait Locate: Send + Sync + fmt::Debug {
         let _ = group;
         None
     }
+
+    /// Where the piece lies whole, when [`parse`](Self::parse) locates it from exactly those
+    /// bytes with no other read: pieces stored side by side, of one tensor or of many, then
+    /// come in one request. `None`, the default, when the piece is located on its own.
+    fn stored(&self) -> Option<(Arc<dyn Source>, Range<u64>)> {
+        None
+    }
+
+    /// The piece located from `data`, its bytes where [`stored`](Self::stored) says they lie.
+    ///
+    /// # Errors
+    ///
+    /// What the bytes do not hold; [`Error::Unsupported`](crate::Error::Unsupported) from a
+    /// piece that has no [`stored`](Self::stored) place.
+    fn parse(&self, data: Bytes) -> Result<LazyTensor> {
+        let _ = data;
+        Err(crate::Error::Unsupported {
+            uri: self.describe(),
+            what: "a piece located from its bytes alone".into(),
+        })
+    }
 }
 
 /// A checksum over a record that holds a tensor's bytes (a zip entry, a data file).

@@ -2,11 +2,12 @@
 //! listing, and one coalesced read per data file of the non-tensor items. Each tensor becomes
 //! one logical [`LazyTensor`] of [`Pieces`], located (their own zip directory and pickle) only
 //! when read, with the options the checkpoint was opened with. A read takes each plain chunk
-//! whole, in one request, and parses it where it landed.
+//! whole and parses it where it landed: chunks side by side in a data file, of one tensor or
+//! many, come in one request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
@@ -110,7 +111,7 @@ fn tensor(
         t.chunks.iter().map(|(o, s)| (o.as_slice(), s.as_slice())),
     )
     .map_err(|e| format!("tensor `{fqn}`: {e}"))?;
-    let mut places = Vec::with_capacity(t.chunks.len());
+    let mut boxes = Vec::with_capacity(t.chunks.len());
     for (offsets, sizes) in &t.chunks {
         let info = meta
             .stored(fqn, Some(offsets))
@@ -124,34 +125,21 @@ fn tensor(
                 info.range, info.path
             ));
         }
-        places.push(Place {
-            file: Arc::clone(file),
+        boxes.push(Arc::new(Piece {
             offsets: offsets.clone(),
             sizes: sizes.clone(),
-            info: info.clone(),
-        });
+            locate: Arc::new(Chunk {
+                file: Arc::clone(file),
+                fqn: fqn.to_owned(),
+                offsets: offsets.clone(),
+                sizes: sizes.clone(),
+                dtype: t.dtype,
+                info: info.clone(),
+                options,
+                located: OnceCell::new(),
+            }),
+        }));
     }
-    let places = Arc::new(Places {
-        fqn: fqn.to_owned(),
-        dtype: t.dtype,
-        options,
-        chunks: places,
-        by_offsets: OnceLock::new(),
-    });
-    let boxes = (0..places.chunks.len())
-        .map(|index| {
-            let place = &places.chunks[index];
-            Arc::new(Piece {
-                offsets: place.offsets.clone(),
-                sizes: place.sizes.clone(),
-                locate: Arc::new(Chunk {
-                    places: Arc::clone(&places),
-                    index,
-                    located: OnceCell::new(),
-                }),
-            })
-        })
-        .collect();
     let rows = 0..t.size.first().copied().unwrap_or(1);
     Ok(LazyTensor {
         dtype: t.dtype,
@@ -163,76 +151,38 @@ fn tensor(
     })
 }
 
-/// Where each chunk of one tensor is stored, shared by its pieces so that a group of them can
-/// be read together.
-#[derive(Debug)]
-struct Places {
-    fqn: String,
-    dtype: crate::dtype::DType,
-    options: ReadOptions,
-    chunks: Vec<Place>,
-    /// Chunks by their offsets, made when a group is first read.
-    by_offsets: OnceLock<HashMap<Vec<u64>, usize>>,
-}
-
-/// One chunk's box and its item in a data file.
-#[derive(Debug)]
-struct Place {
-    file: Arc<DataFile>,
-    offsets: Vec<u64>,
-    sizes: Vec<u64>,
-    info: StorageInfo,
-}
-
-impl Places {
-    fn nbytes(&self, place: &Place) -> u64 {
-        crate::dtype::numel(&place.sizes)
-            .and_then(|n| self.dtype.byte_len(n))
-            .unwrap_or(u64::MAX)
-    }
-
-    /// Whether `place` is a plain `torch.save` zip: neither through stream transforms nor a
-    /// tensor's place in a safetensors blob (which is exactly as long as the tensor).
-    fn is_plain_zip(&self, place: &Place) -> bool {
-        let range = &place.info.range;
-        place.info.transforms.is_empty() && range.end - range.start != self.nbytes(place)
-    }
-}
-
 /// A chunk of a tensor, located (its zip's tail and pickle, or its blob's header, read) on
 /// first use with the options the checkpoint was opened with.
 #[derive(Debug)]
 struct Chunk {
-    places: Arc<Places>,
-    index: usize,
+    file: Arc<DataFile>,
+    fqn: String,
+    offsets: Vec<u64>,
+    sizes: Vec<u64>,
+    dtype: crate::dtype::DType,
+    info: StorageInfo,
+    options: ReadOptions,
     located: OnceCell<LazyTensor>,
-}
-
-impl Chunk {
-    fn place(&self) -> &Place {
-        &self.places.chunks[self.index]
-    }
 }
 
 impl Locate for Chunk {
     fn describe(&self) -> String {
-        let place = self.place();
-        place.file.describe(&place.info.range)
+        self.file.describe(&self.info.range)
     }
 
     fn locate(&self) -> BoxFuture<'_, Result<LazyTensor>> {
         Box::pin(async move {
-            let (places, place) = (&self.places, self.place());
+            let nbytes = self.nbytes();
             let tensor = self
                 .located
                 .get_or_try_init(|| {
-                    place.file.chunk(
-                        &places.fqn,
-                        (&place.offsets, &place.sizes),
-                        &place.info.range,
-                        &place.info.transforms,
-                        places.nbytes(place),
-                        places.options,
+                    self.file.chunk(
+                        &self.fqn,
+                        (&self.offsets, &self.sizes),
+                        &self.info.range,
+                        &self.info.transforms,
+                        nbytes,
+                        self.options,
                     )
                 })
                 .await?;
@@ -240,58 +190,24 @@ impl Locate for Chunk {
         })
     }
 
-    /// Chunks stored as plain zips are read whole, one coalesced request per data file, and
-    /// parsed where they landed: one request per chunk instead of a tail, then the data.
-    fn locate_group<'a>(
-        &'a self,
-        group: &'a [Arc<Piece>],
-    ) -> Option<BoxFuture<'a, Result<Vec<LazyTensor>>>> {
-        let places = &self.places;
-        let by_offsets = places.by_offsets.get_or_init(|| {
-            let offsets = places.chunks.iter().map(|p| p.offsets.clone());
-            offsets.zip(0..).collect()
-        });
-        let chunks: Vec<&Place> = group
-            .iter()
-            .map(|piece| Some(&places.chunks[*by_offsets.get(&piece.offsets)?]))
-            .collect::<Option<_>>()?;
-        if !chunks.iter().all(|p| places.is_plain_zip(p)) {
-            return None;
-        }
-        Some(Box::pin(async move {
-            let mut by_file: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-            for (j, place) in chunks.iter().enumerate() {
-                by_file.entry(place.info.path.as_str()).or_default().push(j);
-            }
-            let reads = by_file.into_values().map(|js| {
-                let chunks = &chunks;
-                async move {
-                    let file = &chunks[js[0]].file;
-                    let ranges: Vec<Range<u64>> =
-                        js.iter().map(|&j| chunks[j].info.range.clone()).collect();
-                    let datas = file.object.read_ranges(&ranges).await?;
-                    js.iter()
-                        .zip(datas)
-                        .map(|(&j, data)| {
-                            let range = &chunks[j].info.range;
-                            Ok((j, file.chunk_in(&data, range, places.options)?))
-                        })
-                        .collect::<Result<Vec<_>>>()
-                }
-            });
-            let mut out: Vec<Option<LazyTensor>> = vec![None; chunks.len()];
-            for (j, tensor) in futures::future::try_join_all(reads)
-                .await?
-                .into_iter()
-                .flatten()
-            {
-                out[j] = Some(tensor);
-            }
-            Ok(out
-                .into_iter()
-                .map(|t| t.expect("every chunk of the group is read"))
-                .collect())
-        }))
+    /// A plain `torch.save` item is its whole range; items through stream transforms and
+    /// tensors in a safetensors blob (exactly as long as the tensor) are located their own way.
+    fn stored(&self) -> Option<(Arc<dyn crate::tree::Source>, Range<u64>)> {
+        let range = &self.info.range;
+        let plain = self.info.transforms.is_empty() && range.end - range.start != self.nbytes();
+        plain.then(|| (Arc::clone(&self.file.source), range.clone()))
+    }
+
+    fn parse(&self, data: bytes::Bytes) -> Result<LazyTensor> {
+        self.file.chunk_in(&data, &self.info.range, self.options)
+    }
+}
+
+impl Chunk {
+    fn nbytes(&self) -> u64 {
+        crate::dtype::numel(&self.sizes)
+            .and_then(|n| self.dtype.byte_len(n))
+            .unwrap_or(u64::MAX)
     }
 }
 

@@ -25,7 +25,7 @@ use crate::format::safetensors::header::{self, Header};
 use crate::format::torch::archive;
 use crate::format::zip::TAIL_READ;
 use crate::format::zstd::decompress;
-use crate::tree::{LazyTensor, StateTree};
+use crate::tree::{LazyTensor, Source, StateTree};
 
 /// The transform torch's `ZStandard` extension records, up to its version.
 const ZSTD: &str = "stream.zstd/";
@@ -40,12 +40,15 @@ const SHARDING_INFO: &str = "DCP_SHARDING_INFO";
 #[derive(Debug)]
 pub(crate) struct DataFile {
     pub object: Object,
+    /// The object as the one source its chunks share.
+    pub source: Arc<dyn Source>,
     blob: OnceCell<Arc<Header>>,
 }
 
 impl DataFile {
     pub(crate) fn new(object: Object) -> Arc<Self> {
         Arc::new(Self {
+            source: source(&object),
             object,
             blob: OnceCell::new(),
         })
@@ -195,7 +198,7 @@ impl DataFile {
         Ok(LazyTensor::contiguous(
             dtype,
             shape.clone(),
-            source(&self.object),
+            Arc::clone(&self.source),
             bytes,
         ))
     }
