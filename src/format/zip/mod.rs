@@ -18,6 +18,11 @@ pub mod writer;
 
 pub(crate) use ranges::RangedZip;
 
+/// A zip64 end-of-central-directory record starts with this signature; its directory offset
+/// is the 8 bytes at 48..56.
+const ZIP64_RECORD_SIGNATURE: [u8; 4] = *b"PK\x06\x06";
+const ZIP64_RECORD_PREFIX: usize = 56;
+
 /// What one speculative read of a zip's tail asks for: the 65 KiB rc-zip searches for the end
 /// record (which may be followed by a comment of up to 64 KiB), which also holds the central
 /// directory of a checkpoint with hundreds of tensors.
@@ -254,6 +259,7 @@ impl DirectoryReader {
                     self.fsm = Some(fsm);
                     return Ok(Step::Read(range));
                 };
+                self.check_zip64_record(offset)?;
                 let space = fsm.space();
                 if space.is_empty() {
                     return Err(ZipError::Invalid(
@@ -270,6 +276,32 @@ impl DirectoryReader {
                 Err(e) => return Err(ZipError::Invalid(e.to_string())),
             }
         }
+    }
+
+    /// Refuses a zip64 end record at `offset` whose directory offset is 2^63 or more, before
+    /// rc-zip sees it: rc-zip 5.4 subtracts it as an `i64`, which overflows (a panic where
+    /// overflow checks are on, a wrapped offset where they are not).
+    fn check_zip64_record(&self, offset: u64) -> Result<(), ZipError> {
+        let mut record = Vec::with_capacity(ZIP64_RECORD_PREFIX);
+        while record.len() < ZIP64_RECORD_PREFIX {
+            let Some(held) = self.held_at(offset + record.len() as u64) else {
+                break;
+            };
+            let n = held.len().min(ZIP64_RECORD_PREFIX - record.len());
+            record.extend_from_slice(&held[..n]);
+        }
+        if record.len() < ZIP64_RECORD_PREFIX || record[..4] != ZIP64_RECORD_SIGNATURE {
+            return Ok(());
+        }
+        let at = u64::from_le_bytes(record[48..56].try_into().expect("8 bytes"));
+        if at > i64::MAX as u64 {
+            return Err(ZipError::Invalid(format!(
+                "the zip64 end record puts the directory at byte {at}, past the end of the \
+                 {}-byte archive",
+                self.size
+            )));
+        }
+        Ok(())
     }
 
     /// The held bytes from `offset` to the end of the block holding it.
@@ -515,6 +547,51 @@ mod tests {
         out.extend(cd_offset.to_le_bytes());
         out.extend(0u16.to_le_bytes());
         out
+    }
+
+    /// `two_entries` as a zip64 archive: a zip64 end record (its directory offset
+    /// `directory_at`) and its locator before the end record.
+    fn zip64(directory_at: u64) -> Vec<u8> {
+        let mut out = two_entries();
+        let eocd = out.split_off(out.len() - 22);
+        let central_len = u32::from_le_bytes(eocd[12..16].try_into().unwrap()) as u64;
+        let record_at = out.len() as u64;
+        out.extend(b"PK\x06\x06");
+        out.extend(44u64.to_le_bytes());
+        out.extend([45, 3, 45, 0]);
+        out.extend([0u8; 8]);
+        out.extend(2u64.to_le_bytes());
+        out.extend(2u64.to_le_bytes());
+        out.extend(central_len.to_le_bytes());
+        out.extend(directory_at.to_le_bytes());
+        out.extend(b"PK\x06\x07");
+        out.extend(0u32.to_le_bytes());
+        out.extend(record_at.to_le_bytes());
+        out.extend(1u32.to_le_bytes());
+        out.extend(&eocd);
+        out
+    }
+
+    #[test]
+    fn a_zip64_directory_offset_past_any_file_is_refused_not_overflowed() {
+        let good = zip64(u64::from(u32::from_le_bytes(
+            two_entries()[two_entries().len() - 6..][..4]
+                .try_into()
+                .unwrap(),
+        )));
+        let names: Vec<_> = read_directory(&good)
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["a.txt", "dir/b.bin"],
+            "a well-formed zip64 tail reads"
+        );
+        let err = read_directory(&zip64(1 << 63)).unwrap_err();
+        assert!(err.to_string().contains("9223372036854775808"), "{err}");
     }
 
     #[test]
