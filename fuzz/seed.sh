@@ -2,13 +2,17 @@
 # Seeds the fuzz corpora from the committed fixtures: whole torch files for zip_directory,
 # their data.pkl records for pickle_vm and torch_pickle, DCP .metadata files for
 # dcp_metadata, a manifest ckptio writes for manifest, the legacy torch fixtures for
-# torch_legacy, and the GGUF fixtures for gguf. Run from the repository root.
+# torch_legacy, the GGUF fixtures for gguf, and torch zips and safetensors files (with DCP
+# items cut out of their data files) for open_bytes. Run from the repository root.
 set -euo pipefail
-mkdir -p fuzz/corpus/{zip_directory,pickle_vm,torch_pickle,dcp_metadata,manifest,gguf,torch_legacy,orbax}
+mkdir -p fuzz/corpus/{zip_directory,pickle_vm,torch_pickle,dcp_metadata,manifest,gguf,torch_legacy,orbax,open_bytes}
 find fixtures/orbax/standard \( -name manifest.ocdbt -o -path '*/d/*' \) -exec cp {} fuzz/corpus/orbax/ \;
 cp fixtures/torch/legacy*.pt fuzz/corpus/torch_legacy/
 cp fixtures/gguf/*.gguf fuzz/corpus/gguf/
 cp fixtures/torch/*.pt fixtures/torch/*.ckpt fuzz/corpus/zip_directory/
+cp fixtures/torch/state_dict.pt fixtures/torch/views.pt fixtures/torch/expanded.pt fixtures/tiny.safetensors \
+    fixtures/dtypes.safetensors fuzz/corpus/open_bytes/
+head -c 2000 fixtures/torch/dcp_single/__0_0.distcp > fuzz/corpus/open_bytes/dcp_item.distcp
 python3 - <<'PY'
 import pathlib, zipfile
 out = pathlib.Path("fuzz/corpus/pickle_vm")

@@ -177,6 +177,29 @@ pub mod __fuzz {
         }
     }
 
+    /// Any bytes as a checkpoint held in memory ([`open_bytes`](crate::open_bytes)): a
+    /// `torch.save` zip or a safetensors file, then every tensor of up to 1 MiB read.
+    pub fn open_bytes(data: &[u8]) {
+        use std::sync::OnceLock;
+        static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+        let data = bytes::Bytes::copy_from_slice(data);
+        let Ok(checkpoint) = crate::open_bytes(data, "fuzz", Default::default()) else {
+            return;
+        };
+        let small = checkpoint
+            .tree
+            .tensors()
+            .filter(|(_, t)| t.nbytes() <= 1 << 20)
+            .map(|(p, t)| (p, t.clone()))
+            .collect();
+        let runtime = RUNTIME.get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime")
+        });
+        let _ = runtime.block_on(crate::materialize(small, Default::default()));
+    }
+
     /// A ckptio manifest.
     pub fn manifest(data: &[u8]) {
         let _ = ckptio::manifest::Manifest::from_json(data);
