@@ -54,8 +54,13 @@ pub(crate) async fn open(
         strict: options.strict,
         known: |g| metadata::is_known(g) || codec::is_known(g) || pickle::convert::is_known(g),
     };
-    let heap = pickle::parse(&data, &policy).map_err(|e| pickle::error(&uri, METADATA, e))?;
-    let meta = Metadata::read(&heap).map_err(bad)?;
+    // The pickle's object graph is far larger than what is read from it: gone before the
+    // tree is built.
+    let meta = {
+        let heap = pickle::parse(&data, &policy).map_err(|e| pickle::error(&uri, METADATA, e))?;
+        Metadata::read(&heap).map_err(bad)?
+    };
+    drop(data);
     let files: HashMap<String, Arc<DataFile>> = listing
         .objects(meta.storage.values().map(|s| s.path.as_str()), &fetch)
         .into_iter()
