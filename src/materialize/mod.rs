@@ -432,7 +432,7 @@ fn assemble(
     pieces: Arc<Pieces>,
     options: MaterializeOptions,
     located: Option<Vec<Option<LazyTensor>>>,
-) -> futures::future::BoxFuture<'static, Result<(String, Tensor)>> {
+) -> BoxFuture<'static, Result<(String, Tensor)>> {
     Box::pin(async move {
         let mut located = located.unwrap_or_else(|| vec![None; pieces.boxes.len()]);
         let where_ = pieces
@@ -516,12 +516,19 @@ async fn assemble_many(
         read_stored(&all).await?
     };
     let mut located = located.into_iter();
-    let mut out = Vec::with_capacity(tensors.len());
-    for (path, t, pieces) in tensors {
-        let mine = located.by_ref().take(pieces.boxes.len()).collect();
-        out.push(assemble(path, t, pieces, options, Some(mine)).await?);
-    }
-    Ok(out)
+    let assembled: Vec<_> = tensors
+        .into_iter()
+        .map(|(path, t, pieces)| {
+            let mine = located.by_ref().take(pieces.boxes.len()).collect();
+            assemble(path, t, pieces, options, Some(mine))
+        })
+        .collect();
+    // Pieces located on their own (an Orbax chunk) cost a request each: several tensors at
+    // once, as when each was a batch of its own.
+    stream::iter(assembled)
+        .buffered(PIECES_AT_ONCE)
+        .try_collect()
+        .await
 }
 
 /// `pieces` (indexed as in their tensor) located (those in `ready` are already), read, and
