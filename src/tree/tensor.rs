@@ -270,11 +270,12 @@ pub trait Locate: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     ///
-    /// What the bytes do not hold; [`Error::Unsupported`](crate::Error::Unsupported) from a
-    /// piece that has no [`stored`](Self::stored) place.
+    /// What the bytes do not hold;
+    /// [`Error::Unsupported`](crate::error::Error::Unsupported) from a piece that has no
+    /// [`stored`](Self::stored) place.
     fn parse(&self, data: Bytes) -> Result<LazyTensor> {
         let _ = data;
-        Err(crate::Error::Unsupported {
+        Err(crate::error::Error::Unsupported {
             uri: self.describe(),
             what: "a piece located from its bytes alone".into(),
         })
