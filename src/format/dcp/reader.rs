@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
 use super::metadata::{self, Item, Key, Metadata, StorageInfo, TensorMeta};
-use super::stored::DataFile;
+use super::stored::{self, DataFile};
 use super::{DcpError, MAX_METADATA, METADATA};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Listing};
@@ -199,7 +199,7 @@ impl Locate for Chunk {
     /// tensors in a safetensors blob (exactly as long as the tensor) are located their own way.
     fn stored(&self) -> Option<(Arc<dyn crate::tree::Source>, Range<u64>)> {
         let range = &self.info.range;
-        let plain = self.info.transforms.is_empty() && range.end - range.start != self.nbytes();
+        let plain = self.info.transforms.is_empty() && !stored::in_blob(range, self.nbytes());
         plain.then(|| (Arc::clone(&self.file.source), range.clone()))
     }
 

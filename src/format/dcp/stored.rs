@@ -79,31 +79,30 @@ impl DataFile {
         nbytes: u64,
         options: ReadOptions,
     ) -> Result<LazyTensor> {
-        let tree = if !transforms.is_empty() {
+        if !transforms.is_empty() {
             let data = self
                 .decompressed(range, transforms, nbytes + (1 << 20))
                 .await?;
-            archive::read_bytes(&data, &self.describe(range), options)?
-        } else if range.end - range.start == nbytes {
-            // A zip is longer than the data it holds: an item exactly as long as its tensor
-            // is the tensor's place in a safetensors blob.
+            return self.chunk_in(&data, range, options);
+        }
+        if in_blob(range, nbytes) {
             return self.in_blob(fqn, chunk, range).await;
-        } else {
-            let tail = range.end.saturating_sub(TAIL_READ).max(range.start)..range.end;
-            let bytes = self.object.read_range(tail.clone()).await?;
-            archive::read(
-                &self.object,
-                range.clone(),
-                vec![(tail.start, bytes)],
-                options,
-            )
-            .await?
-        };
+        }
+        let tail = range.end.saturating_sub(TAIL_READ).max(range.start)..range.end;
+        let bytes = self.object.read_range(tail.clone()).await?;
+        let tree = archive::read(
+            &self.object,
+            range.clone(),
+            vec![(tail.start, bytes)],
+            options,
+        )
+        .await?;
         first_tensor(tree).ok_or_else(|| self.corrupt(range, "the chunk holds no tensor".into()))
     }
 
-    /// The tensor of the plain `torch.save` zip `data`, read whole from `range`: a view of
-    /// `data`, its CRC-32 checked (with `verify`) when it is read.
+    /// The tensor of the `torch.save` zip `data`, read whole from `range` (and decompressed
+    /// where it was stored through transforms): a view of `data`, its CRC-32 checked (with
+    /// `verify`) when it is read.
     pub(crate) fn chunk_in(
         &self,
         data: &Bytes,
@@ -202,6 +201,12 @@ impl DataFile {
             bytes,
         ))
     }
+}
+
+/// Whether an item of `nbytes` of tensor stored at `range` is the tensor's place in a
+/// safetensors blob: a zip is longer than the data it holds, a blob entry exactly as long.
+pub(crate) fn in_blob(range: &Range<u64>, nbytes: u64) -> bool {
+    range.end - range.start == nbytes
 }
 
 /// Refuses transforms other than torch's ZStandard.
