@@ -1,12 +1,9 @@
 //! Checking a checkpoint by reading every tensor once, keeping none.
 
-use futures::{StreamExt, TryStreamExt};
-
 use crate::error::Result;
 use crate::format::{Format, OpenOptions, open};
 use crate::location::Location;
-use crate::materialize::{MaterializeOptions, check};
-use crate::tree::{LazyTensor, TensorData};
+use crate::materialize::{MaterializeOptions, Tally, tally};
 
 /// What [`verify`] checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,43 +40,19 @@ pub struct Verified {
 /// corrupt data.
 pub async fn verify(location: &Location, options: OpenOptions) -> Result<Verified> {
     let checkpoint = open(location, options).await?;
-    let tensors = checkpoint.tree.into_tensors();
-    let count = tensors.len();
-    let mut checked = 0;
-    for (_, t) in &tensors {
-        if is_checked(t).await? {
-            checked += 1;
-        }
-    }
-    let bytes = check(tensors, MaterializeOptions::default())
-        .try_fold(0u64, |n, (_, len)| async move { Ok(n + len) })
-        .await?;
+    let Tally {
+        tensors,
+        bytes,
+        summed,
+    } = tally(
+        checkpoint.tree.into_tensors(),
+        MaterializeOptions::default(),
+    )
+    .await?;
     Ok(Verified {
         format: checkpoint.format,
-        tensors: count,
+        tensors,
         bytes,
-        checked,
-    })
-}
-
-/// Whether reading `t` compares all its bytes with a stored checksum. Pieces are located to
-/// tell (which the read then reuses).
-async fn is_checked(t: &LazyTensor) -> Result<bool> {
-    Ok(match &t.data {
-        TensorData::Range(r) => r.check.as_ref().is_some_and(|c| c.span == r.range),
-        TensorData::Pieces(pieces) => {
-            let located: Vec<LazyTensor> = futures::stream::iter(pieces.boxes.iter().cloned())
-                .map(|b| async move { b.locate.locate().await })
-                .buffer_unordered(16)
-                .try_collect()
-                .await?;
-            for piece in &located {
-                if !Box::pin(is_checked(piece)).await? {
-                    return Ok(false);
-                }
-            }
-            !located.is_empty()
-        }
-        _ => false,
+        checked: summed,
     })
 }

@@ -870,6 +870,47 @@ async fn no_verify_reaches_the_chunks_of_a_dcp_checkpoint() {
 }
 
 #[tokio::test]
+async fn verify_reads_each_data_file_of_a_dcp_checkpoint_once_and_names_a_flipped_byte() {
+    let dir = dcp_copy("dcp_sharded");
+    let (loc, counts) = local(dir.path()).counted();
+    read_tree(&loc).await;
+    let opened = counts.gets();
+    let checked = ckptio::verify(&loc, OpenOptions::default()).await.unwrap();
+    assert_eq!(
+        counts.gets() - opened,
+        opened + 2,
+        "opened again, then the chunks of 3 tensors in 2 data files"
+    );
+    assert_eq!(
+        (checked.tensors, checked.checked),
+        (3, 3),
+        "every chunk is a torch.save archive with its CRC-32s"
+    );
+
+    let path = dir.path().join("__0_0.distcp");
+    let mut file = std::fs::read(&path).unwrap();
+    let (storage, _) = first_payload(&file, "archive/data/0");
+    file[storage] ^= 0x01;
+    std::fs::write(&path, file).unwrap();
+    let err = ckptio::verify(&local(dir.path()), OpenOptions::default())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("__0_0.distcp") && text.contains("CRC-32"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn verify_reads_the_compressed_chunks_of_a_dcp_checkpoint() {
+    let src = local(&fixture("torch/dcp_zstd"));
+    let tensors = read_tree(&src).await.tensors().count();
+    let checked = ckptio::verify(&src, OpenOptions::default()).await.unwrap();
+    assert_eq!((checked.tensors, checked.checked), (tensors, tensors));
+}
+
+#[tokio::test]
 async fn strict_reaches_the_chunks_of_a_dcp_checkpoint() {
     let dir = dcp_copy("dcp_sharded");
     let path = dir.path().join("__0_0.distcp");

@@ -91,6 +91,7 @@ pub(crate) fn lazy_of(t: &TensorIn, py: Python<'_>, path: &str) -> LazyTensor {
             bytes: bytes_of(t, py),
             big_endian: false,
             origin: path.into(),
+            checked: false,
         }),
         view: Default::default(),
         quantized: None,

@@ -5,36 +5,82 @@
 
 use std::sync::Arc;
 
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{BoxStream, TryStreamExt};
 
 use super::{
-    Batch, MaterializeOptions, PIECES_AT_ONCE, batches, fits, one_batch_ahead, range_of,
-    read_range, stored_bytes,
+    Batch, MaterializeOptions, PIECES_AT_ONCE, batches, fits, locate, one_batch_ahead, range_of,
+    read_range, read_stored, stored_bytes,
 };
 use crate::error::{Error, Result, TensorError};
-use crate::tree::{LazyTensor, Pieces, TensorData};
+use crate::tree::{LazyTensor, Piece, Pieces, TensorData};
+
+/// What reading one tensor to check it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// Stored bytes read.
+    pub bytes: u64,
+    /// Whether every byte read was compared with a checksum stored in the checkpoint.
+    pub summed: bool,
+}
 
 /// The given tensors' stored bytes, read and checked in file order, a batch ahead: each
-/// tensor's path with the number of stored bytes read for it. The stream ends after the first
-/// error.
+/// tensor's path with what was read for it. The stream ends after the first error.
 pub(crate) fn check(
     tensors: Vec<(String, LazyTensor)>,
     options: MaterializeOptions,
-) -> BoxStream<'static, Result<(String, u64)>> {
+) -> BoxStream<'static, Result<(String, Checked)>> {
     let batches = batches(tensors, options.memory_budget, false);
     one_batch_ahead(batches, options.memory_budget, move |batch| {
         check_batch(batch, options)
     })
 }
 
-async fn check_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(String, u64)>> {
+/// What [`check`] found over many tensors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Tensors read.
+    pub tensors: usize,
+    /// Stored bytes read.
+    pub bytes: u64,
+    /// Tensors whose every byte was compared with a stored checksum.
+    pub summed: usize,
+}
+
+/// The given tensors read and checked as [`check`] does, and what it found, summed.
+pub(crate) async fn tally(
+    tensors: Vec<(String, LazyTensor)>,
+    options: MaterializeOptions,
+) -> Result<Tally> {
+    check(tensors, options)
+        .try_fold(Tally::default(), |t, (_, c)| async move {
+            Ok(Tally {
+                tensors: t.tensors + 1,
+                bytes: t.bytes + c.bytes,
+                summed: t.summed + usize::from(c.summed),
+            })
+        })
+        .await
+}
+
+async fn check_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(String, Checked)>> {
     match batch {
         Batch::Read(batch) => check_reads(batch).await,
         Batch::Assemble(tensors) => {
+            // As when materializing: the pieces of every tensor of the batch that lie whole
+            // somewhere come in one request per object.
+            let all: Vec<&Arc<Piece>> = tensors.iter().flat_map(|(_, _, p)| &p.boxes).collect();
+            let mut located = if tensors.len() > 1 {
+                read_stored(&all).await?.into_iter()
+            } else {
+                Vec::new().into_iter()
+            };
             let mut out = Vec::with_capacity(tensors.len());
             for (path, t, pieces) in tensors {
-                let bytes = check_pieces(&path, &t, &pieces, options).await?;
-                out.push((path, bytes));
+                let mut ready: Vec<Option<LazyTensor>> =
+                    located.by_ref().take(pieces.boxes.len()).collect();
+                ready.resize(pieces.boxes.len(), None);
+                let checked = check_pieces(&path, &t, &pieces, ready, options).await?;
+                out.push((path, checked));
             }
             Ok(out)
         }
@@ -42,7 +88,7 @@ async fn check_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(S
 }
 
 /// One batch: all of one object, or all held already.
-async fn check_reads(batch: Vec<(String, LazyTensor)>) -> Result<Vec<(String, u64)>> {
+async fn check_reads(batch: Vec<(String, LazyTensor)>) -> Result<Vec<(String, Checked)>> {
     let source = match batch.first().map(|(_, t)| &t.data) {
         Some(TensorData::Range(r)) => Arc::clone(&r.source),
         _ => {
@@ -52,9 +98,10 @@ async fn check_reads(batch: Vec<(String, LazyTensor)>) -> Result<Vec<(String, u6
                     let TensorData::Inline(inline) = &t.data else {
                         unreachable!("a batch without a source holds inline tensors")
                     };
-                    let len = inline.bytes.len() as u64;
-                    layout_fits(&inline.origin, &path, &t, len)?;
-                    Ok((path, len))
+                    let bytes = inline.bytes.len() as u64;
+                    layout_fits(&inline.origin, &path, &t, bytes)?;
+                    let summed = inline.checked;
+                    Ok((path, Checked { bytes, summed }))
                 })
                 .collect();
         }
@@ -65,46 +112,53 @@ async fn check_reads(batch: Vec<(String, LazyTensor)>) -> Result<Vec<(String, u6
     for ((path, t), read) in batch.into_iter().zip(raw) {
         let r = range_of(&t);
         let stored = stored_bytes(r, &path, read).await?;
-        layout_fits(&r.source.uri(), &path, &t, stored.len() as u64)?;
-        out.push((path, stored.len() as u64));
+        let bytes = stored.len() as u64;
+        layout_fits(&r.source.uri(), &path, &t, bytes)?;
+        let summed = r.check.as_ref().is_some_and(|c| c.span == r.range);
+        out.push((path, Checked { bytes, summed }));
     }
     Ok(out)
 }
 
-/// A tensor in pieces: each piece located and its stored bytes checked, a few at a time.
+/// A tensor in pieces: the pieces located (those in `ready` already are; those stored whole
+/// are read once and parsed) and their stored bytes checked, a few at a time.
 async fn check_pieces(
     path: &str,
     t: &LazyTensor,
     pieces: &Pieces,
+    mut ready: Vec<Option<LazyTensor>>,
     options: MaterializeOptions,
-) -> Result<u64> {
-    let mut bytes = 0;
+) -> Result<Checked> {
+    let mut checked = Checked {
+        bytes: 0,
+        summed: !pieces.boxes.is_empty(),
+    };
+    let mut first = 0;
     for chunk in pieces.boxes.chunks(PIECES_AT_ONCE) {
-        let located: Vec<(String, LazyTensor)> = stream::iter(chunk.iter().cloned().enumerate())
-            .map(|(i, b)| async move {
-                let part = b.locate.locate().await?;
-                if part.dtype != t.dtype || part.shape != b.sizes {
-                    return Err(Error::corrupt(
-                        b.locate.describe(),
-                        TensorError {
-                            path: path.to_owned(),
-                            reason: format!(
-                                "its chunk at {:?} holds {} × {:?}, not {} × {:?}",
-                                b.offsets, part.dtype, part.shape, t.dtype, b.sizes
-                            ),
-                        },
-                    ));
-                }
-                Ok((format!("{path} (chunk {i})"), part))
-            })
-            .buffer_unordered(PIECES_AT_ONCE)
-            .try_collect()
-            .await?;
-        bytes += check(located, options)
-            .try_fold(0, |n, (_, len)| async move { Ok(n + len) })
-            .await?;
+        let mine = ready.drain(..chunk.len()).collect();
+        let parts = locate(chunk, mine).await?;
+        let mut located = Vec::with_capacity(parts.len());
+        for (i, (b, part)) in chunk.iter().zip(parts).enumerate() {
+            if part.dtype != t.dtype || part.shape != b.sizes {
+                return Err(Error::corrupt(
+                    b.locate.describe(),
+                    TensorError {
+                        path: path.to_owned(),
+                        reason: format!(
+                            "its chunk at {:?} holds {} × {:?}, not {} × {:?}",
+                            b.offsets, part.dtype, part.shape, t.dtype, b.sizes
+                        ),
+                    },
+                ));
+            }
+            located.push((format!("{path} (chunk {})", first + i), part));
+        }
+        first += chunk.len();
+        let found = tally(located, options).await?;
+        checked.bytes += found.bytes;
+        checked.summed &= found.summed == found.tensors;
     }
-    Ok(bytes)
+    Ok(checked)
 }
 
 fn layout_fits(uri: &str, path: &str, t: &LazyTensor, stored: u64) -> Result<()> {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
-pub(crate) use check::check;
+pub(crate) use check::{Tally, tally};
 pub use convert::{to_f32, widens};
 pub(crate) use pack::pack;
 
@@ -909,6 +909,7 @@ mod tests {
                 bytes: Bytes::from_static(&[0, 1, 0, 2]),
                 big_endian: true,
                 origin: Arc::from("inline test"),
+                checked: false,
             }),
             view: Default::default(),
             quantized: None,
@@ -1031,6 +1032,7 @@ mod tests {
                 bytes: Bytes::from_static(&[0, 0, 96, 64]),
                 big_endian: false,
                 origin: "test".into(),
+                checked: false,
             }),
             view: Default::default(),
             quantized: None,
@@ -1070,18 +1072,14 @@ mod tests {
 
     #[test]
     fn checking_an_expanded_tensor_reads_its_stored_bytes_only() {
-        let ((checked, read), most) = crate::testing::alloc::peak(|| {
-            on_this_thread(
-                check(
-                    vec![("e".into(), expanded(1 << 30))],
-                    MaterializeOptions::default(),
-                )
-                .try_collect::<Vec<_>>(),
-            )
-            .map(|v| (v.len(), v[0].1))
+        let (found, most) = crate::testing::alloc::peak(|| {
+            on_this_thread(tally(
+                vec![("e".into(), expanded(1 << 30))],
+                MaterializeOptions::default(),
+            ))
             .unwrap()
         });
-        assert_eq!((checked, read), (1, 4));
+        assert_eq!((found.tensors, found.bytes), (1, 4));
         assert!(most < 1 << 20, "{most} bytes held at once");
     }
 
@@ -1108,6 +1106,7 @@ mod tests {
                 bytes: bytes.into(),
                 big_endian: false,
                 origin: "fixed".into(),
+                checked: false,
             }),
             view: Default::default(),
             quantized: None,

@@ -81,6 +81,7 @@ mod tests {
                 bytes: bytes.into(),
                 big_endian: false,
                 origin: "test".into(),
+                checked: false,
             }),
             view: Default::default(),
             quantized: None,

@@ -178,6 +178,9 @@ pub struct Inline {
     pub big_endian: bool,
     /// Where the bytes came from, for messages (`model.pt: data.pkl`).
     pub origin: Arc<str>,
+    /// The bytes were compared with a checksum stored in the checkpoint when they were read
+    /// (a torch storage in an archive held in memory, against its CRC-32).
+    pub checked: bool,
 }
 
 /// A tensor stored as boxes of its elements, each of which is located (its own small header
@@ -375,6 +378,7 @@ impl LazyTensor {
                 bytes,
                 big_endian: false,
                 origin,
+                checked: false,
             }),
             view: View::default(),
             quantized: None,
@@ -593,6 +597,7 @@ mod tests {
                 bytes: Bytes::from_static(&[1, 2, 3, 4, 5, 6]),
                 big_endian: false,
                 origin: Arc::from("test"),
+                checked: false,
             }),
             view: View::default(),
             quantized: None,

@@ -555,6 +555,7 @@ impl Chunk {
                 bytes,
                 big_endian: self.array.big_endian,
                 origin: Arc::from(self.key.as_str()),
+                checked: false,
             }),
             view: View::default(),
             quantized: None,

@@ -496,6 +496,7 @@ impl Converter<'_> {
                 bytes: data,
                 big_endian,
                 origin: Arc::from(origin),
+                checked: false,
             }),
             view: Default::default(),
             quantized: None,

@@ -333,6 +333,7 @@ impl Storages for InMemory<'_> {
             bytes: record.slice(bytes.start as usize..bytes.end as usize),
             big_endian: self.big_endian,
             origin: Arc::clone(&self.origin),
+            checked: self.verify && entry.crc32 != 0,
         }))
     }
 }
