@@ -37,7 +37,8 @@ assert total == int(sys.argv[-1]), total
 CKPTIO_LOAD = """
 import sys, json, ckptio, torch
 """ + START + """
-sd = ckptio.load(sys.argv[1], json.loads(sys.argv[2]) or None, mmap="--no-mmap" not in sys.argv)
+sd = ckptio.load(sys.argv[1], json.loads(sys.argv[2]) or None, mmap="--no-mmap" not in sys.argv,
+                 verify="--no-verify" not in sys.argv)
 """ + TOUCH
 
 ST_LOAD_FILE = """
@@ -244,6 +245,8 @@ def main():
         run("safetensors load_file", "local", [py, "-c", ST_LOAD_FILE, st, n])
         run("safetensors safe_open loop", "local", [py, "-c", ST_SAFE_OPEN, st, n])
         run("ckptio.load (.pt)", "local", [py, "-c", CKPTIO_LOAD, pt, "{}", n])
+        # torch.load(mmap=True) checks no CRC-32; ckptio.load does unless asked not to.
+        run("ckptio.load(verify=False) (.pt)", "local", [py, "-c", CKPTIO_LOAD, pt, "{}", "--no-verify", n])
         run("torch.load(mmap=True) (.pt)", "local", [py, "-c", TORCH_MMAP, pt, n])
         run("runai SafetensorsStreamer", "local", [py, "-c", RUNAI, st, n])
         url = base_url + "bench.safetensors"

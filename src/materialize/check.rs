@@ -8,8 +8,8 @@ use std::sync::Arc;
 use futures::stream::{BoxStream, TryStreamExt};
 
 use super::{
-    Batch, MaterializeOptions, PIECES_AT_ONCE, batches, fits, locate, one_batch_ahead, range_of,
-    read_range, read_stored, stored_bytes,
+    Batch, MaterializeOptions, PIECES_AT_ONCE, batches, fits, locate, on_workers, one_batch_ahead,
+    range_of, read_range, read_stored, stored_bytes,
 };
 use crate::error::{Error, Result, TensorError};
 use crate::tree::{LazyTensor, Piece, Pieces, TensorData};
@@ -108,16 +108,15 @@ async fn check_reads(batch: Vec<(String, LazyTensor)>) -> Result<Vec<(String, Ch
     };
     let ranges = batch.iter().map(|(_, t)| read_range(range_of(t))).collect();
     let raw = source.read_ranges(ranges).await?;
-    let mut out = Vec::with_capacity(batch.len());
-    for ((path, t), read) in batch.into_iter().zip(raw) {
+    on_workers(batch, raw, |path, t, read| async move {
         let r = range_of(&t);
         let stored = stored_bytes(r, &path, read).await?;
         let bytes = stored.len() as u64;
         layout_fits(&r.source.uri(), &path, &t, bytes)?;
         let summed = r.check.as_ref().is_some_and(|c| c.span == r.range);
-        out.push((path, Checked { bytes, summed }));
-    }
-    Ok(out)
+        Ok((path, Checked { bytes, summed }))
+    })
+    .await
 }
 
 /// A tensor in pieces: the pieces located (those in `ready` already are; those stored whole
