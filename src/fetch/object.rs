@@ -19,8 +19,10 @@ use crate::error::{Class, Error, Result, TransportKind, classify};
 use crate::location::Location;
 use crate::streams::spawn;
 
-/// Frames (of up to 64 KiB each) queued per concurrent request before fetching pauses.
-const FRAMES_IN_FLIGHT: usize = 16;
+/// Frames queued per concurrent request before fetching pauses: what a read holds beyond its
+/// destination when copying falls behind (a frame is what one socket read gave, up to hyper's
+/// read buffer of some hundred KiB).
+const FRAMES_IN_FLIGHT: usize = 4;
 
 /// An object pinned to the ETag and version its HEAD reported: every read of it asks for that
 /// version, and fails with [`Error::ObjectChanged`] if the object was replaced meanwhile.
