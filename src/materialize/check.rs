@@ -9,10 +9,10 @@ use futures::stream::{BoxStream, TryStreamExt};
 
 use super::{
     Batch, MaterializeOptions, PIECES_AT_ONCE, batches, fits, locate, on_workers, one_batch_ahead,
-    range_of, read_range, read_stored, stored_bytes,
+    range_of, read_range, stored_bytes, stored_together,
 };
 use crate::error::{Error, Result, TensorError};
-use crate::tree::{LazyTensor, Piece, Pieces, TensorData};
+use crate::tree::{LazyTensor, Pieces, TensorData};
 
 /// What reading one tensor to check it found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,19 +66,18 @@ async fn check_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(S
     match batch {
         Batch::Read(batch) => check_reads(batch).await,
         Batch::Assemble(tensors) => {
-            // As when materializing: the pieces of every tensor of the batch that lie whole
-            // somewhere come in one request per object.
-            let all: Vec<&Arc<Piece>> = tensors.iter().flat_map(|(_, _, p)| &p.boxes).collect();
-            let mut located = if tensors.len() > 1 {
-                read_stored(&all).await?.into_iter()
+            // A tensor alone in its batch may exceed the budget: its pieces are read a few at a
+            // time by `check_pieces`.
+            let located = if tensors.len() > 1 {
+                stored_together(&tensors).await?
             } else {
-                Vec::new().into_iter()
+                tensors
+                    .iter()
+                    .map(|(_, _, p)| vec![None; p.boxes.len()])
+                    .collect()
             };
             let mut out = Vec::with_capacity(tensors.len());
-            for (path, t, pieces) in tensors {
-                let mut ready: Vec<Option<LazyTensor>> =
-                    located.by_ref().take(pieces.boxes.len()).collect();
-                ready.resize(pieces.boxes.len(), None);
+            for ((path, t, pieces), ready) in tensors.into_iter().zip(located) {
                 let checked = check_pieces(&path, &t, &pieces, ready, options).await?;
                 out.push((path, checked));
             }

@@ -538,17 +538,11 @@ async fn assemble_many(
     tensors: Vec<(String, LazyTensor, Arc<Pieces>)>,
     options: MaterializeOptions,
 ) -> Result<Vec<(String, Tensor)>> {
-    let located = {
-        let all: Vec<&Arc<Piece>> = tensors.iter().flat_map(|(_, _, p)| &p.boxes).collect();
-        read_stored(&all).await?
-    };
-    let mut located = located.into_iter();
+    let located = stored_together(&tensors).await?;
     let assembled: Vec<_> = tensors
         .into_iter()
-        .map(|(path, t, pieces)| {
-            let mine = located.by_ref().take(pieces.boxes.len()).collect();
-            assemble(path, t, pieces, options, Some(mine))
-        })
+        .zip(located)
+        .map(|((path, t, pieces), mine)| assemble(path, t, pieces, options, Some(mine)))
         .collect();
     // Pieces located on their own (an Orbax chunk) cost a request each: several tensors at
     // once, as when each was a batch of its own.
@@ -556,6 +550,20 @@ async fn assemble_many(
         .buffered(PIECES_AT_ONCE)
         .try_collect()
         .await
+}
+
+/// For each tensor of a batch, its pieces that lie whole somewhere, read with those of every
+/// other tensor (one request per object where they lie side by side) and parsed; `None` for
+/// the others, by their index in their tensor.
+async fn stored_together(
+    tensors: &[(String, LazyTensor, Arc<Pieces>)],
+) -> Result<Vec<Vec<Option<LazyTensor>>>> {
+    let all: Vec<&Arc<Piece>> = tensors.iter().flat_map(|(_, _, p)| &p.boxes).collect();
+    let mut located = read_stored(&all).await?.into_iter();
+    Ok(tensors
+        .iter()
+        .map(|(_, _, p)| located.by_ref().take(p.boxes.len()).collect())
+        .collect())
 }
 
 /// `pieces` (indexed as in their tensor) located (those in `ready` are already), read, and
