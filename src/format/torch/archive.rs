@@ -292,8 +292,7 @@ impl Storages for Remote<'_> {
             None => None,
         };
         let span = payload..payload.checked_add(entry.size).ok_or_else(beyond)?;
-        // A CRC of 0 is what `torch.save(..., compute_crc32=False)` records: nothing to check.
-        let check = (self.verify && entry.crc32 != 0).then(|| Check {
+        let check = summed(self.verify, entry).then(|| Check {
             span,
             checksum: Checksum::Crc32(entry.crc32),
             record: Arc::from(entry.name.as_str()),
@@ -309,6 +308,12 @@ impl Storages for Remote<'_> {
             ..ByteRange::new(Arc::clone(&self.source), range)
         }))
     }
+}
+
+/// Whether reading `entry` compares its bytes with its CRC-32: a CRC of 0 is what
+/// `torch.save(..., compute_crc32=False)` records, nothing to check.
+fn summed(verify: bool, entry: &ZipEntry) -> bool {
+    verify && entry.crc32 != 0
 }
 
 /// Storages as slices of an archive held in memory, each checked as it is sliced.
@@ -333,7 +338,7 @@ impl Storages for InMemory<'_> {
             bytes: record.slice(bytes.start as usize..bytes.end as usize),
             big_endian: self.big_endian,
             origin: Arc::clone(&self.origin),
-            checked: self.verify && entry.crc32 != 0,
+            checked: summed(self.verify, entry),
         }))
     }
 }
