@@ -199,8 +199,8 @@ impl Object {
         &self.source
     }
 
-    /// The whole object, in one buffer allocated up front (with huge pages when large): each
-    /// frame is written at its offset as it arrives, and no byte is copied a second time.
+    /// The whole object, in one buffer allocated up front: each frame is written at its
+    /// offset as it arrives, and no byte is copied a second time.
     ///
     /// # Errors
     ///
@@ -208,11 +208,10 @@ impl Object {
     pub async fn bytes(&self) -> Result<Bytes> {
         let progress = &self.source.options.progress;
         progress.started(&self.source.location.uri(), self.info().size);
-        let mut spans = self
-            .read_spans(std::iter::once(0..self.info().size).collect())
-            .await?;
+        let whole = std::iter::once(0..self.info().size).collect();
+        let mut whole = collect(self.ready(whole, false)).await?;
         progress.finished();
-        Ok(spans.pop().unwrap_or_default())
+        Ok(whole.pop().unwrap_or_default())
     }
 
     /// One range of the object.
@@ -227,13 +226,80 @@ impl Object {
 
     /// The given ranges, in the order given. Ranges closer than
     /// [`coalesce_gap`](FetchOptions::coalesce_gap) are read by one request, and large ones by
-    /// several in parallel; the results share the buffers they were read into.
+    /// several in parallel; each range lands in a buffer of its own (a local file's ranges are
+    /// views of one mapping, when [`map_local`](FetchOptions::map_local) is on).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidRange`] for a range beyond the object; [`Error::ObjectChanged`],
     /// [`Error::RangeFailed`] or the store's error for a failed read.
     pub async fn read_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        collect(self.ready(ranges.to_vec(), true)).await
+    }
+
+    /// The given ranges read as [`read_ranges`](Self::read_ranges) reads them, each yielded as
+    /// `(index, bytes)` as soon as all its bytes have landed, in the order they finish: the
+    /// consumer works on the first ranges while the rest are on the wire. The stream ends
+    /// after the first error; dropping it cancels every request.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ckptio::Result<()> {
+    /// use ckptio::{FetchOptions, Object};
+    /// use futures::TryStreamExt;
+    ///
+    /// let loc = ckptio::resolve("memory://doc-ready/weights.bin", &Default::default())?;
+    /// # use object_store::ObjectStoreExt;
+    /// # loc.store().put(loc.path(), (0..=255u8).collect::<Vec<_>>().into()).await.unwrap();
+    /// let object = Object::open(&loc, FetchOptions::default()).await?;
+    /// let mut ready = object.ranges_as_ready(vec![0..4, 250..256]);
+    /// while let Some((index, bytes)) = ready.try_next().await? {
+    ///     assert_eq!(bytes.len(), [4, 6][index]);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn ranges_as_ready(
+        &self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxStream<'static, Result<(usize, Bytes)>> {
+        self.ready(ranges, true)
+    }
+
+    /// `ranges` as they land, read on a task of their own (mapped, for a local file, if `map`
+    /// and the options allow). A panic in that task resumes in the consumer.
+    fn ready(
+        &self,
+        ranges: Vec<Range<u64>>,
+        map: bool,
+    ) -> BoxStream<'static, Result<(usize, Bytes)>> {
+        let object = self.clone();
+        let (done, landed) = mpsc::unbounded_channel();
+        let reader = spawn(async move {
+            if let Err(err) = object.deliver(ranges, map, &done).await {
+                let _ = done.send(Err(err));
+            }
+        });
+        stream::unfold((landed, reader), |(mut landed, mut reader)| async move {
+            match landed.recv().await {
+                Some(next) => Some((next, (landed, reader))),
+                None => {
+                    (&mut reader).await;
+                    None
+                }
+            }
+        })
+        .boxed()
+    }
+
+    /// Reads `ranges` and sends each to `done` once complete. Fetch tasks on every worker
+    /// thread send their frames to one copier, which writes each into the ranges that hold
+    /// its bytes: memory in flight stays bounded by the channel, and nothing is copied twice.
+    async fn deliver(
+        &self,
+        ranges: Vec<Range<u64>>,
+        map: bool,
+        done: &mpsc::UnboundedSender<Result<(usize, Bytes)>>,
+    ) -> Result<()> {
         let size = self.info().size;
         if let Some(bad) = ranges.iter().find(|r| r.start > r.end || r.end > size) {
             return Err(Error::InvalidRange {
@@ -243,23 +309,90 @@ impl Object {
                 size,
             });
         }
-        if let Some(mapped) = self.mapped(ranges).await? {
-            return Ok(mapped);
+        let mapped = if map {
+            self.mapped(&ranges).await?
+        } else {
+            None
+        };
+        if let Some(mapped) = mapped {
+            for landed in mapped.into_iter().enumerate() {
+                let _ = done.send(Ok(landed));
+            }
+            return Ok(());
         }
-        let spans = plan::coalesce(ranges, self.source.options.coalesce_gap);
-        let data = self.read_spans(spans.clone()).await?;
-        Ok(ranges
+        let mut regions = ranges
             .iter()
             .map(|r| {
-                if r.start == r.end {
-                    return Bytes::new();
-                }
-                // The last span starting at or before r.start holds all of r.
-                let i = spans.partition_point(|s| s.start <= r.start) - 1;
-                let offset = spans[i].start;
-                data[i].slice((r.start - offset) as usize..(r.end - offset) as usize)
+                let len = r.end - r.start;
+                usize::try_from(len)
+                    .ok()
+                    .and_then(Region::new)
+                    .map(Some)
+                    .ok_or_else(|| Error::TooLarge {
+                        uri: self.source.location.uri(),
+                        size: len,
+                        streamable: true,
+                    })
             })
-            .collect())
+            .collect::<Result<Vec<Option<Region>>>>()?;
+        let mut missing: Vec<u64> = ranges.iter().map(|r| r.end - r.start).collect();
+        for (index, _) in missing.iter().enumerate().filter(|(_, m)| **m == 0) {
+            let _ = done.send(Ok((index, Bytes::new())));
+        }
+        let destinations = plan::Destinations::new(&ranges);
+        let chunk = self.source.options.chunk_size;
+        let concurrency = self.source.options.in_flight();
+        let (tx, mut rx) = mpsc::channel::<(u64, Bytes)>(FRAMES_IN_FLIGHT * concurrency);
+        let pieces: Vec<Range<u64>> = plan::coalesce(&ranges, self.source.options.coalesce_gap)
+            .into_iter()
+            .flat_map(|span| plan::split(span, chunk))
+            .collect();
+
+        let fetch = async move {
+            // The closure owns the last sender: once every piece is fetched and the stream is
+            // gone, the copier sees the channel close.
+            stream::iter(pieces)
+                .map(move |piece| {
+                    let source = Arc::clone(&self.source);
+                    let mut sink = FrameSender {
+                        tx: tx.clone(),
+                        offset: piece.start,
+                        received: 0,
+                    };
+                    spawn(async move { source.fill(piece, &mut sink).await })
+                })
+                .buffer_unordered(concurrency)
+                .try_for_each(|()| std::future::ready(Ok(())))
+                .await
+        };
+        let copy = async {
+            while let Some((at, frame)) = rx.recv().await {
+                let bytes = at..at + frame.len() as u64;
+                for index in destinations.of(&ranges, bytes.clone()) {
+                    let range = &ranges[index];
+                    let (lo, hi) = (bytes.start.max(range.start), bytes.end.min(range.end));
+                    let Some(region) = regions[index].as_mut() else {
+                        continue;
+                    };
+                    region.as_mut()[(lo - range.start) as usize..(hi - range.start) as usize]
+                        .copy_from_slice(&frame[(lo - at) as usize..(hi - at) as usize]);
+                    missing[index] = missing[index].saturating_sub(hi - lo);
+                    if missing[index] == 0
+                        && let Some(full) = regions[index].take()
+                    {
+                        let full = full.freeze().map_err(|e| Error::LocalIo {
+                            path: "<memory>".into(),
+                            action: "seal the download buffer",
+                            source: e,
+                        })?;
+                        let _ = done.send(Ok((index, full)));
+                    }
+                }
+            }
+            Ok(())
+        };
+        tokio::try_join!(fetch, copy)?;
+        Ok(())
     }
 
     /// `ranges` of a local file as views of one private mapping of the span that covers them,
@@ -292,76 +425,6 @@ impl Object {
                 })
                 .collect(),
         ))
-    }
-
-    /// Reads `spans`, each into a buffer of its own. Fetch tasks on every worker thread send
-    /// their frames to one copier, which writes each at its offset: memory in flight stays
-    /// bounded by the channel, and nothing is copied twice.
-    async fn read_spans(&self, spans: Vec<Range<u64>>) -> Result<Vec<Bytes>> {
-        let too_large = |len: u64| Error::TooLarge {
-            uri: self.source.location.uri(),
-            size: len,
-            streamable: true,
-        };
-        let mut regions = spans
-            .iter()
-            .map(|span| {
-                let len = span.end - span.start;
-                usize::try_from(len)
-                    .ok()
-                    .and_then(Region::new)
-                    .ok_or_else(|| too_large(len))
-            })
-            .collect::<Result<Vec<Region>>>()?;
-        let chunk = self.source.options.chunk_size;
-        let concurrency = self.source.options.in_flight();
-        let (tx, mut rx) = mpsc::channel::<(usize, u64, Bytes)>(FRAMES_IN_FLIGHT * concurrency);
-        let pieces: Vec<(usize, Range<u64>, u64)> = spans
-            .iter()
-            .enumerate()
-            .flat_map(|(index, span)| {
-                plan::split(span.clone(), chunk)
-                    .into_iter()
-                    .map(move |p| (index, p, span.start))
-            })
-            .collect();
-
-        let fetch = async move {
-            // The closure owns the last sender: once every piece is fetched and the stream is
-            // gone, the copier sees the channel close.
-            stream::iter(pieces)
-                .map(move |(region, piece, span_start)| {
-                    let source = Arc::clone(&self.source);
-                    let mut sink = FrameSender {
-                        tx: tx.clone(),
-                        region,
-                        offset: piece.start - span_start,
-                        received: 0,
-                    };
-                    spawn(async move { source.fill(piece, &mut sink).await })
-                })
-                .buffer_unordered(concurrency)
-                .try_for_each(|()| std::future::ready(Ok(())))
-                .await
-        };
-        let copy = async {
-            while let Some((region, offset, piece)) = rx.recv().await {
-                let at = offset as usize;
-                regions[region].as_mut()[at..at + piece.len()].copy_from_slice(&piece);
-            }
-            Ok(())
-        };
-        tokio::try_join!(fetch, copy)?;
-        regions
-            .into_iter()
-            .map(|region| {
-                region.freeze().map_err(|e| Error::LocalIo {
-                    path: "<memory>".into(),
-                    action: "seal the download buffer",
-                    source: e,
-                })
-            })
-            .collect()
     }
 
     /// The whole object as `(offset, bytes)` pieces in order, read `concurrency` chunks ahead:
@@ -411,6 +474,18 @@ fn may_be_empty(err: &object_store::Error) -> bool {
         classify(err),
         Class::Transport(TransportKind::Rejected | TransportKind::Other)
     )
+}
+
+/// Every range of `ready`, in the order they were asked for.
+async fn collect(mut ready: BoxStream<'static, Result<(usize, Bytes)>>) -> Result<Vec<Bytes>> {
+    let mut parts = Vec::new();
+    while let Some((index, bytes)) = ready.try_next().await? {
+        if parts.len() <= index {
+            parts.resize(index + 1, Bytes::new());
+        }
+        parts[index] = bytes;
+    }
+    Ok(parts)
 }
 
 #[cfg(test)]
@@ -488,6 +563,40 @@ mod tests {
         for (r, bytes) in ranges.iter().zip(&got) {
             assert_eq!(bytes, &d[r.start as usize..r.end as usize], "{r:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn ranges_as_ready_yields_each_range_once_with_its_bytes() {
+        let d = data(5000);
+        let object = object("ready", &d, 16).await;
+        let ranges = vec![
+            4000..4900,
+            0..3,
+            2..40,
+            2..40,
+            77..77,
+            100..3000,
+            3000..3001,
+        ];
+        let mut seen = vec![0; ranges.len()];
+        let mut ready = object.ranges_as_ready(ranges.clone());
+        while let Some((index, bytes)) = ready.try_next().await.unwrap() {
+            let r = &ranges[index];
+            assert_eq!(bytes, &d[r.start as usize..r.end as usize], "{r:?}");
+            seen[index] += 1;
+        }
+        assert_eq!(seen, vec![1; ranges.len()]);
+    }
+
+    #[tokio::test]
+    async fn ranges_as_ready_ends_at_its_error() {
+        let object = object("ready-beyond", &data(10), 4).await;
+        let got: Vec<Result<(usize, Bytes)>> =
+            object.ranges_as_ready(vec![0..4, 5..11]).collect().await;
+        assert!(
+            matches!(got[..], [Err(Error::InvalidRange { start: 5, .. })]),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]

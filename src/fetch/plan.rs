@@ -46,6 +46,47 @@ pub(crate) fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
     spans
 }
 
+/// Which of a list of ranges hold which bytes: the destinations of a frame read at some offset,
+/// found by binary search even when ranges overlap or come unsorted.
+pub(crate) struct Destinations {
+    /// Indexes of the non-empty ranges, by start.
+    by_start: Vec<usize>,
+    /// `reach[k]`: the greatest end among `by_start[..=k]`, which only grows.
+    reach: Vec<u64>,
+}
+
+impl Destinations {
+    pub fn new(ranges: &[Range<u64>]) -> Self {
+        let mut by_start: Vec<usize> = (0..ranges.len())
+            .filter(|&i| !ranges[i].is_empty())
+            .collect();
+        by_start.sort_by_key(|&i| ranges[i].start);
+        let reach = by_start
+            .iter()
+            .scan(0, |end, &i| {
+                *end = ranges[i].end.max(*end);
+                Some(*end)
+            })
+            .collect();
+        Self { by_start, reach }
+    }
+
+    /// The indexes of the ranges that share a byte with `bytes`.
+    pub fn of<'a>(
+        &'a self,
+        ranges: &'a [Range<u64>],
+        bytes: Range<u64>,
+    ) -> impl Iterator<Item = usize> + 'a {
+        // Ranges before `first` all end at or before `bytes` starts.
+        let first = self.reach.partition_point(|&end| end <= bytes.start);
+        self.by_start[first..]
+            .iter()
+            .copied()
+            .take_while(move |&i| ranges[i].start < bytes.end)
+            .filter(move |&i| ranges[i].end > bytes.start)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +137,29 @@ mod tests {
                 spans.iter().any(|s| s.start <= r.start && r.end <= s.end),
                 "{r:?} not in {spans:?}"
             );
+        }
+    }
+
+    #[test]
+    fn destinations_are_every_range_sharing_a_byte() {
+        let ranges = [40..50, 0..10, 5..45, 10..10, 12..20, 60..70];
+        let at = Destinations::new(&ranges);
+        let of = |bytes: Range<u64>| {
+            let mut found: Vec<usize> = at.of(&ranges, bytes).collect();
+            found.sort_unstable();
+            found
+        };
+        assert_eq!(of(0..5), [1]);
+        assert_eq!(of(9..13), [1, 2, 4]);
+        assert_eq!(of(20..40), [2]);
+        assert_eq!(of(44..46), [0, 2]);
+        assert_eq!(of(50..60), Vec::<usize>::new());
+        assert_eq!(of(69..100), [5]);
+        for b in 0..80u64 {
+            let want: Vec<usize> = (0..ranges.len())
+                .filter(|&i| ranges[i].start <= b && b < ranges[i].end)
+                .collect();
+            assert_eq!(of(b..b + 1), want, "byte {b}");
         }
     }
 }

@@ -36,12 +36,11 @@ impl RangeSink for BytesMut {
     }
 }
 
-/// Sends each frame, tagged with its place, to one copier (the memory sink): fetch tasks on
-/// every worker thread, one writer into the destination buffer.
+/// Sends each frame, tagged with its offset in the object, to one copier (the memory sink):
+/// fetch tasks on every worker thread, one writer into the destination buffers.
 pub(crate) struct FrameSender {
-    pub tx: mpsc::Sender<(usize, u64, Bytes)>,
-    /// Which destination region, and the offset in it of the range's first byte.
-    pub region: usize,
+    pub tx: mpsc::Sender<(u64, Bytes)>,
+    /// The offset in the object of the range's first byte.
     pub offset: u64,
     pub received: u64,
 }
@@ -54,9 +53,8 @@ impl RangeSink for FrameSender {
     async fn accept(&mut self, piece: Bytes) -> Result<()> {
         let len = piece.len() as u64;
         // The receiver only goes away when the download is abandoned: stop fetching then.
-        let place = (self.region, self.offset + self.received);
         self.tx
-            .send((place.0, place.1, piece))
+            .send((self.offset + self.received, piece))
             .await
             .map_err(|_| Error::LocalIo {
                 path: "<memory>".into(),
@@ -136,7 +134,7 @@ impl RangeSink for FileWriter {
 /// as soon as it is dropped (a heap allocation this large may linger in the allocator).
 const MAP_AT_LEAST: usize = 32 << 20;
 
-/// A destination buffer for one span, filled in place and frozen into [`Bytes`] without a copy.
+/// A destination buffer for one range, filled in place and frozen into [`Bytes`] without a copy.
 pub(crate) enum Region {
     Heap(Vec<u8>),
     Mapped(MmapMut),
