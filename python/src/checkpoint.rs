@@ -346,10 +346,7 @@ impl TensorStream {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<(String, Read)>> {
-        let mut guard = self
-            .stream
-            .lock()
-            .map_err(|_| PyValueError::new_err("the stream failed earlier"))?;
+        let mut guard = crate::objects::held(&self.stream)?;
         let Some(stream) = guard.as_mut() else {
             return Ok(None);
         };

@@ -25,6 +25,7 @@ fn _ckptio(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<buffer::Buffer>()?;
     module.add_class::<checkpoint::Checkpoint>()?;
     module.add_class::<checkpoint::TensorStream>()?;
+    module.add_class::<objects::ReadyRanges>()?;
     module.add_class::<tree::TensorRef>()?;
     module.add_class::<tree::Opaque>()?;
     module.add_class::<save::TensorIn>()?;
@@ -39,7 +40,7 @@ fn _ckptio(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(ops::verify, module)?)?;
     module.add_function(wrap_pyfunction!(ops::rm, module)?)?;
     module.add_function(wrap_pyfunction!(ops::walk, module)?)?;
-    module.add_function(wrap_pyfunction!(objects::read_ranges, module)?)?;
+    module.add_function(wrap_pyfunction!(objects::read_ranges_as_ready, module)?)?;
     module.add_function(wrap_pyfunction!(objects::get, module)?)?;
     module.add_function(wrap_pyfunction!(objects::put, module)?)?;
     module.add_function(wrap_pyfunction!(objects::write_dcp_file, module)?)?;

@@ -1,7 +1,11 @@
-//! Objects as bytes, for the framework plugins: byte ranges of one object read in parallel and
-//! pinned to one version, whole small objects, puts (create-only for commits), and DCP data
+//! Objects as bytes, for the framework plugins: byte ranges of objects read in parallel,
+//! pinned to one version and handed over as they land, whole small objects, puts (create-only for commits), and DCP data
 //! files written from tensors without a copy.
 
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -11,23 +15,87 @@ use crate::options;
 use crate::runtime::wait;
 use crate::save::{TensorIn, lazy_of};
 
-/// Byte ranges `(start, end)` of the object at `uri`, read in parallel (near ranges coalesced)
-/// and all from the version it had when this call began.
+/// How many objects [`read_ranges_as_ready`] reads at once.
+const OBJECTS_AT_ONCE: usize = 8;
+
+/// What [`ReadyRanges`] yields: which object, which of its ranges, the bytes.
+type Landed = BoxStream<'static, ckptio::Result<(usize, usize, Bytes)>>;
+
+/// Byte ranges `(start, end)` of several objects, each range yielded as
+/// `(object_index, range_index, buffer)` as soon as its bytes have landed: a caller works on the
+/// first while the rest are on the wire. Each object is pinned to the version it had when its
+/// reading began; its ranges are read in parallel, near ones coalesced; a few objects are
+/// read at once.
 #[pyfunction]
-#[pyo3(signature = (uri, ranges, storage_options=None))]
-pub(crate) fn read_ranges(
-    py: Python<'_>,
-    uri: &str,
-    ranges: Vec<(u64, u64)>,
+#[pyo3(signature = (reads, storage_options=None))]
+pub(crate) fn read_ranges_as_ready(
+    reads: Vec<(String, Vec<(u64, u64)>)>,
     storage_options: Option<&Bound<'_, PyDict>>,
-) -> PyResult<Vec<Buffer>> {
-    let location = options::resolve(uri, storage_options)?;
-    let ranges: Vec<std::ops::Range<u64>> = ranges.into_iter().map(|(a, b)| a..b).collect();
-    let parts = wait(py, async {
-        let object = ckptio::Object::open(&location, Default::default()).await?;
-        object.read_ranges(&ranges).await
-    })?;
-    Ok(parts.into_iter().map(Buffer::new).collect())
+) -> PyResult<ReadyRanges> {
+    let reads = reads
+        .into_iter()
+        .map(|(uri, ranges)| {
+            let location = options::resolve(&uri, storage_options)?;
+            Ok((location, ranges.into_iter().map(|(a, b)| a..b).collect()))
+        })
+        .collect::<PyResult<Vec<(ckptio::Location, Vec<std::ops::Range<u64>>)>>>()?;
+    let landed = stream::iter(reads.into_iter().enumerate())
+        .map(|(n, (location, ranges))| {
+            stream::once(async move {
+                let object = ckptio::Object::open(&location, Default::default()).await?;
+                Ok(object
+                    .ranges_as_ready(ranges)
+                    .map_ok(move |(i, bytes)| (n, i, bytes)))
+            })
+            .try_flatten()
+            .boxed()
+        })
+        .flatten_unordered(OBJECTS_AT_ONCE)
+        .boxed();
+    Ok(ReadyRanges {
+        landed: Mutex::new(Some(landed)),
+    })
+}
+
+/// Ranges of objects as they land (from [`read_ranges_as_ready`]); ends after the first error.
+#[pyclass(module = "ckptio._ckptio", frozen)]
+pub(crate) struct ReadyRanges {
+    landed: Mutex<Option<Landed>>,
+}
+
+#[pymethods]
+impl ReadyRanges {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<(usize, usize, Buffer)>> {
+        let mut guard = held(&self.landed)?;
+        let Some(landed) = guard.as_mut() else {
+            return Ok(None);
+        };
+        match wait(py, async { landed.next().await.transpose() }) {
+            Ok(Some((object, range, bytes))) => Ok(Some((object, range, Buffer::new(bytes)))),
+            ended => {
+                *guard = None;
+                ended.map(|_| None)
+            }
+        }
+    }
+}
+
+/// The state of an iterator that `__next__` waits on without the GIL, locked: a second thread
+/// calling `__next__` meanwhile gets `ValueError`, as a generator already running does (waiting
+/// for the lock while holding the GIL would deadlock).
+pub(crate) fn held<T>(state: &Mutex<T>) -> PyResult<std::sync::MutexGuard<'_, T>> {
+    state.try_lock().map_err(|e| match e {
+        std::sync::TryLockError::WouldBlock => {
+            PyValueError::new_err("the iterator is already running in another thread")
+        }
+        std::sync::TryLockError::Poisoned(_) => {
+            PyValueError::new_err("the iterator failed earlier")
+        }
+    })
 }
 
 /// The whole object at `uri` (for small objects: metadata, indexes).
