@@ -274,24 +274,23 @@ class CkptioStorageReader(_AtUri, StorageReader):
                 f"{where}: item {item.storage_index} holds "
                 f"{tuple(tensor.size())} where the plan wants {tuple(target.size())}"
             )
-        target.copy_(tensor)
+        _copy(target, tensor)
         planner.commit_tensor(item, target)
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
-        per_file: dict[str, list[Any]] = {}
+        # Per data file: each stored span, and the items read from it.
+        spans: dict[str, dict[tuple[int, int], list[Any]]] = {}
         for item in plan.items:
-            per_file.setdefault(self._info(item).relative_path, []).append(item)
-
-        def fetch(name: str) -> tuple[str, dict[tuple[int, int], Any]]:
-            spans = sorted({_span(self._info(i)) for i in per_file[name]})
-            parts = _ckptio.read_ranges(f"{self.path}/{name}", spans, self.storage_options)
-            return name, dict(zip(spans, parts, strict=True))
-
-        with ThreadPoolExecutor(max(1, min(8, len(per_file)))) as pool:
-            for name, parts in pool.map(fetch, per_file):
-                self.bytes_read += sum(len(p) for p in parts.values())
-                for item in per_file[name]:
-                    self._load(item, name, parts[_span(self._info(item))], planner)
+            info = self._info(item)
+            spans.setdefault(info.relative_path, {}).setdefault(_span(info), []).append(item)
+        names = list(spans)
+        reads = [(f"{self.path}/{name}", list(spans[name])) for name in names]
+        # Each span is handed to the planner as soon as it lands, while the rest are fetched.
+        for file, index, part in _ckptio.read_ranges_as_ready(reads, self.storage_options):
+            name = names[file]
+            self.bytes_read += len(part)
+            for item in spans[name][reads[file][1][index]]:
+                self._load(item, name, part, planner)
         future: Future[None] = Future()
         future.set_result(None)
         return future
@@ -377,6 +376,27 @@ def _torch_load(stream: IO[bytes], where: str, item: Any) -> torch.Tensor:
     if not isinstance(tensor, torch.Tensor):
         raise _ckptio.CorruptError(f"{where}: holds a {type(tensor).__name__}, not a tensor")
     return tensor
+
+
+def _copy(target: torch.Tensor, tensor: torch.Tensor) -> None:
+    """Copies `tensor` into `target`: one memcpy on this thread when both lie flat in CPU
+    memory alike, since `copy_` splits a large copy over torch's intra-op threads, whose
+    spinning takes the cores the reads still in flight need; `copy_` otherwise."""
+    if (
+        target.device.type == "cpu"
+        and target.dtype == tensor.dtype
+        and target.is_contiguous()
+        and tensor.is_contiguous()
+        and not (target.is_conj() or target.is_neg() or tensor.is_conj() or tensor.is_neg())
+    ):
+        np.copyto(_flat_bytes(target), _flat_bytes(tensor))
+    else:
+        target.copy_(tensor)
+
+
+def _flat_bytes(tensor: torch.Tensor) -> np.ndarray[Any, Any]:
+    """A contiguous CPU tensor's memory as a one-dimensional `uint8` array (shared)."""
+    return tensor.reshape(-1).view(torch.uint8).numpy()
 
 
 def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]) -> torch.Tensor:
