@@ -118,6 +118,18 @@ fn s3_keys<'a>(
         ],
         "aws_allow_http",
     );
+    // As AWS's SDKs do: over TLS the payload goes unsigned, since TLS already protects it and
+    // hashing it costs a core-second per GiB uploaded; over plain HTTP the signature does.
+    let plain_http = [AmazonS3ConfigKey::Endpoint, AmazonS3ConfigKey::S3Endpoint]
+        .iter()
+        .any(|k| {
+            keys.get(k.as_ref())
+                .is_some_and(|v| v.starts_with("http://"))
+        });
+    if !plain_http {
+        keys.entry(name(AmazonS3ConfigKey::UnsignedPayload))
+            .or_insert_with(|| "true".into());
+    }
 
     let has = |k: AmazonS3ConfigKey| keys.contains_key(k.as_ref());
     match (has(AmazonS3ConfigKey::AccessKeyId), has(AmazonS3ConfigKey::SecretAccessKey)) {
@@ -400,6 +412,36 @@ mod tests {
         let cfg = configure(&target("s3://b/k"), &env, &StorageOptions::new()).unwrap();
         assert_eq!(cfg.keys["aws_endpoint_url_s3"], "https://s3.example");
         assert!(!cfg.keys.contains_key("aws_allow_http"));
+    }
+
+    #[test]
+    fn s3_payloads_are_signed_over_plain_http_only_unless_asked() {
+        let keys = |endpoint: Option<&str>, options: StorageOptions| {
+            let mut vars = vec![("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")];
+            vars.extend(endpoint.map(|e| ("AWS_ENDPOINT_URL", e)));
+            configure(&target("s3://b/k"), &Env::from_vars(vars), &options)
+                .unwrap()
+                .keys
+        };
+        let unsigned = |k: &BTreeMap<String, String>| k.get("aws_unsigned_payload").cloned();
+        let none = StorageOptions::new;
+        assert_eq!(
+            unsigned(&keys(None, none())),
+            Some("true".into()),
+            "AWS itself: TLS"
+        );
+        assert_eq!(
+            unsigned(&keys(Some("https://s3.example"), none())),
+            Some("true".into())
+        );
+        assert_eq!(unsigned(&keys(Some("http://127.0.0.1:9000"), none())), None);
+        let asked = none().with("unsigned_payload", "false");
+        assert_eq!(unsigned(&keys(None, asked)), Some("false".into()));
+        let asked = none().with("unsigned_payload", "true");
+        assert_eq!(
+            unsigned(&keys(Some("http://127.0.0.1:9000"), asked)),
+            Some("true".into())
+        );
     }
 
     #[test]
