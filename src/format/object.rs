@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
 use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Object};
@@ -20,6 +21,13 @@ impl Source for Object {
     fn read_ranges(&self, ranges: Vec<Range<u64>>) -> BoxFuture<'static, Result<Vec<Bytes>>> {
         let object = self.clone();
         Box::pin(async move { object.read_ranges(&ranges).await })
+    }
+
+    fn ranges_as_ready(
+        &self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxStream<'static, Result<(usize, Bytes)>> {
+        Object::ranges_as_ready(self, ranges)
     }
 }
 

@@ -645,8 +645,10 @@ async fn locate(
         .collect())
 }
 
-/// The pieces that say where they lie whole ([`Locate::stored`]), read with one
-/// `read_ranges` per object (which coalesces neighbours) and parsed; `None` for the others.
+/// The pieces that say where they lie whole ([`Locate::stored`]), read per object (near ones
+/// share requests) and parsed each on a task of its own as soon as it lands: checking and
+/// decoding spread over the workers while later pieces are still on the wire. `None` for the
+/// others.
 ///
 /// [`Locate::stored`]: crate::tree::Locate::stored
 async fn read_stored(pieces: &[&Arc<Piece>]) -> Result<Vec<Option<LazyTensor>>> {
@@ -669,25 +671,28 @@ async fn read_stored(pieces: &[&Arc<Piece>]) -> Result<Vec<Option<LazyTensor>>> 
             objects[k].ranges.push(range);
         }
     }
-    let reads: Vec<_> = objects
-        .into_iter()
+    let mut parsed = stream::iter(objects)
         .map(|o| {
-            let read = o.source.read_ranges(o.ranges);
-            Box::pin(async move { Ok((o.at, read.await?)) }) as BoxFuture<'static, Result<Fetched>>
+            let at = o.at;
+            o.source
+                .ranges_as_ready(o.ranges)
+                .map_ok(move |(i, data)| (at[i], data))
         })
-        .collect();
-    let mut reads = stream::iter(reads).buffer_unordered(PIECES_AT_ONCE);
+        .flatten_unordered(PIECES_AT_ONCE)
+        .map_ok(|(j, data)| {
+            let locate = Arc::clone(&pieces[j].locate);
+            spawn(async move { Ok((j, locate.parse(data)?)) })
+        })
+        .try_buffer_unordered(PARSES_AT_ONCE);
     let mut out = vec![None; pieces.len()];
-    while let Some((at, data)) = reads.try_next().await? {
-        for (j, data) in at.into_iter().zip(data) {
-            out[j] = Some(pieces[j].locate.parse(data)?);
-        }
+    while let Some((j, tensor)) = parsed.try_next().await? {
+        out[j] = Some(tensor);
     }
     Ok(out)
 }
 
-/// The positions in the group of pieces read together, and their bytes.
-type Fetched = (Vec<usize>, Vec<Bytes>);
+/// Landed pieces parsed at once: enough to keep every worker busy.
+const PARSES_AT_ONCE: usize = 16;
 
 /// Pieces that lie whole in one object: their positions in the group, and their ranges.
 struct Stored {

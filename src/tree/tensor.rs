@@ -12,7 +12,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, TryFutureExt};
+use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::dtype::{self, DType};
 use crate::error::Result;
@@ -219,6 +220,23 @@ pub trait Source: Send + Sync + fmt::Debug {
     ///
     /// The read's error, naming the object.
     fn read_ranges(&self, ranges: Vec<Range<u64>>) -> BoxFuture<'static, Result<Vec<Bytes>>>;
+
+    /// The bytes of `ranges` as `(index, bytes)`, each as soon as it has landed, so the
+    /// consumer works while the rest are on the wire; all at once when the read ends, unless
+    /// the source does better.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_ranges`](Self::read_ranges); the stream ends after the error.
+    fn ranges_as_ready(
+        &self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxStream<'static, Result<(usize, Bytes)>> {
+        self.read_ranges(ranges)
+            .map_ok(|parts| stream::iter(parts.into_iter().enumerate().map(Ok)))
+            .try_flatten_stream()
+            .boxed()
+    }
 }
 
 /// A payload offset that was predicted from a directory rather than read: torch aligns zip
