@@ -118,18 +118,12 @@ fn s3_keys<'a>(
         ],
         "aws_allow_http",
     );
-    // As AWS's SDKs do: over TLS the payload goes unsigned, since TLS already protects it and
-    // hashing it costs a core-second per GiB uploaded; over plain HTTP the signature does.
-    let plain_http = [AmazonS3ConfigKey::Endpoint, AmazonS3ConfigKey::S3Endpoint]
-        .iter()
-        .any(|k| {
-            keys.get(k.as_ref())
-                .is_some_and(|v| v.starts_with("http://"))
-        });
-    if !plain_http {
-        keys.entry(name(AmazonS3ConfigKey::UnsignedPayload))
-            .or_insert_with(|| "true".into());
-    }
+    // As AWS's CRT client (Mountpoint, s3torchconnector) sends it: the signature covers the
+    // request, not the body. Over TLS the body is protected anyway; over plain HTTP the
+    // responses to reads never are, so hashing each uploaded byte (a core-second per GiB)
+    // would buy little.
+    keys.entry(name(AmazonS3ConfigKey::UnsignedPayload))
+        .or_insert_with(|| "true".into());
 
     let has = |k: AmazonS3ConfigKey| keys.contains_key(k.as_ref());
     match (has(AmazonS3ConfigKey::AccessKeyId), has(AmazonS3ConfigKey::SecretAccessKey)) {
@@ -415,7 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn s3_payloads_are_signed_over_plain_http_only_unless_asked() {
+    fn s3_payloads_go_unsigned_unless_signing_is_asked_for() {
         let keys = |endpoint: Option<&str>, options: StorageOptions| {
             let mut vars = vec![("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")];
             vars.extend(endpoint.map(|e| ("AWS_ENDPOINT_URL", e)));
@@ -423,24 +417,30 @@ mod tests {
                 .unwrap()
                 .keys
         };
-        let unsigned = |k: &BTreeMap<String, String>| k.get("aws_unsigned_payload").cloned();
+        let unsigned = |k: BTreeMap<String, String>| k.get("aws_unsigned_payload").cloned();
         let none = StorageOptions::new;
-        assert_eq!(
-            unsigned(&keys(None, none())),
-            Some("true".into()),
-            "AWS itself: TLS"
-        );
-        assert_eq!(
-            unsigned(&keys(Some("https://s3.example"), none())),
-            Some("true".into())
-        );
-        assert_eq!(unsigned(&keys(Some("http://127.0.0.1:9000"), none())), None);
+        for endpoint in [
+            None,
+            Some("https://s3.example"),
+            Some("http://127.0.0.1:9000"),
+        ] {
+            assert_eq!(
+                unsigned(keys(endpoint, none())).as_deref(),
+                Some("true"),
+                "{endpoint:?}"
+            );
+        }
         let asked = none().with("unsigned_payload", "false");
-        assert_eq!(unsigned(&keys(None, asked)), Some("false".into()));
-        let asked = none().with("unsigned_payload", "true");
+        assert_eq!(unsigned(keys(None, asked)).as_deref(), Some("false"));
+        let env = Env::from_vars([
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_UNSIGNED_PAYLOAD", "false"),
+        ]);
+        let cfg = configure(&target("s3://b/k"), &env, &none()).unwrap();
         assert_eq!(
-            unsigned(&keys(Some("http://127.0.0.1:9000"), asked)),
-            Some("true".into())
+            cfg.keys["aws_unsigned_payload"], "false",
+            "from the environment"
         );
     }
 
