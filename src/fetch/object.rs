@@ -336,8 +336,11 @@ impl Object {
             })
             .collect::<Result<Vec<Option<Region>>>>()?;
         let mut missing: Vec<u64> = ranges.iter().map(|r| r.end - r.start).collect();
-        for (index, _) in missing.iter().enumerate().filter(|(_, m)| **m == 0) {
-            let _ = done.send(Ok((index, Bytes::new())));
+        for (index, region) in regions.iter_mut().enumerate() {
+            if missing[index] == 0 {
+                *region = None;
+                let _ = done.send(Ok((index, Bytes::new())));
+            }
         }
         let destinations = plan::Destinations::new(&ranges);
         let chunk = self.source.options.chunk_size;
@@ -392,6 +395,18 @@ impl Object {
             Ok(())
         };
         tokio::try_join!(fetch, copy)?;
+        // Every piece was filled whole, so every range was sent; a range left over would
+        // otherwise reach the caller as nothing at all.
+        if let Some(index) = regions.iter().position(Option::is_some) {
+            let range = &ranges[index];
+            return Err(Error::RangeFailed {
+                uri: self.source.location.uri(),
+                start: range.start,
+                end: range.end,
+                attempts: 1,
+                detail: format!("{} of its bytes never arrived", missing[index]),
+            });
+        }
         Ok(())
     }
 
