@@ -206,8 +206,8 @@ def open_bytes(
     file, as `safetensors.torch.load(data)` or `torch.load(io.BytesIO(data))` would, with
     ckptio's restricted unpickler and checksum checks. `name` names it in errors. Tensors read
     from a `bytes` object are copies; from a `Buffer` ckptio returned (`ckptio._ckptio.get`,
-    `read_ranges_as_ready`), they are views of it. Legacy torch files and GGUF are read from a path or a
-    URI only (`UnsupportedError` here).
+    `read_ranges_as_ready`), they are views of it. Legacy torch files and GGUF are read from a
+    path or a URI only (`UnsupportedError` here).
     """
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
