@@ -371,7 +371,7 @@ impl Object {
         let copy = async {
             while let Some((at, frame)) = rx.recv().await {
                 let bytes = at..at + frame.len() as u64;
-                for index in destinations.of(&ranges, bytes.clone()) {
+                for index in destinations.of(bytes.clone()) {
                     let range = &ranges[index];
                     let (lo, hi) = (bytes.start.max(range.start), bytes.end.min(range.end));
                     let Some(region) = regions[index].as_mut() else {

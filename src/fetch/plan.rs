@@ -49,22 +49,22 @@ pub(crate) fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
 /// Which of a list of ranges hold which bytes: the destinations of a frame read at some offset,
 /// found by binary search even when ranges overlap or come unsorted.
 pub(crate) struct Destinations {
-    /// Indexes of the non-empty ranges, by start.
-    by_start: Vec<usize>,
+    /// The non-empty ranges and their indexes, by start.
+    by_start: Vec<(Range<u64>, usize)>,
     /// `reach[k]`: the greatest end among `by_start[..=k]`, which only grows.
     reach: Vec<u64>,
 }
 
 impl Destinations {
     pub fn new(ranges: &[Range<u64>]) -> Self {
-        let mut by_start: Vec<usize> = (0..ranges.len())
-            .filter(|&i| !ranges[i].is_empty())
+        let mut by_start: Vec<(Range<u64>, usize)> = (ranges.iter().cloned().zip(0..))
+            .filter(|(r, _)| !r.is_empty())
             .collect();
-        by_start.sort_by_key(|&i| ranges[i].start);
+        by_start.sort_by_key(|(r, _)| r.start);
         let reach = by_start
             .iter()
-            .scan(0, |end, &i| {
-                *end = ranges[i].end.max(*end);
+            .scan(0, |end, (r, _)| {
+                *end = r.end.max(*end);
                 Some(*end)
             })
             .collect();
@@ -72,18 +72,14 @@ impl Destinations {
     }
 
     /// The indexes of the ranges that share a byte with `bytes`.
-    pub fn of<'a>(
-        &'a self,
-        ranges: &'a [Range<u64>],
-        bytes: Range<u64>,
-    ) -> impl Iterator<Item = usize> + 'a {
+    pub fn of(&self, bytes: Range<u64>) -> impl Iterator<Item = usize> + '_ {
         // Ranges before `first` all end at or before `bytes` starts.
         let first = self.reach.partition_point(|&end| end <= bytes.start);
         self.by_start[first..]
             .iter()
-            .copied()
-            .take_while(move |&i| ranges[i].start < bytes.end)
-            .filter(move |&i| ranges[i].end > bytes.start)
+            .take_while(move |(r, _)| r.start < bytes.end)
+            .filter(move |(r, _)| r.end > bytes.start)
+            .map(|&(_, index)| index)
     }
 }
 
@@ -145,7 +141,7 @@ mod tests {
         let ranges = [40..50, 0..10, 5..45, 10..10, 12..20, 60..70];
         let at = Destinations::new(&ranges);
         let of = |bytes: Range<u64>| {
-            let mut found: Vec<usize> = at.of(&ranges, bytes).collect();
+            let mut found: Vec<usize> = at.of(bytes).collect();
             found.sort_unstable();
             found
         };
