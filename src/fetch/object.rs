@@ -209,7 +209,7 @@ impl Object {
         let progress = &self.source.options.progress;
         progress.started(&self.source.location.uri(), self.info().size);
         let whole = std::iter::once(0..self.info().size).collect();
-        let mut whole = collect(self.ready(whole, false)).await?;
+        let mut whole = collect(1, self.ready(whole, false)).await?;
         progress.finished();
         Ok(whole.pop().unwrap_or_default())
     }
@@ -234,7 +234,7 @@ impl Object {
     /// [`Error::InvalidRange`] for a range beyond the object; [`Error::ObjectChanged`],
     /// [`Error::RangeFailed`] or the store's error for a failed read.
     pub async fn read_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        collect(self.ready(ranges.to_vec(), true)).await
+        collect(ranges.len(), self.ready(ranges.to_vec(), true)).await
     }
 
     /// The given ranges read as [`read_ranges`](Self::read_ranges) reads them, each yielded as
@@ -491,13 +491,13 @@ fn may_be_empty(err: &object_store::Error) -> bool {
     )
 }
 
-/// Every range of `ready`, in the order they were asked for.
-async fn collect(mut ready: BoxStream<'static, Result<(usize, Bytes)>>) -> Result<Vec<Bytes>> {
-    let mut parts = Vec::new();
+/// The `count` ranges `ready` yields, in the order they were asked for.
+async fn collect(
+    count: usize,
+    mut ready: BoxStream<'static, Result<(usize, Bytes)>>,
+) -> Result<Vec<Bytes>> {
+    let mut parts = vec![Bytes::new(); count];
     while let Some((index, bytes)) = ready.try_next().await? {
-        if parts.len() <= index {
-            parts.resize(index + 1, Bytes::new());
-        }
         parts[index] = bytes;
     }
     Ok(parts)
