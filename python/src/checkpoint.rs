@@ -346,7 +346,7 @@ impl TensorStream {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<(String, Read)>> {
-        let mut guard = crate::objects::held(&self.stream)?;
+        let mut guard = crate::runtime::held(&self.stream)?;
         let Some(stream) = guard.as_mut() else {
             return Ok(None);
         };

@@ -12,7 +12,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::buffer::Buffer;
 use crate::options;
-use crate::runtime::wait;
+use crate::runtime::{held, wait};
 use crate::save::{TensorIn, lazy_of};
 
 /// How many objects [`read_ranges_as_ready`] reads at once.
@@ -82,20 +82,6 @@ impl ReadyRanges {
             }
         }
     }
-}
-
-/// The state of an iterator that `__next__` waits on without the GIL, locked: a second thread
-/// calling `__next__` meanwhile gets `ValueError`, as a generator already running does (waiting
-/// for the lock while holding the GIL would deadlock).
-pub(crate) fn held<T>(state: &Mutex<T>) -> PyResult<std::sync::MutexGuard<'_, T>> {
-    state.try_lock().map_err(|e| match e {
-        std::sync::TryLockError::WouldBlock => {
-            PyValueError::new_err("the iterator is already running in another thread")
-        }
-        std::sync::TryLockError::Poisoned(_) => {
-            PyValueError::new_err("the iterator failed earlier")
-        }
-    })
 }
 
 /// The whole object at `uri` (for small objects: metadata, indexes).

@@ -1,10 +1,12 @@
 //! The one tokio runtime the bindings run on, and how Python waits for it: without the GIL,
-//! so other threads run while bytes move, and waking every 50 ms to let Ctrl-C through.
+//! so other threads run while bytes move, and waking every 50 ms to let Ctrl-C through; and
+//! the lock an iterator's `__next__` holds while it waits.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Duration;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 
@@ -47,4 +49,16 @@ where
             None => py.check_signals()?,
         }
     }
+}
+
+/// The state of an iterator that `__next__` waits on without the GIL, locked: a second thread
+/// calling `__next__` meanwhile gets `ValueError`, as a generator already running does (waiting
+/// for the lock while holding the GIL would deadlock).
+pub(crate) fn held<T>(state: &Mutex<T>) -> PyResult<MutexGuard<'_, T>> {
+    state.try_lock().map_err(|e| match e {
+        TryLockError::WouldBlock => {
+            PyValueError::new_err("the iterator is already running in another thread")
+        }
+        TryLockError::Poisoned(_) => PyValueError::new_err("the iterator failed earlier"),
+    })
 }
