@@ -167,13 +167,18 @@ def test_a_broken_chunk_or_a_lying_offset_is_named_by_file_and_range(
     raw[: len(raw) // 2] = bytes(len(raw) // 2)  # the first archives' records zeroed
     data.write_bytes(bytes(raw))
     out = tmp_path / "out.pt"
-    done = subprocess.run(
-        [sys.executable, str(RUN), "load", "--world", "1", "--uri", str(broken), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+
+    def load_broken() -> subprocess.CompletedProcess[str]:
+        args = ["load", "--world", "1", "--uri", str(broken), "--out", str(out)]
+        return subprocess.run(
+            [sys.executable, str(RUN), *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    done = load_broken()
     assert done.returncode != 0
     assert "CorruptError" in done.stderr and f"{data.name} bytes " in done.stderr, done.stderr[
         -3000:
@@ -181,13 +186,12 @@ def test_a_broken_chunk_or_a_lying_offset_is_named_by_file_and_range(
     assert "is not a torch.save archive" in done.stderr
 
     data.write_bytes(bytes(raw[:100]))  # shorter than .metadata says
-    done = subprocess.run(
-        [sys.executable, str(RUN), "load", "--world", "1", "--uri", str(broken), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = load_broken()
     assert done.returncode != 0
     assert f"{data.name}: bytes 0.." in done.stderr, done.stderr[-3000:]
     assert "are outside the object (100 bytes)" in done.stderr
+
+    data.unlink()  # a data file .metadata names is gone
+    done = load_broken()
+    assert done.returncode != 0
+    assert "FileNotFoundError" in done.stderr and data.name in done.stderr, done.stderr[-3000:]
