@@ -33,12 +33,21 @@ def measure(cmds, env=None):
     return elapsed, peak
 
 
-def case(results, runs, label, target, sink, cmds, env=None, check=None):
+def case(results, runs, label, target, sink, cmds, env=None, check=None, optional=False):
+    """Runs `cmds` (in parallel) `runs` times and appends a row with the median wall time and
+    the peak RSS. An `optional` case is a peer that may fail against a given server: its
+    failure is reported and leaves no row, where any other failure ends the bench."""
     times, rss = [], []
     for _ in range(runs):
         if check:
             check(before=True)
-        t, r = measure(cmds, env)
+        try:
+            t, r = measure(cmds, env)
+        except SystemExit as e:
+            if not optional:
+                raise
+            print(f"bench: {label} ({target}) did not run: {str(e)[:300]}", file=sys.stderr)
+            return
         if check:
             check(before=False)
         times.append(t)

@@ -2,7 +2,8 @@
 file) loaded into torch tensors, every tensor touched, with the `ckptio` package and its peers,
 from local disk, nginx (HTTP) and Garage (S3); then one tensor of the remote file (time and
 bytes moved on loopback). Each case runs in its own process and times its own work, from
-after its imports: medians of --runs, peak RSS from GNU time. Run through `scripts/bench python` (the package is built into the torch venv)."""
+after its imports; every case of a target runs once per round (--local-runs rounds locally,
+--runs remotely) and the table has medians, with peak RSS from GNU time. Run through `scripts/bench python` (the package is built into the torch venv)."""
 
 import argparse
 import os
@@ -11,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from typing import NamedTuple
 
 from common import GiB, MiB, garage, measure
 
@@ -214,6 +216,8 @@ def moved(cmd, env):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
+    # Local rows take 0.1 s of work each, where a busy moment of the host decides the ratio.
+    ap.add_argument("--local-runs", type=int, default=7)
     ap.add_argument("--tmpfs", default="/dev/shm")
     args = ap.parse_args()
 
@@ -235,32 +239,36 @@ def main():
     dl = os.path.join(tmp, "downloaded")
     py, n, results = sys.executable, str(tensor_bytes), []
     try:
-        def run(label, target, cmd, env=None):
-            timed(results, args.runs, label, target, cmd, env)
-
         # What every process holds before any tensor: the interpreter, torch and the libraries.
         baseline = min(measure([[py, "-c", BASELINE]])[1] for _ in range(args.runs))
-        run("ckptio.load", "local", [py, "-c", CKPTIO_LOAD, st, "{}", n])
-        run("ckptio.load(mmap=False)", "local", [py, "-c", CKPTIO_LOAD, st, "{}", "--no-mmap", n])
-        run("safetensors load_file", "local", [py, "-c", ST_LOAD_FILE, st, n])
-        run("safetensors safe_open loop", "local", [py, "-c", ST_SAFE_OPEN, st, n])
-        run("ckptio.load (.pt)", "local", [py, "-c", CKPTIO_LOAD, pt, "{}", n])
-        # torch.load(mmap=True) checks no CRC-32; ckptio.load does unless asked not to.
-        run("ckptio.load(verify=False) (.pt)", "local", [py, "-c", CKPTIO_LOAD, pt, "{}", "--no-verify", n])
-        run("torch.load(mmap=True) (.pt)", "local", [py, "-c", TORCH_MMAP, pt, n])
-        run("runai SafetensorsStreamer", "local", [py, "-c", RUNAI, st, n])
         url = base_url + "bench.safetensors"
-        run("ckptio.load", "HTTP", [py, "-c", CKPTIO_LOAD, url, "{}", n])
-        run("hf_transfer + load_file", "HTTP", [py, "-c", HF_TRANSFER, url, dl + ".st", n])
         s3_st, s3_pt = f"s3://{bucket}/bench.safetensors", f"s3://{bucket}/bench.pt"
-        run("ckptio.load", "S3", [py, "-c", CKPTIO_LOAD, s3_st, s3_options, n], s3_env)
-        run("ckptio.load (.pt)", "S3", [py, "-c", CKPTIO_LOAD, s3_pt, s3_options, n], s3_env)
-        peer(run, "runai SafetensorsStreamer", "S3", [py, "-c", RUNAI, s3_st, n], runai_env)
-        peer(run, "s3torchconnector + load", "S3", [py, "-c", S3TORCH, s3["endpoint"], s3["region"], s3_st, n], s3_env)
-        peer(run, "s3torchconnector + torch.load (.pt)", "S3",
-             [py, "-c", S3TORCH, s3["endpoint"], s3["region"], s3_pt, n], s3_env)
-        run("boto3 + load_file", "S3", [py, "-c", BOTO3, s3["endpoint"], bucket, "bench.safetensors",
-                                        dl + ".st", n], s3_env)
+        rounds(results, args.local_runs, [
+            Case("ckptio.load", "local", [py, "-c", CKPTIO_LOAD, st, "{}", n]),
+            Case("ckptio.load(mmap=False)", "local", [py, "-c", CKPTIO_LOAD, st, "{}", "--no-mmap", n]),
+            Case("safetensors load_file", "local", [py, "-c", ST_LOAD_FILE, st, n]),
+            Case("safetensors safe_open loop", "local", [py, "-c", ST_SAFE_OPEN, st, n]),
+            Case("ckptio.load (.pt)", "local", [py, "-c", CKPTIO_LOAD, pt, "{}", n]),
+            # torch.load(mmap=True) checks no CRC-32; ckptio.load does unless asked not to.
+            Case("ckptio.load(verify=False) (.pt)", "local", [py, "-c", CKPTIO_LOAD, pt, "{}", "--no-verify", n]),
+            Case("torch.load(mmap=True) (.pt)", "local", [py, "-c", TORCH_MMAP, pt, n]),
+            Case("runai SafetensorsStreamer", "local", [py, "-c", RUNAI, st, n]),
+        ])
+        rounds(results, args.runs, [
+            Case("ckptio.load", "HTTP", [py, "-c", CKPTIO_LOAD, url, "{}", n]),
+            Case("hf_transfer + load_file", "HTTP", [py, "-c", HF_TRANSFER, url, dl + ".st", n]),
+        ])
+        rounds(results, args.runs, [
+            Case("ckptio.load", "S3", [py, "-c", CKPTIO_LOAD, s3_st, s3_options, n], s3_env),
+            Case("ckptio.load (.pt)", "S3", [py, "-c", CKPTIO_LOAD, s3_pt, s3_options, n], s3_env),
+            Case("runai SafetensorsStreamer", "S3", [py, "-c", RUNAI, s3_st, n], runai_env, optional=True),
+            Case("s3torchconnector + load", "S3", [py, "-c", S3TORCH, s3["endpoint"], s3["region"], s3_st, n],
+                 s3_env, optional=True),
+            Case("s3torchconnector + torch.load (.pt)", "S3",
+                 [py, "-c", S3TORCH, s3["endpoint"], s3["region"], s3_pt, n], s3_env, optional=True),
+            Case("boto3 + load_file", "S3", [py, "-c", BOTO3, s3["endpoint"], bucket, "bench.safetensors",
+                                             dl + ".st", n], s3_env),
+        ])
         one = [
             ("HTTP", "ckptio safe_open", [py, "-c", ONE_CKPTIO, url, "{}"], None),
             ("HTTP", "hf_transfer + safe_open", [py, "-c", ONE_SAFETENSORS_HTTP, url, dl + ".one"], None),
@@ -273,14 +281,13 @@ def main():
         save_env = dict(s3_env, FSSPEC_S3_ENDPOINT_URL=s3["endpoint"])
         save_base = min(measure([[py, "-c", SAVE_BASELINE]], save_env)[1] for _ in range(args.runs))
         saves = []
-        for label, target, cmd in [
-            ("ckptio CkptioCheckpointIO", "S3", [py, "-c", SAVE_CKPTIO, f"s3://{bucket}/save/ckptio.ckpt",
-                                                 s3_options]),
-            ("Lightning TorchCheckpointIO (s3fs)", "S3", [py, "-c", SAVE_LIGHTNING,
-                                                          f"s3://{bucket}/save/lightning.ckpt"]),
-            ("torch.save", "local tmpfs", [py, "-c", SAVE_TORCH, dl + ".ckpt"]),
-        ]:
-            timed(saves, args.runs, label, target, cmd, save_env)
+        rounds(saves, args.runs, [
+            Case("ckptio CkptioCheckpointIO", "S3", [py, "-c", SAVE_CKPTIO, f"s3://{bucket}/save/ckptio.ckpt",
+                                                    s3_options], save_env),
+            Case("Lightning TorchCheckpointIO (s3fs)", "S3", [py, "-c", SAVE_LIGHTNING,
+                                                             f"s3://{bucket}/save/lightning.ckpt"], save_env),
+            Case("torch.save", "local tmpfs", [py, "-c", SAVE_TORCH, dl + ".ckpt"], save_env),
+        ])
         one_rows = []
         for target, label, cmd, env in one:
             try:
@@ -290,23 +297,48 @@ def main():
                 one_rows.append((target, label, None, f"failed ({e.returncode})"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report(results, tensor_bytes, baseline, one_rows)
+    report(results, tensor_bytes, baseline, one_rows, f"{args.local_runs} runs locally and {args.runs} remotely")
     report_saves(saves, tensor_bytes, save_base)
 
 
-def timed(results, runs, label, target, cmd, env=None):
-    """Runs `cmd` `runs` times: the median of its wall time, of the work it timed itself
-    (written to the file named by CKPTIO_BENCH_WORK), and its peak RSS."""
-    walls, works, rss = [], [], []
+class Case(NamedTuple):
+    """One row: a command that times its own work, run as a process of its own."""
+
+    label: str
+    target: str
+    cmd: list[str]
+    env: dict[str, str] | None = None
+    # A peer that may not run against these servers: its failure is reported, not fatal.
+    optional: bool = False
+
+
+def rounds(results, runs, cases):
+    """Runs every case once per round, `runs` rounds, so that a host that speeds up or slows
+    down meanwhile moves every case alike; appends each case's medians (wall time, the work it
+    timed itself) and peak RSS."""
+    samples = [([], [], []) for _ in cases]
+    running = set(range(len(cases)))
     for _ in range(runs):
-        with tempfile.NamedTemporaryFile(prefix="ckptio-work-") as work:
-            wall, peak = measure([cmd], dict(env or os.environ, CKPTIO_BENCH_WORK=work.name))
-            walls.append(wall)
-            works.append(float(work.read()))
-            rss.append(peak)
-    results.append({"tool": label, "target": target, "median_s": statistics.median(walls),
-                    "work_s": statistics.median(works), "runs_s": works, "peak_rss": max(rss)})
-    print(f"  {target:5} {label:36} {statistics.median(works):7.3f} s", file=sys.stderr)
+        for i, case in enumerate(cases):
+            if i not in running:
+                continue
+            try:
+                with tempfile.NamedTemporaryFile(prefix="ckptio-work-") as work:
+                    wall, peak = measure([case.cmd], dict(case.env or os.environ, CKPTIO_BENCH_WORK=work.name))
+                    seconds = float(work.read())
+            except SystemExit as e:
+                if not case.optional:
+                    raise
+                print(f"bench: {case.label} ({case.target}) did not run: {str(e)[:300]}", file=sys.stderr)
+                running.discard(i)
+                continue
+            for values, value in zip(samples[i], (wall, seconds, peak)):
+                values.append(value)
+    for i in sorted(running):
+        (walls, works, rss), case = samples[i], cases[i]
+        results.append({"tool": case.label, "target": case.target, "median_s": statistics.median(walls),
+                        "work_s": statistics.median(works), "runs_s": works, "peak_rss": max(rss)})
+        print(f"  {case.target:5} {case.label:36} {statistics.median(works):7.3f} s", file=sys.stderr)
 
 
 def report_saves(saves, tensor_bytes, base_rss):
@@ -327,17 +359,9 @@ def json_options(s3):
     return json.dumps({k: s3[k] for k in ("endpoint", "access_key_id", "secret_access_key", "region")})
 
 
-def peer(run, label, target, cmd, env):
-    """A peer that may not run against Garage on loopback: its failure is reported, not fatal."""
-    try:
-        run(label, target, cmd, env)
-    except SystemExit as e:
-        print(f"bench: {label} ({target}) did not run: {str(e)[:300]}", file=sys.stderr)
-
-
-def report(results, tensor_bytes, base_rss, one_rows):
-    runs = len(results[0]["runs_s"])
-    print(f"\n1 GiB of tensors (256 F32 × 4 MiB) into torch, every tensor touched; median of {runs}. "
+def report(results, tensor_bytes, base_rss, one_rows, runs):
+    print(f"\n1 GiB of tensors (256 F32 × 4 MiB) into torch, every tensor touched; median of {runs}, "
+          f"every case of a target run once per round. "
           f"Each process times its own work, from after its imports to the last tensor touched "
           f"(work s; the whole process, imports included, is wall s); RSS is over a process that "
           f"imports torch and the libraries ({base_rss / MiB:.0f} MiB; bound: tensor bytes + 128 MiB)\n")
