@@ -8,7 +8,6 @@ peer's, and the peak RSS of a rank. Run through `scripts/bench dcp`."""
 import argparse
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -101,26 +100,38 @@ def main():
         f.write(RANK.format(tensors=args.tensors, tensor_bytes=TENSOR_BYTES))
     total = 2 * args.tensors * TENSOR_BYTES
     rows = [ceiling(total, bucket, s3, env, args.runs)]
-    for tool in args.tools.split(","):
-        runs = []
-        for _ in range(args.runs):
+    # Each round runs every tool once, so that a host that speeds up or slows down meanwhile (or
+    # a server warming up) moves every tool alike.
+    tools = args.tools.split(",")
+    runs = {tool: [] for tool in tools}
+    for _ in range(args.runs):
+        for tool in [t for t in tools if t in runs]:
             path = f"s3://{bucket}/bench-dcp/{tool}-{uuid.uuid4().hex[:8]}"
             out = f"/tmp/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}.json"
             done = subprocess.run([sys.executable, script, tool, path, json.dumps(s3), out, str(free_port())],
-                                  env=env, capture_output=True, text=True)
+                                  check=False, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"bench: {tool} failed: {done.stderr[-2000:]}", file=sys.stderr)
-                break
+                rows.extend(row(tool, runs.pop(tool)))
+                continue
             with open(out) as f:
-                runs.append(json.load(f))
+                runs[tool].append(json.load(f))
             os.unlink(out)
-            print(f"  {tool:18} save {runs[-1]['save']:6.2f} s  load {runs[-1]['load']:6.2f} s", file=sys.stderr)
-        if runs:
-            rows.append({"tool": tool, "save": statistics.median(r["save"] for r in runs),
-                         "load": statistics.median(r["load"] for r in runs), "rss": max(r["rss"] for r in runs),
-                         "runs": len(runs)})
+            print(f"  {tool:18} save {runs[tool][-1]['save']:6.2f} s  load {runs[tool][-1]['load']:6.2f} s",
+                  file=sys.stderr)
+    for tool, done_runs in runs.items():
+        rows.extend(row(tool, done_runs))
     os.unlink(script)
     report(rows, total)
+
+
+def row(tool, runs):
+    """The table's row for `tool` (medians over its runs), or none when no run finished."""
+    if not runs:
+        return []
+    return [{"tool": tool, "save": statistics.median(r["save"] for r in runs),
+             "load": statistics.median(r["load"] for r in runs), "rss": max(r["rss"] for r in runs),
+             "runs": len(runs)}]
 
 
 def ceiling(total, bucket, s3, env, runs):
