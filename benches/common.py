@@ -93,3 +93,24 @@ def ratio_table(results, size, title, ratio="ckptio × this"):
         print(f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {size / GiB / r['median_s']:.2f} | "
               f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |")
 
+
+
+def settle(idle=0.9, window=0.5, limit=30.0):
+    """Writes dirty pages back, then waits until the machine's CPUs are at least `idle` idle
+    over `window` seconds (for at most `limit` seconds): a run that follows one which wrote a
+    GiB to a server's disk would otherwise share the two cores with the kernel writing it back,
+    or with the server still indexing it."""
+    os.sync()
+
+    def ticks():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        idle0, total0 = ticks()
+        time.sleep(window)
+        idle1, total1 = ticks()
+        if total1 > total0 and (idle1 - idle0) / (total1 - total0) >= idle:
+            return

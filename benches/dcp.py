@@ -15,6 +15,8 @@ import sys
 import time
 import uuid
 
+from common import settle
+
 GiB = 1 << 30
 MiB = 1 << 20
 TENSORS, TENSOR_BYTES = 64, 8 * MiB
@@ -100,14 +102,15 @@ def main():
         f.write(RANK.format(tensors=args.tensors, tensor_bytes=TENSOR_BYTES))
     total = 2 * args.tensors * TENSOR_BYTES
     rows = [ceiling(total, bucket, s3, env, args.runs)]
-    # Each round runs every tool once, so that a host that speeds up or slows down meanwhile (or
-    # a server warming up) moves every tool alike.
+    # Each round runs every tool once, each round starting with the next tool, so that a host
+    # that speeds up or slows down meanwhile (or a server warming up) moves every tool alike.
     tools = args.tools.split(",")
     runs = {tool: [] for tool in tools}
-    for _ in range(args.runs):
-        for tool in [t for t in tools if t in runs]:
+    for round_ in range(args.runs):
+        for tool in [t for t in tools[round_ % len(tools):] + tools[:round_ % len(tools)] if t in runs]:
             path = f"s3://{bucket}/bench-dcp/{tool}-{uuid.uuid4().hex[:8]}"
             out = f"/tmp/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}.json"
+            settle()
             done = subprocess.run([sys.executable, script, tool, path, json.dumps(s3), out, str(free_port())],
                                   check=False, env=env, capture_output=True, text=True)
             if done.returncode != 0:
@@ -151,6 +154,7 @@ def ceiling(total, bucket, s3, env, runs):
             for phase in ("save", "load"):
                 jobs = [[*cmd, "cp", p, f"{prefix}/{os.path.basename(p)}"] if phase == "save"
                         else [*cmd, "cp", f"{prefix}/{os.path.basename(p)}", p + ".back"] for p in halves]
+                settle()
                 start = time.perf_counter()
                 procs = [subprocess.Popen(j, env=env, stdout=subprocess.DEVNULL) for j in jobs]
                 if any(p.wait() for p in procs):

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from typing import NamedTuple
 
-from common import GiB, MiB, garage, measure
+from common import GiB, MiB, garage, measure, settle
 
 # Each process times its own work, from after its imports (which take seconds, and vary more
 # than the work does on a busy machine) to every tensor's bytes touched: clone copies them
@@ -313,15 +313,18 @@ class Case(NamedTuple):
 
 
 def rounds(results, runs, cases):
-    """Runs every case once per round, `runs` rounds, so that a host that speeds up or slows
-    down meanwhile moves every case alike; appends each case's medians (wall time, the work it
-    timed itself) and peak RSS."""
+    """Runs every case once per round, `runs` rounds, each round starting with the next case
+    and each run on a settled machine, so that a host that speeds up or slows down meanwhile
+    moves every case alike; appends each case's medians (wall time, the work it timed itself)
+    and peak RSS."""
     samples = [([], [], []) for _ in cases]
     running = set(range(len(cases)))
-    for _ in range(runs):
-        for i, case in enumerate(cases):
+    for round_ in range(runs):
+        for i in [(round_ + k) % len(cases) for k in range(len(cases))]:
+            case = cases[i]
             if i not in running:
                 continue
+            settle()
             try:
                 with tempfile.NamedTemporaryFile(prefix="ckptio-work-") as work:
                     wall, peak = measure([case.cmd], dict(case.env or os.environ, CKPTIO_BENCH_WORK=work.name))
