@@ -2,6 +2,7 @@
 //! or as a list of ranges.
 
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -10,11 +11,13 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::{GetOptions, GetRange};
 use tokio::sync::mpsc;
 
+use super::mapped;
 use super::options::FetchOptions;
 use super::plan;
 use super::sink::{FrameSender, Region};
 use super::source::Source;
 use super::stat::{ObjectInfo, stat};
+use super::task::blocking;
 use crate::error::{Class, Error, Result, TransportKind, classify};
 use crate::location::Location;
 use crate::streams::spawn;
@@ -23,6 +26,9 @@ use crate::streams::spawn;
 /// destination when copying falls behind (a frame is what one socket read gave, up to hyper's
 /// read buffer of some hundred KiB).
 const FRAMES_IN_FLIGHT: usize = 4;
+
+/// How much of a local file one positional read takes, between two progress reports.
+const LOCAL_BLOCK: usize = 4 << 20;
 
 /// An object pinned to the ETag and version its HEAD reported: every read of it asks for that
 /// version, and fails with [`Error::ObjectChanged`] if the object was replaced meanwhile.
@@ -309,15 +315,7 @@ impl Object {
                 size,
             });
         }
-        let mapped = if map {
-            self.mapped(&ranges).await?
-        } else {
-            None
-        };
-        if let Some(mapped) = mapped {
-            for landed in mapped.into_iter().enumerate() {
-                let _ = done.send(Ok(landed));
-            }
+        if self.local(&ranges, map, done).await? {
             return Ok(());
         }
         let mut regions = ranges
@@ -410,12 +408,21 @@ impl Object {
         Ok(())
     }
 
-    /// `ranges` of a local file as views of one private mapping of the span that covers them,
-    /// when mapping is on; `None` to read them instead.
-    async fn mapped(&self, ranges: &[Range<u64>]) -> Result<Option<Vec<Bytes>>> {
+    /// Reads `ranges` of a local file, if the object is one: views of one private mapping of
+    /// the span that covers them when `map` and the options allow, otherwise positional reads
+    /// straight into each range's buffer, a few ranges at a time on the blocking pool (one copy
+    /// out of the page cache, and nothing held but the buffers), then the file checked again
+    /// against the pinned version. `false` when the object is not a local file, or no range
+    /// has bytes.
+    async fn local(
+        &self,
+        ranges: &[Range<u64>],
+        map: bool,
+        done: &mpsc::UnboundedSender<Result<(usize, Bytes)>>,
+    ) -> Result<bool> {
         let source = &self.source;
-        if !source.options.map_local || source.location.local_path().is_none() {
-            return Ok(None);
+        if source.location.local_path().is_none() {
+            return Ok(false);
         }
         let Some(start) = ranges
             .iter()
@@ -423,23 +430,69 @@ impl Object {
             .map(|r| r.start)
             .min()
         else {
-            return Ok(None);
+            return Ok(false);
         };
         let end = ranges.iter().map(|r| r.end).max().unwrap_or(start);
-        let Some(span) = source.map(start..end).await? else {
-            return Ok(None);
+        let Some((file, path)) = source.open_file(start..end).await? else {
+            return Ok(false);
         };
-        let len: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-        source.options.progress.advanced(len);
-        Ok(Some(
-            ranges
-                .iter()
-                .map(|r| {
+        let file = Arc::new(file);
+        if map && source.options.map_local {
+            let mapping = Arc::clone(&file);
+            let span =
+                blocking(&path, "map", move || Ok(mapped::map(&mapping, start..end))).await?;
+            if let Some(span) = span {
+                source
+                    .options
+                    .progress
+                    .advanced(ranges.iter().map(|r| r.end - r.start).sum());
+                for (index, r) in ranges.iter().enumerate() {
                     let at = r.start.saturating_sub(start) as usize;
-                    span.slice(at..at + (r.end - r.start) as usize)
-                })
-                .collect(),
-        ))
+                    let _ = done.send(Ok((index, span.slice(at..at + (r.end - r.start) as usize))));
+                }
+                return Ok(true);
+            }
+        }
+        stream::iter(ranges.iter().cloned().enumerate())
+            .map(|(index, range)| {
+                let (file, path) = (Arc::clone(&file), path.clone());
+                let progress = Arc::clone(&source.options.progress);
+                let uri = source.location.uri();
+                async move {
+                    let len = range.end - range.start;
+                    let mut region =
+                        usize::try_from(len)
+                            .ok()
+                            .and_then(Region::new)
+                            .ok_or(Error::TooLarge {
+                                uri,
+                                size: len,
+                                streamable: true,
+                            })?;
+                    let region = blocking(&path, "read", move || {
+                        let mut at = range.start;
+                        for block in region.as_mut().chunks_mut(LOCAL_BLOCK) {
+                            file.read_exact_at(block, at)?;
+                            at += block.len() as u64;
+                            progress.advanced(block.len() as u64);
+                        }
+                        region.freeze()
+                    })
+                    .await?;
+                    Ok::<_, Error>((index, region))
+                }
+            })
+            .buffer_unordered(source.options.in_flight())
+            .try_for_each(|landed| {
+                let _ = done.send(Ok(landed));
+                std::future::ready(Ok(()))
+            })
+            .await?;
+        // The reads went to the file opened at the pinned version; a file rewritten in place
+        // or replaced meanwhile is no longer that version, as a remote object's next request
+        // would find.
+        source.open_file(start..end).await?;
+        Ok(true)
     }
 
     /// The whole object as `(offset, bytes)` pieces in order, read `concurrency` chunks ahead:
@@ -675,25 +728,50 @@ mod tests {
     #[tokio::test]
     async fn a_local_file_is_read_through_a_mapping_unless_turned_off() {
         let dir = tempfile::tempdir().unwrap();
-        let d = data(3 << 20);
+        // The middle range spans several positional reads when it is not mapped.
+        let d = data(3 * LOCAL_BLOCK + 7);
         for map_local in [true, false] {
             let object = local_object(dir.path(), &d, map_local).await;
-            let ranges = [0..10, (1 << 20)..(2 << 20), 5..5];
+            let ranges = [0..10, 3..(2 * LOCAL_BLOCK as u64 + 5), 5..5];
             let got = object.read_ranges(&ranges).await.unwrap();
             for (r, bytes) in ranges.iter().zip(&got) {
                 assert_eq!(bytes, &d[r.start as usize..r.end as usize], "{r:?}");
             }
-            assert_eq!(object.mapped(&ranges).await.unwrap().is_some(), map_local);
+            // Views of one mapping sit as far apart as their bytes do in the file.
+            let apart = (got[1].as_ptr() as usize).wrapping_sub(got[0].as_ptr() as usize);
+            assert_eq!(apart == 3, map_local, "map_local {map_local}");
         }
     }
 
     #[tokio::test]
-    async fn a_local_file_replaced_before_it_is_mapped_is_an_object_changed_error() {
+    async fn a_local_file_replaced_before_it_is_read_is_an_object_changed_error() {
         let dir = tempfile::tempdir().unwrap();
-        let object = local_object(dir.path(), &data(4096), true).await;
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(dir.path().join("weights.bin"), data(4097)).unwrap();
-        let err = object.read_ranges(&[0..10, 20..30]).await.unwrap_err();
-        assert!(matches!(err, Error::ObjectChanged { .. }), "{err}");
+        for map_local in [true, false] {
+            let object = local_object(dir.path(), &data(4096), map_local).await;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::fs::write(dir.path().join("weights.bin"), data(4097)).unwrap();
+            let err = object.read_ranges(&[0..10, 20..30]).await.unwrap_err();
+            assert!(matches!(err, Error::ObjectChanged { .. }), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_file_cut_short_while_read_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let object = local_object(dir.path(), &data(4096), false).await;
+        let path = dir.path().join("weights.bin");
+        // Truncated in place after the object was opened: its size no longer holds the range.
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        let pinned = file.metadata().unwrap().modified().unwrap();
+        file.set_len(100).unwrap();
+        file.set_modified(pinned).unwrap();
+        drop(file);
+        let err = object.read_ranges(&[0..10, 50..4000]).await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, Error::LocalIo { .. } | Error::ObjectChanged { .. }),
+            "{message}"
+        );
+        assert!(message.contains("weights.bin"), "{message}");
     }
 }

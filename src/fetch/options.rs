@@ -31,7 +31,8 @@ pub struct FetchOptions {
     /// Read local files through a private memory map (default `true`): tensors share the page
     /// cache instead of copying it, as `torch.load(mmap=True)` does. A file truncated by
     /// another process while its tensors are in use then faults the process (SIGBUS); turn
-    /// this off for files that may be rewritten in place.
+    /// this off for files that may be rewritten in place (ranges are then read straight into
+    /// buffers of their own, and the file checked against the pinned version afterwards).
     pub map_local: bool,
 }
 

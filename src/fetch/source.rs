@@ -1,7 +1,9 @@
 //! Reading one byte range of a pinned object, with ckptio's one retry policy.
 
+use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -224,12 +226,11 @@ impl Source {
         Ok(())
     }
 
-    /// Bytes `span` of the object over a private mapping of its file, opened through the store
-    /// (so confinement applies) and pinned like every read; `None` when the store does not
-    /// serve it as a file or it cannot be mapped.
-    pub async fn map(&self, span: Range<u64>) -> Result<Option<Bytes>> {
+    /// The object's file, opened through the store for `span` (so the directory's confinement
+    /// applies) and pinned like every read; `None` when the store does not serve it as a file.
+    pub async fn open_file(&self, span: Range<u64>) -> Result<Option<(File, PathBuf)>> {
         let options = GetOptions {
-            range: Some(GetRange::Bounded(span.clone())),
+            range: Some(GetRange::Bounded(span)),
             if_match: self.info.etag.clone(),
             ..GetOptions::default()
         };
@@ -247,16 +248,10 @@ impl Source {
                 return Err(self.changed(Some(sent.clone())).await);
             }
         }
-        let GetResultPayload::File(file, _) = result.payload else {
-            return Ok(None);
-        };
-        tokio::task::spawn_blocking(move || super::mapped::map(&file, span))
-            .await
-            .map_err(|e| Error::LocalIo {
-                path: self.location.uri(),
-                action: "map",
-                source: std::io::Error::other(e.to_string()),
-            })
+        Ok(match result.payload {
+            GetResultPayload::File(file, path) => Some((file, path)),
+            GetResultPayload::Stream(_) => None,
+        })
     }
 
     /// Hands the next bytes of the range to the sink, reporting and pacing them.
