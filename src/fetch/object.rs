@@ -381,12 +381,7 @@ impl Object {
                     if missing[index] == 0
                         && let Some(full) = regions[index].take()
                     {
-                        let full = full.freeze().map_err(|e| Error::LocalIo {
-                            path: "<memory>".into(),
-                            action: "seal the download buffer",
-                            source: e,
-                        })?;
-                        let _ = done.send(Ok((index, full)));
+                        let _ = done.send(Ok((index, full.freeze())));
                     }
                 }
             }
@@ -476,7 +471,7 @@ impl Object {
                             at += block.len() as u64;
                             progress.advanced(block.len() as u64);
                         }
-                        region.freeze()
+                        Ok(region.freeze())
                     })
                     .await?;
                     Ok::<_, Error>((index, region))

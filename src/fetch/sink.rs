@@ -164,13 +164,13 @@ impl Region {
         }
     }
 
-    pub fn freeze(self) -> io::Result<Bytes> {
-        Ok(match self {
+    pub fn freeze(self) -> Bytes {
+        match self {
             Self::Heap(v) => Bytes::from(v),
             // Kept writable: the Python bindings hand these bytes to numpy and torch, which may
             // write them (an optimizer's state, updated in place).
             Self::Mapped(m) => Bytes::from_owner(m),
-        })
+        }
     }
 }
 
@@ -215,7 +215,7 @@ mod tests {
             if len > 0 {
                 region.as_mut()[len - 1] = 9;
             }
-            let bytes = region.freeze().unwrap();
+            let bytes = region.freeze();
             assert_eq!(bytes.len(), len);
             assert_eq!(bytes.last().copied(), (len > 0).then_some(9));
         }
