@@ -320,18 +320,7 @@ impl Object {
         }
         let mut regions = ranges
             .iter()
-            .map(|r| {
-                let len = r.end - r.start;
-                usize::try_from(len)
-                    .ok()
-                    .and_then(Region::new)
-                    .map(Some)
-                    .ok_or_else(|| Error::TooLarge {
-                        uri: self.source.location.uri(),
-                        size: len,
-                        streamable: true,
-                    })
-            })
+            .map(|r| self.region(r).map(Some))
             .collect::<Result<Vec<Option<Region>>>>()?;
         let mut missing: Vec<u64> = ranges.iter().map(|r| r.end - r.start).collect();
         for (index, region) in regions.iter_mut().enumerate() {
@@ -403,6 +392,19 @@ impl Object {
         Ok(())
     }
 
+    /// A zeroed buffer for `range`, or [`Error::TooLarge`] if the memory cannot be had.
+    fn region(&self, range: &Range<u64>) -> Result<Region> {
+        let len = range.end - range.start;
+        usize::try_from(len)
+            .ok()
+            .and_then(Region::new)
+            .ok_or_else(|| Error::TooLarge {
+                uri: self.source.location.uri(),
+                size: len,
+                streamable: true,
+            })
+    }
+
     /// Reads `ranges` of a local file, if the object is one: views of one private mapping of
     /// the span that covers them when `map` and the options allow, otherwise positional reads
     /// straight into each range's buffer, a few ranges at a time on the blocking pool (one copy
@@ -452,18 +454,9 @@ impl Object {
             .map(|(index, range)| {
                 let (file, path) = (Arc::clone(&file), path.clone());
                 let progress = Arc::clone(&source.options.progress);
-                let uri = source.location.uri();
+                let region = self.region(&range);
                 async move {
-                    let len = range.end - range.start;
-                    let mut region =
-                        usize::try_from(len)
-                            .ok()
-                            .and_then(Region::new)
-                            .ok_or(Error::TooLarge {
-                                uri,
-                                size: len,
-                                streamable: true,
-                            })?;
+                    let mut region = region?;
                     let region = blocking(&path, "read", move || {
                         let mut at = range.start;
                         for block in region.as_mut().chunks_mut(LOCAL_BLOCK) {
