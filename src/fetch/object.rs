@@ -450,7 +450,7 @@ impl Object {
                 return Ok(true);
             }
         }
-        stream::iter(ranges.iter().cloned().enumerate())
+        let read = stream::iter(ranges.iter().cloned().enumerate())
             .map(|(index, range)| {
                 let (file, path) = (Arc::clone(&file), path.clone());
                 let progress = Arc::clone(&source.options.progress);
@@ -475,12 +475,12 @@ impl Object {
                 let _ = done.send(Ok(landed));
                 std::future::ready(Ok(()))
             })
-            .await?;
-        // The reads went to the file opened at the pinned version; a file rewritten in place
-        // or replaced meanwhile is no longer that version, as a remote object's next request
-        // would find.
+            .await;
+        // The reads went to the file opened at the pinned version. One rewritten or cut short
+        // meanwhile is no longer that version, as a remote object's next request would find:
+        // that is the error to report, rather than the short read it caused.
         source.open_file(start..end).await?;
-        Ok(true)
+        read.map(|()| true)
     }
 
     /// The whole object as `(offset, bytes)` pieces in order, read `concurrency` chunks ahead:
@@ -743,23 +743,44 @@ mod tests {
         }
     }
 
+    /// Cuts the file short once the first block of it has been read.
+    struct CutShort {
+        path: std::path::PathBuf,
+        done: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::fetch::Progress for CutShort {
+        fn advanced(&self, _: u64) {
+            if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let file = std::fs::File::options().write(true).open(&self.path);
+                file.unwrap().set_len(100).unwrap();
+            }
+        }
+    }
+
     #[tokio::test]
-    async fn a_local_file_cut_short_while_read_is_an_error_naming_it() {
+    async fn a_local_file_cut_short_while_read_is_an_object_changed_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let object = local_object(dir.path(), &data(4096), false).await;
         let path = dir.path().join("weights.bin");
-        // Truncated in place after the object was opened: its size no longer holds the range.
-        let file = std::fs::File::options().write(true).open(&path).unwrap();
-        let pinned = file.metadata().unwrap().modified().unwrap();
-        file.set_len(100).unwrap();
-        file.set_modified(pinned).unwrap();
-        drop(file);
-        let err = object.read_ranges(&[0..10, 50..4000]).await.unwrap_err();
+        std::fs::write(&path, data(2 * LOCAL_BLOCK + 10)).unwrap();
+        let loc = crate::location::resolve(path.to_str().unwrap(), &Default::default()).unwrap();
+        let progress = Arc::new(CutShort {
+            path: path.clone(),
+            done: false.into(),
+        });
+        let options = FetchOptions {
+            map_local: false,
+            concurrency: 1,
+            progress,
+            ..FetchOptions::default()
+        };
+        let object = Object::open(&loc, options).await.unwrap();
+        let err = object
+            .read_range(0..(2 * LOCAL_BLOCK as u64 + 10))
+            .await
+            .unwrap_err();
         let message = err.to_string();
-        assert!(
-            matches!(err, Error::LocalIo { .. } | Error::ObjectChanged { .. }),
-            "{message}"
-        );
+        assert!(matches!(err, Error::ObjectChanged { .. }), "{message}");
         assert!(message.contains("weights.bin"), "{message}");
     }
 }
