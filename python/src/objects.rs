@@ -1,6 +1,6 @@
 //! Objects as bytes, for the framework plugins: byte ranges of objects read in parallel,
-//! pinned to one version and handed over as they land, whole small objects, puts (create-only for commits), and DCP data
-//! files written from tensors without a copy.
+//! pinned to one version and handed over as they land; whole small objects; puts (create-only
+//! for commits); and DCP data files written from tensors without a copy.
 
 use std::sync::Mutex;
 

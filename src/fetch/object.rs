@@ -297,9 +297,10 @@ impl Object {
         .boxed()
     }
 
-    /// Reads `ranges` and sends each to `done` once complete. Fetch tasks on every worker
-    /// thread send their frames to one copier, which writes each into the ranges that hold
-    /// its bytes: memory in flight stays bounded by the channel, and nothing is copied twice.
+    /// Reads `ranges` and sends each to `done` once complete. A local file is read by
+    /// [`local`](Self::local); otherwise fetch tasks on every worker thread send their frames
+    /// to one copier, which writes each into the ranges that hold its bytes: memory in flight
+    /// stays bounded by the channel, and nothing is copied twice.
     async fn deliver(
         &self,
         ranges: Vec<Range<u64>>,
