@@ -147,7 +147,7 @@ impl Pickler {
     }
 
     /// Starts a dict (or list): its items follow in batches, each opened by
-    /// [`start_batch`](Self::start_batch) and closed by [`end_items`](Self::end_items).
+    /// [`start_batch`](Self::start_batch) and closed by [`end_batch`](Self::end_batch).
     pub fn empty_dict(&mut self) {
         self.op(Opcode::EmptyDict);
     }
