@@ -2,7 +2,7 @@
 //! confirmed and checksums verified, elements made contiguous and little-endian, optionally
 //! widened to F32; all at once, or streamed in file order within a memory budget.
 //!
-//! It knows no format: bytes come through the tree's [`Source`], [`Anchor`] and
+//! It knows no format: bytes come through the tree's [`Source`], [`Anchor`](crate::tree::Anchor) and
 //! [`Locate`](crate::tree::Locate) traits.
 
 mod check;
