@@ -94,6 +94,12 @@ def ratio_table(results, size, title, ratio="ckptio × this"):
               f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |")
 
 
+def rotated(items, round_):
+    """`items` in the order round `round_` runs them: each round starts with the next one, so
+    that no item always runs first (after whatever ran before the rounds) or last."""
+    k = round_ % len(items) if items else 0
+    return items[k:] + items[:k]
+
 
 def settle(idle=0.9, window=0.5, limit=30.0):
     """Writes dirty pages back, then waits until the machine's CPUs are at least `idle` idle

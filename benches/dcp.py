@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 
-from common import settle
+from common import garage, rotated, settle
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -93,15 +93,13 @@ def main():
     ap.add_argument("--tools", default="ckptio,s3torchconnector,fsspec")
     ap.add_argument("--tensors", type=int, default=TENSORS, help="8 MiB tensors per rank")
     args = ap.parse_args()
-    s3 = json.loads(os.environ["CKPTIO_TEST_GARAGE_OPTIONS"])
-    bucket = os.environ["CKPTIO_TEST_GARAGE_URI"].removeprefix("s3://").strip("/")
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
-               AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"])
+    s3, bucket, env = garage()
     # A file, not `-c`: the ranks torch.multiprocessing spawns import their entry point from it.
     script = f"/tmp/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}.py"
     with open(script, "w") as f:
         f.write(RANK.format(tensors=args.tensors, tensor_bytes=TENSOR_BYTES))
     total = 2 * args.tensors * TENSOR_BYTES
+
     def run(tool):
         """One save and load by `tool`'s pair of ranks: their times and peak RSS, or None."""
         path = f"s3://{bucket}/bench-dcp/{tool}-{uuid.uuid4().hex[:8]}"
@@ -129,7 +127,7 @@ def main():
     # that speeds up or slows down meanwhile moves every tool alike.
     runs = {tool: [] for tool in tools}
     for round_ in range(args.runs):
-        for tool in [t for t in tools[round_ % len(tools):] + tools[:round_ % len(tools)] if t in runs]:
+        for tool in [t for t in rotated(tools, round_) if t in runs]:
             result = run(tool)
             if result is None:
                 rows.extend(row(tool, runs.pop(tool)))

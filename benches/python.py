@@ -14,7 +14,7 @@ import sys
 import tempfile
 from typing import NamedTuple
 
-from common import GiB, MiB, garage, measure, settle
+from common import GiB, MiB, garage, measure, rotated, settle
 
 # Each process times its own work, from after its imports (which take seconds, and vary more
 # than the work does on a busy machine) to every tensor's bytes touched: clone copies them
@@ -320,7 +320,7 @@ def rounds(results, runs, cases):
     samples = [([], [], []) for _ in cases]
     running = set(range(len(cases)))
     for round_ in range(runs):
-        for i in [(round_ + k) % len(cases) for k in range(len(cases))]:
+        for i in rotated(list(range(len(cases))), round_):
             case = cases[i]
             if i not in running:
                 continue
