@@ -13,6 +13,7 @@ mod mapped;
 mod object;
 mod options;
 mod plan;
+mod pool;
 mod progress;
 mod rate;
 mod sink;

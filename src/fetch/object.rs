@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use object_store::{GetOptions, GetRange};
@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::mapped;
 use super::options::FetchOptions;
 use super::plan;
+use super::pool::{Lease, Pool};
 use super::sink::{FrameSender, Region};
 use super::source::Source;
 use super::stat::{ObjectInfo, stat};
@@ -395,15 +396,7 @@ impl Object {
 
     /// A zeroed buffer for `range`, or [`Error::TooLarge`] if the memory cannot be had.
     fn region(&self, range: &Range<u64>) -> Result<Region> {
-        let len = range.end - range.start;
-        usize::try_from(len)
-            .ok()
-            .and_then(Region::new)
-            .ok_or_else(|| Error::TooLarge {
-                uri: self.source.location.uri(),
-                size: len,
-                streamable: true,
-            })
+        region(&self.source, range)
     }
 
     /// Reads `ranges` of a local file, if the object is one: views of one private mapping of
@@ -454,21 +447,10 @@ impl Object {
         let read = stream::iter(ranges.iter().cloned().enumerate())
             .map(|(index, range)| {
                 let (file, path) = (Arc::clone(&file), path.clone());
-                let progress = Arc::clone(&source.options.progress);
                 let region = self.region(&range);
                 async move {
-                    let mut region = region?;
-                    let region = blocking(&path, "read", move || {
-                        let mut at = range.start;
-                        for block in region.as_mut().chunks_mut(LOCAL_BLOCK) {
-                            file.read_exact_at(block, at)?;
-                            at += block.len() as u64;
-                            progress.advanced(block.len() as u64);
-                        }
-                        Ok(region.freeze())
-                    })
-                    .await?;
-                    Ok::<_, Error>((index, region))
+                    let region = read_into(source, file, path, region?, range).await?;
+                    Ok::<_, Error>((index, region.freeze()))
                 }
             })
             .buffer_unordered(source.options.in_flight())
@@ -485,8 +467,9 @@ impl Object {
     }
 
     /// The whole object as `(offset, bytes)` pieces in order, read `concurrency` chunks ahead:
-    /// at most `concurrency × chunk_size` bytes are held. The stream ends after the first
-    /// error.
+    /// at most `concurrency × chunk_size` bytes are held, and a piece's buffer takes a later
+    /// chunk once every view of it is dropped. A local file is read straight into the pieces.
+    /// The stream ends after the first error.
     pub fn stream(&self) -> BoxStream<'static, Result<(u64, Bytes)>> {
         let source = Arc::clone(&self.source);
         let concurrency = source.options.in_flight();
@@ -495,15 +478,16 @@ impl Object {
             .progress
             .started(&source.location.uri(), source.info.size);
         let chunks = plan::chunks(source.info.size, source.options.chunk_size);
+        let largest = chunks.first().map_or(0, |r| r.end - r.start);
+        let pool = Pool::new(usize::try_from(largest).unwrap_or(usize::MAX));
         let done = Arc::clone(&source);
         crate::streams::end_at_first_error(
             stream::iter(chunks)
                 .map(move |range| {
-                    let source = Arc::clone(&source);
+                    let (source, pool) = (Arc::clone(&source), Arc::clone(&pool));
                     spawn(async move {
-                        let mut buf = BytesMut::with_capacity((range.end - range.start) as usize);
-                        source.fill(range.clone(), &mut buf).await?;
-                        Ok((range.start, buf.freeze()))
+                        let bytes = chunk(&source, &pool, range.clone()).await?;
+                        Ok((range.start, bytes))
                     })
                 })
                 .buffered(concurrency)
@@ -518,6 +502,68 @@ impl Object {
         )
         .boxed()
     }
+}
+
+/// A zeroed buffer for `range` of the source's object, or [`Error::TooLarge`] if the memory
+/// cannot be had.
+fn region(source: &Source, range: &Range<u64>) -> Result<Region> {
+    let len = range.end - range.start;
+    usize::try_from(len)
+        .ok()
+        .and_then(Region::new)
+        .ok_or_else(|| Error::TooLarge {
+            uri: source.location.uri(),
+            size: len,
+            streamable: true,
+        })
+}
+
+/// Reads `range` of the open local `file` straight into `buf` (as long as the range) by
+/// positional reads on the blocking pool, reporting progress every [`LOCAL_BLOCK`].
+async fn read_into<B: AsMut<[u8]> + Send + 'static>(
+    source: &Source,
+    file: Arc<std::fs::File>,
+    path: std::path::PathBuf,
+    mut buf: B,
+    range: Range<u64>,
+) -> Result<B> {
+    let progress = Arc::clone(&source.options.progress);
+    blocking(&path, "read", move || {
+        let mut at = range.start;
+        for block in buf.as_mut().chunks_mut(LOCAL_BLOCK) {
+            file.read_exact_at(block, at)?;
+            at += block.len() as u64;
+            progress.advanced(block.len() as u64);
+        }
+        Ok(buf)
+    })
+    .await
+}
+
+/// One chunk of a stream, into a buffer of `pool`: for a local file, read straight into it
+/// (one copy out of the page cache), then the file checked against the pinned version, so
+/// that a file rewritten or cut short meanwhile is [`Error::ObjectChanged`]; otherwise filled
+/// by range requests, frame by frame.
+async fn chunk(source: &Source, pool: &Arc<Pool>, range: Range<u64>) -> Result<Bytes> {
+    let len = range.end - range.start;
+    let lease = usize::try_from(len)
+        .ok()
+        .and_then(|len| pool.lend(len))
+        .ok_or_else(|| Error::TooLarge {
+            uri: source.location.uri(),
+            size: len,
+            streamable: true,
+        })?;
+    if source.location.local_path().is_some() {
+        if let Some((file, path)) = source.open_file(range.clone()).await? {
+            let read = read_into(source, Arc::new(file), path, lease, range.clone()).await;
+            source.open_file(range).await?;
+            return read.map(Lease::freeze);
+        }
+    }
+    let mut lease = lease;
+    source.fill(range, &mut lease).await?;
+    Ok(lease.freeze())
 }
 
 /// Whether a range GET that failed so may have asked an empty object for its first byte.
@@ -780,6 +826,63 @@ mod tests {
             .read_range(0..(2 * LOCAL_BLOCK as u64 + 10))
             .await
             .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::ObjectChanged { .. }), "{message}");
+        assert!(message.contains("weights.bin"), "{message}");
+    }
+    fn streaming(
+        map_local: bool,
+        chunk_size: u64,
+        progress: Arc<dyn crate::fetch::Progress>,
+    ) -> FetchOptions {
+        FetchOptions {
+            map_local,
+            chunk_size,
+            concurrency: 1,
+            progress,
+            ..FetchOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_file_streams_every_byte_in_order_from_chunks_that_reuse_their_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weights.bin");
+        // Chunks of two positional reads and a short last one.
+        let d = data(5 * LOCAL_BLOCK + 7);
+        std::fs::write(&path, &d).unwrap();
+        let loc = crate::location::resolve(path.to_str().unwrap(), &Default::default()).unwrap();
+        let options = streaming(
+            true,
+            2 * LOCAL_BLOCK as u64,
+            Arc::new(crate::fetch::NoProgress),
+        );
+        let object = Object::open(&loc, options).await.unwrap();
+        let mut pieces = object.stream();
+        let (mut all, mut buffers) = (Vec::new(), std::collections::BTreeSet::new());
+        while let Some((offset, bytes)) = pieces.try_next().await.unwrap() {
+            assert_eq!(offset, all.len() as u64);
+            all.extend_from_slice(&bytes);
+            buffers.insert(bytes.as_ptr() as usize);
+        }
+        assert!(all == d);
+        // Each chunk was dropped before the next was asked for.
+        assert!(buffers.len() < 3, "{} buffers for 3 chunks", buffers.len());
+    }
+
+    #[tokio::test]
+    async fn a_local_file_cut_short_while_streamed_is_an_object_changed_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weights.bin");
+        std::fs::write(&path, data(2 * LOCAL_BLOCK + 10)).unwrap();
+        let loc = crate::location::resolve(path.to_str().unwrap(), &Default::default()).unwrap();
+        let progress = Arc::new(CutShort {
+            path: path.clone(),
+            done: false.into(),
+        });
+        let options = streaming(false, 4 * LOCAL_BLOCK as u64, progress);
+        let object = Object::open(&loc, options).await.unwrap();
+        let err = object.stream().try_collect::<Vec<_>>().await.unwrap_err();
         let message = err.to_string();
         assert!(matches!(err, Error::ObjectChanged { .. }), "{message}");
         assert!(message.contains("weights.bin"), "{message}");

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use memmap2::MmapMut;
 use tokio::sync::mpsc;
 
@@ -24,8 +24,9 @@ pub(crate) trait RangeSink: Send {
     fn accept(&mut self, piece: Bytes) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// Collects a range into one buffer (the stream sink's chunks).
-impl RangeSink for BytesMut {
+/// Collects a range into one growing buffer (the range reader's tests).
+#[cfg(test)]
+impl RangeSink for bytes::BytesMut {
     fn received(&self) -> u64 {
         self.len() as u64
     }
@@ -157,19 +158,21 @@ impl Region {
         Some(Self::Heap(buf))
     }
 
-    pub fn as_mut(&mut self) -> &mut [u8] {
-        match self {
-            Self::Heap(v) => v,
-            Self::Mapped(m) => m,
-        }
-    }
-
     pub fn freeze(self) -> Bytes {
         match self {
             Self::Heap(v) => Bytes::from(v),
             // Kept writable: the Python bindings hand these bytes to numpy and torch, which may
             // write them (an optimizer's state, updated in place).
             Self::Mapped(m) => Bytes::from_owner(m),
+        }
+    }
+}
+
+impl AsMut<[u8]> for Region {
+    fn as_mut(&mut self) -> &mut [u8] {
+        match self {
+            Self::Heap(v) => v,
+            Self::Mapped(m) => m,
         }
     }
 }
