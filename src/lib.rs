@@ -5,9 +5,9 @@
 //! The pipeline runs one way: a URI is [resolved](resolve) to a [`Location`] (a store, a path,
 //! and what the store can do); bytes are fetched by pinned, parallel, retried range requests
 //! ([`Object`]); a format's reader turns the few bytes it needs into a lazy [`StateTree`]
-//! ([`open`]); selected tensors are [materialized](materialize) into contiguous bytes. Saving
+//! ([`open`]); selected tensors are [materialized](materialize()) into contiguous bytes. Saving
 //! runs the other way: a tree's tensors stream into a format's writer, then into multipart
-//! uploads, and a commit marker is put last ([`save`]). The storage engine is the
+//! uploads, and a commit marker is put last ([`save()`]). The storage engine is the
 //! [`object_store`] crate; ckptio never speaks S3, GCS or HTTP itself.
 //!
 //! ```

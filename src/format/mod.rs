@@ -1,7 +1,7 @@
 //! Checkpoint formats, one folder each, holding everything about that format's bytes in both
 //! directions: a pure codec (what the fuzz targets call), a lazy reader that asks
 //! [`fetch`](crate::fetch) for exactly the byte ranges the codec names, and a writer where
-//! ckptio writes the format. [`open`] classifies a URI once ([`probe`]) and picks the reader.
+//! ckptio writes the format. [`open`] classifies a URI once ([`probe()`]) and picks the reader.
 //!
 //! | folder | codec | reader | writer |
 //! |---|---|---|---|

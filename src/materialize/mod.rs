@@ -100,7 +100,7 @@ pub fn stream(
     stream_batches(tensors, options, false)
 }
 
-/// As [`stream`], but a tensor whose contiguous bytes exceed the budget arrives in several
+/// As [`stream()`], but a tensor whose contiguous bytes exceed the budget arrives in several
 /// consecutive row-major runs under its name (each a tensor of some of its rows), so that no
 /// tensor, however large it expands, is held whole: what writers consume.
 pub(crate) fn stream_runs(

@@ -1,6 +1,6 @@
 //! ggml's tensor types, as GGUF numbers them: plain element types map to ckptio's dtypes, block
 //! quantizations keep their name and block geometry, and the ones ckptio decodes dequantize
-//! through [`quant`](super::quant). Pure.
+//! through [`quant`]. Pure.
 
 use crate::dtype::DType;
 use crate::tree::BlockScheme;
