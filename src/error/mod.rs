@@ -140,8 +140,8 @@ pub enum Error {
         /// The ETag the server reported later (`unknown` if it would not say).
         found: String,
     },
-    /// A byte range outside the object was asked for.
-    #[error("{uri}: bytes {start}..{end} are outside the object ({size} bytes)")]
+    /// A byte range outside the object, or one that ends before it starts, was asked for.
+    #[error("{uri}: bytes {start}..{end} {}", range_problem(*.start, *.end, *.size))]
     InvalidRange {
         /// The URI, redacted.
         uri: String,
@@ -267,6 +267,14 @@ fn no_checkpoint(found: &[String], hint: &Option<String>) -> String {
         text.push_str(hint);
     }
     text
+}
+
+fn range_problem(start: u64, end: u64, size: u64) -> String {
+    if start > end {
+        "end before they start".to_owned()
+    } else {
+        format!("are outside the object ({size} bytes)")
+    }
 }
 
 /// What kind of transport failure an [`Error::Transport`] is.

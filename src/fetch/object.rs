@@ -721,6 +721,11 @@ mod tests {
         #[allow(clippy::reversed_empty_ranges)]
         let err = object.read_range(6..5).await.unwrap_err();
         assert!(matches!(err, Error::InvalidRange { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("bytes 6..5 end before they start"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
