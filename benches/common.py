@@ -17,19 +17,23 @@ def measure(cmds, env=None):
 
     Each runs under GNU time, whose %M is the command's own peak RSS: a child forked from this
     (much larger) Python process would report Python's memory as its own."""
-    rss_files = [tempfile.NamedTemporaryFile(prefix="ckptio-rss-", delete=False) for _ in cmds]
-    start = time.perf_counter()
-    procs = [subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", f.name, *c], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE) for c, f in zip(cmds, rss_files)]
-    errors = [p.communicate()[1].decode(errors="replace") for p in procs]
-    elapsed = time.perf_counter() - start
-    peak = 0
-    for p, err, f in zip(procs, errors, rss_files):
-        if p.returncode != 0:
-            sys.exit(f"bench: {' '.join(cmds[0])} failed ({p.returncode}): {err}")
-        with open(f.name) as rss:
-            peak = max(peak, int(rss.read().split()[-1]) * 1024)
-        os.unlink(f.name)
+    with tempfile.TemporaryDirectory(prefix="ckptio-rss-") as rss_dir:
+        rss_files = [os.path.join(rss_dir, str(i)) for i in range(len(cmds))]
+        start = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                ["/usr/bin/time", "-f", "%M", "-o", f, *c], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            for c, f in zip(cmds, rss_files, strict=True)
+        ]
+        errors = [p.communicate()[1].decode(errors="replace") for p in procs]
+        elapsed = time.perf_counter() - start
+        peak = 0
+        for p, err, f in zip(procs, errors, rss_files, strict=True):
+            if p.returncode != 0:
+                sys.exit(f"bench: {' '.join(cmds[0])} failed ({p.returncode}): {err}")
+            with open(f) as rss:
+                peak = max(peak, int(rss.read().split()[-1]) * 1024)
     return elapsed, peak
 
 
@@ -52,8 +56,16 @@ def case(results, runs, label, target, sink, cmds, env=None, check=None, optiona
             check(before=False)
         times.append(t)
         rss.append(r)
-    results.append({"tool": label, "target": target, "sink": sink, "median_s": statistics.median(times),
-                    "runs_s": times, "peak_rss": max(rss)})
+    results.append(
+        {
+            "tool": label,
+            "target": target,
+            "sink": sink,
+            "median_s": statistics.median(times),
+            "runs_s": times,
+            "peak_rss": max(rss),
+        }
+    )
     print(f"  {target:5} {label:28} {sink:12} {statistics.median(times):7.3f} s", file=sys.stderr)
 
 
@@ -66,8 +78,11 @@ def garage():
 def s3_servers():
     """Every S3 server `scripts/bench` started, as (row label, options, bucket, environment):
     Garage, then SeaweedFS."""
-    return [(label, *s3_server(name)) for label, name in (("S3", "GARAGE"), ("S3 SeaweedFS", "SEAWEEDFS"))
-            if f"CKPTIO_TEST_{name}_OPTIONS" in os.environ]
+    return [
+        (label, *s3_server(name))
+        for label, name in (("S3", "GARAGE"), ("S3 SeaweedFS", "SEAWEEDFS"))
+        if f"CKPTIO_TEST_{name}_OPTIONS" in os.environ
+    ]
 
 
 def s3_server(name):
@@ -75,9 +90,16 @@ def s3_server(name):
     for the AWS peers)."""
     s3 = json.loads(os.environ[f"CKPTIO_TEST_{name}_OPTIONS"])
     bucket = os.environ[f"CKPTIO_TEST_{name}_URI"].removeprefix("s3://").strip("/")
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["access_key_id"], AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
-               AWS_REGION=s3["region"], AWS_DEFAULT_REGION=s3["region"], AWS_ENDPOINT_URL=s3["endpoint"],
-               AWS_ALLOW_HTTP="true", AWS_EC2_METADATA_DISABLED="true")
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=s3["access_key_id"],
+        AWS_SECRET_ACCESS_KEY=s3["secret_access_key"],
+        AWS_REGION=s3["region"],
+        AWS_DEFAULT_REGION=s3["region"],
+        AWS_ENDPOINT_URL=s3["endpoint"],
+        AWS_ALLOW_HTTP="true",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     return s3, bucket, env
 
 
@@ -90,8 +112,10 @@ def ratio_table(results, size, title, ratio="ckptio × this"):
     print("|---|---|---:|---:|---:|---:|")
     ours = {r["target"]: r["median_s"] for r in results if r["tool"].startswith("ckptio")}
     for r in results:
-        print(f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {size / GiB / r['median_s']:.2f} | "
-              f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |")
+        print(
+            f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {size / GiB / r['median_s']:.2f} | "
+            f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |"
+        )
 
 
 def rotated(items, round_):

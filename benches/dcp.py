@@ -105,8 +105,13 @@ def main():
         path = f"s3://{bucket}/bench-dcp/{tool}-{uuid.uuid4().hex[:8]}"
         out = f"/tmp/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}.json"
         settle()
-        done = subprocess.run([sys.executable, script, tool, path, json.dumps(s3), out, str(free_port())],
-                              check=False, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, script, tool, path, json.dumps(s3), out, str(free_port())],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             print(f"bench: {tool} failed: {done.stderr[-2000:]}", file=sys.stderr)
             return None
@@ -120,8 +125,10 @@ def main():
     tools = args.tools.split(",")
     warm = run(tools[0])
     if warm:
-        print(f"  {tools[0]:18} save {warm['save']:6.2f} s  load {warm['load']:6.2f} s  (warm-up, not counted)",
-              file=sys.stderr)
+        print(
+            f"  {tools[0]:18} save {warm['save']:6.2f} s  load {warm['load']:6.2f} s  (warm-up, not counted)",
+            file=sys.stderr,
+        )
     rows = [ceiling(total, bucket, s3, env, args.runs)]
     # Each round runs every tool once, each round starting with the next tool, so that a host
     # that speeds up or slows down meanwhile moves every tool alike.
@@ -144,9 +151,15 @@ def row(tool, runs):
     """The table's row for `tool` (medians over its runs), or none when no run finished."""
     if not runs:
         return []
-    return [{"tool": tool, "save": statistics.median(r["save"] for r in runs),
-             "load": statistics.median(r["load"] for r in runs), "rss": max(r["rss"] for r in runs),
-             "runs": len(runs)}]
+    return [
+        {
+            "tool": tool,
+            "save": statistics.median(r["save"] for r in runs),
+            "load": statistics.median(r["load"] for r in runs),
+            "rss": max(r["rss"] for r in runs),
+            "runs": len(runs),
+        }
+    ]
 
 
 def ceiling(total, bucket, s3, env, runs):
@@ -164,8 +177,12 @@ def ceiling(total, bucket, s3, env, runs):
         for _ in range(runs):
             prefix = f"s3://{bucket}/bench-dcp/s5cmd-{uuid.uuid4().hex[:8]}"
             for phase in ("save", "load"):
-                jobs = [[*cmd, "cp", p, f"{prefix}/{os.path.basename(p)}"] if phase == "save"
-                        else [*cmd, "cp", f"{prefix}/{os.path.basename(p)}", p + ".back"] for p in halves]
+                jobs = [
+                    [*cmd, "cp", p, f"{prefix}/{os.path.basename(p)}"]
+                    if phase == "save"
+                    else [*cmd, "cp", f"{prefix}/{os.path.basename(p)}", p + ".back"]
+                    for p in halves
+                ]
                 settle()
                 start = time.perf_counter()
                 procs = [subprocess.Popen(j, env=env, stdout=subprocess.DEVNULL) for j in jobs]
@@ -174,22 +191,34 @@ def ceiling(total, bucket, s3, env, runs):
                 times[phase].append(time.perf_counter() - start)
     finally:
         subprocess.run(["rm", "-rf", tmp], check=False)
-    print(f"  {'s5cmd (ceiling)':18} save {statistics.median(times['save']):6.2f} s  "
-          f"load {statistics.median(times['load']):6.2f} s", file=sys.stderr)
-    return {"tool": "s5cmd cp, 2 processes (ceiling)", "save": statistics.median(times["save"]),
-            "load": statistics.median(times["load"]), "rss": 0, "runs": runs}
+    print(
+        f"  {'s5cmd (ceiling)':18} save {statistics.median(times['save']):6.2f} s  "
+        f"load {statistics.median(times['load']):6.2f} s",
+        file=sys.stderr,
+    )
+    return {
+        "tool": "s5cmd cp, 2 processes (ceiling)",
+        "save": statistics.median(times["save"]),
+        "load": statistics.median(times["load"]),
+        "rss": 0,
+        "runs": runs,
+    }
 
 
 def report(rows, total):
-    print(f"\ntorch.distributed.checkpoint, 2 ranks (gloo, CPU), {total / GiB:.0f} GiB to S3 (Garage); "
-          f"median of {rows[0]['runs'] if rows else 0}\n")
+    print(
+        f"\ntorch.distributed.checkpoint, 2 ranks (gloo, CPU), {total / GiB:.0f} GiB to S3 (Garage); "
+        f"median of {rows[0]['runs'] if rows else 0}\n"
+    )
     print("| tool | save s | save GiB/s | load s | load GiB/s | this ÷ ckptio (save / load) | peak RSS of a rank MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     ours = next((r for r in rows if r["tool"] == "ckptio"), None)
     for r in rows:
         ratio = f"{r['save'] / ours['save']:.2f} / {r['load'] / ours['load']:.2f}" if ours else ""
-        print(f"| {r['tool']} | {r['save']:.2f} | {total / GiB / r['save']:.2f} | {r['load']:.2f} | "
-              f"{total / GiB / r['load']:.2f} | {ratio} | {r['rss'] / MiB:.0f} |".replace("| 0 |", "| — |"))
+        print(
+            f"| {r['tool']} | {r['save']:.2f} | {total / GiB / r['save']:.2f} | {r['load']:.2f} | "
+            f"{total / GiB / r['load']:.2f} | {ratio} | {r['rss'] / MiB:.0f} |".replace("| 0 |", "| — |")
+        )
 
 
 if __name__ == "__main__":

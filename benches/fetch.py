@@ -30,26 +30,67 @@ def file_check(path, size):
                 os.unlink(path)
         elif os.path.getsize(path) != size:
             sys.exit(f"bench: {path} has {os.path.getsize(path)} bytes, expected {size}")
+
     return check
 
 
 def s3_cases(args, results, runs, target, s3, bucket, s3_env, name, out, check):
     """ckptio and the S3 peers downloading the object from one S3 server."""
     s3_uri = f"s3://{bucket}/{name}"
-    case(results, runs, "ckptio get", target, "memory",
-         [[args.get_memory, s3_uri, str(CONCURRENCY), str(CHUNK)]], env=s3_env)
-    case(results, runs, "ckptio get", target, "tmpfs file", [[args.ckptio, "-q", "get", s3_uri, out]], env=s3_env,
-         check=check)
-    case(results, runs, f"s5cmd cp (-c {CONCURRENCY} -p 8)", target, "tmpfs file",
-         [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", "-c", str(CONCURRENCY), "-p", "8", s3_uri, out]],
-         env=s3_env, check=check)
-    case(results, runs, "s5cmd cp (defaults)", target, "tmpfs file",
-         [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", s3_uri, out]], env=s3_env, check=check)
-    boto = ("import boto3; from boto3.s3.transfer import TransferConfig; "
-            f"boto3.client('s3', endpoint_url={s3['endpoint']!r}).download_file({bucket!r}, {name!r}, {out!r}, "
-            f"Config=TransferConfig(max_concurrency={CONCURRENCY}, multipart_chunksize={CHUNK}))")
-    case(results, runs, "boto3 download_file", target, "tmpfs file", [[sys.executable, "-c", boto]], env=s3_env,
-         check=check)
+    case(
+        results,
+        runs,
+        "ckptio get",
+        target,
+        "memory",
+        [[args.get_memory, s3_uri, str(CONCURRENCY), str(CHUNK)]],
+        env=s3_env,
+    )
+    case(
+        results,
+        runs,
+        "ckptio get",
+        target,
+        "tmpfs file",
+        [[args.ckptio, "-q", "get", s3_uri, out]],
+        env=s3_env,
+        check=check,
+    )
+    case(
+        results,
+        runs,
+        f"s5cmd cp (-c {CONCURRENCY} -p 8)",
+        target,
+        "tmpfs file",
+        [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", "-c", str(CONCURRENCY), "-p", "8", s3_uri, out]],
+        env=s3_env,
+        check=check,
+    )
+    case(
+        results,
+        runs,
+        "s5cmd cp (defaults)",
+        target,
+        "tmpfs file",
+        [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", s3_uri, out]],
+        env=s3_env,
+        check=check,
+    )
+    boto = (
+        "import boto3; from boto3.s3.transfer import TransferConfig; "
+        f"boto3.client('s3', endpoint_url={s3['endpoint']!r}).download_file({bucket!r}, {name!r}, {out!r}, "
+        f"Config=TransferConfig(max_concurrency={CONCURRENCY}, multipart_chunksize={CHUNK}))"
+    )
+    case(
+        results,
+        runs,
+        "boto3 download_file",
+        target,
+        "tmpfs file",
+        [[sys.executable, "-c", boto]],
+        env=s3_env,
+        check=check,
+    )
 
 
 def main():
@@ -59,13 +100,14 @@ def main():
     ap.add_argument("--ckptio", required=True)
     ap.add_argument("--get-memory", required=True)
     ap.add_argument("--tmpfs", default="/dev/shm")
-    ap.add_argument("--sweep", action="store_true",
-                    help="also time ckptio get into memory at several concurrencies and chunk sizes")
+    ap.add_argument(
+        "--sweep", action="store_true", help="also time ckptio get into memory at several concurrencies and chunk sizes"
+    )
     args = ap.parse_args()
 
     http_base = os.environ["CKPTIO_TEST_HTTP_URI"]
     http_root = os.environ["CKPTIO_TEST_HTTP_ROOT"]
-    s3, bucket, s3_env = garage()
+    _, bucket, s3_env = garage()
     size = args.size
     name = "bench-object.bin"
 
@@ -80,8 +122,12 @@ def main():
     url = http_base + name
     s3_uri = f"s3://{bucket}/{name}"
     for _, server, server_bucket, server_env in s3_servers():
-        subprocess.run(["s5cmd", "--endpoint-url", server["endpoint"], "cp", src, f"s3://{server_bucket}/{name}"],
-                       env=server_env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["s5cmd", "--endpoint-url", server["endpoint"], "cp", src, f"s3://{server_bucket}/{name}"],
+            env=server_env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     out_dir = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
     out = os.path.join(out_dir, "out.bin")
@@ -89,20 +135,34 @@ def main():
     results = []
     ranges = [(i * size // CONCURRENCY, (i + 1) * size // CONCURRENCY - 1) for i in range(CONCURRENCY)]
     runs = args.runs
-    print("bench: measuring (median of %d runs)" % runs, file=sys.stderr)
+    print(f"bench: measuring (median of {runs} runs)", file=sys.stderr)
     try:
-        case(results, runs, f"curl x{CONCURRENCY} ranges (ceiling)", "HTTP", "/dev/null",
-             [["curl", "-sf", "-r", f"{a}-{b}", "-o", "/dev/null", url] for a, b in ranges])
+        case(
+            results,
+            runs,
+            f"curl x{CONCURRENCY} ranges (ceiling)",
+            "HTTP",
+            "/dev/null",
+            [["curl", "-sf", "-r", f"{a}-{b}", "-o", "/dev/null", url] for a, b in ranges],
+        )
         case(results, runs, "curl (single stream)", "HTTP", "/dev/null", [["curl", "-sf", "-o", "/dev/null", url]])
         parts = [os.path.join(out_dir, f"part{i}") for i in range(CONCURRENCY)]
-        case(results, runs, f"curl x{CONCURRENCY} ranges (tmpfs ceiling)", "HTTP", "tmpfs files",
-             [["curl", "-sf", "-r", f"{a}-{b}", "-o", p, url] for (a, b), p in zip(ranges, parts)])
+        case(
+            results,
+            runs,
+            f"curl x{CONCURRENCY} ranges (tmpfs ceiling)",
+            "HTTP",
+            "tmpfs files",
+            [["curl", "-sf", "-r", f"{a}-{b}", "-o", p, url] for (a, b), p in zip(ranges, parts, strict=True)],
+        )
         for p in parts:
             os.unlink(p)
         case(results, runs, "ckptio get", "HTTP", "memory", [[args.get_memory, url, str(CONCURRENCY), str(CHUNK)]])
         case(results, runs, "ckptio get", "HTTP", "tmpfs file", [[args.ckptio, "-q", "get", url, out]], check=check)
-        hf = (f"import hf_transfer; hf_transfer.download(url={url!r}, filename={out!r}, "
-              f"max_files={CONCURRENCY}, chunk_size={CHUNK})")
+        hf = (
+            f"import hf_transfer; hf_transfer.download(url={url!r}, filename={out!r}, "
+            f"max_files={CONCURRENCY}, chunk_size={CHUNK})"
+        )
         case(results, runs, "hf_transfer.download", "HTTP", "tmpfs file", [[sys.executable, "-c", hf]], check=check)
 
         for target, server, server_bucket, server_env in s3_servers():
@@ -112,8 +172,15 @@ def main():
             for target, uri, env in (("HTTP", url, None), ("S3", s3_uri, s3_env)):
                 for concurrency in SWEEP_CONCURRENCY:
                     for chunk in SWEEP_CHUNK:
-                        case(sweep, runs, f"ckptio get c={concurrency} chunk={chunk // MiB} MiB", target, "memory",
-                             [[args.get_memory, uri, str(concurrency), str(chunk)]], env=env)
+                        case(
+                            sweep,
+                            runs,
+                            f"ckptio get c={concurrency} chunk={chunk // MiB} MiB",
+                            target,
+                            "memory",
+                            [[args.get_memory, uri, str(concurrency), str(chunk)]],
+                            env=env,
+                        )
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
 
@@ -128,14 +195,18 @@ def report(results, size):
     for r in results:
         if not r["tool"].startswith("ckptio"):
             peers.setdefault(r["target"], []).append(r)
-    print(f"\n1 object of {size / GiB:.2f} GiB on 127.0.0.1; {os.cpu_count()} cores; median of runs; "
-          f"ckptio with concurrency {CONCURRENCY}, chunk {CHUNK // MiB} MiB\n")
+    print(
+        f"\n1 object of {size / GiB:.2f} GiB on 127.0.0.1; {os.cpu_count()} cores; median of runs; "
+        f"ckptio with concurrency {CONCURRENCY}, chunk {CHUNK // MiB} MiB\n"
+    )
     print("| target | tool | sink | median s | GiB/s | × ceiling | peak RSS MiB |")
     print("|---|---|---|---:|---:|---:|---:|")
     for r in results:
         gibs = size / GiB / r["median_s"]
-        print(f"| {r['target']} | {r['tool']} | {r['sink']} | {r['median_s']:.3f} | {gibs:.2f} | "
-              f"{ceiling / r['median_s']:.2f} | {r['peak_rss'] / MiB:.0f} |")
+        print(
+            f"| {r['target']} | {r['tool']} | {r['sink']} | {r['median_s']:.3f} | {gibs:.2f} | "
+            f"{ceiling / r['median_s']:.2f} | {r['peak_rss'] / MiB:.0f} |"
+        )
     print("\nckptio against each peer on the same server (speed ratio, > 1 is faster):\n")
     print("| target | ckptio sink | peer | ratio |")
     print("|---|---|---|---:|")
@@ -146,8 +217,10 @@ def report(results, size):
             print(f"| {r['target']} | {r['sink']} | {p['tool']} ({p['sink']}) | {p['median_s'] / r['median_s']:.2f} |")
     file_rss = max(r["peak_rss"] for r in results if r["tool"].startswith("ckptio") and r["sink"] == "tmpfs file")
     budget = 64 * MiB + CONCURRENCY * CHUNK
-    print(f"\nckptio file-sink peak RSS {file_rss / MiB:.0f} MiB; budget 64 MiB + {CONCURRENCY} x {CHUNK // MiB} MiB "
-          f"= {budget / MiB:.0f} MiB: {'within' if file_rss <= budget else 'OVER'}")
+    print(
+        f"\nckptio file-sink peak RSS {file_rss / MiB:.0f} MiB; budget 64 MiB + {CONCURRENCY} x {CHUNK // MiB} MiB "
+        f"= {budget / MiB:.0f} MiB: {'within' if file_rss <= budget else 'OVER'}"
+    )
 
 
 def report_sweep(sweep, size):
@@ -159,8 +232,11 @@ def report_sweep(sweep, size):
         for concurrency in SWEEP_CONCURRENCY:
             cells = []
             for chunk in SWEEP_CHUNK:
-                r = next(r for r in sweep if r["target"] == target
-                         and r["tool"] == f"ckptio get c={concurrency} chunk={chunk // MiB} MiB")
+                r = next(
+                    r
+                    for r in sweep
+                    if r["target"] == target and r["tool"] == f"ckptio get c={concurrency} chunk={chunk // MiB} MiB"
+                )
                 cells.append(f"{size / GiB / r['median_s']:.2f} ({r['peak_rss'] / MiB:.0f})")
             print(f"| concurrency {concurrency} | " + " | ".join(cells) + " |")
         print()

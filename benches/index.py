@@ -45,21 +45,27 @@ print(count)
 """
 
 # Over one kept-alive connection.
-HEADERS_HTTP = """
+HEADERS_HTTP = (
+    """
 import http.client, json, struct, sys, urllib.parse
 base = urllib.parse.urlparse(sys.argv[1])
 conn = http.client.HTTPConnection(base.netloc)
 def get(key, r):
     conn.request("GET", base.path + key, headers={"Range": r})
     return conn.getresponse().read()
-""" + READ_HEADERS
+"""
+    + READ_HEADERS
+)
 
-HEADERS_S3 = """
+HEADERS_S3 = (
+    """
 import json, struct, sys, boto3
 endpoint, bucket, prefix = sys.argv[1:4]
 s3 = boto3.client("s3", endpoint_url=endpoint)
 get = lambda key, r: s3.get_object(Bucket=bucket, Key=prefix + key, Range=r)["Body"].read()
-""" + READ_HEADERS
+"""
+    + READ_HEADERS
+)
 
 
 def main():
@@ -76,34 +82,62 @@ def main():
             name = f"index-{shards}"
             root = os.path.join(http_root, name)
             subprocess.run([sys.executable, "-c", WRITE, str(shards), root], check=True)
-            subprocess.run(["s5cmd", "--endpoint-url", s3["endpoint"], "cp", root + "/*", f"s3://{bucket}/{name}/"],
-                           env=s3_env, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                ["s5cmd", "--endpoint-url", s3["endpoint"], "cp", root + "/*", f"s3://{bucket}/{name}/"],
+                env=s3_env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             http_index = f"{http_base}{name}/model.safetensors.index.json"
             s3_index = f"s3://{bucket}/{name}/model.safetensors.index.json"
             label = f"{shards} shards"
             case(results, args.runs, "ckptio inspect", f"HTTP {label}", "", [[args.ckptio, "inspect", http_index]])
-            case(results, args.runs, "each header in turn (http.client)", f"HTTP {label}", "",
-                 [[sys.executable, "-c", HEADERS_HTTP, f"{http_base}{name}/"]])
-            case(results, args.runs, "ckptio inspect", f"S3 {label}", "", [[args.ckptio, "inspect", s3_index]],
-                 env=s3_env)
-            case(results, args.runs, "each header in turn (boto3)", f"S3 {label}", "",
-                 [[sys.executable, "-c", HEADERS_S3, s3["endpoint"], bucket, f"{name}/"]], env=s3_env)
+            case(
+                results,
+                args.runs,
+                "each header in turn (http.client)",
+                f"HTTP {label}",
+                "",
+                [[sys.executable, "-c", HEADERS_HTTP, f"{http_base}{name}/"]],
+            )
+            case(
+                results,
+                args.runs,
+                "ckptio inspect",
+                f"S3 {label}",
+                "",
+                [[args.ckptio, "inspect", s3_index]],
+                env=s3_env,
+            )
+            case(
+                results,
+                args.runs,
+                "each header in turn (boto3)",
+                f"S3 {label}",
+                "",
+                [[sys.executable, "-c", HEADERS_S3, s3["endpoint"], bucket, f"{name}/"]],
+                env=s3_env,
+            )
             for target, uri, env in ((f"HTTP {label}", http_index, None), (f"S3 {label}", s3_index, s3_env)):
-                out = subprocess.run([args.ckptio, "inspect", "--stats", uri], env=env, check=True,
-                                     capture_output=True, text=True)
+                out = subprocess.run(
+                    [args.ckptio, "inspect", "--stats", uri], env=env, check=True, capture_output=True, text=True
+                )
                 stats[target] = out.stderr.strip().splitlines()[-1]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     link = os.environ.get("CKPTIO_BENCH_RTT_MS")
-    print(f"\n`inspect` of a sharded safetensors index (8 tensors per shard); "
-          f"{f'{link} ms round trip' if link else 'loopback'}; median of {args.runs} runs\n")
+    print(
+        f"\n`inspect` of a sharded safetensors index (8 tensors per shard); "
+        f"{f'{link} ms round trip' if link else 'loopback'}; median of {args.runs} runs\n"
+    )
     print("| target | tool | median s | ckptio × this | ckptio's requests |")
     print("|---|---|---:|---:|---|")
     ours = {r["target"]: r["median_s"] for r in results if r["tool"].startswith("ckptio")}
     for r in results:
         cost = stats[r["target"]] if r["tool"].startswith("ckptio") else ""
-        print(f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {r['median_s'] / ours[r['target']]:.2f} | "
-              f"{cost} |")
+        print(
+            f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {r['median_s'] / ours[r['target']]:.2f} | {cost} |"
+        )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,12 @@ def main():
         print("bench: writing a 1 GiB Orbax checkpoint (256 F32 arrays of 4 MiB)", file=sys.stderr)
         subprocess.run([args.jax_python, "-c", WRITE, "256", local], check=True)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(local) for f in fs)
-        subprocess.run(["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local + "/*", f"s3://{bucket}/orbax/"],
-                       env=s3_env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local + "/*", f"s3://{bucket}/orbax/"],
+            env=s3_env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         results = run_cases(args, local, bucket, s3, s3_env)
         one = one_array(args, f"s3://{bucket}/orbax/", s3_env)
     finally:
@@ -80,12 +84,26 @@ def run_cases(args, local, bucket, s3, s3_env):
         shutil.rmtree(dest, ignore_errors=True)
 
     try:
-        case(results, runs, "s5cmd download (ceiling)", "S3", "",
-             [[*DOWNLOAD, s3["endpoint"], "cp", f"s3://{bucket}/orbax/*", dest + "/"]],
-             env=s3_env, check=fresh)
-        case(results, runs, "s5cmd + orbax restore", "S3", "",
-             [[jax, "-c", DOWNLOAD_THEN_RESTORE, s3["endpoint"], f"s3://{bucket}/orbax/", dest]],
-             env=s3_env, check=fresh)
+        case(
+            results,
+            runs,
+            "s5cmd download (ceiling)",
+            "S3",
+            "",
+            [[*DOWNLOAD, s3["endpoint"], "cp", f"s3://{bucket}/orbax/*", dest + "/"]],
+            env=s3_env,
+            check=fresh,
+        )
+        case(
+            results,
+            runs,
+            "s5cmd + orbax restore",
+            "S3",
+            "",
+            [[jax, "-c", DOWNLOAD_THEN_RESTORE, s3["endpoint"], f"s3://{bucket}/orbax/", dest]],
+            env=s3_env,
+            check=fresh,
+        )
     finally:
         shutil.rmtree(dest, ignore_errors=True)
     return results
@@ -96,8 +114,7 @@ def one_array(args, uri, s3_env):
     timed = []
     glob = "params/layer100"
     case(timed, args.runs, "ckptio one array", "S3", "", [[args.materialize, uri, glob]], env=s3_env)
-    out = subprocess.run([args.materialize, uri, glob], env=s3_env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([args.materialize, uri, glob], env=s3_env, check=True, capture_output=True, text=True).stdout
     return timed[0]["median_s"], out.split("moved ")[1].strip()
 
 

@@ -22,26 +22,35 @@ with safe_open(path, framework="numpy") as f:
 print(total)
 """
 
-SAFE_OPEN = """
+SAFE_OPEN = (
+    """
 import sys
 path = sys.argv[1]
-""" + READ_ALL
+"""
+    + READ_ALL
+)
 
-DOWNLOAD_THEN_SAFE_OPEN_HTTP = """
+DOWNLOAD_THEN_SAFE_OPEN_HTTP = (
+    """
 import os, sys, hf_transfer
 url, dest = sys.argv[1], sys.argv[2]
 hf_transfer.download(url=url, filename=dest, max_files=8, chunk_size=8 << 20)
 path = dest
-""" + READ_ALL
+"""
+    + READ_ALL
+)
 
-DOWNLOAD_THEN_SAFE_OPEN_S3 = """
+DOWNLOAD_THEN_SAFE_OPEN_S3 = (
+    """
 import os, sys, boto3
 from boto3.s3.transfer import TransferConfig
 endpoint, bucket, key, dest = sys.argv[1:5]
 boto3.client("s3", endpoint_url=endpoint).download_file(bucket, key, dest,
     Config=TransferConfig(max_concurrency=8, multipart_chunksize=8 << 20))
 path = dest
-""" + READ_ALL
+"""
+    + READ_ALL
+)
 
 WRITE = """
 import sys, numpy as np
@@ -63,12 +72,17 @@ def main():
     url = os.environ["CKPTIO_TEST_HTTP_URI"] + "bench.safetensors"
     s3, bucket, s3_env = garage()
     local = os.path.join(http_root, "bench.safetensors")
-    print("bench: writing a 1 GiB safetensors file (256 F32 tensors of 4 MiB) with Python's safetensors",
-          file=sys.stderr)
+    print(
+        "bench: writing a 1 GiB safetensors file (256 F32 tensors of 4 MiB) with Python's safetensors", file=sys.stderr
+    )
     subprocess.run([sys.executable, "-c", WRITE, "256", local], check=True)
     size = os.path.getsize(local)
-    subprocess.run(["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local, f"s3://{bucket}/bench.safetensors"],
-                   env=s3_env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local, f"s3://{bucket}/bench.safetensors"],
+        env=s3_env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     dl_dir = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
     dl = os.path.join(dl_dir, "downloaded.safetensors")
     try:
@@ -83,15 +97,30 @@ def run_cases(args, local, url, bucket, s3, s3_env, dl):
     case(results, runs, "ckptio stream", "local", "", [[args.materialize, local]])
     case(results, runs, "safe_open (mmap)", "local", "", [[sys.executable, "-c", SAFE_OPEN, local]])
     case(results, runs, "ckptio stream", "HTTP", "", [[args.materialize, url]])
-    case(results, runs, "hf_transfer + safe_open", "HTTP", "", [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_HTTP, url, dl]])
+    case(
+        results,
+        runs,
+        "hf_transfer + safe_open",
+        "HTTP",
+        "",
+        [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_HTTP, url, dl]],
+    )
     case(results, runs, "ckptio stream", "S3", "", [[args.materialize, f"s3://{bucket}/bench.safetensors"]], env=s3_env)
-    case(results, runs, "boto3 + safe_open", "S3", "",
-         [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_S3, s3["endpoint"], bucket, "bench.safetensors", dl]], env=s3_env)
+    case(
+        results,
+        runs,
+        "boto3 + safe_open",
+        "S3",
+        "",
+        [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_S3, s3["endpoint"], bucket, "bench.safetensors", dl]],
+        env=s3_env,
+    )
     return results
 
 
 def report(results, size):
     ratio_table(results, size, f"1 safetensors file of {size / (1 << 30):.2f} GiB (256 F32 tensors); every tensor read")
+
 
 if __name__ == "__main__":
     main()

@@ -67,30 +67,79 @@ def fresh(template):
 
 def run_cases(args, src, work):
     results, runs, py = [], args.runs, sys.executable
-    clean = lambda **_: subprocess.run(["sh", "-c", f"rm -rf {work}/out-*"], check=True)
-    case(results, runs, "ckptio convert --to ckptio", "local", "", [fresh(f"{args.ckptio} convert -q {src} {work}/out-{{n}}")],
-         check=clean)
-    case(results, runs, "safetensors.save_file", "local", "", [fresh(f"{py} -c '{SAVE_FILE}' {src} {work}/out-{{n}}.st")],
-         check=clean)
+
+    def clean(**_):
+        subprocess.run(["sh", "-c", f"rm -rf {work}/out-*"], check=True)
+
+    case(
+        results,
+        runs,
+        "ckptio convert --to ckptio",
+        "local",
+        "",
+        [fresh(f"{args.ckptio} convert -q {src} {work}/out-{{n}}")],
+        check=clean,
+    )
+    case(
+        results,
+        runs,
+        "safetensors.save_file",
+        "local",
+        "",
+        [fresh(f"{py} -c '{SAVE_FILE}' {src} {work}/out-{{n}}.st")],
+        check=clean,
+    )
     case(results, runs, "cp (one file, the ceiling)", "local", "", [fresh(f"cp {src} {work}/out-{{n}}")], check=clean)
     for target, s3, bucket, s3_env in s3_servers():
         ep = s3["endpoint"]
-        case(results, runs, "ckptio convert --to ckptio", target, "",
-             [fresh(f"{args.ckptio} convert -q {src} s3://{bucket}/save-{{n}}/ --dst-option endpoint={ep} "
-                    "--dst-option allow_http=true")],
-             env=s3_env)
-        case(results, runs, "s5cmd cp (one file)", target, "",
-             [fresh(f"s5cmd --endpoint-url {ep} cp {src} s3://{bucket}/s5cmd-{{n}}.safetensors")], env=s3_env)
-        case(results, runs, "save_file + boto3 upload", target, "",
-             [fresh(f"{py} -c '{SAVE_FILE_THEN_BOTO3}' {src} {work}/tmp-{{n}}.st {ep} {bucket} "
-                    "boto3-{n}.safetensors")],
-             env=s3_env, optional=True)
+        case(
+            results,
+            runs,
+            "ckptio convert --to ckptio",
+            target,
+            "",
+            [
+                fresh(
+                    f"{args.ckptio} convert -q {src} s3://{bucket}/save-{{n}}/ --dst-option endpoint={ep} "
+                    "--dst-option allow_http=true"
+                )
+            ],
+            env=s3_env,
+        )
+        case(
+            results,
+            runs,
+            "s5cmd cp (one file)",
+            target,
+            "",
+            [fresh(f"s5cmd --endpoint-url {ep} cp {src} s3://{bucket}/s5cmd-{{n}}.safetensors")],
+            env=s3_env,
+        )
+        case(
+            results,
+            runs,
+            "save_file + boto3 upload",
+            target,
+            "",
+            [
+                fresh(
+                    f"{py} -c '{SAVE_FILE_THEN_BOTO3}' {src} {work}/tmp-{{n}}.st {ep} {bucket} boto3-{{n}}.safetensors"
+                )
+            ],
+            env=s3_env,
+            optional=True,
+        )
     return results
 
 
 def report(results, size):
-    ratio_table(results, size, f"Saving {size / (1 << 30):.2f} GiB (256 F32 tensors) read from local safetensors",
-                ratio="this ÷ ckptio")
+    ratio_table(
+        results,
+        size,
+        f"Saving {size / (1 << 30):.2f} GiB (256 F32 tensors) read from local safetensors",
+        ratio="this ÷ ckptio",
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -90,8 +90,10 @@ assert all(torch.equal(back[k], full[k]) for k in full), "torch does not read it
 def write_sparse_safetensors(path, size, tensors=256):
     """A safetensors file of `size` bytes of F32 zeros in `tensors` tensors; the data is a hole."""
     each = size // tensors
-    header = {f"t{i:04d}": {"dtype": "F32", "shape": [each // 4], "data_offsets": [i * each, (i + 1) * each]}
-              for i in range(tensors)}
+    header = {
+        f"t{i:04d}": {"dtype": "F32", "shape": [each // 4], "data_offsets": [i * each, (i + 1) * each]}
+        for i in range(tensors)
+    }
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as f:
@@ -170,7 +172,7 @@ def report(inspect, stream, ranks):
     print("\nStreaming every tensor of a sparse safetensors file (the default 64 MiB budget):\n")
     print("| size | median s | GiB/s | peak RSS MiB |")
     print("|---|---:|---:|---:|")
-    for gib, r in zip(STREAM_GIB, stream):
+    for gib, r in zip(STREAM_GIB, stream, strict=True):
         print(f"| {gib} GiB | {r['median_s']:.3f} | {gib / r['median_s']:.2f} | {r['peak_rss'] / MiB:.0f} |")
     print("\nA DCP checkpoint of 256 tensors written as R ranks (256 × R chunks, R data files):\n")
     print("| ranks | chunks | inspect s | inspect RSS MiB | read every tensor s | read RSS MiB |")
@@ -178,8 +180,10 @@ def report(inspect, stream, ranks):
     for n in RANKS:
         i = next(r for r in ranks if r["tool"] == "inspect" and r["target"] == f"{n} ranks")
         m = next(r for r in ranks if r["tool"] == "read every tensor" and r["target"] == f"{n} ranks")
-        print(f"| {n} | {256 * n:,} | {i['median_s']:.3f} | {i['peak_rss'] / MiB:.0f} | {m['median_s']:.3f} | "
-              f"{m['peak_rss'] / MiB:.0f} |")
+        print(
+            f"| {n} | {256 * n:,} | {i['median_s']:.3f} | {i['peak_rss'] / MiB:.0f} | {m['median_s']:.3f} | "
+            f"{m['peak_rss'] / MiB:.0f} |"
+        )
 
 
 if __name__ == "__main__":

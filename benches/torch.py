@@ -21,31 +21,43 @@ for t in sd.values():
 print(total)
 """
 
-LOAD_MMAP = """
+LOAD_MMAP = (
+    """
 import sys, torch
 sd = torch.load(sys.argv[1], mmap=True, weights_only=True)
-""" + READ_ALL
+"""
+    + READ_ALL
+)
 
-LOAD = """
+LOAD = (
+    """
 import sys, torch
 sd = torch.load(sys.argv[1], weights_only=True)
-""" + READ_ALL
+"""
+    + READ_ALL
+)
 
-DOWNLOAD_THEN_LOAD_HTTP = """
+DOWNLOAD_THEN_LOAD_HTTP = (
+    """
 import sys, torch, hf_transfer
 url, dest = sys.argv[1], sys.argv[2]
 hf_transfer.download(url=url, filename=dest, max_files=8, chunk_size=8 << 20)
 sd = torch.load(dest, mmap=True, weights_only=True)
-""" + READ_ALL
+"""
+    + READ_ALL
+)
 
-DOWNLOAD_THEN_LOAD_S3 = """
+DOWNLOAD_THEN_LOAD_S3 = (
+    """
 import sys, torch, boto3
 from boto3.s3.transfer import TransferConfig
 endpoint, bucket, key, dest = sys.argv[1:5]
 boto3.client("s3", endpoint_url=endpoint).download_file(bucket, key, dest,
     Config=TransferConfig(max_concurrency=8, multipart_chunksize=8 << 20))
 sd = torch.load(dest, mmap=True, weights_only=True)
-""" + READ_ALL
+"""
+    + READ_ALL
+)
 
 WRITE = """
 import sys, torch
@@ -69,8 +81,12 @@ def main():
     print("bench: writing a 1 GiB torch file (256 F32 tensors of 4 MiB) with torch.save", file=sys.stderr)
     subprocess.run([sys.executable, "-c", WRITE, "256", local], check=True)
     size = os.path.getsize(local)
-    subprocess.run(["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local, f"s3://{bucket}/bench.pt"],
-                   env=s3_env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local, f"s3://{bucket}/bench.pt"],
+        env=s3_env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     dl_dir = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
     dl = os.path.join(dl_dir, "downloaded.pt")
     try:
@@ -90,8 +106,15 @@ def run_cases(args, local, url, bucket, s3, s3_env, dl):
     case(results, runs, "ckptio stream", "HTTP", "", [[args.materialize, url]])
     case(results, runs, "hf_transfer + torch.load", "HTTP", "", [[py, "-c", DOWNLOAD_THEN_LOAD_HTTP, url, dl]])
     case(results, runs, "ckptio stream", "S3", "", [[args.materialize, f"s3://{bucket}/bench.pt"]], env=s3_env)
-    case(results, runs, "boto3 + torch.load", "S3", "",
-         [[py, "-c", DOWNLOAD_THEN_LOAD_S3, s3["endpoint"], bucket, "bench.pt", dl]], env=s3_env)
+    case(
+        results,
+        runs,
+        "boto3 + torch.load",
+        "S3",
+        "",
+        [[py, "-c", DOWNLOAD_THEN_LOAD_S3, s3["endpoint"], bucket, "bench.pt", dl]],
+        env=s3_env,
+    )
     return results
 
 
@@ -101,8 +124,9 @@ def one_tensor(args, url, s3_uri, s3_env):
     for target, uri, env in [("HTTP", url, None), ("S3", s3_uri, s3_env)]:
         timed = []
         case(timed, args.runs, "ckptio one tensor", target, "", [[args.materialize, uri, "layers.100.weight"]], env=env)
-        out = subprocess.run([args.materialize, uri, "layers.100.weight"], env=env, check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [args.materialize, uri, "layers.100.weight"], env=env, check=True, capture_output=True, text=True
+        ).stdout
         moved = out.split("moved ")[1]
         rows.append((target, timed[0]["median_s"], moved.strip()))
     return rows
