@@ -180,9 +180,10 @@ impl Metadata {
                     return Err("a storage entry without fqn, path, offset or length".into());
                 };
                 let end = start.checked_add(len).ok_or("a storage range overflows")?;
-                let transforms = match info.get("transform_descriptors").map(|&t| heap.get(t)) {
-                    None | Some(Value::None) => Vec::new(),
-                    Some(Value::List(items) | Value::Tuple(items)) => items
+                let descriptors = info.get("transform_descriptors").copied();
+                let transforms = match descriptors.map(|t| (heap.get(t), heap.items(t))) {
+                    None | Some((Value::None, _)) => Vec::new(),
+                    Some((_, Some(items))) => items
                         .iter()
                         .map(|&d| {
                             string(heap, d, budget)?

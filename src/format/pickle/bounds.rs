@@ -5,8 +5,8 @@
 use super::convert::{NoHooks, to_node};
 use super::limits::{BASE_BYTES, MAX_VALUES};
 
-// At most 640 MiB of values in one pickle.
-const _: () = assert!(MAX_VALUES * 40 <= 640 << 20);
+// At most 512 MiB of values in one pickle.
+const _: () = assert!(MAX_VALUES * size_of::<super::Value>() <= 512 << 20);
 use super::{Policy, memo_bomb, parse};
 use crate::testing::alloc::{mib, peak};
 
@@ -179,8 +179,8 @@ fn the_interpreter_holds_a_bounded_number_of_bytes_per_input_byte() {
     data.push(b'.');
     let (heap, most) = peak(|| parse(&data, &Policy::permissive()).unwrap());
     assert_eq!(heap.len(), batches * 1024 + 1);
-    // A 40-byte value per byte, held three times over while the value array doubles (the
+    // A 32-byte value per byte, held three times over while the value array doubles (the
     // allocator counts a moving realloc's two blocks), and the list's items.
-    assert_eq!(size_of::<super::Value>(), 40);
-    assert!(most < 128 * data.len(), "{:.0} MiB", mib(most));
+    assert_eq!(size_of::<super::Value>(), 32);
+    assert!(most < 104 * data.len(), "{:.0} MiB", mib(most));
 }

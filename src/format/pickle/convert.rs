@@ -281,8 +281,8 @@ impl Converter<'_> {
             Value::BigInt(raw) => leaf(Leaf::Int(Int::Big(self.budget.decimal(id, raw)?))),
             Value::Float(v) => leaf(Leaf::Float(*v)),
             Value::Str(s) => leaf(Leaf::Str(self.budget.string(s)?)),
-            Value::Bytes(b) => leaf(Leaf::Bytes(b.clone())),
-            Value::Tuple(items) => self.list(hooks, items, true),
+            Value::Bytes(b) => leaf(Leaf::Bytes((**b).clone())),
+            Value::Tuple(items) => self.list(hooks, items.iter(), true),
             Value::List(items) | Value::Set(items) => self.list(hooks, items, false),
             Value::Dict(pairs) => Ok(Node::Dict(self.dict(hooks, pairs)?)),
             Value::Global(g) => {
@@ -319,9 +319,9 @@ impl Converter<'_> {
                 // Counter(dict) and OrderedDict([(k, v), ...]) carry items in their arguments.
                 if n != "defaultdict" {
                     if let Some(&first) = args.first() {
-                        match heap.get(first) {
-                            Value::Dict(pairs) => dict.extend(self.dict(hooks, pairs)?),
-                            Value::List(items) | Value::Tuple(items) => {
+                        match (heap.get(first), heap.items(first)) {
+                            (Value::Dict(pairs), _) => dict.extend(self.dict(hooks, pairs)?),
+                            (_, Some(items)) => {
                                 let pairs: Vec<(Id, Id)> = items
                                     .iter()
                                     .filter_map(|&p| match heap.items(p) {
@@ -340,7 +340,8 @@ impl Converter<'_> {
             }
             ("builtins", kind @ ("set" | "frozenset" | "list" | "tuple")) => {
                 let first: &[Id] = match args.first().map(|&a| heap.get(a)) {
-                    Some(Value::List(i) | Value::Tuple(i) | Value::Set(i)) => i,
+                    Some(Value::List(i) | Value::Set(i)) => i,
+                    Some(Value::Tuple(i)) => i,
                     _ => &[],
                 };
                 self.list(hooks, first.iter().chain(&call.appended), kind == "tuple")
@@ -536,7 +537,7 @@ pub fn bytes_value(heap: &Heap, id: Id) -> Option<Bytes> {
 
 fn bytes_at(heap: &Heap, id: Id, depth: usize) -> Option<Bytes> {
     match heap.get(id) {
-        Value::Bytes(b) => Some(b.clone()),
+        Value::Bytes(b) => Some((**b).clone()),
         Value::Str(s) => latin1(s),
         Value::Call(call) => bytes_of(heap, call, depth),
         _ => None,

@@ -60,6 +60,50 @@ impl fmt::Display for Global {
     }
 }
 
+/// How many items a tuple holds without an allocation of its own.
+const INLINE: usize = 4;
+
+/// A tuple's items: up to [`INLINE`] of them in place (the `torch.Size`s, argument tuples and
+/// `(dict, slots)` pairs a checkpoint's pickle is mostly made of), more on the heap. A DCP
+/// `.metadata` makes sixteen tuples per tensor.
+#[derive(Debug, Clone)]
+pub enum Items {
+    /// The first `len` of `ids`.
+    Inline {
+        /// How many of `ids` are items.
+        len: u8,
+        /// The items, then unused slots.
+        ids: [Id; INLINE],
+    },
+    /// More than fit inline.
+    Heap(Box<[Id]>),
+}
+
+impl Items {
+    /// A tuple of `ids`.
+    pub fn new(ids: &[Id]) -> Self {
+        match u8::try_from(ids.len()) {
+            Ok(len) if ids.len() <= INLINE => {
+                let mut inline = [Id(0); INLINE];
+                inline[..ids.len()].copy_from_slice(ids);
+                Self::Inline { len, ids: inline }
+            }
+            _ => Self::Heap(ids.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for Items {
+    type Target = [Id];
+
+    fn deref(&self) -> &[Id] {
+        match self {
+            Self::Inline { len, ids } => &ids[..usize::from(*len)],
+            Self::Heap(ids) => ids,
+        }
+    }
+}
+
 /// One value of an unpickled stream. Nothing here was executed: a [`Value::Call`] is the
 /// record of a call, not its result.
 #[derive(Debug, Clone)]
@@ -71,15 +115,16 @@ pub enum Value {
     /// An integer that fits in 64 bits.
     Int(i64),
     /// A larger integer, as little-endian two's-complement bytes (`LONG1`/`LONG4`).
-    BigInt(Bytes),
+    BigInt(Box<[u8]>),
     /// A float.
     Float(f64),
     /// A string.
     Str(String),
-    /// Bytes (`BINBYTES*`, `SHORT_BINBYTES`, `BYTEARRAY8`).
-    Bytes(Bytes),
+    /// Bytes (`BINBYTES*`, `SHORT_BINBYTES`, `BYTEARRAY8`), boxed: rare, and twice the
+    /// size of every other value.
+    Bytes(Box<Bytes>),
     /// A tuple.
-    Tuple(Vec<Id>),
+    Tuple(Items),
     /// A list.
     List(Vec<Id>),
     /// A dict, in insertion order (keys need not be strings).
@@ -143,7 +188,8 @@ impl Heap {
     /// The items of a tuple (or list) value.
     pub fn items(&self, id: Id) -> Option<&[Id]> {
         match self.get(id) {
-            Value::Tuple(items) | Value::List(items) => Some(items),
+            Value::Tuple(items) => Some(items),
+            Value::List(items) => Some(items),
             _ => None,
         }
     }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::limits::{MAX_LONG_BYTES, MAX_MARKS, MAX_MEMO, MAX_STACK, MAX_VALUES};
 use super::opcode::Opcode;
-use super::{Call, Global, Heap, Id, PickleError, PickleErrorKind as Kind, Policy, Value};
+use super::{Call, Global, Heap, Id, Items, PickleError, PickleErrorKind as Kind, Policy, Value};
 
 /// Interprets the pickle in `data` into a [`Heap`], without running anything.
 ///
@@ -296,7 +296,7 @@ impl Vm<'_> {
                 let raw = self.take_len(len)?;
                 let v = match std::str::from_utf8(raw) {
                     Ok(s) => Value::Str(s.to_owned()),
-                    Err(_) => Value::Bytes(Bytes::copy_from_slice(raw)),
+                    Err(_) => Value::Bytes(Box::new(Bytes::copy_from_slice(raw))),
                 };
                 self.push_new(v)
             }
@@ -307,7 +307,7 @@ impl Vm<'_> {
     /// Tuples, lists, dicts and sets: made, and filled.
     fn container(&mut self, op: Opcode) -> Step<()> {
         match op {
-            Opcode::EmptyTuple => self.push_new(Value::Tuple(Vec::new())),
+            Opcode::EmptyTuple => self.push_new(Value::Tuple(Items::new(&[]))),
             Opcode::EmptyList => self.push_new(Value::List(Vec::new())),
             Opcode::EmptyDict => self.push_new(Value::Dict(Vec::new())),
             Opcode::EmptySet => self.push_new(Value::Set(Vec::new())),
@@ -316,11 +316,14 @@ impl Vm<'_> {
                 if self.stack.len() < n + self.floor() {
                     return Err(Kind::StackUnderflow("TUPLE1/2/3"));
                 }
-                let items = self.stack.split_off(self.stack.len() - n);
+                let items = Items::new(&self.stack[self.stack.len() - n..]);
+                self.stack.truncate(self.stack.len() - n);
                 self.push_new(Value::Tuple(items))
             }
             Opcode::Tuple => {
-                let items = self.pop_mark("TUPLE")?;
+                let mark = self.marks.pop().ok_or(Kind::NoMark("TUPLE"))?;
+                let items = Items::new(&self.stack[mark..]);
+                self.stack.truncate(mark);
                 self.push_new(Value::Tuple(items))
             }
             Opcode::List => {
@@ -558,7 +561,7 @@ impl Vm<'_> {
             buf[..n].copy_from_slice(raw);
             Value::Int(i64::from_le_bytes(buf))
         } else {
-            Value::BigInt(Bytes::copy_from_slice(raw))
+            Value::BigInt(raw.into())
         };
         self.push_new(value)
     }
@@ -570,7 +573,7 @@ impl Vm<'_> {
 
     fn bytes(&mut self, len: u64) -> Step<()> {
         let b = Bytes::copy_from_slice(self.take_len(len)?);
-        self.push_new(Value::Bytes(b))
+        self.push_new(Value::Bytes(Box::new(b)))
     }
 
     fn value(&self, id: Id) -> &Value {
