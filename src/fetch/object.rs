@@ -552,7 +552,8 @@ async fn chunk(source: &Source, pool: &Arc<Pool>, range: Range<u64>) -> Result<B
         .ok_or_else(|| Error::TooLarge {
             uri: source.location.uri(),
             size: len,
-            streamable: true,
+            // Already streaming: a smaller chunk size is what would help.
+            streamable: false,
         })?;
     if source.location.local_path().is_some() {
         if let Some((file, path)) = source.open_file(range.clone()).await? {
