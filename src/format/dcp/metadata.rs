@@ -54,12 +54,31 @@ pub(crate) struct StorageInfo {
     pub transforms: Vec<String>,
 }
 
-/// The fields of an object that `BUILD` gave a dict (a dataclass), by name.
-fn fields(heap: &Heap, id: Id) -> Option<HashMap<&str, Id>> {
+/// The fields of an object that `BUILD` gave a dict (a dataclass), looked up by name where
+/// the pickle has them: a `.metadata` holds five such objects per tensor, too many to index.
+struct Fields<'h> {
+    heap: &'h Heap,
+    pairs: &'h [(Id, Id)],
+}
+
+impl<'h> Fields<'h> {
+    /// The field `name` (the last one set, as in a dict).
+    fn get(&self, name: &str) -> Option<&'h Id> {
+        let heap = self.heap;
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| matches!(heap.get(*k), Value::Str(k) if k == name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// The fields of the object `id`, if `BUILD` gave it a dict.
+fn fields(heap: &Heap, id: Id) -> Option<Fields<'_>> {
     let Value::Call(call) = heap.get(id) else {
         return None;
     };
-    let state = match heap.get(call.state?) {
+    let pairs = match heap.get(call.state?) {
         Value::Dict(pairs) => pairs,
         // (dict, slots) for classes with __slots__.
         Value::Tuple(t) => match t.first().map(|&d| heap.get(d)) {
@@ -68,15 +87,7 @@ fn fields(heap: &Heap, id: Id) -> Option<HashMap<&str, Id>> {
         },
         _ => return None,
     };
-    Some(
-        state
-            .iter()
-            .filter_map(|&(k, v)| match heap.get(k) {
-                Value::Str(k) => Some((k.as_str(), v)),
-                _ => None,
-            })
-            .collect(),
-    )
+    Some(Fields { heap, pairs })
 }
 
 /// `torch.Size((a, b))` or a tuple of at most [`MAX_DIMS`] ints.
