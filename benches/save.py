@@ -1,8 +1,9 @@
 """save benchmark: a 1 GiB checkpoint (256 F32 tensors of 4 MiB, read from a local safetensors
-file) saved as a ckptio checkpoint to local disk (tmpfs) and to S3 (Garage and SeaweedFS), against `s5cmd cp`
-uploading the same bytes as one file, and Python's `safetensors.save_file` (+ boto3
-`upload_file` for S3). Run through `scripts/bench save`. Reports medians, ratios and peak RSS
-(GNU time's %M per process)."""
+file) saved as a ckptio checkpoint to local disk (tmpfs) and to S3 (Garage and SeaweedFS), and
+the same file uploaded as it is by `ckptio cp`, against `s5cmd cp` uploading it and Python's
+`safetensors.save_file` (+ boto3 `upload_file` for S3). Run through `scripts/bench save`.
+Reports medians, ratios (against the target's first ckptio row) and peak RSS (GNU time's %M
+per process)."""
 
 import argparse
 import os
@@ -101,6 +102,20 @@ def run_cases(args, src, work):
             [
                 fresh(
                     f"{args.ckptio} convert -q {src} s3://{bucket}/save-{{n}}/ --dst-option endpoint={ep} "
+                    "--dst-option allow_http=true"
+                )
+            ],
+            env=s3_env,
+        )
+        case(
+            results,
+            runs,
+            "ckptio cp (one file)",
+            target,
+            "",
+            [
+                fresh(
+                    f"{args.ckptio} cp -q {src} s3://{bucket}/ckptio-cp-{{n}}.safetensors --dst-option endpoint={ep} "
                     "--dst-option allow_http=true"
                 )
             ],
