@@ -131,9 +131,11 @@ impl Listing {
     }
 
     fn meta(&self, name: &str) -> Option<&ObjectMeta> {
+        // Sorted by location, all in one directory: sorted by name.
         self.objects
-            .iter()
-            .find(|m| m.location.filename() == Some(name))
+            .binary_search_by(|m| m.location.filename().unwrap_or_default().cmp(name))
+            .ok()
+            .map(|i| &self.objects[i])
     }
 
     /// The object `name`, pinned to the ETag and size the listing showed.
@@ -144,15 +146,57 @@ impl Listing {
         Some(Object::with_info(&loc, info, options))
     }
 
-    /// The objects `names` that the directory holds, each pinned by the listing.
+    /// The objects `names` that the directory holds, each pinned by the listing; a name may
+    /// come any number of times (a DCP `.metadata` names a data file once per chunk).
     pub fn objects<'a>(
         &self,
         names: impl IntoIterator<Item = &'a str>,
         options: &FetchOptions,
     ) -> HashMap<String, Object> {
-        names
-            .into_iter()
-            .filter_map(|name| Some((name.to_owned(), self.object(name, options.clone())?)))
-            .collect()
+        let mut found = HashMap::new();
+        for name in names {
+            if !found.contains_key(name) {
+                if let Some(object) = self.object(name, options.clone()) {
+                    found.insert(name.to_owned(), object);
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::ObjectStoreExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn objects_are_found_by_name_once_however_often_named() {
+        let dir = crate::location::resolve("memory://listing/ckpt/", &Default::default()).unwrap();
+        // Put out of order: the listing sorts them, and lookups rely on that.
+        for name in ["__1_0.distcp", "__0_0.distcp", ".metadata", "__10_0.distcp"] {
+            let loc = dir.join(name);
+            loc.store()
+                .put(loc.path(), vec![0u8; name.len()].into())
+                .await
+                .unwrap();
+        }
+        let listing = list(&dir).await.unwrap();
+        for name in ["__0_0.distcp", "__1_0.distcp", "__10_0.distcp", ".metadata"] {
+            assert!(listing.contains(name), "{name}");
+        }
+        assert!(!listing.contains("__2_0.distcp"));
+        let named = [
+            "__1_0.distcp",
+            "__0_0.distcp",
+            "__1_0.distcp",
+            "__2_0.distcp",
+        ];
+        let found = listing.objects(named, &FetchOptions::default());
+        let mut names: Vec<&str> = found.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["__0_0.distcp", "__1_0.distcp"]);
+        assert_eq!(found["__1_0.distcp"].info().size, 12);
     }
 }
