@@ -6,7 +6,7 @@
 2. Streaming every tensor of a 1, 4 and 16 GiB safetensors file (sparse: the bytes are zeros the
    file system does not store, so the disk is not what is measured) with peak RSS, which must stay
    flat: the stream's budget, not the file's size.
-3. A DCP checkpoint as 8 and 64 ranks write it (each of 256 tensors in one row-chunk per rank, one
+3. A DCP checkpoint as 8, 64 and 1024 ranks write it (each of 256 tensors in one row-chunk per rank, one
    data file per rank, `.metadata` from torch's own dataclasses; torch's `FileSystemReader` loads
    it back before it is timed): `inspect`, and every tensor assembled from its chunks.
 
@@ -25,7 +25,7 @@ from common import GiB, MiB, case
 
 COUNTS = (1_000, 10_000, 100_000)
 STREAM_GIB = (1, 4, 16)
-RANKS = (8, 64)
+RANKS = (8, 64, 1024)
 
 # As a script of its own: this directory's safetensors.py would shadow the package here.
 WRITE_SAFETENSORS = """

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::dtype::DType;
 use crate::format::pickle::convert::{Budget, key_string};
@@ -30,7 +31,8 @@ pub(crate) enum Key {
 pub(crate) struct Metadata {
     pub items: Vec<(String, Item)>,
     pub planner: HashMap<String, Vec<Key>>,
-    pub storage: HashMap<(String, Option<Vec<u64>>), StorageInfo>,
+    /// Where each item's bytes are, by its fully qualified name.
+    pub storage: HashMap<String, Stored>,
     pub version: Option<String>,
 }
 
@@ -45,9 +47,18 @@ pub(crate) struct TensorMeta {
     pub chunks: Vec<(Vec<u64>, Vec<u64>)>,
 }
 
+/// Where one item's bytes are: whole (an item that is not a tensor), or chunk by chunk (a
+/// tensor's, by their offsets).
+#[derive(Default)]
+pub(crate) struct Stored {
+    pub whole: Option<StorageInfo>,
+    pub chunks: HashMap<Vec<u64>, StorageInfo>,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct StorageInfo {
-    pub path: String,
+    /// The data file, shared by every item stored in it.
+    pub path: Arc<str>,
     pub range: Range<u64>,
     /// The stream transforms the item was written through, outermost first
     /// (`stream.zstd/1`).
@@ -106,6 +117,14 @@ fn ints(heap: &Heap, id: Id) -> Option<Vec<u64>> {
             _ => None,
         })
         .collect()
+}
+
+/// The string `id`, as the heap holds it.
+fn str_at(heap: &Heap, id: Id) -> Option<&str> {
+    match heap.get(id) {
+        Value::Str(s) => Some(s),
+        _ => None,
+    }
 }
 
 fn string(heap: &Heap, id: Id, budget: &mut Budget) -> Result<Option<String>, String> {
@@ -169,19 +188,25 @@ impl Metadata {
                 }
             }
         }
-        let mut storage = HashMap::new();
+        let mut storage: HashMap<String, Stored> = HashMap::new();
+        // A data file's name comes once per chunk stored in it: built once.
+        let mut paths: HashMap<&str, Arc<str>> = HashMap::new();
         if let Some(Value::Dict(pairs)) = root.get("storage_data").map(|&i| heap.get(i)) {
             for &(k, v) in pairs {
                 budget.node()?;
                 let index = fields(heap, k).ok_or("a storage key is not a MetadataIndex")?;
                 let info = fields(heap, v).ok_or("a storage value is not a _StorageInfo")?;
-                let fqn = match index.get("fqn") {
-                    Some(&f) => string(heap, f, budget)?,
-                    None => None,
-                };
+                let fqn = index.get("fqn").and_then(|&f| str_at(heap, f));
                 let offset = index.get("offset").and_then(|&o| ints(heap, o));
-                let path = match info.get("relative_path") {
-                    Some(&p) => string(heap, p, budget)?,
+                let path = match info.get("relative_path").and_then(|&p| str_at(heap, p)) {
+                    Some(p) => match paths.get(p) {
+                        Some(shared) => Some(Arc::clone(shared)),
+                        None => {
+                            let shared: Arc<str> = budget.string(p)?.into();
+                            paths.insert(p, Arc::clone(&shared));
+                            Some(shared)
+                        }
+                    },
                     None => None,
                 };
                 let start = info.get("offset").and_then(|&o| int(heap, o));
@@ -203,14 +228,21 @@ impl Metadata {
                         .collect::<Result<_, String>>()?,
                     Some(_) => return Err("transform descriptors that are not a list".into()),
                 };
-                storage.insert(
-                    (fqn, offset),
-                    StorageInfo {
-                        path,
-                        range: start..end,
-                        transforms,
-                    },
-                );
+                let info = StorageInfo {
+                    path,
+                    range: start..end,
+                    transforms,
+                };
+                let stored = match storage.get_mut(fqn) {
+                    Some(stored) => stored,
+                    None => storage.entry(budget.string(fqn)?).or_default(),
+                };
+                match offset {
+                    Some(offsets) => {
+                        stored.chunks.insert(offsets, info);
+                    }
+                    None => stored.whole = Some(info),
+                }
             }
         }
         let version = match root.get("version") {
@@ -227,8 +259,19 @@ impl Metadata {
 
     /// Where the item `fqn` (a chunk at `offsets`, or a non-tensor item) is stored.
     pub(crate) fn stored(&self, fqn: &str, offsets: Option<&[u64]>) -> Option<&StorageInfo> {
+        let stored = self.storage.get(fqn)?;
+        match offsets {
+            Some(offsets) => stored.chunks.get(offsets),
+            None => stored.whole.as_ref(),
+        }
+    }
+
+    /// The data files named, once per item or chunk stored in them.
+    pub(crate) fn paths(&self) -> impl Iterator<Item = &str> {
         self.storage
-            .get(&(fqn.to_owned(), offsets.map(<[u64]>::to_vec)))
+            .values()
+            .flat_map(|s| s.whole.iter().chain(s.chunks.values()))
+            .map(|info| &*info.path)
     }
 }
 

@@ -62,7 +62,7 @@ pub(crate) async fn open(
     };
     drop(data);
     let files: HashMap<String, Arc<DataFile>> = listing
-        .objects(meta.storage.values().map(|s| s.path.as_str()), &fetch)
+        .objects(meta.paths(), &fetch)
         .into_iter()
         .map(|(name, object)| (name, DataFile::new(object)))
         .collect();
@@ -122,7 +122,7 @@ fn tensor(
             .stored(fqn, Some(offsets))
             .ok_or_else(|| format!("tensor `{fqn}`: the chunk at {offsets:?} is stored nowhere"))?;
         let file = files
-            .get(&info.path)
+            .get(&*info.path)
             .ok_or_else(|| format!("tensor `{fqn}`: its data file `{}` is missing", info.path))?;
         if info.range.end > file.object.info().size {
             return Err(format!(
@@ -226,7 +226,7 @@ async fn read_items(
 ) -> Result<Vec<(Vec<Key>, Node)>> {
     let mut by_file: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, (_, info)) in items.iter().enumerate() {
-        by_file.entry(info.path.as_str()).or_default().push(i);
+        by_file.entry(&*info.path).or_default().push(i);
     }
     let mut out = Vec::with_capacity(items.len());
     for (path, indices) in by_file {

@@ -5,8 +5,8 @@
 use super::convert::{NoHooks, to_node};
 use super::limits::{BASE_BYTES, MAX_VALUES};
 
-// At most 512 MiB of values in one pickle.
-const _: () = assert!(MAX_VALUES * size_of::<super::Value>() <= 512 << 20);
+// At most 2 GiB of values in one pickle.
+const _: () = assert!(MAX_VALUES * size_of::<super::Value>() <= 2 << 30);
 use super::{Policy, memo_bomb, parse};
 use crate::testing::alloc::{mib, peak};
 

@@ -242,7 +242,7 @@ impl Policy {
 }
 
 /// Limits that keep a hostile pickle from exhausting memory or the stack. The interpreter's
-/// memory is proportional to its input (every opcode makes at most one 40-byte value); what a
+/// memory is proportional to its input (every opcode makes at most one 32-byte value); what a
 /// conversion builds is bounded by the values and bytes it was given, so that a value shared
 /// a million times runs out of budget, not memory (see `convert::Budget`).
 pub mod limits {
@@ -252,10 +252,12 @@ pub mod limits {
     pub const MAX_STACK: usize = 1 << 20;
     /// Open `MARK`s at once.
     pub const MAX_MARKS: usize = 1 << 16;
-    /// Memo entries.
-    pub const MAX_MEMO: usize = 1 << 22;
-    /// Values in one pickle (every opcode makes at most one).
-    pub const MAX_VALUES: usize = 1 << 24;
+    /// Memo entries (a DCP `.metadata` memoizes about 16 per chunk: 32 million is two
+    /// million chunks).
+    pub const MAX_MEMO: usize = 1 << 25;
+    /// Values in one pickle (every opcode makes at most one; a DCP `.metadata` makes about
+    /// 30 per chunk).
+    pub const MAX_VALUES: usize = 1 << 26;
     /// Bytes of one `LONG1`/`LONG4` integer.
     pub const MAX_LONG_BYTES: usize = 4096;
     /// Nesting depth when a heap is converted into a tree.
