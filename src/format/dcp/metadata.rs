@@ -48,11 +48,31 @@ pub(crate) struct TensorMeta {
 }
 
 /// Where one item's bytes are: whole (an item that is not a tensor), or chunk by chunk (a
-/// tensor's, by their offsets).
+/// tensor's, sorted by their offsets: most tensors have one chunk, and a map each would cost
+/// more than the chunk).
 #[derive(Default)]
 pub(crate) struct Stored {
     pub whole: Option<StorageInfo>,
-    pub chunks: HashMap<Vec<u64>, StorageInfo>,
+    pub chunks: Vec<(Vec<u64>, StorageInfo)>,
+}
+
+impl Stored {
+    /// Sorts the chunks by offsets, keeping the last entry given for the same offsets (as a
+    /// dict would).
+    fn seal(&mut self) {
+        self.chunks.reverse();
+        self.chunks.sort_by(|a, b| a.0.cmp(&b.0));
+        self.chunks.dedup_by(|later, first| later.0 == first.0);
+        self.chunks.shrink_to_fit();
+    }
+
+    fn chunk(&self, offsets: &[u64]) -> Option<&StorageInfo> {
+        let at = self
+            .chunks
+            .binary_search_by(|(o, _)| o.as_slice().cmp(offsets))
+            .ok()?;
+        Some(&self.chunks[at].1)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -239,12 +259,17 @@ impl Metadata {
                 };
                 match offset {
                     Some(offsets) => {
-                        stored.chunks.insert(offsets, info);
+                        if stored.chunks.is_empty() {
+                            // Room for one: Vec's first growth would take four.
+                            stored.chunks.reserve_exact(1);
+                        }
+                        stored.chunks.push((offsets, info));
                     }
                     None => stored.whole = Some(info),
                 }
             }
         }
+        storage.values_mut().for_each(Stored::seal);
         let version = match root.get("version") {
             Some(&v) => string(heap, v, budget)?,
             None => None,
@@ -261,7 +286,7 @@ impl Metadata {
     pub(crate) fn stored(&self, fqn: &str, offsets: Option<&[u64]>) -> Option<&StorageInfo> {
         let stored = self.storage.get(fqn)?;
         match offsets {
-            Some(offsets) => stored.chunks.get(offsets),
+            Some(offsets) => stored.chunk(offsets),
             None => stored.whole.as_ref(),
         }
     }
@@ -270,7 +295,7 @@ impl Metadata {
     pub(crate) fn paths(&self) -> impl Iterator<Item = &str> {
         self.storage
             .values()
-            .flat_map(|s| s.whole.iter().chain(s.chunks.values()))
+            .flat_map(|s| s.whole.iter().chain(s.chunks.iter().map(|(_, info)| info)))
             .map(|info| &*info.path)
     }
 }
