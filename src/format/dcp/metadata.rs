@@ -434,6 +434,30 @@ mod tests {
     use crate::tree::StateTree;
 
     #[test]
+    fn chunks_are_found_by_offsets_and_the_last_entry_for_the_same_offsets_wins() {
+        let info = |path: &str, start: u64| StorageInfo {
+            path: path.into(),
+            range: start..start + 1,
+            transforms: Vec::new(),
+        };
+        let mut stored = Stored::default();
+        for (offsets, at) in [
+            (vec![4, 0], 1),
+            (vec![0, 0], 2),
+            (vec![4, 0], 3),
+            (vec![2, 0], 4),
+        ] {
+            stored.chunks.push((offsets, info("f", at)));
+        }
+        stored.seal();
+        assert_eq!(stored.chunks.len(), 3);
+        assert_eq!(stored.chunk(&[0, 0]).unwrap().range.start, 2);
+        assert_eq!(stored.chunk(&[2, 0]).unwrap().range.start, 4);
+        assert_eq!(stored.chunk(&[4, 0]).unwrap().range.start, 3);
+        assert!(stored.chunk(&[1, 0]).is_none());
+    }
+
+    #[test]
     fn key_paths_rebuild_dicts_and_lists_and_lying_ones_are_refused() {
         let mut root = Dict::new();
         let leaf = |v: i64| Node::Leaf(Leaf::Int(v.into()));
