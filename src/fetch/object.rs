@@ -811,31 +811,40 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_local_file_cut_short_while_read_is_an_object_changed_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("weights.bin");
+    /// A local file of two blocks and ten bytes, opened to be read without a mapping, one
+    /// chunk of `chunk_size` at a time, and cut short once its first block has been read.
+    async fn cut_short_while_read(dir: &std::path::Path, chunk_size: u64) -> Object {
+        let path = dir.join("weights.bin");
         std::fs::write(&path, data(2 * LOCAL_BLOCK + 10)).unwrap();
         let loc = crate::location::resolve(path.to_str().unwrap(), &Default::default()).unwrap();
         let progress = Arc::new(CutShort {
-            path: path.clone(),
+            path,
             done: false.into(),
         });
-        let options = FetchOptions {
-            map_local: false,
-            concurrency: 1,
-            progress,
-            ..FetchOptions::default()
-        };
-        let object = Object::open(&loc, options).await.unwrap();
-        let err = object
-            .read_range(0..(2 * LOCAL_BLOCK as u64 + 10))
+        Object::open(&loc, streaming(false, chunk_size, progress))
             .await
-            .unwrap_err();
+            .unwrap()
+    }
+
+    fn assert_changed_naming_the_file(err: &Error) {
         let message = err.to_string();
         assert!(matches!(err, Error::ObjectChanged { .. }), "{message}");
         assert!(message.contains("weights.bin"), "{message}");
     }
+
+    #[tokio::test]
+    async fn a_local_file_cut_short_while_read_is_an_object_changed_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk_size = FetchOptions::default().chunk_size;
+        let object = cut_short_while_read(dir.path(), chunk_size).await;
+        let err = object
+            .read_range(0..(2 * LOCAL_BLOCK as u64 + 10))
+            .await
+            .unwrap_err();
+        assert_changed_naming_the_file(&err);
+    }
+
+    /// Options that read one chunk of `chunk_size` at a time.
     fn streaming(
         map_local: bool,
         chunk_size: u64,
@@ -879,18 +888,8 @@ mod tests {
     #[tokio::test]
     async fn a_local_file_cut_short_while_streamed_is_an_object_changed_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("weights.bin");
-        std::fs::write(&path, data(2 * LOCAL_BLOCK + 10)).unwrap();
-        let loc = crate::location::resolve(path.to_str().unwrap(), &Default::default()).unwrap();
-        let progress = Arc::new(CutShort {
-            path: path.clone(),
-            done: false.into(),
-        });
-        let options = streaming(false, 4 * LOCAL_BLOCK as u64, progress);
-        let object = Object::open(&loc, options).await.unwrap();
+        let object = cut_short_while_read(dir.path(), 4 * LOCAL_BLOCK as u64).await;
         let err = object.stream().try_collect::<Vec<_>>().await.unwrap_err();
-        let message = err.to_string();
-        assert!(matches!(err, Error::ObjectChanged { .. }), "{message}");
-        assert!(message.contains("weights.bin"), "{message}");
+        assert_changed_naming_the_file(&err);
     }
 }
