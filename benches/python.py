@@ -365,19 +365,12 @@ def main():
                 Case("ckptio.load", "S3", [py, "-c", CKPTIO_LOAD, s3_st, s3_options, n], s3_env),
                 Case("ckptio.load (.pt)", "S3", [py, "-c", CKPTIO_LOAD, s3_pt, s3_options, n], s3_env),
                 Case("runai SafetensorsStreamer", "S3", [py, "-c", RUNAI, s3_st, n], runai_env, optional=True),
-                Case(
-                    "s3torchconnector + load",
-                    "S3",
-                    [py, "-c", S3TORCH, s3["endpoint"], s3["region"], s3_st, n],
-                    s3_env,
-                    optional=True,
-                ),
-                Case(
-                    "s3torchconnector + torch.load (.pt)",
-                    "S3",
-                    [py, "-c", S3TORCH, s3["endpoint"], s3["region"], s3_pt, n],
-                    s3_env,
-                    optional=True,
+                *(
+                    Case(label, "S3", [py, "-c", S3TORCH, s3["endpoint"], s3["region"], uri, n], s3_env, optional=True)
+                    for label, uri in (
+                        ("s3torchconnector + load", s3_st),
+                        ("s3torchconnector + torch.load (.pt)", s3_pt),
+                    )
                 ),
                 Case(
                     "boto3 + load_file",
