@@ -335,7 +335,7 @@ impl Converter<'_> {
                         }
                     }
                 }
-                dict.extend(self.dict(hooks, &call.items)?);
+                dict.extend(self.dict(hooks, call.items())?);
                 Ok(Node::Dict(dict))
             }
             ("builtins", kind @ ("set" | "frozenset" | "list" | "tuple")) => {
@@ -344,7 +344,7 @@ impl Converter<'_> {
                     Some(Value::Tuple(i)) => i,
                     _ => &[],
                 };
-                self.list(hooks, first.iter().chain(&call.appended), kind == "tuple")
+                self.list(hooks, first.iter().chain(call.appended()), kind == "tuple")
             }
             ("builtins", "slice") => self.list(hooks, args, false),
             ("builtins", "complex") => {
@@ -436,11 +436,11 @@ impl Converter<'_> {
             Some(s) => Some(Box::new(self.node(hooks, s)?)),
             None => None,
         };
-        if state.is_none() && !call.items.is_empty() {
-            state = Some(Box::new(Node::Dict(self.dict(hooks, &call.items)?)));
+        if state.is_none() && !call.items().is_empty() {
+            state = Some(Box::new(Node::Dict(self.dict(hooks, call.items())?)));
         }
-        if state.is_none() && !call.appended.is_empty() {
-            state = Some(Box::new(self.list(hooks, &call.appended, false)?));
+        if state.is_none() && !call.appended().is_empty() {
+            state = Some(Box::new(self.list(hooks, call.appended(), false)?));
         }
         let kwargs = match call.kwargs {
             Some(k) => Some(Box::new(self.node(hooks, k)?)),

@@ -152,10 +152,32 @@ pub struct Call {
     pub kwargs: Option<Id>,
     /// The state passed to `__setstate__` by `BUILD`.
     pub state: Option<Id>,
+    /// What `SETITEM(S)` and `APPEND(S)` did to the result: boxed, since few results are
+    /// filled so (a `.metadata` makes nine calls per tensor, none of them filled).
+    filled: Option<Box<Filled>>,
+}
+
+/// Items set on, and appended to, the result of a call.
+#[derive(Debug, Clone, Default)]
+struct Filled {
+    items: Vec<(Id, Id)>,
+    appended: Vec<Id>,
+}
+
+impl Call {
     /// Items set on the result (an `OrderedDict`'s entries, say).
-    pub items: Vec<(Id, Id)>,
+    pub fn items(&self) -> &[(Id, Id)] {
+        self.filled.as_ref().map_or(&[], |f| &f.items)
+    }
+
     /// Items appended to the result.
-    pub appended: Vec<Id>,
+    pub fn appended(&self) -> &[Id] {
+        self.filled.as_ref().map_or(&[], |f| &f.appended)
+    }
+
+    fn filled(&mut self) -> &mut Filled {
+        self.filled.get_or_insert_default()
+    }
 }
 
 /// The values of one pickle; [`root`](Heap::root) is what `pickle.load` would return.

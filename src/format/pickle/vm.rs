@@ -682,7 +682,7 @@ impl Vm<'_> {
     fn append(&mut self, target: Id, items: Vec<Id>, op: &'static str) -> Step<()> {
         match &mut self.values[target.index()] {
             Value::List(list) => list.extend(items),
-            Value::Call(call) => call.appended.extend(items),
+            Value::Call(call) => call.filled().appended.extend(items),
             _ => {
                 return Err(Kind::WrongType {
                     op,
@@ -696,7 +696,7 @@ impl Vm<'_> {
     fn set_items(&mut self, target: Id, pairs: Vec<(Id, Id)>, op: &'static str) -> Step<()> {
         match &mut self.values[target.index()] {
             Value::Dict(dict) => dict.extend(pairs),
-            Value::Call(call) => call.items.extend(pairs),
+            Value::Call(call) => call.filled().items.extend(pairs),
             _ => {
                 return Err(Kind::WrongType {
                     op,
@@ -715,8 +715,7 @@ impl Call {
             args,
             kwargs,
             state: None,
-            items: Vec::new(),
-            appended: Vec::new(),
+            filled: None,
         }
     }
 }
@@ -796,8 +795,8 @@ mod tests {
                 .unwrap()
                 .is("collections", "OrderedDict")
         );
-        assert_eq!(call.items.len(), 1);
-        assert!(matches!(heap.get(call.items[0].1), Value::Bytes(b) if b[..] == [0, 1]));
+        assert_eq!(call.items().len(), 1);
+        assert!(matches!(heap.get(call.items()[0].1), Value::Bytes(b) if b[..] == [0, 1]));
     }
 
     #[test]
