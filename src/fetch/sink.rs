@@ -168,6 +168,15 @@ impl Region {
     }
 }
 
+impl AsRef<[u8]> for Region {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Self::Heap(v) => v,
+            Self::Mapped(m) => m,
+        }
+    }
+}
+
 impl AsMut<[u8]> for Region {
     fn as_mut(&mut self) -> &mut [u8] {
         match self {
