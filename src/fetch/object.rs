@@ -322,7 +322,7 @@ impl Object {
         }
         let mut regions = ranges
             .iter()
-            .map(|r| self.region(r).map(Some))
+            .map(|r| region(&self.source, r).map(Some))
             .collect::<Result<Vec<Option<Region>>>>()?;
         let mut missing: Vec<u64> = ranges.iter().map(|r| r.end - r.start).collect();
         for (index, region) in regions.iter_mut().enumerate() {
@@ -394,11 +394,6 @@ impl Object {
         Ok(())
     }
 
-    /// A zeroed buffer for `range`, or [`Error::TooLarge`] if the memory cannot be had.
-    fn region(&self, range: &Range<u64>) -> Result<Region> {
-        region(&self.source, range)
-    }
-
     /// Reads `ranges` of a local file, if the object is one: views of one private mapping of
     /// the span that covers them when `map` and the options allow, otherwise positional reads
     /// straight into each range's buffer, a few ranges at a time on the blocking pool (one copy
@@ -447,7 +442,7 @@ impl Object {
         let read = stream::iter(ranges.iter().cloned().enumerate())
             .map(|(index, range)| {
                 let (file, path) = (Arc::clone(&file), path.clone());
-                let region = self.region(&range);
+                let region = region(&self.source, &range);
                 async move {
                     let region = read_into(source, file, path, region?, range).await?;
                     Ok::<_, Error>((index, region.freeze()))
