@@ -442,7 +442,7 @@ impl Object {
         let read = stream::iter(ranges.iter().cloned().enumerate())
             .map(|(index, range)| {
                 let (file, path) = (Arc::clone(&file), path.clone());
-                let region = region(&self.source, &range);
+                let region = region(source, &range);
                 async move {
                     let region = read_into(source, file, path, region?, range).await?;
                     Ok::<_, Error>((index, region.freeze()))

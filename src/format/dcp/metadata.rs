@@ -33,6 +33,8 @@ pub(crate) struct Metadata {
     pub planner: HashMap<String, Vec<Key>>,
     /// Where each item's bytes are, by its fully qualified name.
     pub storage: HashMap<String, Stored>,
+    /// The data files the items are stored in, each once.
+    pub files: Vec<Arc<str>>,
     pub version: Option<String>,
 }
 
@@ -270,6 +272,7 @@ impl Metadata {
             }
         }
         storage.values_mut().for_each(Stored::seal);
+        let files = paths.into_values().collect();
         let version = match root.get("version") {
             Some(&v) => string(heap, v, budget)?,
             None => None,
@@ -278,6 +281,7 @@ impl Metadata {
             items,
             planner,
             storage,
+            files,
             version,
         })
     }
@@ -289,14 +293,6 @@ impl Metadata {
             Some(offsets) => stored.chunk(offsets),
             None => stored.whole.as_ref(),
         }
-    }
-
-    /// The data files named, once per item or chunk stored in them.
-    pub(crate) fn paths(&self) -> impl Iterator<Item = &str> {
-        self.storage
-            .values()
-            .flat_map(|s| s.whole.iter().chain(s.chunks.iter().map(|(_, info)| info)))
-            .map(|info| &*info.path)
     }
 }
 

@@ -62,7 +62,7 @@ pub(crate) async fn open(
     };
     drop(data);
     let files: HashMap<String, Arc<DataFile>> = listing
-        .objects(meta.paths(), &fetch)
+        .objects(meta.files.iter().map(|f| &**f), &fetch)
         .into_iter()
         .map(|(name, object)| (name, DataFile::new(object)))
         .collect();
