@@ -48,9 +48,7 @@ def case(results, runs, label, target, sink, cmds, env=None, check=None, optiona
         try:
             t, r = measure(cmds, env)
         except SystemExit as e:
-            if not optional:
-                raise
-            print(f"bench: {label} ({target}) did not run: {str(e)[:300]}", file=sys.stderr)
+            skip(e, label, target, optional)
             return
         if check:
             check(before=False)
@@ -119,6 +117,14 @@ def ratio_table(results, size, title, ratio="ckptio × this"):
             f"| {r['target']} | {r['tool']} | {r['median_s']:.3f} | {size / GiB / r['median_s']:.2f} | "
             f"{r['median_s'] / ours[r['target']]:.2f} | {r['peak_rss'] / MiB:.0f} |"
         )
+
+
+def skip(err, label, target, optional):
+    """Reports a failed optional peer, which then leaves no row; any other failure (`err`, from
+    `measure`) ends the bench."""
+    if not optional:
+        raise err
+    print(f"bench: {label} ({target}) did not run: {str(err)[:300]}", file=sys.stderr)
 
 
 def rotated(items, round_):

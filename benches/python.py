@@ -15,7 +15,7 @@ import sys
 import tempfile
 from typing import NamedTuple
 
-from common import GiB, MiB, garage, measure, rotated, settle
+from common import GiB, MiB, garage, measure, rotated, settle, skip
 
 # Each process times its own work, from after its imports (which take seconds, and vary more
 # than the work does on a busy machine) to every tensor's bytes touched: clone copies them
@@ -457,9 +457,7 @@ def rounds(results, runs, cases):
                     wall, peak = measure([case.cmd], dict(case.env or os.environ, CKPTIO_BENCH_WORK=work.name))
                     seconds = float(work.read())
             except SystemExit as e:
-                if not case.optional:
-                    raise
-                print(f"bench: {case.label} ({case.target}) did not run: {str(e)[:300]}", file=sys.stderr)
+                skip(e, case.label, case.target, case.optional)
                 running.discard(i)
                 continue
             for values, value in zip(samples[i], (wall, seconds, peak), strict=True):
