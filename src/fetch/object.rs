@@ -541,7 +541,7 @@ async fn read_into<B: AsMut<[u8]> + Send + 'static>(
 /// by range requests, frame by frame.
 async fn chunk(source: &Source, pool: &Arc<Pool>, range: Range<u64>) -> Result<Bytes> {
     let len = range.end - range.start;
-    let lease = usize::try_from(len)
+    let mut lease = usize::try_from(len)
         .ok()
         .and_then(|len| pool.lend(len))
         .ok_or_else(|| Error::TooLarge {
@@ -557,17 +557,16 @@ async fn chunk(source: &Source, pool: &Arc<Pool>, range: Range<u64>) -> Result<B
             return read.map(Lease::freeze);
         }
     }
-    let mut lease = lease;
     source.fill(range, &mut lease).await?;
     Ok(lease.freeze())
 }
 
-/// Whether a range GET that failed so may have asked an empty object for its first byte.
 /// Whether the server answered, but with an error of its own (a 5xx).
 fn server_refused(err: &object_store::Error) -> bool {
     matches!(classify(err), Class::Transport(TransportKind::ServerBusy))
 }
 
+/// Whether a range GET that failed so may have asked an empty object for its first byte.
 fn may_be_empty(err: &object_store::Error) -> bool {
     matches!(
         classify(err),
