@@ -12,6 +12,7 @@ use futures::StreamExt;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStoreExt};
 
 use super::options::FetchOptions;
+use super::pool::{Lease, Pool};
 use super::rate::RateLimiter;
 use super::sink::RangeSink;
 use super::stat::ObjectInfo;
@@ -69,19 +70,18 @@ impl Failure {
 }
 
 /// Bytes per read of a local file.
-const FILE_BLOCK: u64 = 4 << 20;
+const FILE_BLOCK: usize = 4 << 20;
 
-/// `len` bytes of `file` at `offset`, read on the blocking pool.
+/// The bytes of `file` at `offset` that fill `lease`, read on the blocking pool.
 async fn read_block(
-    file: Arc<std::fs::File>,
-    path: std::path::PathBuf,
+    file: Arc<File>,
+    path: PathBuf,
     offset: u64,
-    len: u64,
+    mut lease: Lease,
 ) -> object_store::Result<Bytes> {
     let read = tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset)
-            .map(|()| Bytes::from(buf))
+        file.read_exact_at(lease.as_mut(), offset)
+            .map(|()| lease.freeze())
     })
     .await
     .unwrap_or_else(|join| Err(std::io::Error::other(join)));
@@ -199,13 +199,22 @@ impl Source {
         }
         match result.payload {
             // A local file: object_store would stream it in 8 KiB reads, each on the blocking
-            // pool; read the served range in large positional blocks instead.
+            // pool; read the served range in large positional blocks instead, into buffers
+            // that come back once the sink has written them.
             GetResultPayload::File(file, path) => {
                 let file = Arc::new(file);
+                let blocks = Pool::new(FILE_BLOCK);
                 let mut at = result.range.start;
                 while at < result.range.end {
-                    let len = (result.range.end - at).min(FILE_BLOCK);
-                    let piece = read_block(Arc::clone(&file), path.clone(), at, len)
+                    let len = (result.range.end - at).min(FILE_BLOCK as u64);
+                    let lease = blocks.lend(len as usize).ok_or_else(|| {
+                        Failure::Sink(Error::TooLarge {
+                            uri: self.location.uri(),
+                            size: len,
+                            streamable: false,
+                        })
+                    })?;
+                    let piece = read_block(Arc::clone(&file), path.clone(), at, lease)
                         .await
                         .map_err(Failure::Store)?;
                     at += len;
