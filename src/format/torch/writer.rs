@@ -232,10 +232,8 @@ where
     }
     let tail_at = zip.position();
     let mut tail = zip.record(&format!("{ARCHIVE}/version"), b"3\n");
-    tail.extend(zip.record(
-        &format!("{ARCHIVE}/.data/serialization_id"),
-        serialization_id().as_bytes(),
-    ));
+    let id = zip.serialization_id();
+    tail.extend(zip.record(&format!("{ARCHIVE}/.data/serialization_id"), id.as_bytes()));
     tail.extend(zip.finish());
     let len = tail_at + tail.len() as u64;
     upload.put(tail.into()).await?;
@@ -247,12 +245,4 @@ fn mismatch(dest: &Location, path: &str, what: &str) -> Error {
         what: format!("tensor `{path}`"),
         reason: format!("while writing {dest}: {what}"),
     }
-}
-
-/// Forty digits naming this save, as torch writes them (it uses them to tell saves apart).
-fn serialization_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{:040}", nanos ^ u128::from(std::process::id()) << 64)
 }
