@@ -1,12 +1,13 @@
 """torch.distributed.checkpoint benchmark: 2 gloo ranks on the CPU save 1 GiB (512 MiB each,
 64 F32 tensors of 8 MiB per rank) to S3 (Garage) and load it back, with ckptio's storage
 writer/reader, s3torchconnector's and torch's fsspec ones (s3fs); and the server's ceiling, two
-s5cmd processes moving the same bytes between tmpfs files and the bucket. Each run is a fresh pair of
-processes; after one untimed run that warms the server, --runs rounds run every tool once each;
-the table has the medians, GiB/s, each row's time against the fastest peer's, and the peak RSS
-of a rank. Run through `scripts/bench dcp`."""
+s5cmd processes moving as many bytes between tmpfs files and the bucket. Each run is a fresh
+pair of processes saving tensors no run saved before; after one untimed run that warms the
+server, --runs rounds run every tool once each; the table has the medians, GiB/s, each row's
+time against the fastest peer's, and the peak RSS of a rank. Run through `scripts/bench dcp`."""
 
 import argparse
+import itertools
 import json
 import os
 import socket
@@ -51,10 +52,10 @@ def writer_reader(tool, path, s3):
               client_kwargs={{"region_name": s3["region"]}})
     return FsspecWriter(path, thread_count=2, sync_files=False, **kw), FsspecReader(path, **kw)
 
-def worker(rank, world, port, tool, path, s3, out):
+def worker(rank, world, port, tool, path, s3, out, seed):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    g = torch.Generator().manual_seed(rank)
+    g = torch.Generator().manual_seed(seed * 2 + rank)
     state = {{f"rank{{rank}}.t{{i}}": torch.randn(TENSOR_BYTES // 4, generator=g) for i in range(TENSORS)}}
     want = {{k: v.clone() for k, v in state.items()}}
     writer, reader = writer_reader(tool, path, s3)
@@ -77,7 +78,7 @@ def worker(rank, world, port, tool, path, s3, out):
 
 if __name__ == "__main__":
     tool, path, s3, out, port = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-    mp.spawn(worker, args=(2, port, tool, path, s3, out), nprocs=2)
+    mp.spawn(worker, args=(2, port, tool, path, s3, out, int(sys.argv[6])), nprocs=2)
 """
 
 
@@ -106,7 +107,7 @@ def main():
         out = f"/tmp/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}.json"
         settle()
         done = subprocess.run(
-            [sys.executable, script, tool, path, json.dumps(s3), out, str(free_port())],
+            [sys.executable, script, tool, path, json.dumps(s3), out, str(free_port()), str(next(seeds))],
             check=False,
             env=env,
             capture_output=True,
@@ -120,8 +121,11 @@ def main():
         os.unlink(out)
         return result
 
-    # The first DCP save to a fresh Garage is slow whichever tool makes it (s3torchconnector
-    # 4.87 s, then 3.33 s; ckptio 4.45 s, then 2.50 s): one untimed run warms the server.
+    # Every run saves tensors of its own: Garage keeps each distinct block once, so a save of
+    # bytes it already holds skips writing them (a third of its work), which a training run's
+    # checkpoints never get. One untimed run first: the first save to a fresh Garage is slower
+    # whichever tool makes it.
+    seeds = itertools.count()
     tools = args.tools.split(",")
     warm = run(tools[0])
     if warm:
@@ -168,13 +172,13 @@ def ceiling(total, bucket, s3, env, runs):
     tmp = f"/dev/shm/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}"
     os.makedirs(tmp)
     halves = [os.path.join(tmp, f"rank{r}.bin") for r in range(2)]
-    for path in halves:
-        with open(path, "wb") as f:
-            f.write(os.urandom(total // 2))
     cmd = ["s5cmd", "--endpoint-url", s3["endpoint"]]
     times = {"save": [], "load": []}
     try:
         for _ in range(runs):
+            for path in halves:  # new bytes each run, as for the ranks
+                with open(path, "wb") as f:
+                    f.write(os.urandom(total // 2))
             prefix = f"s3://{bucket}/bench-dcp/s5cmd-{uuid.uuid4().hex[:8]}"
             for phase in ("save", "load"):
                 jobs = [
