@@ -18,7 +18,7 @@ from common import GiB, MiB, case, garage, s3_servers
 
 # ckptio's default, given to every tool that takes one (the ceiling is as many curls).
 CONCURRENCY = 16
-CHUNK = 8 * MiB
+CHUNK = 16 * MiB
 SWEEP_CONCURRENCY = (8, 16, 32, 64)
 SWEEP_CHUNK = (4 * MiB, 8 * MiB, 16 * MiB)
 
@@ -59,10 +59,23 @@ def s3_cases(args, results, runs, target, s3, bucket, s3_env, name, out, check):
     case(
         results,
         runs,
-        f"s5cmd cp (-c {CONCURRENCY} -p 8)",
+        f"s5cmd cp (-c {CONCURRENCY} -p {CHUNK // MiB})",
         target,
         "tmpfs file",
-        [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", "-c", str(CONCURRENCY), "-p", "8", s3_uri, out]],
+        [
+            [
+                "s5cmd",
+                "--endpoint-url",
+                s3["endpoint"],
+                "cp",
+                "-c",
+                str(CONCURRENCY),
+                "-p",
+                str(CHUNK // MiB),
+                s3_uri,
+                out,
+            ]
+        ],
         env=s3_env,
         check=check,
     )

@@ -13,7 +13,9 @@ use super::progress::{NoProgress, Progress};
 /// downloading into memory).
 #[derive(Clone)]
 pub struct FetchOptions {
-    /// Bytes per range request (default 8 MiB).
+    /// Bytes per range request (default 16 MiB). Garage, which reads and hashes a block whole
+    /// before it sends any of it, served 1 GiB 25% faster in 16 MiB ranges than in 8 MiB ones;
+    /// nginx and SeaweedFS served both alike, and a store bills per request.
     pub chunk_size: u64,
     /// Range requests in flight at once (default 16; at most 1024). Through a link of 20 ms
     /// round trip and 100 MB/s per connection, 16 fetched 1 GiB 35% faster than 8, and 32 or
@@ -49,7 +51,7 @@ impl FetchOptions {
 impl Default for FetchOptions {
     fn default() -> Self {
         Self {
-            chunk_size: 8 << 20,
+            chunk_size: 16 << 20,
             concurrency: 16,
             coalesce_gap: 1 << 20,
             retry: RetryPolicy::default(),

@@ -24,8 +24,8 @@ pub struct Args {
     /// Range requests in flight at once.
     #[arg(long, default_value_t = FetchOptions::default().concurrency as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
-    /// Bytes per range request (8MiB, 512k, ...).
-    #[arg(long, default_value = "8MiB")]
+    /// Bytes per range request (16MiB, 512k, ...).
+    #[arg(long, default_value = "16MiB")]
     chunk_size: ByteSize,
     /// Retries per range after object_store gave up (0: none).
     #[arg(long, default_value_t = RetryPolicy::default().max_retries)]
