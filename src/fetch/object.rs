@@ -31,6 +31,11 @@ const FRAMES_IN_FLIGHT: usize = 4;
 /// How much of a local file one positional read takes, between two progress reports.
 const LOCAL_BLOCK: usize = 4 << 20;
 
+/// The largest piece of a local file's stream: longer reads gain a local file nothing (a
+/// server's cost per request is what long ranges save), and the pieces in flight are the
+/// stream's memory.
+const LOCAL_STREAM_CHUNK: u64 = 8 << 20;
+
 /// An object pinned to the ETag and version its HEAD reported: every read of it asks for that
 /// version, and fails with [`Error::ObjectChanged`] if the object was replaced meanwhile.
 ///
@@ -463,8 +468,8 @@ impl Object {
 
     /// The whole object as `(offset, bytes)` pieces in order, read `concurrency` chunks ahead:
     /// at most `concurrency × chunk_size` bytes are held, and a piece's buffer takes a later
-    /// chunk once every view of it is dropped. A local file is read straight into the pieces.
-    /// The stream ends after the first error.
+    /// chunk once every view of it is dropped. A local file is read straight into the pieces,
+    /// of at most [`LOCAL_STREAM_CHUNK`]. The stream ends after the first error.
     pub fn stream(&self) -> BoxStream<'static, Result<(u64, Bytes)>> {
         let source = Arc::clone(&self.source);
         let concurrency = source.options.in_flight();
@@ -472,7 +477,11 @@ impl Object {
             .options
             .progress
             .started(&source.location.uri(), source.info.size);
-        let chunks = plan::chunks(source.info.size, source.options.chunk_size);
+        let chunk_size = match source.location.local_path() {
+            Some(_) => source.options.chunk_size.min(LOCAL_STREAM_CHUNK),
+            None => source.options.chunk_size,
+        };
+        let chunks = plan::chunks(source.info.size, chunk_size);
         let largest = chunks.first().map_or(0, |r| r.end - r.start);
         let pool = Pool::new(usize::try_from(largest).unwrap_or(usize::MAX));
         let done = Arc::clone(&source);
@@ -877,6 +886,19 @@ mod tests {
         assert!(all == d);
         // Each chunk was dropped before the next was asked for.
         assert!(buffers.len() < 3, "{} buffers for 3 chunks", buffers.len());
+    }
+
+    #[tokio::test]
+    async fn a_local_files_stream_comes_in_pieces_no_longer_than_the_local_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = data(2 * LOCAL_STREAM_CHUNK as usize + 3);
+        let object = local_object(dir.path(), &d, true).await;
+        assert!(object.source.options.chunk_size > LOCAL_STREAM_CHUNK);
+        let pieces: Vec<(u64, Bytes)> = object.stream().try_collect().await.unwrap();
+        let lens: Vec<usize> = pieces.iter().map(|(_, b)| b.len()).collect();
+        let chunk = LOCAL_STREAM_CHUNK as usize;
+        assert_eq!(lens, [chunk, chunk, 3]);
+        assert!(pieces.iter().flat_map(|(_, b)| b.iter().copied()).eq(d));
     }
 
     #[tokio::test]
