@@ -469,7 +469,7 @@ impl Object {
     /// The whole object as `(offset, bytes)` pieces in order, read `concurrency` chunks ahead:
     /// at most `concurrency × chunk_size` bytes are held, and a piece's buffer takes a later
     /// chunk once every view of it is dropped. A local file is read straight into the pieces,
-    /// of at most [`LOCAL_STREAM_CHUNK`]. The stream ends after the first error.
+    /// of at most 8 MiB. The stream ends after the first error.
     pub fn stream(&self) -> BoxStream<'static, Result<(u64, Bytes)>> {
         let source = Arc::clone(&self.source);
         let concurrency = source.options.in_flight();
