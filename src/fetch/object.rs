@@ -2,7 +2,6 @@
 //! or as a list of ranges.
 
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,7 +17,7 @@ use super::pool::{Lease, Pool};
 use super::sink::{FrameSender, Region};
 use super::source::Source;
 use super::stat::{ObjectInfo, stat};
-use super::task::blocking;
+use super::task::{blocking, read_at};
 use crate::error::{Class, Error, Result, TransportKind, classify};
 use crate::location::Location;
 use crate::streams::spawn;
@@ -27,9 +26,6 @@ use crate::streams::spawn;
 /// destination when copying falls behind (a frame is what one socket read gave, up to hyper's
 /// read buffer of some hundred KiB).
 const FRAMES_IN_FLIGHT: usize = 4;
-
-/// How much of a local file one positional read takes, between two progress reports.
-const LOCAL_BLOCK: usize = 4 << 20;
 
 /// The largest piece of a local file's stream: longer reads gain a local file nothing (a
 /// server's cost per request is what long ranges save), and the pieces in flight are the
@@ -449,7 +445,7 @@ impl Object {
                 let (file, path) = (Arc::clone(&file), path.clone());
                 let region = region(source, &range);
                 async move {
-                    let region = read_into(source, file, path, region?, range).await?;
+                    let region = read_at(file, path, region?, range.start, advance(source)).await?;
                     Ok::<_, Error>((index, region.freeze()))
                 }
             })
@@ -515,33 +511,13 @@ fn region(source: &Source, range: &Range<u64>) -> Result<Region> {
     usize::try_from(len)
         .ok()
         .and_then(Region::new)
-        .ok_or_else(|| Error::TooLarge {
-            uri: source.location.uri(),
-            size: len,
-            streamable: true,
-        })
+        .ok_or_else(|| source.too_large(len, true))
 }
 
-/// Reads `range` of the open local `file` straight into `buf` (as long as the range) by
-/// positional reads on the blocking pool, reporting progress every [`LOCAL_BLOCK`].
-async fn read_into<B: AsMut<[u8]> + Send + 'static>(
-    source: &Source,
-    file: Arc<std::fs::File>,
-    path: std::path::PathBuf,
-    mut buf: B,
-    range: Range<u64>,
-) -> Result<B> {
+/// Reports read bytes to the source's progress.
+fn advance(source: &Source) -> impl FnMut(u64) + Send + 'static {
     let progress = Arc::clone(&source.options.progress);
-    blocking(&path, "read", move || {
-        let mut at = range.start;
-        for block in buf.as_mut().chunks_mut(LOCAL_BLOCK) {
-            file.read_exact_at(block, at)?;
-            at += block.len() as u64;
-            progress.advanced(block.len() as u64);
-        }
-        Ok(buf)
-    })
-    .await
+    move |len| progress.advanced(len)
 }
 
 /// One chunk of a stream, into a buffer of `pool`: for a local file, read straight into it
@@ -553,15 +529,11 @@ async fn chunk(source: &Source, pool: &Arc<Pool>, range: Range<u64>) -> Result<B
     let mut lease = usize::try_from(len)
         .ok()
         .and_then(|len| pool.lend(len))
-        .ok_or_else(|| Error::TooLarge {
-            uri: source.location.uri(),
-            size: len,
-            // Already streaming: a smaller chunk size is what would help.
-            streamable: false,
-        })?;
+        // Already streaming: a smaller chunk size is what would help.
+        .ok_or_else(|| source.too_large(len, false))?;
     if source.location.local_path().is_some() {
         if let Some((file, path)) = source.open_file(range.clone()).await? {
-            let read = read_into(source, Arc::new(file), path, lease, range.clone()).await;
+            let read = read_at(Arc::new(file), path, lease, range.start, advance(source)).await;
             source.open_file(range).await?;
             return read.map(Lease::freeze);
         }
@@ -598,6 +570,7 @@ async fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fetch::task::LOCAL_BLOCK;
     use object_store::ObjectStoreExt;
 
     async fn object(name: &str, data: &[u8], chunk: u64) -> Object {
@@ -845,6 +818,17 @@ mod tests {
             .await
             .unwrap_err();
         assert_changed_naming_the_file(&err);
+    }
+
+    #[tokio::test]
+    async fn a_local_file_cut_short_while_downloaded_is_an_object_changed_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk_size = FetchOptions::default().chunk_size;
+        let object = cut_short_while_read(dir.path(), chunk_size).await;
+        let dest = dir.path().join("copy.bin");
+        let err = object.download_to(&dest).await.unwrap_err();
+        assert_changed_naming_the_file(&err);
+        assert!(!dest.exists());
     }
 
     /// Options that read one chunk of `chunk_size` at a time.

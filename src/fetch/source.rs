@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +11,11 @@ use futures::StreamExt;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStoreExt};
 
 use super::options::FetchOptions;
-use super::pool::{Lease, Pool};
+use super::pool::Pool;
 use super::rate::RateLimiter;
 use super::sink::RangeSink;
 use super::stat::ObjectInfo;
+use super::task::{LOCAL_BLOCK, read_at};
 use crate::error::{Class, Error, Result, TransportKind, classify};
 use crate::location::Location;
 
@@ -41,13 +41,15 @@ enum Failure {
     Overflow { expected: u64 },
     /// The destination refused the bytes (a local write failed).
     Sink(Error),
+    /// The object is a local file, and reading it failed.
+    Read(Error),
 }
 
 impl Failure {
     fn is_transient(&self) -> bool {
         match self {
             Self::Truncated { .. } => true,
-            Self::Changed { .. } | Self::Overflow { .. } | Self::Sink(_) => false,
+            Self::Changed { .. } | Self::Overflow { .. } | Self::Sink(_) | Self::Read(_) => false,
             Self::Store(err) => classify(err).is_transient(),
         }
     }
@@ -64,31 +66,9 @@ impl Failure {
             Self::Overflow { expected } => {
                 format!("server sent more than the {expected} bytes asked for")
             }
-            Self::Sink(err) => err.to_string(),
+            Self::Sink(err) | Self::Read(err) => err.to_string(),
         }
     }
-}
-
-/// Bytes per read of a local file.
-const FILE_BLOCK: usize = 4 << 20;
-
-/// The bytes of `file` at `offset` that fill `lease`, read on the blocking pool.
-async fn read_block(
-    file: Arc<File>,
-    path: PathBuf,
-    offset: u64,
-    mut lease: Lease,
-) -> object_store::Result<Bytes> {
-    let read = tokio::task::spawn_blocking(move || {
-        file.read_exact_at(lease.as_mut(), offset)
-            .map(|()| lease.freeze())
-    })
-    .await
-    .unwrap_or_else(|join| Err(std::io::Error::other(join)));
-    read.map_err(|source| object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: format!("reading {} at byte {offset}: {source}", path.display()).into(),
-    })
 }
 
 /// ETags compare without quotes or a weak-validator prefix: servers differ in how they print
@@ -111,6 +91,16 @@ impl Source {
             info,
             options,
             limiter,
+        }
+    }
+
+    /// [`Error::TooLarge`] for `size` bytes of this object that could not be had in memory;
+    /// `streamable` when streaming or downloading to a file would avoid holding them.
+    pub fn too_large(&self, size: u64, streamable: bool) -> Error {
+        Error::TooLarge {
+            uri: self.location.uri(),
+            size,
+            streamable,
         }
     }
 
@@ -203,20 +193,18 @@ impl Source {
             // that come back once the sink has written them.
             GetResultPayload::File(file, path) => {
                 let file = Arc::new(file);
-                let blocks = Pool::new(FILE_BLOCK);
+                let blocks = Pool::new(LOCAL_BLOCK);
                 let mut at = result.range.start;
                 while at < result.range.end {
-                    let len = (result.range.end - at).min(FILE_BLOCK as u64);
-                    let lease = blocks.lend(len as usize).ok_or_else(|| {
-                        Failure::Sink(Error::TooLarge {
-                            uri: self.location.uri(),
-                            size: len,
-                            streamable: false,
-                        })
-                    })?;
-                    let piece = read_block(Arc::clone(&file), path.clone(), at, lease)
+                    let len = (result.range.end - at).min(LOCAL_BLOCK as u64);
+                    let lease = blocks
+                        .lend(len as usize)
+                        .ok_or_else(|| Failure::Sink(self.too_large(len, false)))?;
+                    // Progress counts the bytes as they are delivered, not as they are read.
+                    let piece = read_at(Arc::clone(&file), path.clone(), lease, at, |_| ())
                         .await
-                        .map_err(Failure::Store)?;
+                        .map_err(Failure::Read)?
+                        .freeze();
                     at += len;
                     self.deliver(piece, expected, sink).await?;
                 }
@@ -300,6 +288,14 @@ impl Source {
             Failure::Store(err) => self.location.error("get", err),
             Failure::Changed { found } => self.changed(found).await,
             Failure::Sink(err) => err,
+            // A local file rewritten or cut short under the read is no longer the pinned
+            // version: that is the error to report, rather than the short read it caused.
+            Failure::Read(err) => match self.location.store().head(self.location.path()).await {
+                Ok(now) if now.e_tag.as_deref() != self.info.etag.as_deref() => {
+                    self.changed(now.e_tag).await
+                }
+                _ => err,
+            },
             other => Error::Transport {
                 uri: self.location.uri(),
                 operation: "get",
