@@ -219,10 +219,13 @@ import torch, ckptio, safetensors.torch, boto3
 """
 
 # A Lightning checkpoint of 1 GiB of tensors saved through a CheckpointIO plugin: ckptio's to
-# S3, Lightning's own (fsspec/s3fs) to S3, and torch.save to a local file (the floor).
+# S3, Lightning's own (fsspec/s3fs) to S3, and torch.save to a local file (the floor). The
+# tensors are new in every run: Garage stores a block it already holds only once, which would
+# flatter whichever tool wrote byte-identical files, and no training run saves the same
+# weights twice.
 SAVE_SETUP = """
-import sys, json, torch
-g = torch.Generator().manual_seed(0)
+import os, sys, json, torch
+g = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
 checkpoint = {"state_dict": {f"layers.{i}.weight": torch.randn(1 << 20, generator=g) for i in range(256)},
               "epoch": 3, "global_step": 100, "optimizer_states": [], "lr_schedulers": []}
 """
