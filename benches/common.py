@@ -7,6 +7,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -41,30 +43,59 @@ def case(results, runs, label, target, sink, cmds, env=None, check=None, optiona
     """Runs `cmds` (in parallel) `runs` times and appends a row with the median wall time and
     the peak RSS. An `optional` case is a peer that may fail against a given server: its
     failure is reported and leaves no row, where any other failure ends the bench."""
-    times, rss = [], []
-    for _ in range(runs):
-        if check:
-            check(before=True)
-        try:
-            t, r = measure(cmds, env)
-        except SystemExit as e:
-            skip(e, label, target, optional)
-            return
-        if check:
-            check(before=False)
-        times.append(t)
-        rss.append(r)
-    results.append(
-        {
-            "tool": label,
-            "target": target,
-            "sink": sink,
-            "median_s": statistics.median(times),
-            "runs_s": times,
-            "peak_rss": max(rss),
-        }
-    )
-    print(f"  {target:5} {label:28} {sink:12} {statistics.median(times):7.3f} s", file=sys.stderr)
+    interleaved(results, runs, [Case(label, target, sink, cmds, env, check, optional)])
+
+
+@dataclass
+class Case:
+    """One row of a table: `cmds` run in parallel, timed together. `check(before=...)` runs
+    around each run, outside its time (to clear a destination, then check it)."""
+
+    label: str
+    target: str
+    sink: str
+    cmds: list
+    env: dict | None = None
+    check: Callable | None = None
+    optional: bool = False
+
+
+def interleaved(results, runs, cases):
+    """Runs every case once per round, `runs` rounds, each round starting with the next case,
+    so that a host that speeds up or slows down meanwhile moves every case alike, and no case
+    always runs after the same one; appends a row per case (as `case` does), in their order."""
+    samples = [([], []) for _ in cases]
+    running = set(range(len(cases)))
+    for round_ in range(runs):
+        for i in rotated(list(range(len(cases))), round_):
+            c = cases[i]
+            if i not in running:
+                continue
+            if c.check:
+                c.check(before=True)
+            try:
+                t, r = measure(c.cmds, c.env)
+            except SystemExit as e:
+                skip(e, c.label, c.target, c.optional)
+                running.discard(i)
+                continue
+            if c.check:
+                c.check(before=False)
+            samples[i][0].append(t)
+            samples[i][1].append(r)
+    for i in sorted(running):
+        (times, rss), c = samples[i], cases[i]
+        results.append(
+            {
+                "tool": c.label,
+                "target": c.target,
+                "sink": c.sink,
+                "median_s": statistics.median(times),
+                "runs_s": times,
+                "peak_rss": max(rss),
+            }
+        )
+        print(f"  {c.target:5} {c.label:28} {c.sink:12} {statistics.median(times):7.3f} s", file=sys.stderr)
 
 
 def garage():

@@ -1,8 +1,9 @@
 """Download benchmark: ckptio against the raw ceiling and peer tools, in one run, on one machine.
 
 Run through `scripts/bench`, which installs the tools, starts nginx and Garage on 127.0.0.1 and
-exports their CKPTIO_TEST_* variables. Every case downloads the same object; the table reports
-the median of --runs runs, throughput, the ratio to the ceiling (16 parallel `curl -r` ranges to
+exports their CKPTIO_TEST_* variables. Every case downloads the same object, a server's cases
+in rounds (each case once per round, each round starting with the next case, so that a host
+that speeds up or slows down moves them alike); the table reports the median of --runs runs, throughput, the ratio to the ceiling (16 parallel `curl -r` ranges to
 /dev/null over HTTP) and ckptio's ratio to each peer, and the peak RSS of each process (from
 wait4, so a tool's own children are excluded unless it waits for them).
 """
@@ -14,11 +15,14 @@ import subprocess
 import sys
 import tempfile
 
-from common import GiB, MiB, case, garage, s3_servers
+from common import Case, GiB, MiB, case, garage, interleaved, s3_servers
 
 # ckptio's default, given to every tool that takes one (the ceiling is as many curls).
 CONCURRENCY = 16
 CHUNK = 16 * MiB
+# What s5cmd asks for when not told: 5 ranges of 50 MiB at a time.
+S5CMD_CONCURRENCY = 5
+S5CMD_PART = 50 * MiB
 SWEEP_CONCURRENCY = (8, 16, 32, 64)
 SWEEP_CHUNK = (4 * MiB, 8 * MiB, 16 * MiB)
 
@@ -34,76 +38,45 @@ def file_check(path, size):
     return check
 
 
-def s3_cases(args, results, runs, target, s3, bucket, s3_env, name, out, check):
+def s3_cases(args, target, s3, bucket, s3_env, name, out, check):
     """ckptio and the S3 peers downloading the object from one S3 server."""
     s3_uri = f"s3://{bucket}/{name}"
-    case(
-        results,
-        runs,
-        "ckptio get",
-        target,
-        "memory",
-        [[args.get_memory, s3_uri, str(CONCURRENCY), str(CHUNK)]],
-        env=s3_env,
-    )
-    case(
-        results,
-        runs,
-        "ckptio get",
-        target,
-        "tmpfs file",
-        [[args.ckptio, "-q", "get", s3_uri, out]],
-        env=s3_env,
-        check=check,
-    )
-    case(
-        results,
-        runs,
-        f"s5cmd cp (-c {CONCURRENCY} -p {CHUNK // MiB})",
-        target,
-        "tmpfs file",
-        [
-            [
-                "s5cmd",
-                "--endpoint-url",
-                s3["endpoint"],
-                "cp",
-                "-c",
-                str(CONCURRENCY),
-                "-p",
-                str(CHUNK // MiB),
-                s3_uri,
-                out,
-            ]
-        ],
-        env=s3_env,
-        check=check,
-    )
-    case(
-        results,
-        runs,
-        "s5cmd cp (defaults)",
-        target,
-        "tmpfs file",
-        [["s5cmd", "--endpoint-url", s3["endpoint"], "cp", s3_uri, out]],
-        env=s3_env,
-        check=check,
-    )
+
+    def to_file(label, cmd):
+        return Case(label, target, "tmpfs file", [cmd], env=s3_env, check=check)
+
+    s5cmd = ["s5cmd", "--endpoint-url", s3["endpoint"], "cp"]
     boto = (
         "import boto3; from boto3.s3.transfer import TransferConfig; "
         f"boto3.client('s3', endpoint_url={s3['endpoint']!r}).download_file({bucket!r}, {name!r}, {out!r}, "
         f"Config=TransferConfig(max_concurrency={CONCURRENCY}, multipart_chunksize={CHUNK}))"
     )
-    case(
-        results,
-        runs,
-        "boto3 download_file",
-        target,
-        "tmpfs file",
-        [[sys.executable, "-c", boto]],
-        env=s3_env,
-        check=check,
-    )
+    return [
+        Case("ckptio get", target, "memory", [[args.get_memory, s3_uri, str(CONCURRENCY), str(CHUNK)]], env=s3_env),
+        to_file("ckptio get", [args.ckptio, "-q", "get", s3_uri, out]),
+        to_file(
+            f"s5cmd cp (-c {CONCURRENCY} -p {CHUNK // MiB})",
+            [*s5cmd, "-c", str(CONCURRENCY), "-p", str(CHUNK // MiB), s3_uri, out],
+        ),
+        to_file("s5cmd cp (defaults)", [*s5cmd, s3_uri, out]),
+        # s5cmd's defaults, 5 ranges of 50 MiB at a time, given to ckptio: which of the last
+        # two rows' difference is the client, and which the settings.
+        to_file(
+            f"ckptio get (s5cmd's -c {S5CMD_CONCURRENCY} -p {S5CMD_PART // MiB})",
+            [
+                args.ckptio,
+                "-q",
+                "get",
+                "--concurrency",
+                str(S5CMD_CONCURRENCY),
+                "--chunk-size",
+                f"{S5CMD_PART // MiB}MiB",
+                s3_uri,
+                out,
+            ],
+        ),
+        to_file("boto3 download_file", [sys.executable, "-c", boto]),
+    ]
 
 
 def main():
@@ -150,36 +123,39 @@ def main():
     runs = args.runs
     print(f"bench: measuring (median of {runs} runs)", file=sys.stderr)
     try:
-        case(
-            results,
-            runs,
-            f"curl x{CONCURRENCY} ranges (ceiling)",
-            "HTTP",
-            "/dev/null",
-            [["curl", "-sf", "-r", f"{a}-{b}", "-o", "/dev/null", url] for a, b in ranges],
-        )
-        case(results, runs, "curl (single stream)", "HTTP", "/dev/null", [["curl", "-sf", "-o", "/dev/null", url]])
         parts = [os.path.join(out_dir, f"part{i}") for i in range(CONCURRENCY)]
-        case(
-            results,
-            runs,
-            f"curl x{CONCURRENCY} ranges (tmpfs ceiling)",
-            "HTTP",
-            "tmpfs files",
-            [["curl", "-sf", "-r", f"{a}-{b}", "-o", p, url] for (a, b), p in zip(ranges, parts, strict=True)],
-        )
-        for p in parts:
-            os.unlink(p)
-        case(results, runs, "ckptio get", "HTTP", "memory", [[args.get_memory, url, str(CONCURRENCY), str(CHUNK)]])
-        case(results, runs, "ckptio get", "HTTP", "tmpfs file", [[args.ckptio, "-q", "get", url, out]], check=check)
+
+        def no_parts(before):
+            for p in parts:
+                if os.path.exists(p):
+                    os.unlink(p)
+
         hf = (
             f"import hf_transfer; hf_transfer.download(url={url!r}, filename={out!r}, "
             f"max_files={CONCURRENCY}, chunk_size={CHUNK})"
         )
-        case(results, runs, "hf_transfer.download", "HTTP", "tmpfs file", [[sys.executable, "-c", hf]], check=check)
-
+        http = [
+            Case(
+                f"curl x{CONCURRENCY} ranges (ceiling)",
+                "HTTP",
+                "/dev/null",
+                [["curl", "-sf", "-r", f"{a}-{b}", "-o", "/dev/null", url] for a, b in ranges],
+            ),
+            Case("curl (single stream)", "HTTP", "/dev/null", [["curl", "-sf", "-o", "/dev/null", url]]),
+            Case(
+                f"curl x{CONCURRENCY} ranges (tmpfs ceiling)",
+                "HTTP",
+                "tmpfs files",
+                [["curl", "-sf", "-r", f"{a}-{b}", "-o", p, url] for (a, b), p in zip(ranges, parts, strict=True)],
+                check=no_parts,
+            ),
+            Case("ckptio get", "HTTP", "memory", [[args.get_memory, url, str(CONCURRENCY), str(CHUNK)]]),
+            Case("ckptio get", "HTTP", "tmpfs file", [[args.ckptio, "-q", "get", url, out]], check=check),
+            Case("hf_transfer.download", "HTTP", "tmpfs file", [[sys.executable, "-c", hf]], check=check),
+        ]
+        interleaved(results, runs, http)
         for target, server, server_bucket, server_env in s3_servers():
-            s3_cases(args, results, runs, target, server, server_bucket, server_env, name, out, check)
+            interleaved(results, runs, s3_cases(args, target, server, server_bucket, server_env, name, out, check))
         sweep = []
         if args.sweep:
             for target, uri, env in (("HTTP", url, None), ("S3", s3_uri, s3_env)):
@@ -221,13 +197,14 @@ def report(results, size):
             f"{ceiling / r['median_s']:.2f} | {r['peak_rss'] / MiB:.0f} |"
         )
     print("\nckptio against each peer on the same server (speed ratio, > 1 is faster):\n")
-    print("| target | ckptio sink | peer | ratio |")
+    print("| target | ckptio | peer | ratio |")
     print("|---|---|---|---:|")
     for r in results:
         if not r["tool"].startswith("ckptio"):
             continue
         for p in peers[r["target"]]:
-            print(f"| {r['target']} | {r['sink']} | {p['tool']} ({p['sink']}) | {p['median_s'] / r['median_s']:.2f} |")
+            ours = f"{r['tool'].removeprefix('ckptio get').strip() or 'get'} → {r['sink']}"
+            print(f"| {r['target']} | {ours} | {p['tool']} ({p['sink']}) | {p['median_s'] / r['median_s']:.2f} |")
     file_rss = max(r["peak_rss"] for r in results if r["tool"].startswith("ckptio") and r["sink"] == "tmpfs file")
     budget = 64 * MiB + CONCURRENCY * CHUNK
     print(
