@@ -1,11 +1,12 @@
 """Download benchmark: ckptio against the raw ceiling and peer tools, in one run, on one machine.
 
-Run through `scripts/bench`, which installs the tools, starts nginx and Garage on 127.0.0.1 and
-exports their CKPTIO_TEST_* variables. Every case downloads the same object, a server's cases
-in rounds (each case once per round, each round starting with the next case, so that a host
-that speeds up or slows down moves them alike); the table reports the median of --runs runs, throughput, the ratio to the ceiling (16 parallel `curl -r` ranges to
-/dev/null over HTTP) and ckptio's ratio to each peer, and the peak RSS of each process (from
-wait4, so a tool's own children are excluded unless it waits for them).
+Run through `scripts/bench`, which installs the tools, starts nginx, Garage and SeaweedFS on
+127.0.0.1 and exports their CKPTIO_TEST_* variables. Every case downloads the same object, a
+server's cases in rounds (each case once per round, each round starting with the next case, so
+that a host that speeds up or slows down moves them alike). The table reports the median of
+--runs runs, throughput, the ratio to the ceiling (16 parallel `curl -r` ranges to /dev/null
+over HTTP) and ckptio's ratio to each peer, and the peak RSS of each process (from wait4, so a
+tool's own children are excluded unless it waits for them).
 """
 
 import argparse
