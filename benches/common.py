@@ -98,6 +98,29 @@ def interleaved(results, runs, cases):
         print(f"  {c.target:5} {c.label:28} {c.sink:12} {statistics.median(times):7.3f} s", file=sys.stderr)
 
 
+def server_pid(name):
+    """The process id of the server NAME (`garage`, `seaweedfs`, `nginx`) that `scripts/bench`
+    started, or None when the bench runs against servers it did not start."""
+    state = os.environ.get("CKPTIO_BENCH_SERVERS")
+    try:
+        with open(os.path.join(state, f"{name}.pid")) as f:
+            return int(f.read())
+    except (TypeError, OSError, ValueError):
+        return None
+
+
+def cpu_seconds(pid):
+    """CPU-seconds (user and system, every thread) process `pid` has used so far, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The fields after the command's closing parenthesis start at the third (state);
+            # utime and stime are the 14th and 15th.
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (TypeError, OSError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def garage():
     """The Garage server `scripts/servers` started: (its store options, the bucket, an
     environment for the AWS peers)."""

@@ -4,12 +4,14 @@ writer/reader, s3torchconnector's and torch's fsspec ones (s3fs); and the server
 s5cmd processes moving as many bytes between tmpfs files and the bucket. Each run is a fresh
 pair of processes saving tensors no run saved before; after one untimed run that warms the
 server, --runs rounds run every tool once each; the table has the medians, GiB/s, each row's
-time against the fastest peer's, and the peak RSS of a rank. Run through `scripts/bench dcp`."""
+time against ckptio's, the peak RSS of a rank, and the CPU-seconds each phase cost the clients
+and Garage (whose pid `scripts/bench` names). Run through `scripts/bench dcp`."""
 
 import argparse
 import itertools
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -17,7 +19,7 @@ import sys
 import time
 import uuid
 
-from common import garage, rotated, settle
+from common import cpu_seconds, garage, rotated, server_pid, settle
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -27,6 +29,8 @@ RANK = r"""
 import json, os, resource, sys, time, uuid
 import torch, torch.distributed as dist, torch.multiprocessing as mp
 import torch.distributed.checkpoint as dcp
+sys.path.append({benches!r})
+from common import cpu_seconds
 
 TENSORS, TENSOR_BYTES = {tensors}, {tensor_bytes}
 
@@ -52,33 +56,53 @@ def writer_reader(tool, path, s3):
               client_kwargs={{"region_name": s3["region"]}})
     return FsspecWriter(path, thread_count=2, sync_files=False, **kw), FsspecReader(path, **kw)
 
-def worker(rank, world, port, tool, path, s3, out, seed):
+def own_cpu():
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+def worker(rank, world, port, tool, path, s3, out, seed, server):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     g = torch.Generator().manual_seed(seed * 2 + rank)
     state = {{f"rank{{rank}}.t{{i}}": torch.randn(TENSOR_BYTES // 4, generator=g) for i in range(TENSORS)}}
     want = {{k: v.clone() for k, v in state.items()}}
     writer, reader = writer_reader(tool, path, s3)
-    dist.barrier(); t0 = time.perf_counter()
+    # (time, this rank's CPU-seconds, the server's) once every rank is at the mark.
+    marks = []
+    def mark():
+        dist.barrier()
+        marks.append((time.perf_counter(), own_cpu(), cpu_seconds(server) if rank == 0 and server else None))
+    mark()
     dcp.save(state, storage_writer=writer)
-    dist.barrier(); t1 = time.perf_counter()
+    mark()
     for v in state.values():
         v.zero_()
-    dist.barrier(); t2 = time.perf_counter()
+    mark()
     dcp.load(state, storage_reader=reader)
-    dist.barrier(); t3 = time.perf_counter()
+    mark()
     assert all(torch.equal(state[k], want[k]) for k in want), "loaded tensors differ"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    rsses = [None] * world
-    dist.all_gather_object(rsses, rss)
+    mine = (rss, marks[1][1] - marks[0][1], marks[3][1] - marks[2][1])
+    ranks = [None] * world
+    dist.all_gather_object(ranks, mine)
     if rank == 0:
+        def server_cpu(a, b):
+            return None if marks[a][2] is None else marks[b][2] - marks[a][2]
+        result = {{
+            "save": marks[1][0] - marks[0][0],
+            "load": marks[3][0] - marks[2][0],
+            "rss": max(r[0] for r in ranks),
+            "client_cpu": {{"save": sum(r[1] for r in ranks), "load": sum(r[2] for r in ranks)}},
+            "server_cpu": {{"save": server_cpu(0, 1), "load": server_cpu(2, 3)}},
+        }}
         with open(out, "w") as f:
-            json.dump({{"save": t1 - t0, "load": t3 - t2, "rss": max(rsses)}}, f)
+            json.dump(result, f)
     dist.destroy_process_group()
 
 if __name__ == "__main__":
     tool, path, s3, out, port = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-    mp.spawn(worker, args=(2, port, tool, path, s3, out, int(sys.argv[6])), nprocs=2)
+    server = int(sys.argv[7]) if sys.argv[7] != "-" else None
+    mp.spawn(worker, args=(2, port, tool, path, s3, out, int(sys.argv[6]), server), nprocs=2)
 """
 
 
@@ -98,7 +122,9 @@ def main():
     # A file, not `-c`: the ranks torch.multiprocessing spawns import their entry point from it.
     script = f"/tmp/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}.py"
     with open(script, "w") as f:
-        f.write(RANK.format(tensors=args.tensors, tensor_bytes=TENSOR_BYTES))
+        benches = os.path.dirname(os.path.abspath(__file__))
+        f.write(RANK.format(tensors=args.tensors, tensor_bytes=TENSOR_BYTES, benches=benches))
+    server = server_pid("garage")
     total = 2 * args.tensors * TENSOR_BYTES
 
     def run(tool):
@@ -107,7 +133,17 @@ def main():
         out = f"/tmp/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}.json"
         settle()
         done = subprocess.run(
-            [sys.executable, script, tool, path, json.dumps(s3), out, str(free_port()), str(next(seeds))],
+            [
+                sys.executable,
+                script,
+                tool,
+                path,
+                json.dumps(s3),
+                out,
+                str(free_port()),
+                str(next(seeds)),
+                str(server or "-"),
+            ],
             check=False,
             env=env,
             capture_output=True,
@@ -133,7 +169,7 @@ def main():
             f"  {tools[0]:18} save {warm['save']:6.2f} s  load {warm['load']:6.2f} s  (warm-up, not counted)",
             file=sys.stderr,
         )
-    rows = [ceiling(total, bucket, s3, env, args.runs)]
+    rows = [ceiling(total, bucket, s3, env, args.runs, server)]
     # Each round runs every tool once, each round starting with the next tool, so that a host
     # that speeds up or slows down meanwhile moves every tool alike.
     runs = {tool: [] for tool in tools}
@@ -162,11 +198,15 @@ def row(tool, runs):
             "load": statistics.median(r["load"] for r in runs),
             "rss": max(r["rss"] for r in runs),
             "runs": len(runs),
+            **{
+                k: {phase: median_of([r[k][phase] for r in runs]) for phase in ("save", "load")}
+                for k in ("client_cpu", "server_cpu")
+            },
         }
     ]
 
 
-def ceiling(total, bucket, s3, env, runs):
+def ceiling(total, bucket, s3, env, runs, server):
     """The server's own ceiling: two s5cmd processes (as two ranks) upload and download half
     of the bytes each, from and to tmpfs files."""
     tmp = f"/dev/shm/ckptio-bench-dcp-{uuid.uuid4().hex[:8]}"
@@ -174,6 +214,7 @@ def ceiling(total, bucket, s3, env, runs):
     halves = [os.path.join(tmp, f"rank{r}.bin") for r in range(2)]
     cmd = ["s5cmd", "--endpoint-url", s3["endpoint"]]
     times = {"save": [], "load": []}
+    cpu = {"client_cpu": {"save": [], "load": []}, "server_cpu": {"save": [], "load": []}}
     try:
         for _ in range(runs):
             for path in halves:  # new bytes each run, as for the ranks
@@ -188,11 +229,14 @@ def ceiling(total, bucket, s3, env, runs):
                     for p in halves
                 ]
                 settle()
-                start = time.perf_counter()
+                start, clients, served = time.perf_counter(), children_cpu(), cpu_seconds(server)
                 procs = [subprocess.Popen(j, env=env, stdout=subprocess.DEVNULL) for j in jobs]
                 if any(p.wait() for p in procs):
                     raise SystemExit("bench: s5cmd failed")
                 times[phase].append(time.perf_counter() - start)
+                cpu["client_cpu"][phase].append(children_cpu() - clients)
+                now = cpu_seconds(server)
+                cpu["server_cpu"][phase].append(None if now is None or served is None else now - served)
     finally:
         subprocess.run(["rm", "-rf", tmp], check=False)
     print(
@@ -206,23 +250,45 @@ def ceiling(total, bucket, s3, env, runs):
         "load": statistics.median(times["load"]),
         "rss": 0,
         "runs": runs,
+        **{k: {phase: median_of(v[phase]) for phase in v} for k, v in cpu.items()},
     }
+
+
+def children_cpu():
+    """CPU-seconds this process's waited-for children have used so far."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def median_of(values):
+    """The median of `values`, or None when any is unknown."""
+    return None if not values or None in values else statistics.median(values)
 
 
 def report(rows, total):
     print(
         f"\ntorch.distributed.checkpoint, 2 ranks (gloo, CPU), {total / GiB:.0f} GiB to S3 (Garage); "
-        f"median of {rows[0]['runs'] if rows else 0}\n"
+        f"median of {rows[0]['runs'] if rows else 0}; CPU-seconds of the clients (both ranks, every "
+        "thread) and of Garage over each phase\n"
     )
-    print("| tool | save s | save GiB/s | load s | load GiB/s | this ÷ ckptio (save / load) | peak RSS of a rank MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| tool | save s | save GiB/s | load s | load GiB/s | this ÷ ckptio (save / load) | peak RSS of a rank MiB "
+        "| client CPU-s (save / load) | Garage CPU-s (save / load) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     ours = next((r for r in rows if r["tool"] == "ckptio"), None)
     for r in rows:
         ratio = f"{r['save'] / ours['save']:.2f} / {r['load'] / ours['load']:.2f}" if ours else ""
+        rss = f"{r['rss'] / MiB:.0f}" if r["rss"] else "—"
         print(
             f"| {r['tool']} | {r['save']:.2f} | {total / GiB / r['save']:.2f} | {r['load']:.2f} | "
-            f"{total / GiB / r['load']:.2f} | {ratio} | {r['rss'] / MiB:.0f} |".replace("| 0 |", "| — |")
+            f"{total / GiB / r['load']:.2f} | {ratio} | {rss} | {pair(r['client_cpu'])} | {pair(r['server_cpu'])} |"
         )
+
+
+def pair(cpu):
+    """`save / load` CPU-seconds, with a dash for what was not measured."""
+    return " / ".join("—" if cpu[phase] is None else f"{cpu[phase]:.1f}" for phase in ("save", "load"))
 
 
 if __name__ == "__main__":
