@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, default_value_t = FetchOptions::default().concurrency as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
     /// Bytes per range request (16MiB, 512k, ...).
-    #[arg(long, default_value = "16MiB")]
+    #[arg(long, default_value_t = ByteSize(FetchOptions::default().chunk_size))]
     chunk_size: ByteSize,
     /// Retries per range after object_store gave up (0: none).
     #[arg(long, default_value_t = RetryPolicy::default().max_retries)]

@@ -42,6 +42,21 @@ impl std::str::FromStr for ByteSize {
     }
 }
 
+/// The size in the largest binary unit it is a whole number of (`16MiB`, `1536KiB`, `100`):
+/// what `--help` shows for a default, and parses back to the same size.
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        match units
+            .iter()
+            .find(|(shift, _)| self.0 != 0 && self.0 % (1u64 << shift) == 0)
+        {
+            Some((shift, unit)) => write!(f, "{}{unit}", self.0 >> shift),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ByteSize;
@@ -59,6 +74,19 @@ mod tests {
         assert_eq!(size("1.5G"), Ok(3 << 29));
         assert_eq!(size("2MB"), Ok(2_000_000));
         assert_eq!(size(" 64 KiB "), Ok(64 << 10));
+    }
+
+    #[test]
+    fn a_size_prints_in_its_largest_whole_binary_unit_and_parses_back() {
+        for (bytes, shown) in [
+            (16 << 20, "16MiB"),
+            (1536 << 10, "1536KiB"),
+            (3 << 40, "3TiB"),
+            (100, "100"),
+        ] {
+            assert_eq!(ByteSize(bytes).to_string(), shown);
+            assert_eq!(size(shown), Ok(bytes));
+        }
     }
 
     #[test]
