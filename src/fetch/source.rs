@@ -83,6 +83,14 @@ fn same_etag(a: &str, b: &str) -> bool {
     bare(a) == bare(b)
 }
 
+/// Whether two optional ETags name the same version (both absent counts as agreeing).
+fn etags_agree(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_etag(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
 impl Source {
     pub fn new(location: Location, info: ObjectInfo, options: FetchOptions) -> Self {
         let limiter = options.rate_limit.map(RateLimiter::new);
@@ -291,7 +299,7 @@ impl Source {
             // A local file rewritten or cut short under the read is no longer the pinned
             // version: that is the error to report, rather than the short read it caused.
             Failure::Read(err) => match self.location.store().head(self.location.path()).await {
-                Ok(now) if now.e_tag.as_deref() != self.info.etag.as_deref() => {
+                Ok(now) if !etags_agree(now.e_tag.as_deref(), self.info.etag.as_deref()) => {
                     self.changed(now.e_tag).await
                 }
                 _ => err,
