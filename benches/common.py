@@ -66,23 +66,20 @@ def interleaved(results, runs, cases):
     always runs after the same one; appends a row per case (as `case` does), in their order."""
     samples = [([], []) for _ in cases]
     running = set(range(len(cases)))
-    for round_ in range(runs):
-        for i in rotated(list(range(len(cases))), round_):
-            c = cases[i]
-            if i not in running:
-                continue
-            if c.check:
-                c.check(before=True)
-            try:
-                t, r = measure(c.cmds, c.env)
-            except SystemExit as e:
-                skip(e, c.label, c.target, c.optional)
-                running.discard(i)
-                continue
-            if c.check:
-                c.check(before=False)
-            samples[i][0].append(t)
-            samples[i][1].append(r)
+    for i in in_rounds(len(cases), runs, running):
+        c = cases[i]
+        if c.check:
+            c.check(before=True)
+        try:
+            t, r = measure(c.cmds, c.env)
+        except SystemExit as e:
+            skip(e, c.label, c.target, c.optional)
+            running.discard(i)
+            continue
+        if c.check:
+            c.check(before=False)
+        samples[i][0].append(t)
+        samples[i][1].append(r)
     for i in sorted(running):
         (times, rss), c = samples[i], cases[i]
         results.append(
@@ -179,6 +176,16 @@ def skip(err, label, target, optional):
     if not optional:
         raise err
     print(f"bench: {label} ({target}) did not run: {str(err)[:300]}", file=sys.stderr)
+
+
+def in_rounds(count, runs, running):
+    """The indexes of `count` cases in the order rounds run them: `runs` rounds of every case
+    once, each round starting with the next (see `rotated`); a case the caller removes from the
+    set `running` (it failed) is not run again."""
+    for round_ in range(runs):
+        for i in rotated(list(range(count)), round_):
+            if i in running:
+                yield i
 
 
 def rotated(items, round_):

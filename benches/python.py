@@ -15,7 +15,7 @@ import sys
 import tempfile
 from typing import NamedTuple
 
-from common import GiB, MiB, garage, measure, rotated, settle, skip
+from common import GiB, MiB, garage, in_rounds, measure, settle, skip
 
 # Each process times its own work, from after its imports (which take seconds, and vary more
 # than the work does on a busy machine) to every tensor's bytes touched: clone copies them
@@ -449,22 +449,19 @@ def rounds(results, runs, cases):
     and peak RSS."""
     samples = [([], [], []) for _ in cases]
     running = set(range(len(cases)))
-    for round_ in range(runs):
-        for i in rotated(list(range(len(cases))), round_):
-            case = cases[i]
-            if i not in running:
-                continue
-            settle()
-            try:
-                with tempfile.NamedTemporaryFile(prefix="ckptio-work-") as work:
-                    wall, peak = measure([case.cmd], dict(case.env or os.environ, CKPTIO_BENCH_WORK=work.name))
-                    seconds = float(work.read())
-            except SystemExit as e:
-                skip(e, case.label, case.target, case.optional)
-                running.discard(i)
-                continue
-            for values, value in zip(samples[i], (wall, seconds, peak), strict=True):
-                values.append(value)
+    for i in in_rounds(len(cases), runs, running):
+        case = cases[i]
+        settle()
+        try:
+            with tempfile.NamedTemporaryFile(prefix="ckptio-work-") as work:
+                wall, peak = measure([case.cmd], dict(case.env or os.environ, CKPTIO_BENCH_WORK=work.name))
+                seconds = float(work.read())
+        except SystemExit as e:
+            skip(e, case.label, case.target, case.optional)
+            running.discard(i)
+            continue
+        for values, value in zip(samples[i], (wall, seconds, peak), strict=True):
+            values.append(value)
     for i in sorted(running):
         (walls, works, rss), case = samples[i], cases[i]
         results.append(
