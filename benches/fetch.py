@@ -151,6 +151,12 @@ def main():
                 check=no_parts,
             ),
             Case("ckptio get", "HTTP", "memory", [[args.get_memory, url, str(CONCURRENCY), str(CHUNK)]]),
+            Case(
+                "ckptio get (huge pages)",
+                "HTTP",
+                "memory",
+                [[args.get_memory, "--huge-pages", url, str(CONCURRENCY), str(CHUNK)]],
+            ),
             Case("ckptio get", "HTTP", "tmpfs file", [[args.ckptio, "-q", "get", url, out]], check=check),
             Case("hf_transfer.download", "HTTP", "tmpfs file", [[sys.executable, "-c", hf]], check=check),
         ]

@@ -160,6 +160,7 @@ def open(
     verify: bool = True,
     memory_budget: int = 64 << 20,
     mmap: bool = True,
+    huge_pages: bool = False,
     dequantize: bool = False,
     progress: Progress = None,
 ) -> Checkpoint:
@@ -175,7 +176,10 @@ def open(
     checksums as tensors are read. `mmap` (local files only) makes tensors views of a private
     mapping of the file, as `torch.load(mmap=True)` does: no copy, pages shared with the page
     cache, writes kept in this process. Turn it off for a file another process may truncate
-    while its tensors are in use (a mapped reader faults then). `dequantize` makes
+    while its tensors are in use (a mapped reader faults then). `huge_pages` asks the kernel
+    for transparent huge pages for tensors fetched into memory: a remote 1 GiB read took 0.47 s
+    instead of 0.85 s where huge pages were at hand, and longer in a VM whose host reclaims
+    free memory (see `FetchOptions::huge_pages` in the Rust docs). `dequantize` makes
     block-quantized tensors (GGUF's `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, `Q2_K`...`Q6_K`)
     their F32 values, decoded as they are read; other schemes stay raw blocks.
     """
@@ -188,6 +192,7 @@ def open(
         verify=verify,
         memory_budget=memory_budget,
         mmap=mmap,
+        huge_pages=huge_pages,
         dequantize=dequantize,
         progress=_progress(progress, uri),
     )
@@ -225,6 +230,7 @@ def load(
     strict: bool = False,
     verify: bool = True,
     mmap: bool = True,
+    huge_pages: bool = False,
     dequantize: bool = False,
     progress: Progress = None,
 ) -> Any:
@@ -232,8 +238,8 @@ def load(
     and tensors (torch tensors, or numpy arrays with `framework="np"`), every tensor read in
     parallel and coalesced. Objects of classes ckptio does not interpret come back as inert
     `Opaque` placeholders naming their class: nothing is ever executed. `map_location` moves
-    torch tensors as `torch.load` means it (a device, a dict, a callable). `mmap` and
-    `dequantize` are `open`'s.
+    torch tensors as `torch.load` means it (a device, a dict, a callable). `mmap`,
+    `huge_pages` and `dequantize` are `open`'s.
     """
     checkpoint = open(
         uri,
@@ -244,6 +250,7 @@ def load(
         strict=strict,
         verify=verify,
         mmap=mmap,
+        huge_pages=huge_pages,
         dequantize=dequantize,
         progress=progress,
     )

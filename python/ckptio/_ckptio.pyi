@@ -82,6 +82,7 @@ def open(
     verify: bool = True,
     memory_budget: int = ...,
     mmap: bool = True,
+    huge_pages: bool = False,
     dequantize: bool = False,
     progress: Callable[[int, int], object] | None = None,
 ) -> Checkpoint: ...

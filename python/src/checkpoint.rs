@@ -94,9 +94,10 @@ fn read(lazy: &LazyTensor, tensor: ckptio::Tensor, views: bool) -> Read {
 
 /// Opens the checkpoint at `uri`, whatever its format; only metadata moves. With `mmap`, a
 /// local file's tensors are views of a private mapping of it (shared with the page cache).
+/// With `huge_pages`, tensors fetched into memory ask for transparent huge pages.
 /// With `dequantize`, block-quantized tensors ckptio decodes are their F32 values.
 #[pyfunction]
-#[pyo3(signature = (uri, storage_options=None, *, select=None, ignore=None, strict=false, verify=true, memory_budget=64 << 20, mmap=true, dequantize=false, progress=None))]
+#[pyo3(signature = (uri, storage_options=None, *, select=None, ignore=None, strict=false, verify=true, memory_budget=64 << 20, mmap=true, huge_pages=false, dequantize=false, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn open(
     py: Python<'_>,
@@ -108,6 +109,7 @@ pub(crate) fn open(
     verify: bool,
     memory_budget: u64,
     mmap: bool,
+    huge_pages: bool,
     dequantize: bool,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Checkpoint> {
@@ -115,6 +117,7 @@ pub(crate) fn open(
     let open = ckptio::OpenOptions {
         fetch: ckptio::FetchOptions {
             map_local: mmap,
+            huge_pages,
             ..options::fetch(progress)
         },
         read: ckptio::ReadOptions { strict, verify },

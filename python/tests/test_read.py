@@ -193,23 +193,24 @@ def test_without_torch_the_default_is_numpy() -> None:
         assert isinstance(first, np.ndarray)
 
 
-@pytest.mark.parametrize("mmap", [True, False])
+@pytest.mark.parametrize(("mmap", "huge_pages"), [(True, False), (False, False), (False, True)])
 def test_a_large_tensor_read_is_writable_and_writes_never_reach_the_file(
-    tmp_path: Any, mmap: bool
+    tmp_path: Any, mmap: bool, huge_pages: bool
 ) -> None:
     # 40 MiB: past the size where fetched spans get a mapping of their own.
     big = np.arange(10 << 20, dtype=np.float32).reshape(1 << 10, -1)
     path = tmp_path / "big.safetensors"
     ckptio.save(str(path), {"big": big, "small": np.ones(3, np.float32)}, format="safetensors")
     before = sha256(path.read_bytes())
-    checkpoint = ckptio.open(str(path), framework="np", mmap=mmap)
+    checkpoint = ckptio.open(str(path), framework="np", mmap=mmap, huge_pages=huge_pages)
     got = checkpoint.get_tensor("big")
     again = checkpoint.get_tensor("big")
     got[...] = -1
     assert np.all(got == -1)
     assert np.array_equal(again, big)
     assert sha256(path.read_bytes()) == before
-    assert np.array_equal(ckptio.load(str(path), framework="np", mmap=mmap)["big"], big)
+    loaded = ckptio.load(str(path), framework="np", mmap=mmap, huge_pages=huge_pages)
+    assert np.array_equal(loaded["big"], big)
 
 
 @needs_torch

@@ -510,7 +510,7 @@ fn region(source: &Source, range: &Range<u64>) -> Result<Region> {
     let len = range.end - range.start;
     usize::try_from(len)
         .ok()
-        .and_then(Region::new)
+        .and_then(|len| Region::new(len, source.options.huge_pages))
         .ok_or_else(|| source.too_large(len, true))
 }
 

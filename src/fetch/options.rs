@@ -36,6 +36,17 @@ pub struct FetchOptions {
     /// this off for files that may be rewritten in place (ranges are then read straight into
     /// buffers of their own, and the file checked against the pinned version afterwards).
     pub map_local: bool,
+    /// Ask the kernel for transparent huge pages for each destination buffer of 2 MiB or more
+    /// in a download into memory (default `false`; Linux with THP `always` or `madvise`).
+    /// Where the kernel has huge pages at hand, filling 1 GiB of fresh memory took 0.12 s
+    /// instead of 0.43 s on the benchmark machine (512 times fewer page faults), and an HTTP
+    /// download of 1 GiB into memory 0.47 s instead of 0.85 s. Off by default, as torch's and
+    /// glibc's huge-page switches are, because where it loses it loses more: in a VM whose
+    /// host takes back free memory (virtio-balloon free page reporting, which gives up free
+    /// blocks of exactly a huge page's size), each huge page is memory the host must back
+    /// again, and the same download took 0.6–3.2 s; where THP `defrag` is `madvise` and free
+    /// memory is fragmented, the kernel compacts memory inside the fault.
+    pub huge_pages: bool,
 }
 
 /// The most range requests one download keeps in flight.
@@ -58,6 +69,7 @@ impl Default for FetchOptions {
             rate_limit: None,
             progress: Arc::new(NoProgress),
             map_local: true,
+            huge_pages: false,
         }
     }
 }
@@ -71,6 +83,7 @@ impl std::fmt::Debug for FetchOptions {
             .field("retry", &self.retry)
             .field("rate_limit", &self.rate_limit)
             .field("map_local", &self.map_local)
+            .field("huge_pages", &self.huge_pages)
             .finish_non_exhaustive()
     }
 }

@@ -37,7 +37,8 @@ impl Pool {
         let reused = self.free.lock().ok().and_then(|mut free| free.pop());
         let region = match reused {
             Some(region) => region,
-            None => Region::new(self.size)?,
+            // Reused, a buffer pays for its pages once: small ones do.
+            None => Region::new(self.size, false)?,
         };
         Some(Lease {
             region,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::MmapMut;
+use memmap2::{Advice, MmapMut};
 use tokio::sync::mpsc;
 
 use super::task::blocking;
@@ -144,12 +144,16 @@ pub(crate) enum Region {
 }
 
 impl Region {
-    /// A zeroed buffer of `len` bytes, or `None` if the memory cannot be had.
-    pub fn new(len: usize) -> Option<Self> {
+    /// A zeroed buffer of `len` bytes, or `None` if the memory cannot be had. With
+    /// `huge_pages`, a mapped buffer asks for transparent huge pages (see
+    /// [`FetchOptions::huge_pages`](super::FetchOptions::huge_pages)).
+    pub fn new(len: usize, huge_pages: bool) -> Option<Self> {
         if len >= MAP_AT_LEAST {
-            // No huge-page advice: where the kernel compacts memory for it on demand (THP
-            // defrag `madvise`), a 1 GiB region took three times as long to fill.
             let map = MmapMut::map_anon(len).ok()?;
+            if huge_pages {
+                // Advice only: where the kernel has no huge pages to give, small ones serve.
+                let _ = map.advise(Advice::HugePage);
+            }
             return Some(Self::Mapped(map));
         }
         let mut buf = Vec::new();
@@ -222,14 +226,46 @@ mod tests {
 
     #[test]
     fn regions_freeze_without_changing_contents() {
-        for len in [0, 5, MAP_AT_LEAST] {
-            let mut region = Region::new(len).unwrap();
+        for (len, huge_pages) in [(0, true), (5, true), (MAP_AT_LEAST, false), (4 << 20, true)] {
+            let mut region = Region::new(len, huge_pages).unwrap();
             if len > 0 {
                 region.as_mut()[len - 1] = 9;
             }
             let bytes = region.freeze();
             assert_eq!(bytes.len(), len);
             assert_eq!(bytes.last().copied(), (len > 0).then_some(9));
+        }
+    }
+
+    /// The `VmFlags` of the mapping of this process that holds `address`.
+    fn vm_flags(address: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&address);
+            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.to_string();
+            }
+        }
+        panic!("no mapping holds {address:#x}");
+    }
+
+    #[test]
+    fn a_region_asks_for_huge_pages_only_when_told() {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            return; // a kernel without THP takes no such advice
+        }
+        for huge_pages in [true, false] {
+            let mut region = Region::new(8 << 20, huge_pages).unwrap();
+            region.as_mut()[0] = 1;
+            let flags = vm_flags(region.as_ref().as_ptr() as usize);
+            let advised = flags.split_whitespace().any(|f| f == "hg");
+            assert_eq!(advised, huge_pages, "VmFlags:{flags}");
         }
     }
 }
