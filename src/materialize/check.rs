@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use futures::stream::{BoxStream, TryStreamExt};
 
-use super::{
-    Batch, MaterializeOptions, PIECES_AT_ONCE, batches, fits, locate, on_workers, one_batch_ahead,
-    range_of, read_range, stored_bytes, stored_together,
-};
+use super::assemble::{PIECES_AT_ONCE, locate, stored_together};
+use super::batch::{Batch, batches};
+use super::finish::fits;
+use super::read::{on_workers, range_of, read_range, stored_bytes};
+use super::{MaterializeOptions, one_batch_ahead};
 use crate::error::{Error, Result, TensorError};
 use crate::tree::{LazyTensor, Pieces, TensorData};
 
