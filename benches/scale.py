@@ -27,7 +27,7 @@ COUNTS = (1_000, 10_000, 100_000)
 STREAM_GIB = (1, 4, 16)
 RANKS = (8, 64, 1024)
 
-# As a script of its own: this directory's safetensors.py would shadow the package here.
+# Each writer is a script of its own, run by the interpreter that has its package.
 WRITE_SAFETENSORS = """
 import sys, numpy as np
 from safetensors.numpy import save_file
