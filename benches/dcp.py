@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 
-from common import cpu_seconds, garage, rotated, server_pid, settle
+from common import cpu_seconds, garage, in_rounds, server_pid, settle
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -170,19 +170,18 @@ def main():
             file=sys.stderr,
         )
     rows = [ceiling(total, bucket, s3, env, args.runs, server)]
-    # Each round runs every tool once, each round starting with the next tool, so that a host
-    # that speeds up or slows down meanwhile moves every tool alike.
-    runs = {tool: [] for tool in tools}
-    for round_ in range(args.runs):
-        for tool in [t for t in rotated(tools, round_) if t in runs]:
-            result = run(tool)
-            if result is None:
-                rows.extend(row(tool, runs.pop(tool)))
-                continue
-            runs[tool].append(result)
-            print(f"  {tool:18} save {result['save']:6.2f} s  load {result['load']:6.2f} s", file=sys.stderr)
-    for tool, done_runs in runs.items():
-        rows.extend(row(tool, done_runs))
+    # Rounds, as every bench's cases: a host that speeds up or slows down moves every tool alike.
+    samples = [[] for _ in tools]
+    running = set(range(len(tools)))
+    for i in in_rounds(len(tools), args.runs, running):
+        result = run(tools[i])
+        if result is None:
+            running.discard(i)
+            continue
+        samples[i].append(result)
+        print(f"  {tools[i]:18} save {result['save']:6.2f} s  load {result['load']:6.2f} s", file=sys.stderr)
+    for tool, done in zip(tools, samples, strict=True):
+        rows.extend(row(tool, done))
     os.unlink(script)
     report(rows, total)
 
