@@ -152,6 +152,14 @@ def s3_server(name):
     return s3, bucket, env
 
 
+def upload(s3, env, source, uri):
+    """Copies `source` (a file, or `dir/*`) to `uri` on the S3 server whose store options are
+    `s3`, with s5cmd: how every bench puts its object on a server before timing reads of it."""
+    subprocess.run(
+        ["s5cmd", "--endpoint-url", s3["endpoint"], "cp", source, uri], env=env, check=True, stdout=subprocess.DEVNULL
+    )
+
+
 def ratio_table(results, size, title, ratio="ckptio × this"):
     """The table every read/write benchmark prints: each row's time against ckptio's for the
     same target (its time divided by that of the target's first ckptio row)."""

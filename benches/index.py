@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import case, garage
+from common import case, garage, upload
 
 SHARDS = (16, 128)
 
@@ -82,12 +82,7 @@ def main():
             name = f"index-{shards}"
             root = os.path.join(http_root, name)
             subprocess.run([sys.executable, "-c", WRITE, str(shards), root], check=True)
-            subprocess.run(
-                ["s5cmd", "--endpoint-url", s3["endpoint"], "cp", root + "/*", f"s3://{bucket}/{name}/"],
-                env=s3_env,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+            upload(s3, s3_env, root + "/*", f"s3://{bucket}/{name}/")
             http_index = f"{http_base}{name}/model.safetensors.index.json"
             s3_index = f"s3://{bucket}/{name}/model.safetensors.index.json"
             label = f"{shards} shards"

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import case, garage, ratio_table
+from common import case, garage, ratio_table, upload
 
 WRITE = """
 import sys, numpy as np, orbax.checkpoint as ocp
@@ -59,12 +59,7 @@ def main():
         print("bench: writing a 1 GiB Orbax checkpoint (256 F32 arrays of 4 MiB)", file=sys.stderr)
         subprocess.run([args.jax_python, "-c", WRITE, "256", local], check=True)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(local) for f in fs)
-        subprocess.run(
-            ["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local + "/*", f"s3://{bucket}/orbax/"],
-            env=s3_env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        upload(s3, s3_env, local + "/*", f"s3://{bucket}/orbax/")
         results = run_cases(args, local, bucket, s3, s3_env)
         one = one_array(args, f"s3://{bucket}/orbax/", s3_env)
     finally:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import case, garage, ratio_table
+from common import case, garage, ratio_table, upload
 
 # Reads every tensor of the file at `path` (what each Python case ends with).
 READ_ALL = """
@@ -77,12 +77,7 @@ def main():
     )
     subprocess.run([sys.executable, "-c", WRITE, "256", local], check=True)
     size = os.path.getsize(local)
-    subprocess.run(
-        ["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local, f"s3://{bucket}/bench.safetensors"],
-        env=s3_env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    upload(s3, s3_env, local, f"s3://{bucket}/bench.safetensors")
     dl_dir = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
     dl = os.path.join(dl_dir, "downloaded.safetensors")
     try:

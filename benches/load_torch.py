@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import case, garage, ratio_table
+from common import case, garage, ratio_table, upload
 
 # Touches every tensor's bytes (clone copies them, as ckptio's materialize does).
 READ_ALL = """
@@ -81,12 +81,7 @@ def main():
     print("bench: writing a 1 GiB torch file (256 F32 tensors of 4 MiB) with torch.save", file=sys.stderr)
     subprocess.run([sys.executable, "-c", WRITE, "256", local], check=True)
     size = os.path.getsize(local)
-    subprocess.run(
-        ["s5cmd", "--endpoint-url", s3["endpoint"], "cp", local, f"s3://{bucket}/bench.pt"],
-        env=s3_env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    upload(s3, s3_env, local, f"s3://{bucket}/bench.pt")
     dl_dir = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
     dl = os.path.join(dl_dir, "downloaded.pt")
     try:

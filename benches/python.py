@@ -15,7 +15,7 @@ import sys
 import tempfile
 from typing import NamedTuple
 
-from common import GiB, MiB, garage, in_rounds, measure, settle, skip
+from common import GiB, MiB, garage, in_rounds, measure, settle, skip, upload
 
 # Each process times its own work, from after its imports (which take seconds, and vary more
 # than the work does on a busy machine) to every tensor's bytes touched: clone copies them
@@ -317,12 +317,7 @@ def main():
     subprocess.run([sys.executable, "-c", WRITE, "256", st, pt], check=True)
     tensor_bytes = 256 * (4 << 20)
     for path in (st, pt):
-        subprocess.run(
-            ["s5cmd", "--endpoint-url", s3["endpoint"], "cp", path, f"s3://{bucket}/{os.path.basename(path)}"],
-            env=s3_env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        upload(s3, s3_env, path, f"s3://{bucket}/{os.path.basename(path)}")
     s3_options = json_options(s3)
     runai_env = dict(
         s3_env,
