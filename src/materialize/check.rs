@@ -3,17 +3,15 @@
 //! the layout that reads them, but never laid out. A tensor that shows one stored element
 //! a billion times costs the element, not the gigabytes it shows.
 
-use std::sync::Arc;
-
 use futures::stream::{BoxStream, TryStreamExt};
 
 use super::assemble::{PIECES_AT_ONCE, locate, stored_together};
 use super::batch::{Batch, batches};
 use super::finish::fits;
-use super::read::{on_workers, range_of, read_range, stored_bytes};
+use super::read::each_stored;
 use super::{MaterializeOptions, one_batch_ahead};
 use crate::error::{Error, Result, TensorError};
-use crate::tree::{LazyTensor, Pieces, TensorData};
+use crate::tree::{LazyTensor, Pieces};
 
 /// What reading one tensor to check it found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,31 +87,10 @@ async fn check_batch(batch: Batch, options: MaterializeOptions) -> Result<Vec<(S
 
 /// One batch: all of one object, or all held already.
 async fn check_reads(batch: Vec<(String, LazyTensor)>) -> Result<Vec<(String, Checked)>> {
-    let source = match batch.first().map(|(_, t)| &t.data) {
-        Some(TensorData::Range(r)) => Arc::clone(&r.source),
-        _ => {
-            return batch
-                .into_iter()
-                .map(|(path, t)| {
-                    let TensorData::Inline(inline) = &t.data else {
-                        unreachable!("a batch without a source holds inline tensors")
-                    };
-                    let bytes = inline.bytes.len() as u64;
-                    layout_fits(&inline.origin, &path, &t, bytes)?;
-                    let summed = inline.checked;
-                    Ok((path, Checked { bytes, summed }))
-                })
-                .collect();
-        }
-    };
-    let ranges = batch.iter().map(|(_, t)| read_range(range_of(t))).collect();
-    let raw = source.read_ranges(ranges).await?;
-    on_workers(batch, raw, |path, t, read| async move {
-        let r = range_of(&t);
-        let stored = stored_bytes(r, &path, read).await?;
-        let bytes = stored.len() as u64;
-        layout_fits(&r.source.uri(), &path, &t, bytes)?;
-        let summed = r.check.as_ref().is_some_and(|c| c.span == r.range);
+    each_stored(batch, |path, t, stored| {
+        let bytes = stored.bytes.len() as u64;
+        layout_fits(&stored.uri, &path, &t, bytes)?;
+        let summed = stored.summed;
         Ok((path, Checked { bytes, summed }))
     })
     .await

@@ -18,6 +18,40 @@ pub(super) async fn read_tensors(
     batch: Vec<(String, LazyTensor)>,
     options: MaterializeOptions,
 ) -> Result<Vec<(String, Tensor)>> {
+    each_stored(batch, move |path, t, stored| {
+        finish(
+            &stored.uri,
+            path,
+            &t,
+            stored.bytes,
+            stored.big_endian,
+            options,
+        )
+    })
+    .await
+}
+
+/// A tensor's stored bytes, as [`each_stored`] hands them over.
+pub(super) struct StoredBytes {
+    /// Where they come from, for errors.
+    pub uri: String,
+    /// The bytes, as stored: strided, byte-swapped or quantized as the tensor says.
+    pub bytes: Bytes,
+    /// Whether its elements are stored big-endian.
+    pub big_endian: bool,
+    /// Whether every byte was compared with a checksum stored in the checkpoint.
+    pub summed: bool,
+}
+
+/// `work` on each tensor of a batch (all of one object, or all held already) with its stored
+/// bytes: those it holds, or those read for it with the batch's other ranges, its offset
+/// confirmed and its checksum verified, on every worker thread (see [`on_workers`]). The
+/// results in the batch's order.
+pub(super) async fn each_stored<T, F>(batch: Vec<(String, LazyTensor)>, work: F) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(String, LazyTensor, StoredBytes) -> Result<T> + Clone + Send + Sync + 'static,
+{
     let source = match batch.first().map(|(_, t)| &t.data) {
         Some(TensorData::Range(r)) => Arc::clone(&r.source),
         _ => {
@@ -27,19 +61,31 @@ pub(super) async fn read_tensors(
                     let TensorData::Inline(inline) = &t.data else {
                         unreachable!("a batch without a source holds inline tensors")
                     };
-                    let (bytes, big_endian) = (inline.bytes.clone(), inline.big_endian);
-                    let origin = inline.origin.to_string();
-                    finish(&origin, path, &t, bytes, big_endian, options)
+                    let stored = StoredBytes {
+                        uri: inline.origin.to_string(),
+                        bytes: inline.bytes.clone(),
+                        big_endian: inline.big_endian,
+                        summed: inline.checked,
+                    };
+                    work(path, t, stored)
                 })
                 .collect();
         }
     };
     let ranges: Vec<Range<u64>> = batch.iter().map(|(_, t)| read_range(range_of(t))).collect();
     let raw = source.read_ranges(ranges).await?;
-    on_workers(batch, raw, move |path, t, read| async move {
-        let r = range_of(&t);
-        let stored = stored_bytes(r, &path, read).await?;
-        finish(&r.source.uri(), path, &t, stored, r.big_endian, options)
+    on_workers(batch, raw, move |path, t, read| {
+        let work = work.clone();
+        async move {
+            let r = range_of(&t);
+            let stored = StoredBytes {
+                uri: r.source.uri(),
+                bytes: stored_bytes(r, &path, read).await?,
+                big_endian: r.big_endian,
+                summed: r.check.as_ref().is_some_and(|c| c.span == r.range),
+            };
+            work(path, t, stored)
+        }
     })
     .await
 }
@@ -50,7 +96,7 @@ const WORK_BYTES: u64 = 8 << 20;
 /// `work` on each tensor of a batch with the bytes read for it, on every worker thread (a
 /// CRC-32 pass over a gigabyte takes 0.15 s of one core): tensors in groups of about
 /// [`WORK_BYTES`], a task each; the results in the batch's order.
-pub(super) async fn on_workers<T, F, Fut>(
+async fn on_workers<T, F, Fut>(
     batch: Vec<(String, LazyTensor)>,
     read: Vec<Bytes>,
     work: F,
@@ -79,7 +125,7 @@ where
     Ok(done.into_iter().flatten().collect())
 }
 
-pub(super) fn range_of(t: &LazyTensor) -> &ByteRange {
+fn range_of(t: &LazyTensor) -> &ByteRange {
     match &t.data {
         TensorData::Range(r) => r,
         _ => unreachable!("a batch with a source holds byte ranges"),
@@ -88,7 +134,7 @@ pub(super) fn range_of(t: &LazyTensor) -> &ByteRange {
 
 /// What to read for a tensor: its range, and the record's header before it when its offset
 /// was predicted.
-pub(super) fn read_range(r: &ByteRange) -> Range<u64> {
+fn read_range(r: &ByteRange) -> Range<u64> {
     match &r.anchor {
         Some(anchor) => anchor.header_start().min(r.range.start)..r.range.end,
         None => r.range.clone(),
@@ -98,7 +144,7 @@ pub(super) fn read_range(r: &ByteRange) -> Range<u64> {
 /// The tensor's stored bytes out of what [`read_range`] read: a predicted offset confirmed by
 /// the header (or the bytes read again where the header says they are), and the checksum
 /// verified when the range covers what it sums.
-pub(super) async fn stored_bytes(r: &ByteRange, path: &str, read: Bytes) -> Result<Bytes> {
+async fn stored_bytes(r: &ByteRange, path: &str, read: Bytes) -> Result<Bytes> {
     let uri = || r.source.uri();
     let mut range = r.range.clone();
     let mut span = r.check.as_ref().map(|c| c.span.clone());
