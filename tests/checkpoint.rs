@@ -400,6 +400,14 @@ async fn cp_ls_verify_rm(backend: support::Backend) {
         "[{}] nothing left to be latest",
         backend.name
     );
+    let out = cli(&backend, "-o", &["ls", &backend.uri("runs/")]).await;
+    assert!(ok(&out, "ls of nothing").is_empty(), "[{}]", backend.name);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no numbered checkpoints (step-N) under"),
+        "[{}] {said}",
+        backend.name
+    );
 }
 
 #[tokio::test]

@@ -22,12 +22,12 @@ pub struct LsArgs {
 }
 
 /// Lists the checkpoints: index, name, kind, committed or partial.
-pub async fn ls(args: LsArgs) -> Result<()> {
+pub async fn ls(args: LsArgs, quiet: bool) -> Result<()> {
     let root = args.store.resolve(&args.root)?;
     let ckpt = Checkpointer::new(
         root,
         CheckpointerOptions {
-            prefix: args.prefix,
+            prefix: args.prefix.clone(),
             ..CheckpointerOptions::default()
         },
     );
@@ -38,7 +38,15 @@ pub async fn ls(args: LsArgs) -> Result<()> {
         }
         return Ok(());
     }
-    for e in ckpt.list().await? {
+    let entries = ckpt.list().await?;
+    if entries.is_empty() && !quiet {
+        // Stdout stays empty for scripts; a person sees why there is nothing (a typo in ROOT?).
+        eprintln!(
+            "ckptio: no numbered checkpoints ({}N) under {}",
+            args.prefix, args.root
+        );
+    }
+    for e in entries {
         let whole = ckpt.is_whole(&e).await;
         let kind = match e.kind {
             Kind::Ckptio => "ckptio",

@@ -208,7 +208,7 @@ fn main() -> ExitCode {
             Command::Inspect(args) => inspect::run(args).await,
             Command::Convert(args) => convert::run(args, cli.quiet).await,
             Command::Cp(args) => cp::run(args, cli.quiet).await,
-            Command::Ls(args) => checkpoints::ls(args).await,
+            Command::Ls(args) => checkpoints::ls(args, cli.quiet).await,
             Command::Verify(args) => checkpoints::verify(args).await,
             Command::Rm(args) => checkpoints::rm(args).await,
         }
