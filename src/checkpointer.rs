@@ -332,7 +332,8 @@ impl Checkpointer {
         let Some(entry) = self.list().await?.into_iter().find(|e| e.index == index) else {
             return Ok(());
         };
-        remove(&self.root.join(&entry.name)).await.map(drop)
+        // A numbered entry may be a save that died before its commit: it goes too.
+        remove_any(&self.root.join(&entry.name)).await.map(drop)
     }
 
     /// Removes every checkpoint under the root (what `delete_existing` does at the start of a
@@ -349,14 +350,34 @@ impl Checkpointer {
     }
 }
 
-/// Removes the checkpoint at `loc`, whatever it is: a ckptio or DCP directory loses its
-/// commit marker first (so a half-removed checkpoint is never committed), then everything
-/// else under it; a file is deleted. Returns what it was.
+/// Removes the checkpoint at `loc`: a ckptio or DCP directory loses its commit marker first
+/// (so a half-removed checkpoint is never committed), an Orbax step what says it is whole,
+/// then everything else under it goes; a file is deleted. Returns what it was. Nothing there
+/// is not an error (`Kind::Unknown`): removal is idempotent, as a store's deletes are.
+///
+/// A directory that holds things but no checkpoint (no commit marker of any layout) is
+/// refused: a typo (`s3://bucket/` for `s3://bucket/run/step-3/`) must not empty a bucket.
+/// [`remove_any`] removes it too (a save that died before its commit).
+///
+/// # Errors
+///
+/// [`Error::NoCheckpoint`] for such a directory, naming what it holds; otherwise the LIST's
+/// and deletes' errors.
+pub async fn remove(loc: &Location) -> Result<Kind> {
+    remove_checked(loc, false).await
+}
+
+/// Removes whatever is at `loc`, as [`remove`] does, and also a directory that holds no
+/// checkpoint: everything under it goes (on a local disk, never following a link out).
 ///
 /// # Errors
 ///
 /// The LIST's and deletes' errors.
-pub async fn remove(loc: &Location) -> Result<Kind> {
+pub async fn remove_any(loc: &Location) -> Result<Kind> {
+    remove_checked(loc, true).await
+}
+
+async fn remove_checked(loc: &Location, any: bool) -> Result<Kind> {
     if crate::fetch::stat(loc).await.is_ok() {
         delete(loc).await?;
         return Ok(Kind::File);
@@ -379,10 +400,25 @@ pub async fn remove(loc: &Location) -> Result<Kind> {
             }
             Kind::Orbax
         }
-        None => Kind::Unknown,
+        None if any || listing.is_empty() => Kind::Unknown,
+        None => return Err(not_removed(&listing)),
     };
     remove_prefix(loc).await?;
     Ok(kind)
+}
+
+/// Why [`remove`] refuses a directory: what it holds, and how to remove it anyway.
+fn not_removed(listing: &Listing) -> Error {
+    let mut err = format::no_checkpoint(listing);
+    if let Error::NoCheckpoint { hint, .. } = &mut err {
+        let refusal = "not removed, as nothing in it says it is a checkpoint (`ckptio rm \
+            --force`, `remove_any` or Python's `rm(..., force=True)` removes everything under it)";
+        *hint = Some(match hint.take() {
+            Some(h) => format!("{h}; {refusal}"),
+            None => refusal.to_owned(),
+        });
+    }
+    err
 }
 
 /// Deletes the commit marker of `layout` in the directory `loc`.

@@ -49,7 +49,9 @@ mod tree;
 mod upload;
 mod verify;
 
-pub use crate::checkpointer::{Checkpointer, CheckpointerOptions, Entry, Form, Kind, remove};
+pub use crate::checkpointer::{
+    Checkpointer, CheckpointerOptions, Entry, Form, Kind, remove, remove_any,
+};
 pub use crate::copy::{Copied, copy_dir, copy_object};
 pub use crate::dtype::{DType, UnknownDType};
 pub use crate::error::{BoxError, ChecksumMismatch, Error, Result, TensorError, TransportKind};
@@ -281,6 +283,7 @@ mod send {
         send(crate::copy_object(&loc, &loc, Default::default()));
         send(crate::stat(&loc));
         send(crate::remove(&loc));
+        send(crate::remove_any(&loc));
         send(crate::list(&loc));
     }
 }

@@ -745,3 +745,66 @@ async fn an_orbax_step_on_an_object_store_needs_its_commit_success_file() {
     assert_eq!(committed, [(7, true), (8, false)]);
     assert_eq!(ckpt.latest().await.unwrap(), Some(7));
 }
+
+#[tokio::test]
+async fn rm_refuses_a_directory_that_holds_no_checkpoint_and_touches_nothing_in_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let notes = work.join("notes");
+    std::fs::create_dir_all(notes.join("sub")).unwrap();
+    std::fs::write(notes.join("todo.txt"), "keep me").unwrap();
+    std::fs::write(notes.join("sub").join("more.txt"), "and me").unwrap();
+    let arg = notes.to_str().unwrap();
+    support::cli::fails_with(
+        work,
+        &["rm", arg],
+        &["holds no checkpoint", "todo.txt", "not removed", "--force"],
+    )
+    .await;
+    let err = ckptio::remove(&support::cli::local(&notes))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ckptio::Error::NoCheckpoint { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(notes.join("todo.txt")).unwrap(),
+        "keep me"
+    );
+    assert_eq!(
+        std::fs::read_to_string(notes.join("sub/more.txt")).unwrap(),
+        "and me"
+    );
+
+    let out = support::cli::ckptio(work, &["rm", "--force", arg]).await;
+    assert!(out.status.success(), "{}", support::cli::stderr(&out));
+    assert!(!notes.exists(), "--force removes everything under it");
+}
+
+#[tokio::test]
+async fn rm_of_a_save_that_died_names_it_and_force_removes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let partial = tmp.path().join("step-50");
+    std::fs::create_dir_all(&partial).unwrap();
+    for e in std::fs::read_dir(fixture("torch/dcp_single")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != ".metadata" {
+            std::fs::copy(e.path(), partial.join(e.file_name())).unwrap();
+        }
+    }
+    let loc = support::cli::local(&partial);
+    let err = ckptio::remove(&loc).await.unwrap_err().to_string();
+    assert!(
+        err.contains("without `.metadata` is a save that did not finish")
+            && err.contains("not removed"),
+        "{err}"
+    );
+    assert_eq!(
+        ckptio::remove_any(&loc).await.unwrap(),
+        ckptio::Kind::Unknown
+    );
+    assert!(!partial.exists());
+    assert_eq!(
+        ckptio::remove(&loc).await.unwrap(),
+        ckptio::Kind::Unknown,
+        "nothing there is not an error"
+    );
+}

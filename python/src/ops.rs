@@ -152,16 +152,22 @@ pub(crate) fn verify<'py>(
 }
 
 /// Removes the checkpoint (or object) at `uri`: a directory loses its commit marker first.
-/// Returns what it was (`ckptio`, `dcp`, `unknown`, `file`).
+/// A directory that holds no checkpoint is refused unless `force`. Returns what it was
+/// (`ckptio`, `dcp`, `orbax`, `unknown`, `file`).
 #[pyfunction]
-#[pyo3(signature = (uri, storage_options=None))]
+#[pyo3(signature = (uri, storage_options=None, *, force=false))]
 pub(crate) fn rm(
     py: Python<'_>,
     uri: &str,
     storage_options: Option<&Bound<'_, PyDict>>,
+    force: bool,
 ) -> PyResult<String> {
     let location = options::resolve(uri, storage_options)?;
-    let kind = wait(py, ckptio::remove(&location))?;
+    let kind = if force {
+        wait(py, ckptio::remove_any(&location))?
+    } else {
+        wait(py, ckptio::remove(&location))?
+    };
     Ok(format!("{kind:?}").to_lowercase())
 }
 

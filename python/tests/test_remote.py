@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import FIXTURES, Backend, expected, needs_torch, sha256, tensor_bytes
 
 import ckptio
@@ -53,6 +54,17 @@ def test_save_then_load_on_a_writable_store(backend: Backend) -> None:
     assert np.array_equal(back["w"], state["w"]) and back["step"] == 7
     assert ckptio.verify(backend.uri("ckpt"), backend.options)["tensors"] == 1
     assert ckptio.rm(backend.uri("ckpt"), backend.options) == "ckptio"
+
+
+def test_rm_refuses_a_prefix_that_holds_no_checkpoint_unless_forced(backend: Backend) -> None:
+    if not backend.writable:
+        return
+    backend.seed("notes/todo.txt", b"keep me")
+    with pytest.raises(FileNotFoundError, match=r"todo\.txt.*not removed"):
+        ckptio.rm(backend.uri("notes"), backend.options)
+    assert ckptio.walk(backend.uri("notes"), backend.options) == ["todo.txt"]
+    assert ckptio.rm(backend.uri("notes"), backend.options, force=True) == "unknown"
+    assert ckptio.walk(backend.uri("notes"), backend.options) == []
 
 
 def test_stat_and_download_with_progress(backend: Backend, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ use crate::location::Location;
 use crate::tree::StateTree;
 
 pub use object::TooLargeFile;
-pub(crate) use probe::{Layout, committed, marker};
+pub(crate) use probe::{Layout, committed, marker, no_checkpoint};
 use probe::{Probed, Sniffed, probe};
 
 /// A checkpoint's format.

@@ -107,8 +107,12 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
 /// Arguments of `ckptio rm`.
 #[derive(Debug, clap::Args)]
 pub struct RmArgs {
-    /// The checkpoint (a ckptio or DCP directory, or a file).
+    /// The checkpoint (a ckptio, DCP or Orbax directory, or a file).
     uri: String,
+    /// Also remove a directory that holds no checkpoint (a save that died before its commit):
+    /// everything under it.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -116,7 +120,11 @@ pub struct RmArgs {
 /// Removes a checkpoint, its commit marker first.
 pub async fn rm(args: RmArgs) -> Result<()> {
     let loc = args.store.resolve(&args.uri)?;
-    let kind = ckptio::remove(&loc).await?;
+    let kind = if args.force {
+        ckptio::remove_any(&loc).await?
+    } else {
+        ckptio::remove(&loc).await?
+    };
     tracing::info!(uri = %loc, ?kind, "removed");
     Ok(())
 }
