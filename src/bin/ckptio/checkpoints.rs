@@ -4,6 +4,7 @@ use anyhow::Result;
 use ckptio::{Checkpointer, CheckpointerOptions, FetchOptions, Kind};
 use indicatif::HumanBytes;
 
+use crate::text::count;
 use crate::{ReadArgs, StoreArgs, out};
 
 /// Arguments of `ckptio ls`.
@@ -96,9 +97,9 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
         ),
     };
     out!(
-        "{loc}: ok ({}, {} tensors, {} read{checksums})",
+        "{loc}: ok ({}, {}, {} read{checksums})",
         verified.format,
-        verified.tensors,
+        count(verified.tensors, "tensor"),
         HumanBytes(verified.bytes)
     );
     Ok(())

@@ -7,6 +7,7 @@ use ckptio::{Copied, FetchOptions, copy_dir, copy_object};
 use indicatif::HumanBytes;
 
 use crate::progress::Bar;
+use crate::text::count;
 use crate::{Interrupted, SrcDstArgs, say};
 
 /// Arguments of `ckptio cp`.
@@ -53,8 +54,8 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     };
     if !quiet {
         say!(
-            "copied {} objects, {} to {dst}",
-            copied.objects,
+            "copied {}, {} to {dst}",
+            count(copied.objects, "object"),
             HumanBytes(copied.bytes)
         );
     }

@@ -8,7 +8,7 @@ use indicatif::HumanBytes;
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 use serde_json::{Value, json};
 
-use crate::text::printable;
+use crate::text::{count, printable};
 use crate::{ReadArgs, StoreArgs, filtered, out};
 
 /// Arguments of `ckptio inspect`.
@@ -69,10 +69,14 @@ fn print_text(
     metadata: &std::collections::BTreeMap<String, String>,
     tree: &StateTree,
 ) -> Result<()> {
-    let (count, bytes) = tree
+    let (tensors, bytes) = tree
         .tensors()
-        .fold((0u64, 0u64), |(c, b), (_, t)| (c + 1, b + t.nbytes()));
-    out!("{uri}: {format}, {count} tensors, {}", HumanBytes(bytes));
+        .fold((0usize, 0u64), |(c, b), (_, t)| (c + 1, b + t.nbytes()));
+    out!(
+        "{uri}: {format}, {}, {}",
+        count(tensors, "tensor"),
+        HumanBytes(bytes)
+    );
     if !metadata.is_empty() {
         out!("metadata:");
         for (k, v) in metadata {

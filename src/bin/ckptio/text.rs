@@ -25,6 +25,15 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `n` and `noun`, the noun plural unless `n` is one: `1 tensor`, `3 tensors`, `0 objects`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `println!` of one line made printable, returning an error instead of panicking when
 /// stdout is closed (`| head`).
 macro_rules! out {
@@ -56,6 +65,13 @@ pub(crate) use {out, out_json, say};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_of_one_is_singular_and_any_other_plural() {
+        assert_eq!(count(1, "tensor"), "1 tensor");
+        assert_eq!(count(0, "object"), "0 objects");
+        assert_eq!(count(21, "tensor"), "21 tensors");
+    }
 
     #[test]
     fn control_characters_are_shown_not_obeyed() {
