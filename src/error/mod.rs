@@ -372,6 +372,12 @@ impl Error {
                 source: Box::new(escape.clone()),
             };
         }
+        if ranges_ignored(&err) {
+            return Self::Unsupported {
+                uri,
+                what: RANGES_IGNORED.to_owned(),
+            };
+        }
         let detail = redact(&chain(&err));
         match classify(&err) {
             Class::NotFound => Self::NotFound { uri },
@@ -389,6 +395,27 @@ impl Error {
                 detail,
             },
         }
+    }
+}
+
+/// What [`Error::Unsupported`] says of a server that answers a range request with the whole
+/// object.
+const RANGES_IGNORED: &str = "the server ignores HTTP Range requests (it answers with the \
+    whole object), and ckptio reads a part of an object by ranges: `ckptio get` (Python: \
+    `download`) fetches it whole in one stream, to open from disk; or serve it from a server \
+    that honours Range (nginx, Caddy, any object store)";
+
+/// Whether the store refused a range request because the server sent the whole object (an
+/// HTTP server without Range support). object_store says so only in its error's text.
+pub(crate) fn ranges_ignored(err: &object_store::Error) -> bool {
+    matches!(err, object_store::Error::NotSupported { .. })
+        && chain(err).contains("Range request not supported")
+}
+
+impl Error {
+    /// Whether this is the error of a server that ignores range requests.
+    pub(crate) fn is_ranges_ignored(&self) -> bool {
+        matches!(self, Self::Unsupported { what, .. } if what == RANGES_IGNORED)
     }
 }
 

@@ -130,10 +130,26 @@ impl Object {
             state,
             last_save: Instant::now(),
         };
-        while let Some(index) = written.next().await.transpose()? {
-            resume.chunk_done(index).await?;
+        let chunked = async {
+            while let Some(index) = written.next().await.transpose()? {
+                resume.chunk_done(index).await?;
+            }
+            Ok::<_, Error>(())
         }
+        .await;
         drop(written);
+        match chunked {
+            // Every range was refused before a byte of it came: the whole object, in one
+            // stream (which no later run can resume, as no range can be asked for).
+            Err(err) if err.is_ranges_ignored() && info.size > 0 => {
+                tracing::warn!(uri = %source.location, "the server ignores Range requests: downloading in one stream");
+                resume.disarm();
+                let mut writer = FileWriter::new(Arc::clone(&file), paths.data.clone(), 0);
+                source.fill(0..info.size, &mut writer).await?;
+                writer.flush().await?;
+            }
+            other => other?,
+        }
         resume.disarm();
 
         blocking(&paths.data, "flush", move || file.sync_all()).await?;

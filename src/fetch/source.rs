@@ -16,7 +16,7 @@ use super::rate::RateLimiter;
 use super::sink::RangeSink;
 use super::stat::ObjectInfo;
 use super::task::{LOCAL_BLOCK, read_at};
-use crate::error::{Class, Error, Result, TransportKind, classify};
+use crate::error::{Class, Error, Result, TransportKind, classify, ranges_ignored};
 use crate::location::Location;
 
 /// An object pinned to the ETag (and version) of its first HEAD, shared by every task of a
@@ -183,10 +183,23 @@ impl Source {
             ..GetOptions::default()
         };
         let store = self.location.store();
-        let result = store
-            .get_opts(self.location.path(), options)
-            .await
-            .map_err(Failure::Store)?;
+        let result = match store.get_opts(self.location.path(), options.clone()).await {
+            Ok(result) => result,
+            // A server without Range support still serves the whole object, when that is
+            // what was asked for. Any other range is an error (`Error::Unsupported`, saying
+            // what to do) rather than a read of everything before it.
+            Err(err) if start == 0 && range.end == self.info.size && ranges_ignored(&err) => {
+                let whole = GetOptions {
+                    range: None,
+                    ..options
+                };
+                store
+                    .get_opts(self.location.path(), whole)
+                    .await
+                    .map_err(Failure::Store)?
+            }
+            Err(err) => return Err(Failure::Store(err)),
+        };
         // Servers that ignore If-Match still say which version they sent.
         if let (Some(pinned), Some(sent)) = (&self.info.etag, &result.meta.e_tag) {
             if !same_etag(pinned, sent) {

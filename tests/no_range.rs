@@ -1,0 +1,117 @@
+//! An HTTP server that ignores Range requests (Python's `http.server` answers every GET with
+//! the whole object): `get` downloads the object in one stream, and reading a part of it fails
+//! with an error that says why and what to do instead.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use support::cli::{ckptio, fails_with, fixture, python};
+
+/// Python's `http.server` serving `dir` on a free loopback port, stopped when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(python: &str, dir: &Path) -> Self {
+        let mut child = Command::new(python)
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python -m http.server");
+        // "Serving HTTP on 127.0.0.1 port 43567 (http://127.0.0.1:43567/) ..."
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn get_downloads_the_whole_object_in_one_stream_when_the_server_ignores_ranges() {
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let data: Vec<u8> = (0..5u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(served.join("big.bin"), &data).unwrap();
+    std::fs::write(served.join("small.bin"), b"small").unwrap();
+    let server = Server::start(&python, &served);
+    for (name, want) in [("big.bin", &data[..]), ("small.bin", b"small")] {
+        let url = format!("{}{name}", server.url);
+        let out = ckptio(
+            tmp.path(),
+            &["get", "--chunk-size", "1MiB", &url, name, "-q"],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            support::cli::stderr(&out)
+        );
+        assert!(
+            std::fs::read(tmp.path().join(name)).unwrap() == want,
+            "{name}"
+        );
+        assert!(!tmp.path().join(format!("{name}.part")).exists());
+    }
+}
+
+#[tokio::test]
+async fn reading_part_of_an_object_says_the_server_ignores_ranges_and_what_to_do() {
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("tiny.safetensors"),
+        tmp.path().join("tiny.safetensors"),
+    )
+    .unwrap();
+    let server = Server::start(&python, tmp.path());
+    let url = format!("{}tiny.safetensors", server.url);
+    fails_with(
+        tmp.path(),
+        &["inspect", &url],
+        &[
+            "tiny.safetensors",
+            "ignores HTTP Range requests",
+            "ckptio get",
+        ],
+    )
+    .await;
+    let location = ckptio::resolve(&url, &Default::default()).unwrap();
+    let object = ckptio::Object::open(&location, Default::default())
+        .await
+        .unwrap();
+    let err = object.read_range(8..16).await.unwrap_err();
+    assert!(matches!(err, ckptio::Error::Unsupported { .. }), "{err}");
+}
