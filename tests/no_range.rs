@@ -84,6 +84,24 @@ async fn get_downloads_the_whole_object_in_one_stream_when_the_server_ignores_ra
             "{name}"
         );
         assert!(!tmp.path().join(format!("{name}.part")).exists());
+        let out = ckptio(tmp.path(), &["get", "--chunk-size", "1MiB", &url, "-"]).await;
+        assert!(
+            out.status.success(),
+            "{name} to stdout: {}",
+            support::cli::stderr(&out)
+        );
+        assert!(out.stdout == want, "{name} to stdout");
+        let copy = format!("copy-{name}");
+        let out = ckptio(tmp.path(), &["cp", &url, &copy, "-q"]).await;
+        assert!(
+            out.status.success(),
+            "cp {name}: {}",
+            support::cli::stderr(&out)
+        );
+        assert!(
+            std::fs::read(tmp.path().join(&copy)).unwrap() == want,
+            "cp {name}"
+        );
     }
 }
 

@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use object_store::{GetOptions, GetRange};
@@ -481,13 +482,14 @@ impl Object {
         let largest = chunks.first().map_or(0, |r| r.end - r.start);
         let pool = Pool::new(usize::try_from(largest).unwrap_or(usize::MAX));
         let done = Arc::clone(&source);
-        crate::streams::end_at_first_error(
+        let whole = Arc::clone(&source);
+        let chunked = crate::streams::end_at_first_error(
             stream::iter(chunks)
                 .map(move |range| {
                     let (source, pool) = (Arc::clone(&source), Arc::clone(&pool));
                     spawn(async move {
                         let bytes = chunk(&source, &pool, range.clone()).await?;
-                        Ok((range.start, bytes))
+                        Ok::<_, Error>((range.start, bytes))
                     })
                 })
                 .buffered(concurrency)
@@ -499,8 +501,18 @@ impl Object {
                     })
                     .filter_map(std::future::ready),
                 ),
-        )
-        .boxed()
+        );
+        // The first chunk refused because the server ignores ranges (no chunk has delivered a
+        // byte): the whole object, as one GET's body.
+        chunked
+            .boxed()
+            .into_future()
+            .map(move |(first, rest)| match first {
+                Some(Err(err)) if err.is_ranges_ignored() => whole.whole_body(),
+                first => stream::iter(first).chain(rest).boxed(),
+            })
+            .flatten_stream()
+            .boxed()
     }
 }
 

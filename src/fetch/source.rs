@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStoreExt};
 
 use super::options::FetchOptions;
@@ -242,6 +242,76 @@ impl Source {
             return Err(Failure::Truncated { expected, got });
         }
         Ok(())
+    }
+
+    /// The whole object as the body of one GET, in the pieces the server sends, with their
+    /// offsets: how an object streams from a server that ignores Range requests. Pinned as
+    /// every read is; a body that breaks off is an error, as no range can resume it.
+    pub fn whole_body(self: &Arc<Self>) -> BoxStream<'static, Result<(u64, Bytes)>> {
+        let source = Arc::clone(self);
+        let open = async move {
+            let options = GetOptions {
+                if_match: source
+                    .info
+                    .etag
+                    .clone()
+                    .filter(|_| source.location.capabilities().conditional_get),
+                version: source.info.version.clone(),
+                ..GetOptions::default()
+            };
+            let result = source
+                .location
+                .store()
+                .get_opts(source.location.path(), options)
+                .await
+                .map_err(|err| source.location.error("get", err))?;
+            if let (Some(pinned), Some(sent)) = (&source.info.etag, &result.meta.e_tag) {
+                if !same_etag(pinned, sent) {
+                    return Err(source.changed(Some(sent.clone())).await);
+                }
+            }
+            let body = result.into_stream();
+            Ok(stream::unfold(
+                (source, body, 0u64),
+                |(source, mut body, at)| async move {
+                    let size = source.info.size;
+                    let piece = match body.next().await {
+                        Some(Ok(piece)) if at + piece.len() as u64 <= size => Ok(piece),
+                        Some(Ok(_)) => {
+                            Err(source.whole_failed(at, "the body ran past the object's size"))
+                        }
+                        Some(Err(err)) => Err(source.location.error("get", err)),
+                        None if at < size => Err(source.whole_failed(at, "the body ended early")),
+                        None => {
+                            source.options.progress.finished();
+                            return None;
+                        }
+                    };
+                    let piece = match piece {
+                        Ok(piece) => piece,
+                        Err(err) => return Some((Err(err), (source, body, at))),
+                    };
+                    let len = piece.len() as u64;
+                    source.options.progress.advanced(len);
+                    if let Some(limiter) = &source.limiter {
+                        limiter.consume(len).await;
+                    }
+                    Some((Ok((at, piece)), (source, body, at + len)))
+                },
+            ))
+        };
+        crate::streams::end_at_first_error(stream::once(open).try_flatten()).boxed()
+    }
+
+    /// The error of a whole-object GET that failed at byte `at`.
+    fn whole_failed(&self, at: u64, detail: &str) -> Error {
+        Error::RangeFailed {
+            uri: self.location.uri(),
+            start: at,
+            end: self.info.size,
+            attempts: 1,
+            detail: format!("{detail} (the server ignores Range requests, so it cannot resume)"),
+        }
     }
 
     /// The object's file, opened through the store for `span` (so the directory's confinement
