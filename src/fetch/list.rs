@@ -45,15 +45,19 @@ pub async fn list(dir: &Location) -> Result<Listing> {
         .list_with_delimiter(Some(dir.path()))
         .await
         .map_err(|e| dir.error("list", e))?;
+    // SeaweedFS keeps a directory whose objects were all deleted, and lists it inside itself
+    // (as a prefix, or as a marker object): that is not an entry of it.
+    let itself = |p: &object_store::path::Path| p == dir.path();
     let mut objects: Vec<ObjectMeta> = listed
         .objects
         .into_iter()
-        .filter(|meta| meta.location.filename().is_some())
+        .filter(|meta| meta.location.filename().is_some() && !itself(&meta.location))
         .collect();
     objects.sort_by(|a, b| a.location.cmp(&b.location));
     let mut dirs: Vec<String> = listed
         .common_prefixes
         .iter()
+        .filter(|p| !itself(p))
         .filter_map(|p| p.filename().map(str::to_owned))
         .collect();
     dirs.sort();
@@ -82,7 +86,10 @@ pub async fn walk(dir: &Location) -> Result<Vec<String>> {
         for meta in objects {
             if let Some(parts) = meta.location.prefix_match(dir.path()) {
                 let parts: Vec<String> = parts.map(|p| p.as_ref().to_owned()).collect();
-                names.push(parts.join("/"));
+                // Not the directory's own marker object (see `list`).
+                if !parts.is_empty() {
+                    names.push(parts.join("/"));
+                }
             }
         }
     } else {
