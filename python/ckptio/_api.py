@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ckptio import _ckptio
+from ckptio._ckptio import UnsupportedError
 from ckptio._convert import convert, framework_of, is_tensor, lend
 
 Progress = bool | Callable[[int, int], object] | None
@@ -314,7 +315,7 @@ def save(
     appears whole or not at all (what was at `uri` stays until then). Returns the URIs
     written.
     """
-    lent = _lend(dict(state))
+    lent = _lend(dict(state), uri)
     return _ckptio.save(
         uri,
         lent,
@@ -327,17 +328,26 @@ def save(
     )
 
 
-def _lend(value: Any) -> Any:
+def _lend(value: Any, uri: str, path: str = "") -> Any:
+    """`value` with each tensor lent (see `lend`); a tensor that cannot be saved is an
+    `UnsupportedError` naming `uri` and the tensor's path."""
     if is_tensor(value):
-        return lend(value)
+        try:
+            return lend(value)
+        except UnsupportedError as e:
+            raise UnsupportedError(f"{uri}: tensor `{path}`: {e}") from None
+
+    def at(key: Any) -> str:
+        return f"{path}/{key}" if path else str(key)
+
     if isinstance(value, Mapping):
-        return {k: _lend(v) for k, v in value.items()}
+        return {k: _lend(v, uri, at(k)) for k, v in value.items()}
     if isinstance(value, tuple):
-        return tuple(_lend(v) for v in value)
+        return tuple(_lend(v, uri, at(i)) for i, v in enumerate(value))
     if _is_numpy_scalar(value):
         return value.item()
     if isinstance(value, list):
-        return [_lend(v) for v in value]
+        return [_lend(v, uri, at(i)) for i, v in enumerate(value)]
     return value
 
 

@@ -173,6 +173,10 @@ def lend(value: Any) -> TensorIn:
     torch = _torch_if_loaded()
     if torch is not None and isinstance(value, torch.Tensor):
         t = value.detach()
+        if t.device.type == "meta":
+            raise UnsupportedError(
+                "it is on the meta device, which holds no data (load or initialize it first)"
+            )
         if t.device.type != "cpu":
             t = t.cpu()
         t = t.resolve_conj().resolve_neg()

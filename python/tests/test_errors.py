@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, needs_torch
 
 import ckptio
 
@@ -96,3 +96,31 @@ def test_errors_pickle_as_the_names_python_imports() -> None:
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is ckptio.CommittedError and back.args == err.args
     assert ckptio.CorruptError.__module__ == "ckptio"
+
+
+def test_a_tensor_that_cannot_be_saved_names_the_target_and_its_path(tmp_path: Path) -> None:
+    import numpy as np
+
+    target = str(tmp_path / "ckpt")
+    state = {"model": {"layers": [{"w": np.ones(2)}, {"w": np.array([object()])}]}}
+    with pytest.raises(
+        ckptio.UnsupportedError, match=r"ckpt: tensor `model/layers/1/w`: numpy arrays of object"
+    ):
+        ckptio.save(target, state)
+    assert not os.path.exists(target)
+
+
+@needs_torch
+def test_a_meta_tensor_is_refused_by_name_not_by_torchs_copy_error(tmp_path: Path) -> None:
+    import torch
+
+    target = str(tmp_path / "model.safetensors")
+    with pytest.raises(
+        ckptio.UnsupportedError, match=r"tensor `head\.bias`: it is on the meta device"
+    ):
+        ckptio.save(
+            target,
+            {"head.weight": torch.ones(2), "head.bias": torch.empty(2, device="meta")},
+            format="safetensors",
+        )
+    assert not os.path.exists(target)
