@@ -358,6 +358,11 @@ impl Error {
         }
     }
 
+    /// Whether this is the error of a server that ignores range requests.
+    pub(crate) fn is_ranges_ignored(&self) -> bool {
+        matches!(self, Self::Unsupported { what, .. } if what == RANGES_IGNORED)
+    }
+
     /// The error for `err`, which `operation` on `uri` returned; `redact` scrubs the cause's
     /// text (object_store's messages can hold URLs with signatures).
     pub(crate) fn from_store(
@@ -410,13 +415,6 @@ const RANGES_IGNORED: &str = "the server ignores HTTP Range requests (it answers
 pub(crate) fn ranges_ignored(err: &object_store::Error) -> bool {
     matches!(err, object_store::Error::NotSupported { .. })
         && chain(err).contains("Range request not supported")
-}
-
-impl Error {
-    /// Whether this is the error of a server that ignores range requests.
-    pub(crate) fn is_ranges_ignored(&self) -> bool {
-        matches!(self, Self::Unsupported { what, .. } if what == RANGES_IGNORED)
-    }
 }
 
 /// A checksum that does not match: the source of an [`Error::Corrupt`] about a tensor.
