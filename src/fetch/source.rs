@@ -166,14 +166,11 @@ impl Source {
         self.options.progress.retrying(attempt, delay, cause);
     }
 
-    async fn attempt(&self, range: &Range<u64>, sink: &mut impl RangeSink) -> Result<(), Failure> {
-        let expected = range.end - range.start;
-        let start = range.start + sink.received();
-        if start >= range.end {
-            return Ok(());
-        }
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(start..range.end)),
+    /// A GET of `range` (the whole object for `None`) of the pinned version: If-Match its ETag
+    /// where the store honours it, and its version where the store has them.
+    fn pinned_get(&self, range: Option<GetRange>) -> GetOptions {
+        GetOptions {
+            range,
             if_match: self
                 .info
                 .etag
@@ -181,7 +178,16 @@ impl Source {
                 .filter(|_| self.location.capabilities().conditional_get),
             version: self.info.version.clone(),
             ..GetOptions::default()
-        };
+        }
+    }
+
+    async fn attempt(&self, range: &Range<u64>, sink: &mut impl RangeSink) -> Result<(), Failure> {
+        let expected = range.end - range.start;
+        let start = range.start + sink.received();
+        if start >= range.end {
+            return Ok(());
+        }
+        let options = self.pinned_get(Some(GetRange::Bounded(start..range.end)));
         let store = self.location.store();
         let result = match store.get_opts(self.location.path(), options.clone()).await {
             Ok(result) => result,
@@ -250,15 +256,7 @@ impl Source {
     pub fn whole_body(self: &Arc<Self>) -> BoxStream<'static, Result<(u64, Bytes)>> {
         let source = Arc::clone(self);
         let open = async move {
-            let options = GetOptions {
-                if_match: source
-                    .info
-                    .etag
-                    .clone()
-                    .filter(|_| source.location.capabilities().conditional_get),
-                version: source.info.version.clone(),
-                ..GetOptions::default()
-            };
+            let options = source.pinned_get(None);
             let result = source
                 .location
                 .store()
