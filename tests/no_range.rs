@@ -7,13 +7,17 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use ckptio::{FetchOptions, Object, Progress, RetryPolicy};
 use support::cli::{ckptio, fails_with, fixture, python};
+use support::proxy::{Fault, FaultProxy};
 
 /// Python's `http.server` serving `dir` on a free loopback port, stopped when dropped.
 struct Server {
     child: Child,
     url: String,
+    addr: std::net::SocketAddr,
 }
 
 impl Server {
@@ -46,6 +50,7 @@ impl Server {
         Self {
             child,
             url: format!("http://127.0.0.1:{port}/"),
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
         }
     }
 }
@@ -132,4 +137,63 @@ async fn reading_part_of_an_object_says_the_server_ignores_ranges_and_what_to_do
         .unwrap();
     let err = object.read_range(8..16).await.unwrap_err();
     assert!(matches!(err, ckptio::Error::Unsupported { .. }), "{err}");
+}
+
+/// Counts delivered bytes: bytes re-read after a break must not count twice.
+#[derive(Default)]
+struct Delivered(AtomicU64);
+
+impl Progress for Delivered {
+    fn advanced(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_whole_body_that_breaks_off_is_read_again_and_the_bytes_held_are_skipped() {
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(served.join("obj.bin"), &data).unwrap();
+    let server = Server::start(&python, &served);
+    let proxy = FaultProxy::start(server.addr).await;
+    // The range is answered with the whole object; the whole body breaks off after 1 MiB.
+    proxy.push([Fault::Pass, Fault::TruncateAfter(1 << 20), Fault::Pass]);
+    let uri = format!("http://{}/obj.bin", proxy.addr);
+    let location = ckptio::Resolver::new()
+        .resolve(
+            &uri,
+            &[("request_retries", "0")]
+                .into_iter()
+                .collect::<ckptio::StorageOptions>(),
+        )
+        .unwrap();
+    let delivered = std::sync::Arc::new(Delivered::default());
+    let options = FetchOptions {
+        chunk_size: 8 << 20,
+        retry: RetryPolicy {
+            min_delay: std::time::Duration::from_millis(20),
+            ..RetryPolicy::default()
+        },
+        progress: delivered.clone(),
+        ..FetchOptions::default()
+    };
+    let dest = tmp.path().join("obj.bin");
+    Object::open(&location, options)
+        .await
+        .unwrap()
+        .download_to(&dest)
+        .await
+        .unwrap();
+    assert!(std::fs::read(&dest).unwrap() == data);
+    assert_eq!(delivered.0.load(Ordering::SeqCst), data.len() as u64);
+    let ranges = proxy.stats.get_ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 3, "{ranges:?}");
+    assert!(ranges[0].is_some(), "the first GET asks for the range");
+    assert!(
+        ranges[1..].iter().all(Option::is_none),
+        "then only for the whole body: {ranges:?}"
+    );
 }

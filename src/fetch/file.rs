@@ -141,7 +141,7 @@ impl Object {
         match chunked {
             // Every range was refused before a byte of it came: the whole object, in one
             // stream (which no later run can resume, as no range can be asked for).
-            Err(err) if err.is_ranges_ignored() && info.size > 0 => {
+            Err(err) if err.is_ranges_ignored() => {
                 tracing::warn!(uri = %source.location, "the server ignores Range requests: downloading in one stream");
                 resume.disarm();
                 let mut writer = FileWriter::new(Arc::clone(&file), paths.data.clone(), 0);

@@ -503,17 +503,40 @@ impl Object {
                 ),
         );
         // The first chunk refused because the server ignores ranges (no chunk has delivered a
-        // byte): the whole object, as one GET's body.
+        // byte): the whole object, in one range.
         chunked
             .boxed()
             .into_future()
             .map(move |(first, rest)| match first {
-                Some(Err(err)) if err.is_ranges_ignored() => whole.whole_body(),
+                Some(Err(err)) if err.is_ranges_ignored() => in_one_range(whole),
                 first => stream::iter(first).chain(rest).boxed(),
             })
             .flatten_stream()
             .boxed()
     }
+}
+
+/// The whole object read as one range, its frames as they arrive with their offsets: how an
+/// object streams from a server that ignores Range requests (see `Source::fill`).
+fn in_one_range(source: Arc<Source>) -> BoxStream<'static, Result<(u64, Bytes)>> {
+    let (tx, rx) = mpsc::channel(FRAMES_IN_FLIGHT);
+    let fill = spawn(async move {
+        let mut sink = FrameSender {
+            tx,
+            offset: 0,
+            received: 0,
+        };
+        source.fill(0..source.info.size, &mut sink).await?;
+        source.options.progress.finished();
+        Ok::<_, Error>(())
+    });
+    let frames = stream::unfold(rx, |mut rx| async move {
+        let frame = rx.recv().await?;
+        Some((Ok(frame), rx))
+    });
+    // The sender goes with the fill: once its frames are through, its error, if it failed.
+    let end = stream::once(fill).filter_map(|done| std::future::ready(done.err().map(Err)));
+    crate::streams::end_at_first_error(frames.chain(end)).boxed()
 }
 
 /// A zeroed buffer for `range` of the source's object, or [`Error::TooLarge`] if the memory

@@ -4,11 +4,12 @@ use std::fs::File;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStoreExt};
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStoreExt};
 
 use super::options::FetchOptions;
 use super::pool::Pool;
@@ -26,6 +27,9 @@ pub(crate) struct Source {
     pub info: ObjectInfo,
     pub options: FetchOptions,
     limiter: Option<RateLimiter>,
+    /// The server answered a range request with the whole object (an HTTP server without
+    /// Range support): later attempts at the whole object ask for its body straight away.
+    whole_only: AtomicBool,
 }
 
 /// Why one attempt at a range failed.
@@ -99,6 +103,7 @@ impl Source {
             info,
             options,
             limiter,
+            whole_only: AtomicBool::new(false),
         }
     }
 
@@ -181,30 +186,42 @@ impl Source {
         }
     }
 
+    /// One GET of the object, as `attempt` makes it.
+    async fn get(&self, options: GetOptions) -> Result<GetResult, Failure> {
+        self.location
+            .store()
+            .get_opts(self.location.path(), options)
+            .await
+            .map_err(Failure::Store)
+    }
+
     async fn attempt(&self, range: &Range<u64>, sink: &mut impl RangeSink) -> Result<(), Failure> {
         let expected = range.end - range.start;
         let start = range.start + sink.received();
         if start >= range.end {
             return Ok(());
         }
-        let options = self.pinned_get(Some(GetRange::Bounded(start..range.end)));
-        let store = self.location.store();
-        let result = match store.get_opts(self.location.path(), options.clone()).await {
-            Ok(result) => result,
-            // A server without Range support still serves the whole object, when that is
-            // what was asked for. Any other range is an error (`Error::Unsupported`, saying
-            // what to do) rather than a read of everything before it.
-            Err(err) if start == 0 && range.end == self.info.size && ranges_ignored(&err) => {
-                let whole = GetOptions {
-                    range: None,
-                    ..options
-                };
-                store
-                    .get_opts(self.location.path(), whole)
-                    .await
-                    .map_err(Failure::Store)?
+        // A server without Range support still serves the whole object when that is what was
+        // asked for: its body, less the bytes the sink holds (a retry re-reads and skips them).
+        // Any other range is an error (`Error::Unsupported`, saying what to do) rather than a
+        // read of everything before it.
+        let whole = range.start == 0 && range.end == self.info.size;
+        let ranged = if whole && self.whole_only.load(Ordering::Relaxed) {
+            None
+        } else {
+            let options = self.pinned_get(Some(GetRange::Bounded(start..range.end)));
+            match self.get(options).await {
+                Ok(result) => Some(result),
+                Err(Failure::Store(err)) if whole && ranges_ignored(&err) => {
+                    self.whole_only.store(true, Ordering::Relaxed);
+                    None
+                }
+                Err(failure) => return Err(failure),
             }
-            Err(err) => return Err(Failure::Store(err)),
+        };
+        let (result, mut skip) = match ranged {
+            Some(result) => (result, 0),
+            None => (self.get(self.pinned_get(None)).await?, start),
         };
         // Servers that ignore If-Match still say which version they sent.
         if let (Some(pinned), Some(sent)) = (&self.info.etag, &result.meta.e_tag) {
@@ -238,8 +255,15 @@ impl Source {
             }
             GetResultPayload::Stream(mut body) => {
                 while let Some(piece) = body.next().await {
-                    self.deliver(piece.map_err(Failure::Store)?, expected, sink)
-                        .await?;
+                    let mut piece = piece.map_err(Failure::Store)?;
+                    if skip > 0 {
+                        let held = skip.min(piece.len() as u64);
+                        piece.advance(held as usize);
+                        skip -= held;
+                    }
+                    if !piece.is_empty() {
+                        self.deliver(piece, expected, sink).await?;
+                    }
                 }
             }
         }
@@ -248,68 +272,6 @@ impl Source {
             return Err(Failure::Truncated { expected, got });
         }
         Ok(())
-    }
-
-    /// The whole object as the body of one GET, in the pieces the server sends, with their
-    /// offsets: how an object streams from a server that ignores Range requests. Pinned as
-    /// every read is; a body that breaks off is an error, as no range can resume it.
-    pub fn whole_body(self: &Arc<Self>) -> BoxStream<'static, Result<(u64, Bytes)>> {
-        let source = Arc::clone(self);
-        let open = async move {
-            let options = source.pinned_get(None);
-            let result = source
-                .location
-                .store()
-                .get_opts(source.location.path(), options)
-                .await
-                .map_err(|err| source.location.error("get", err))?;
-            if let (Some(pinned), Some(sent)) = (&source.info.etag, &result.meta.e_tag) {
-                if !same_etag(pinned, sent) {
-                    return Err(source.changed(Some(sent.clone())).await);
-                }
-            }
-            let body = result.into_stream();
-            Ok(stream::unfold(
-                (source, body, 0u64),
-                |(source, mut body, at)| async move {
-                    let size = source.info.size;
-                    let piece = match body.next().await {
-                        Some(Ok(piece)) if at + piece.len() as u64 <= size => Ok(piece),
-                        Some(Ok(_)) => {
-                            Err(source.whole_failed(at, "the body ran past the object's size"))
-                        }
-                        Some(Err(err)) => Err(source.location.error("get", err)),
-                        None if at < size => Err(source.whole_failed(at, "the body ended early")),
-                        None => {
-                            source.options.progress.finished();
-                            return None;
-                        }
-                    };
-                    let piece = match piece {
-                        Ok(piece) => piece,
-                        Err(err) => return Some((Err(err), (source, body, at))),
-                    };
-                    let len = piece.len() as u64;
-                    source.options.progress.advanced(len);
-                    if let Some(limiter) = &source.limiter {
-                        limiter.consume(len).await;
-                    }
-                    Some((Ok((at, piece)), (source, body, at + len)))
-                },
-            ))
-        };
-        crate::streams::end_at_first_error(stream::once(open).try_flatten()).boxed()
-    }
-
-    /// The error of a whole-object GET that failed at byte `at`.
-    fn whole_failed(&self, at: u64, detail: &str) -> Error {
-        Error::RangeFailed {
-            uri: self.location.uri(),
-            start: at,
-            end: self.info.size,
-            attempts: 1,
-            detail: format!("{detail} (the server ignores Range requests, so it cannot resume)"),
-        }
     }
 
     /// The object's file, opened through the store for `span` (so the directory's confinement
