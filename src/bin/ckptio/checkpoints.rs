@@ -5,7 +5,7 @@ use ckptio::{Checkpointer, CheckpointerOptions, FetchOptions, Kind};
 use indicatif::HumanBytes;
 
 use crate::text::count;
-use crate::{ReadArgs, StoreArgs, out};
+use crate::{ReadArgs, StoreArgs, out, say};
 
 /// Arguments of `ckptio ls`.
 #[derive(Debug, clap::Args)]
@@ -42,9 +42,10 @@ pub async fn ls(args: LsArgs, quiet: bool) -> Result<()> {
     let entries = ckpt.list().await?;
     if entries.is_empty() && !quiet {
         // Stdout stays empty for scripts; a person sees why there is nothing (a typo in ROOT?).
-        eprintln!(
+        say!(
             "ckptio: no numbered checkpoints ({}N) under {}",
-            args.prefix, args.root
+            args.prefix,
+            args.root
         );
     }
     for e in entries {
