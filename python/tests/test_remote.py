@@ -67,6 +67,27 @@ def test_rm_refuses_a_prefix_that_holds_no_checkpoint_unless_forced(backend: Bac
     assert ckptio.walk(backend.uri("notes"), backend.options) == []
 
 
+def test_a_folder_marker_object_is_not_an_entry_of_its_folder(backend: Backend) -> None:
+    # An S3 console's "create folder" leaves a zero-byte `step-4/` object; SeaweedFS leaves one
+    # where a folder's objects were all deleted.
+    if not backend.writable:
+        return
+    boto3 = pytest.importorskip("boto3")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=backend.options["endpoint"],
+        aws_access_key_id=backend.options["access_key_id"],
+        aws_secret_access_key=backend.options["secret_access_key"],
+        region_name=backend.options.get("region", "us-east-1"),
+    )
+    bucket = backend.base.removeprefix("s3://").split("/")[0]
+    for key, body in [("runs/step-3/", b""), ("runs/step-3/a.txt", b"x"), ("runs/step-4/", b"")]:
+        s3.put_object(Bucket=bucket, Key=f"{backend.prefix}{key}", Body=body)
+    assert ckptio.walk(backend.uri("runs/step-3"), backend.options) == ["a.txt"]
+    listed = [(step, name) for step, name, *_ in ckptio.ls(backend.uri("runs"), backend.options)]
+    assert listed == [(3, "step-3")], "an empty folder is no checkpoint, partial or not"
+
+
 def test_stat_and_download_with_progress(backend: Backend, tmp_path: Path) -> None:
     data = (FIXTURES / "torch" / "views.pt").read_bytes()
     backend.seed("views.pt", data)

@@ -45,8 +45,9 @@ pub async fn list(dir: &Location) -> Result<Listing> {
         .list_with_delimiter(Some(dir.path()))
         .await
         .map_err(|e| dir.error("list", e))?;
-    // SeaweedFS keeps a directory whose objects were all deleted, and lists it inside itself
-    // (as a prefix, or as a marker object): that is not an entry of it.
+    // A folder marker object (`dir/`, from an S3 console's "create folder", or what SeaweedFS
+    // keeps of a folder whose objects were all deleted) lists inside the folder itself: it is
+    // not an entry of it.
     let itself = |p: &object_store::path::Path| p == dir.path();
     let mut objects: Vec<ObjectMeta> = listed
         .objects
