@@ -1,5 +1,6 @@
 """What the benchmarks share: running commands and measuring wall time and peak RSS."""
 
+import argparse
 import json
 import os
 import statistics
@@ -150,6 +151,44 @@ def s3_server(name):
         AWS_EC2_METADATA_DISABLED="true",
     )
     return s3, bucket, env
+
+
+def format_args(*required):
+    """The arguments of a format bench: --runs, --materialize (the example that reads every
+    tensor), --tmpfs (where downloads land), and each of `required` (`--jax-python`)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--materialize", required=True)
+    for flag in required:
+        ap.add_argument(flag, required=True)
+    ap.add_argument("--tmpfs", default="/dev/shm")
+    return ap.parse_args()
+
+
+@dataclass
+class Served:
+    """A bench's file, served three ways: from local disk, by nginx and by Garage."""
+
+    local: str
+    url: str
+    s3_uri: str
+    s3: dict
+    bucket: str
+    env: dict
+    size: int
+
+
+def served(name, write, what):
+    """Writes the file `name` into nginx's root with the script `write` (run by this Python
+    with the tensor count, 256, and the path), and uploads it to Garage."""
+    local = os.path.join(os.environ["CKPTIO_TEST_HTTP_ROOT"], name)
+    print(f"bench: writing {what}", file=sys.stderr)
+    subprocess.run([sys.executable, "-c", write, "256", local], check=True)
+    s3, bucket, env = garage()
+    s3_uri = f"s3://{bucket}/{name}"
+    upload(s3, env, local, s3_uri)
+    url = os.environ["CKPTIO_TEST_HTTP_URI"] + name
+    return Served(local, url, s3_uri, s3, bucket, env, os.path.getsize(local))
 
 
 def upload(s3, env, source, uri):

@@ -5,14 +5,13 @@ materialize) from local disk and S3 (Garage), against Orbax restoring it in Pyth
 with s5cmd, then restore" for S3; then one array of the S3 copy (time and bytes moved).
 Run through `scripts/bench orbax`. Reports medians, ratios and peak RSS (GNU time's %M)."""
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from common import case, garage, ratio_table, upload
+from common import case, format_args, garage, ratio_table, upload
 
 WRITE = """
 import sys, numpy as np, orbax.checkpoint as ocp
@@ -45,12 +44,7 @@ print(sum(np.asarray(a).nbytes for a in state["params"].values()))
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--materialize", required=True)
-    ap.add_argument("--jax-python", required=True)
-    ap.add_argument("--tmpfs", default="/dev/shm")
-    args = ap.parse_args()
+    args = format_args("--jax-python")
 
     s3, bucket, s3_env = garage()
     work = tempfile.mkdtemp(prefix="ckptio-bench-orbax-")

@@ -3,14 +3,12 @@ streaming API) from local disk, nginx and S3 (Garage), against Python's safetens
 the local file and "download, then safe_open" for the remote ones. Run through `scripts/bench
 safetensors`. Reports medians, ratios and peak RSS (GNU time's %M per process)."""
 
-import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
-from common import case, garage, ratio_table, upload
+from common import case, format_args, ratio_table, served
 
 # Reads every tensor of the file at `path` (what each Python case ends with).
 READ_ALL = """
@@ -62,53 +60,40 @@ save_file({f"layers.{i}.weight": rng.standard_normal(1 << 20, dtype=np.float32) 
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--materialize", required=True)
-    ap.add_argument("--tmpfs", default="/dev/shm")
-    args = ap.parse_args()
-
-    http_root = os.environ["CKPTIO_TEST_HTTP_ROOT"]
-    url = os.environ["CKPTIO_TEST_HTTP_URI"] + "bench.safetensors"
-    s3, bucket, s3_env = garage()
-    local = os.path.join(http_root, "bench.safetensors")
-    print(
-        "bench: writing a 1 GiB safetensors file (256 F32 tensors of 4 MiB) with Python's safetensors", file=sys.stderr
+    args = format_args()
+    f = served(
+        "bench.safetensors", WRITE, "a 1 GiB safetensors file (256 F32 tensors of 4 MiB) with Python's safetensors"
     )
-    subprocess.run([sys.executable, "-c", WRITE, "256", local], check=True)
-    size = os.path.getsize(local)
-    upload(s3, s3_env, local, f"s3://{bucket}/bench.safetensors")
     dl_dir = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
-    dl = os.path.join(dl_dir, "downloaded.safetensors")
     try:
-        results = run_cases(args, local, url, bucket, s3, s3_env, dl)
+        results = run_cases(args, f, os.path.join(dl_dir, "downloaded.safetensors"))
     finally:
         shutil.rmtree(dl_dir, ignore_errors=True)
-    report(results, size)
+    report(results, f.size)
 
 
-def run_cases(args, local, url, bucket, s3, s3_env, dl):
+def run_cases(args, f, dl):
     results, runs = [], args.runs
-    case(results, runs, "ckptio stream", "local", "", [[args.materialize, local]])
-    case(results, runs, "safe_open (mmap)", "local", "", [[sys.executable, "-c", SAFE_OPEN, local]])
-    case(results, runs, "ckptio stream", "HTTP", "", [[args.materialize, url]])
+    case(results, runs, "ckptio stream", "local", "", [[args.materialize, f.local]])
+    case(results, runs, "safe_open (mmap)", "local", "", [[sys.executable, "-c", SAFE_OPEN, f.local]])
+    case(results, runs, "ckptio stream", "HTTP", "", [[args.materialize, f.url]])
     case(
         results,
         runs,
         "hf_transfer + safe_open",
         "HTTP",
         "",
-        [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_HTTP, url, dl]],
+        [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_HTTP, f.url, dl]],
     )
-    case(results, runs, "ckptio stream", "S3", "", [[args.materialize, f"s3://{bucket}/bench.safetensors"]], env=s3_env)
+    case(results, runs, "ckptio stream", "S3", "", [[args.materialize, f.s3_uri]], env=f.env)
     case(
         results,
         runs,
         "boto3 + safe_open",
         "S3",
         "",
-        [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_S3, s3["endpoint"], bucket, "bench.safetensors", dl]],
-        env=s3_env,
+        [[sys.executable, "-c", DOWNLOAD_THEN_SAFE_OPEN_S3, f.s3["endpoint"], f.bucket, "bench.safetensors", dl]],
+        env=f.env,
     )
     return results
 

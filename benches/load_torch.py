@@ -4,14 +4,13 @@ ckptio (open + streaming materialize) from local disk, nginx and S3 (Garage), ag
 then torch.load" for the remote ones; then one tensor from the remote file (time and bytes).
 Run through `scripts/bench torch`. Reports medians, ratios and peak RSS (GNU time's %M)."""
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from common import case, garage, ratio_table, upload
+from common import case, format_args, ratio_table, served
 
 # Touches every tensor's bytes (clone copies them, as ckptio's materialize does).
 READ_ALL = """
@@ -68,47 +67,34 @@ torch.save({f"layers.{i}.weight": torch.randn(1 << 20, generator=g) for i in ran
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--materialize", required=True)
-    ap.add_argument("--tmpfs", default="/dev/shm")
-    args = ap.parse_args()
-
-    http_root = os.environ["CKPTIO_TEST_HTTP_ROOT"]
-    url = os.environ["CKPTIO_TEST_HTTP_URI"] + "bench.pt"
-    s3, bucket, s3_env = garage()
-    local = os.path.join(http_root, "bench.pt")
-    print("bench: writing a 1 GiB torch file (256 F32 tensors of 4 MiB) with torch.save", file=sys.stderr)
-    subprocess.run([sys.executable, "-c", WRITE, "256", local], check=True)
-    size = os.path.getsize(local)
-    upload(s3, s3_env, local, f"s3://{bucket}/bench.pt")
+    args = format_args()
+    f = served("bench.pt", WRITE, "a 1 GiB torch file (256 F32 tensors of 4 MiB) with torch.save")
     dl_dir = tempfile.mkdtemp(prefix="ckptio-bench-", dir=args.tmpfs)
-    dl = os.path.join(dl_dir, "downloaded.pt")
     try:
-        results = run_cases(args, local, url, bucket, s3, s3_env, dl)
-        one = one_tensor(args, url, f"s3://{bucket}/bench.pt", s3_env)
+        results = run_cases(args, f, os.path.join(dl_dir, "downloaded.pt"))
+        one = one_tensor(args, f.url, f.s3_uri, f.env)
     finally:
         shutil.rmtree(dl_dir, ignore_errors=True)
-    report(results, size, one)
+    report(results, f.size, one)
 
 
-def run_cases(args, local, url, bucket, s3, s3_env, dl):
+def run_cases(args, f, dl):
     results, runs = [], args.runs
     py = sys.executable
-    case(results, runs, "ckptio stream", "local", "", [[args.materialize, local]])
-    case(results, runs, "torch.load(mmap=True)", "local", "", [[py, "-c", LOAD_MMAP, local]])
-    case(results, runs, "torch.load()", "local", "", [[py, "-c", LOAD, local]])
-    case(results, runs, "ckptio stream", "HTTP", "", [[args.materialize, url]])
-    case(results, runs, "hf_transfer + torch.load", "HTTP", "", [[py, "-c", DOWNLOAD_THEN_LOAD_HTTP, url, dl]])
-    case(results, runs, "ckptio stream", "S3", "", [[args.materialize, f"s3://{bucket}/bench.pt"]], env=s3_env)
+    case(results, runs, "ckptio stream", "local", "", [[args.materialize, f.local]])
+    case(results, runs, "torch.load(mmap=True)", "local", "", [[py, "-c", LOAD_MMAP, f.local]])
+    case(results, runs, "torch.load()", "local", "", [[py, "-c", LOAD, f.local]])
+    case(results, runs, "ckptio stream", "HTTP", "", [[args.materialize, f.url]])
+    case(results, runs, "hf_transfer + torch.load", "HTTP", "", [[py, "-c", DOWNLOAD_THEN_LOAD_HTTP, f.url, dl]])
+    case(results, runs, "ckptio stream", "S3", "", [[args.materialize, f.s3_uri]], env=f.env)
     case(
         results,
         runs,
         "boto3 + torch.load",
         "S3",
         "",
-        [[py, "-c", DOWNLOAD_THEN_LOAD_S3, s3["endpoint"], bucket, "bench.pt", dl]],
-        env=s3_env,
+        [[py, "-c", DOWNLOAD_THEN_LOAD_S3, f.s3["endpoint"], f.bucket, "bench.pt", dl]],
+        env=f.env,
     )
     return results
 
