@@ -55,6 +55,18 @@ impl Server {
     }
 }
 
+/// A temporary directory whose `served/` holds `files`, and a server of it.
+fn serve(python: &str, files: &[(&str, &[u8])]) -> (tempfile::TempDir, Server) {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    for (name, data) in files {
+        std::fs::write(served.join(name), data).unwrap();
+    }
+    let server = Server::start(python, &served);
+    (tmp, server)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -65,13 +77,8 @@ impl Drop for Server {
 #[tokio::test]
 async fn get_downloads_the_whole_object_in_one_stream_when_the_server_ignores_ranges() {
     let Some(python) = python() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let served = tmp.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
     let data: Vec<u8> = (0..5u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(served.join("big.bin"), &data).unwrap();
-    std::fs::write(served.join("small.bin"), b"small").unwrap();
-    let server = Server::start(&python, &served);
+    let (tmp, server) = serve(&python, &[("big.bin", &data), ("small.bin", b"small")]);
     for (name, want) in [("big.bin", &data[..]), ("small.bin", b"small")] {
         let url = format!("{}{name}", server.url);
         let out = ckptio(
@@ -113,13 +120,8 @@ async fn get_downloads_the_whole_object_in_one_stream_when_the_server_ignores_ra
 #[tokio::test]
 async fn reading_part_of_an_object_says_the_server_ignores_ranges_and_what_to_do() {
     let Some(python) = python() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixture("tiny.safetensors"),
-        tmp.path().join("tiny.safetensors"),
-    )
-    .unwrap();
-    let server = Server::start(&python, tmp.path());
+    let tiny = std::fs::read(fixture("tiny.safetensors")).unwrap();
+    let (tmp, server) = serve(&python, &[("tiny.safetensors", &tiny)]);
     let url = format!("{}tiny.safetensors", server.url);
     fails_with(
         tmp.path(),
@@ -152,12 +154,8 @@ impl Progress for Delivered {
 #[tokio::test]
 async fn a_whole_body_that_breaks_off_is_read_again_and_the_bytes_held_are_skipped() {
     let Some(python) = python() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let served = tmp.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
     let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 13 % 251) as u8).collect();
-    std::fs::write(served.join("obj.bin"), &data).unwrap();
-    let server = Server::start(&python, &served);
+    let (tmp, server) = serve(&python, &[("obj.bin", &data)]);
     let proxy = FaultProxy::start(server.addr).await;
     // The range is answered with the whole object; the whole body breaks off after 1 MiB.
     proxy.push([Fault::Pass, Fault::TruncateAfter(1 << 20), Fault::Pass]);
