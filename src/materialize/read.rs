@@ -45,12 +45,12 @@ pub(super) struct StoredBytes {
 
 /// `work` on each tensor of a batch (all of one object, or all held already) with its stored
 /// bytes: those it holds, or those read for it with the batch's other ranges, its offset
-/// confirmed and its checksum verified, on every worker thread (see [`on_workers`]). The
-/// results in the batch's order.
+/// confirmed and its checksum verified, on every worker thread. The results in the batch's
+/// order.
 pub(super) async fn each_stored<T, F>(batch: Vec<(String, LazyTensor)>, work: F) -> Result<Vec<T>>
 where
     T: Send + 'static,
-    F: Fn(String, LazyTensor, StoredBytes) -> Result<T> + Clone + Send + Sync + 'static,
+    F: Fn(String, LazyTensor, StoredBytes) -> Result<T> + Clone + Send + 'static,
 {
     let source = match batch.first().map(|(_, t)| &t.data) {
         Some(TensorData::Range(r)) => Arc::clone(&r.source),
@@ -74,47 +74,24 @@ where
     };
     let ranges: Vec<Range<u64>> = batch.iter().map(|(_, t)| read_range(range_of(t))).collect();
     let raw = source.read_ranges(ranges).await?;
-    on_workers(batch, raw, move |path, t, read| {
-        let work = work.clone();
-        async move {
-            let r = range_of(&t);
-            let stored = StoredBytes {
-                uri: r.source.uri(),
-                bytes: stored_bytes(r, &path, read).await?,
-                big_endian: r.big_endian,
-                summed: r.check.as_ref().is_some_and(|c| c.span == r.range),
-            };
-            work(path, t, stored)
-        }
-    })
-    .await
-}
-
-/// Bytes of a batch one task checks and finishes at a time.
-const WORK_BYTES: u64 = 8 << 20;
-
-/// `work` on each tensor of a batch with the bytes read for it, on every worker thread (a
-/// CRC-32 pass over a gigabyte takes 0.15 s of one core): tensors in groups of about
-/// [`WORK_BYTES`], a task each; the results in the batch's order.
-async fn on_workers<T, F, Fut>(
-    batch: Vec<(String, LazyTensor)>,
-    read: Vec<Bytes>,
-    work: F,
-) -> Result<Vec<T>>
-where
-    T: Send + 'static,
-    F: Fn(String, LazyTensor, Bytes) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<T>> + Send,
-{
-    let items: Vec<_> = batch.into_iter().zip(read).collect();
+    // Checking and finishing is CPU work (a CRC-32 pass over a gigabyte takes 0.15 s of one
+    // core): tensors in groups of about `WORK_BYTES`, a task each, on every worker thread.
+    let items: Vec<_> = batch.into_iter().zip(raw).collect();
     let groups = pack(items, WORK_BYTES, |(_, b)| b.len() as u64, |_, _| false);
     let done: Vec<Vec<T>> = stream::iter(groups)
         .map(|group| {
             let work = work.clone();
             spawn(async move {
                 let mut out = Vec::with_capacity(group.len());
-                for ((path, t), bytes) in group {
-                    out.push(work(path, t, bytes).await?);
+                for ((path, t), read) in group {
+                    let r = range_of(&t);
+                    let stored = StoredBytes {
+                        uri: r.source.uri(),
+                        bytes: stored_bytes(r, &path, read).await?,
+                        big_endian: r.big_endian,
+                        summed: r.check.as_ref().is_some_and(|c| c.span == r.range),
+                    };
+                    out.push(work(path, t, stored)?);
                 }
                 Ok::<_, Error>(out)
             })
@@ -124,6 +101,9 @@ where
         .await?;
     Ok(done.into_iter().flatten().collect())
 }
+
+/// Bytes of a batch one task checks and finishes at a time.
+const WORK_BYTES: u64 = 8 << 20;
 
 fn range_of(t: &LazyTensor) -> &ByteRange {
     match &t.data {
