@@ -60,8 +60,8 @@ pub use crate::fetch::{
 };
 pub use crate::format::{Checkpoint, Format, OpenOptions, ReadOptions, open, open_bytes};
 pub use crate::location::{
-    Capabilities, ClientSettings, Counts, CreateOnly, Env, Location, Resolver, Scheme,
-    StorageOptions, redact, redact_uri, resolve,
+    Capabilities, ClientSettings, Counts, CreateOnly, Env, Location, PairOptions, Resolver, Scheme,
+    StorageOptions, redact, redact_uri, resolve, resolve_pair,
 };
 pub use crate::materialize::{
     MaterializeOptions, materialize, materialize_tree, stream as materialize_stream, to_f32, widens,

@@ -365,7 +365,8 @@ async fn cp_ls_verify_rm(backend: support::Backend) {
     .await;
     ok(&out, "convert --to ckptio (the default)");
     let remote = backend.uri("runs/step-7/");
-    let out = cli(&backend, "--dst-option", &["cp", &local_uri, &remote, "-q"]).await;
+    // Shared `-o` options configure the remote side; the local one takes none of them.
+    let out = cli(&backend, "-o", &["cp", &local_uri, &remote, "-q"]).await;
     ok(&out, "cp a checkpoint directory");
     let out = cli(&backend, "-o", &["verify", &remote]).await;
     let said = ok(&out, "verify the copy");

@@ -102,8 +102,12 @@ pub(crate) fn cp(
     dst_options: Option<&Bound<'_, PyDict>>,
     concurrency: usize,
 ) -> PyResult<(usize, u64)> {
-    let src = options::resolve(src, src_options.or(storage_options))?;
-    let dst = options::resolve(dst, dst_options.or(storage_options))?;
+    let options = ckptio::PairOptions {
+        shared: options::storage(storage_options)?,
+        src: options::storage(src_options)?,
+        dst: options::storage(dst_options)?,
+    };
+    let (src, dst) = ckptio::resolve_pair(src, dst, &options).map_err(crate::errors::to_py)?;
     let fetch = ckptio::FetchOptions::default();
     wait(py, async {
         match ckptio::stat(&src).await {

@@ -22,6 +22,15 @@ def test_a_bad_uri_is_a_value_error() -> None:
         ckptio.open("ftp://host/x")
 
 
+def test_a_copy_option_neither_side_takes_is_a_value_error(tmp_path: Path) -> None:
+    src = str(FIXTURES / "tiny.safetensors")
+    with pytest.raises(ValueError, match=r"invalid option `endpiont`: .* nor of s3://b/x's"):
+        ckptio.cp(src, "s3://b/x", {"endpiont": "http://127.0.0.1:1"})
+    with pytest.raises(ValueError, match="invalid option `region`"):
+        ckptio.cp(src, str(tmp_path / "x"), dst_options={"region": "eu-west-1"})
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_hostile_pickle_is_refused_and_nothing_runs() -> None:
     marker = Path("/tmp/ckptio-pwned")
     marker.unlink(missing_ok=True)

@@ -120,6 +120,9 @@ def test_ls_and_cp_between_stores(backend: Backend, tmp_path: Path) -> None:
     )
     assert objects >= 2
     assert np.array_equal(ckptio.load(str(tmp_path / "copy"), framework="np")["x"], np.zeros(3))
+    # Shared options configure whichever side takes them: here the store, not the local copy.
+    ckptio.cp(str(tmp_path / "copy") + "/", backend.uri("run/step-30/"), backend.options)
+    assert [i for i, *_ in ckptio.ls(backend.uri("run/"), backend.options)] == [10, 20, 30]
 
 
 @needs_torch

@@ -79,6 +79,19 @@ pub(crate) fn configure(
     })
 }
 
+/// Whether `key` (normalised) configures a store of `scheme`: a ckptio client setting, or a
+/// configuration key of that backend.
+pub(crate) fn takes(scheme: Scheme, key: &str) -> bool {
+    ClientSettings::KEYS.contains(&key)
+        || match scheme {
+            Scheme::S3 => key.parse::<AmazonS3ConfigKey>().is_ok(),
+            Scheme::Gcs => key == EMULATOR_OPTION || key.parse::<GoogleConfigKey>().is_ok(),
+            Scheme::Azure => key.parse::<AzureConfigKey>().is_ok(),
+            Scheme::Http => key.parse::<ClientConfigKey>().is_ok(),
+            Scheme::Local | Scheme::Memory => false,
+        }
+}
+
 /// Environment pairs first, then options; unknown environment keys are ignored, unknown option
 /// keys are an error (a typo must not silently fall back to defaults).
 fn merge<'a, K>(
@@ -484,6 +497,43 @@ mod tests {
         .err()
         .unwrap();
         assert!(matches!(err, ConfigError::InvalidOption { .. }));
+    }
+
+    #[test]
+    fn takes_agrees_with_what_configure_accepts() {
+        let env = Env::from_vars([
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("STORAGE_EMULATOR_HOST", "127.0.0.1:1"),
+        ]);
+        let uris = [
+            ("s3://b/k", Scheme::S3),
+            ("gs://b/k", Scheme::Gcs),
+            ("az://c/k", Scheme::Azure),
+            ("http://h/k", Scheme::Http),
+            ("/tmp/k", Scheme::Local),
+        ];
+        let keys = [
+            "endpoint",
+            "region",
+            "storage_emulator_host",
+            "service_account",
+            "account_name",
+            "timeout",
+            "request_retries",
+            "endpiont",
+        ];
+        for (uri, scheme) in uris {
+            for key in keys {
+                let refused = matches!(
+                    configure(&target(uri), &env, &StorageOptions::new().with(key, "1")),
+                    Err(ConfigError::InvalidOption { key: k, .. }) if k == key
+                );
+                assert_eq!(takes(scheme, key), !refused, "{key} on {uri}");
+            }
+        }
+        assert!(takes(Scheme::S3, "endpoint") && !takes(Scheme::Local, "endpoint"));
+        assert!(takes(Scheme::Local, "request_retries"));
     }
 
     #[test]

@@ -48,7 +48,7 @@ use object_store::path::Path;
 
 pub use caps::{Capabilities, CreateOnly};
 pub use counting::Counts;
-pub use options::{ClientSettings, Env, StorageOptions};
+pub use options::{ClientSettings, Env, PairOptions, StorageOptions};
 pub use redact::{redact, redact_uri};
 pub use uri::Scheme;
 
@@ -410,6 +410,73 @@ impl Resolver {
         })
     }
 
+    /// The source and destination of a copy or conversion, each configured from the
+    /// environment, the shared options its kind of store takes, and its own options.
+    ///
+    /// ```
+    /// # fn main() -> ckptio::Result<()> {
+    /// use ckptio::{PairOptions, Resolver, StorageOptions};
+    ///
+    /// let options = PairOptions {
+    ///     shared: StorageOptions::new().with("region", "eu-west-1"),
+    ///     ..PairOptions::default()
+    /// };
+    /// let env = ckptio::Env::from_vars([("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")]);
+    /// // `region` configures the bucket; a local path has no such key and is left alone.
+    /// let (src, dst) = Resolver::with_env(env).resolve_pair("model.pt", "s3://b/model.pt", &options)?;
+    /// assert_eq!(dst.to_string(), "s3://b/model.pt");
+    /// # let _ = src;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Resolver::resolve`] for either side; [`Error::InvalidOption`] naming SRC for a
+    /// shared key that neither side's kind of store takes.
+    pub fn resolve_pair(
+        &self,
+        src: &str,
+        dst: &str,
+        options: &PairOptions,
+    ) -> Result<(Location, Location)> {
+        let scheme = |uri: &str| {
+            uri::parse(uri, std::path::Path::new("/"))
+                .ok()
+                .map(|t| t.scheme)
+        };
+        let (src_scheme, dst_scheme) = (scheme(src), scheme(dst));
+        // An unparseable side takes every key, so that its URI's error is the one reported.
+        let takes =
+            |scheme: Option<Scheme>, key: &str| scheme.is_none_or(|s| backend::takes(s, key));
+        if let Some((key, _)) = options
+            .shared
+            .iter()
+            .find(|(key, _)| !takes(src_scheme, key) && !takes(dst_scheme, key))
+        {
+            return Err(Error::InvalidOption {
+                uri: redact_uri(src.trim()),
+                key: key.to_owned(),
+                reason: format!(
+                    "not a configuration key of this kind of store, nor of {}'s",
+                    redact_uri(dst.trim())
+                ),
+            });
+        }
+        let side = |uri: &str, scheme: Option<Scheme>, own: &StorageOptions| {
+            let mut merged: StorageOptions = options
+                .shared
+                .iter()
+                .filter(|(key, _)| takes(scheme, key))
+                .collect();
+            merged.extend(own.iter());
+            self.resolve(uri, &merged)
+        };
+        Ok((
+            side(src, src_scheme, &options.src)?,
+            side(dst, dst_scheme, &options.dst)?,
+        ))
+    }
+
     fn store(&self, config: &StoreConfig) -> Result<CachedStore, object_store::Error> {
         let mut cache = self
             .cache
@@ -449,8 +516,22 @@ impl fmt::Debug for Resolver {
 ///
 /// As [`Resolver::resolve`].
 pub fn resolve(uri: &str, options: &StorageOptions) -> Result<Location> {
+    global().resolve(uri, options)
+}
+
+/// Resolves a source and a destination with the process-wide [`Resolver`]; see
+/// [`Resolver::resolve_pair`].
+///
+/// # Errors
+///
+/// As [`Resolver::resolve_pair`].
+pub fn resolve_pair(src: &str, dst: &str, options: &PairOptions) -> Result<(Location, Location)> {
+    global().resolve_pair(src, dst, options)
+}
+
+fn global() -> &'static Resolver {
     static GLOBAL: OnceLock<Resolver> = OnceLock::new();
-    GLOBAL.get_or_init(Resolver::new).resolve(uri, options)
+    GLOBAL.get_or_init(Resolver::new)
 }
 
 #[cfg(test)]
@@ -481,6 +562,72 @@ mod tests {
         assert!(Arc::ptr_eq(a.store(), b.store()));
         assert!(!Arc::ptr_eq(a.store(), other_bucket.store()));
         assert!(!Arc::ptr_eq(a.store(), other_options.store()));
+    }
+
+    #[test]
+    fn a_shared_option_configures_the_sides_whose_store_takes_it() {
+        let r = Resolver::with_env(env());
+        let region = StorageOptions::new().with("region", "eu-west-1");
+        let (_, dst) = r
+            .resolve_pair(
+                "/tmp/model.pt",
+                "s3://bucket/model.pt",
+                &PairOptions {
+                    shared: region.clone(),
+                    ..PairOptions::default()
+                },
+            )
+            .unwrap();
+        let with_region = r.resolve("s3://bucket/a", &region).unwrap();
+        assert!(Arc::ptr_eq(dst.store(), with_region.store()));
+
+        // A side's own option wins over the shared one.
+        let (src, _) = r
+            .resolve_pair(
+                "s3://bucket/a",
+                "/tmp/b",
+                &PairOptions {
+                    shared: region,
+                    src: StorageOptions::new().with("region", "us-east-1"),
+                    ..PairOptions::default()
+                },
+            )
+            .unwrap();
+        assert!(!Arc::ptr_eq(src.store(), with_region.store()));
+    }
+
+    #[test]
+    fn a_shared_option_neither_side_takes_and_a_wrong_own_option_are_errors() {
+        let r = Resolver::with_env(env());
+        let err = r
+            .resolve_pair(
+                "/tmp/a",
+                "s3://bucket/b",
+                &PairOptions {
+                    shared: StorageOptions::new().with("endpiont", "http://x"),
+                    ..PairOptions::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/tmp/a: invalid option `endpiont`: not a configuration key of this kind of store, \
+             nor of s3://bucket/b's"
+        );
+        let err = r
+            .resolve_pair(
+                "/tmp/a",
+                "s3://bucket/b",
+                &PairOptions {
+                    src: StorageOptions::new().with("region", "eu-west-1"),
+                    ..PairOptions::default()
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidOption { uri, key, .. } if uri == "/tmp/a" && key == "region"),
+            "{err}"
+        );
     }
 
     #[test]

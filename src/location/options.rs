@@ -58,6 +58,23 @@ impl StorageOptions {
     }
 }
 
+/// The options of an operation with a source and a destination (a copy, a conversion): those
+/// both sides share, and each side's own.
+///
+/// A shared option configures each side whose kind of store takes it, so that
+/// `ckptio cp model.pt s3://bucket/model.pt -o endpoint=…` configures S3 and leaves the local
+/// file alone; a shared key that neither side takes is an error, as any unknown key is. A side's
+/// own options win over the shared ones and must all be keys of its store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PairOptions {
+    /// Options for whichever side takes them.
+    pub shared: StorageOptions,
+    /// The source's own options.
+    pub src: StorageOptions,
+    /// The destination's own options.
+    pub dst: StorageOptions,
+}
+
 impl<K: AsRef<str>, V: Into<String>> FromIterator<(K, V)> for StorageOptions {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut options = Self::new();

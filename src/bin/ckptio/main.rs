@@ -111,18 +111,18 @@ pub struct SrcDstArgs {
 }
 
 impl SrcDstArgs {
-    /// SRC and DST resolved, each with the shared options and its own.
+    /// SRC and DST resolved, each with the shared options its store takes and its own.
     pub fn resolve(
         &self,
         src: &str,
         dst: &str,
     ) -> ckptio::Result<(ckptio::Location, ckptio::Location)> {
-        let with =
-            |side: &[StoreOption]| storage_options(&[self.both.options.as_slice(), side].concat());
-        Ok((
-            ckptio::resolve(src, &with(&self.src_options))?,
-            ckptio::resolve(dst, &with(&self.dst_options))?,
-        ))
+        let options = ckptio::PairOptions {
+            shared: storage_options(&self.both.options),
+            src: storage_options(&self.src_options),
+            dst: storage_options(&self.dst_options),
+        };
+        ckptio::resolve_pair(src, dst, &options)
     }
 }
 
