@@ -88,20 +88,34 @@ pub enum Format {
 
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = |n: usize, noun: &str| match n {
+            1 => format!("1 {noun}"),
+            n => format!("{n} {noun}s"),
+        };
         match self {
             Self::Safetensors => f.write_str("safetensors"),
             Self::ShardedSafetensors { shards } => {
-                write!(f, "sharded safetensors ({shards} shards)")
+                write!(f, "sharded safetensors ({})", count(*shards, "shard"))
             }
-            Self::ShardedTorch { shards } => write!(f, "sharded torch ({shards} shards)"),
+            Self::ShardedTorch { shards } => {
+                write!(f, "sharded torch ({})", count(*shards, "shard"))
+            }
             Self::Torch => f.write_str("torch (zip + pickle)"),
             Self::TorchLegacy => f.write_str("torch (legacy pickle stream)"),
             Self::Pickle => f.write_str("plain pickle"),
-            Self::Ckptio { files } => write!(f, "ckptio checkpoint ({files} data files)"),
-            Self::Dcp { files } => write!(f, "torch.distributed.checkpoint ({files} data files)"),
+            Self::Ckptio { files } => {
+                write!(f, "ckptio checkpoint ({})", count(*files, "data file"))
+            }
+            Self::Dcp { files } => write!(
+                f,
+                "torch.distributed.checkpoint ({})",
+                count(*files, "data file")
+            ),
             Self::Gguf => f.write_str("GGUF"),
-            Self::Orbax { arrays } => write!(f, "Orbax ({arrays} arrays)"),
-            Self::StateFiles { files } => write!(f, "training state ({files} files)"),
+            Self::Orbax { arrays } => write!(f, "Orbax ({})", count(*arrays, "array")),
+            Self::StateFiles { files } => {
+                write!(f, "training state ({})", count(*files, "file"))
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use ckptio::{
 
 use crate::progress::Bar;
 use crate::units::ByteSize;
-use crate::{Interrupted, ReadArgs, SrcDstArgs, filtered, say};
+use crate::{Interrupted, ReadArgs, SrcDstArgs, filtered, say, text};
 
 /// Arguments of `ckptio convert`.
 #[derive(Debug, clap::Args)]
@@ -131,8 +131,8 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         bar.finished();
         if !quiet {
             say!(
-                "wrote {dst}: {} data files and manifest.json",
-                manifest.files.len()
+                "wrote {dst}: {} and manifest.json",
+                text::count(manifest.files.len(), "data file")
             );
         }
         return Ok(());
