@@ -234,11 +234,7 @@ impl Checkpoint {
     /// The whole tree as Python values: dicts, lists, scalars, strings, `TensorRef`s, and
     /// `Opaque` placeholders.
     fn tree(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
-        let root = PyDict::new(py);
-        for (key, node) in self.tree.root() {
-            root.set_item(key, tree::to_python(py, node, &ckptio::path::escape(key))?)?;
-        }
-        Ok(root.unbind())
+        Ok(tree::dict_to_python(py, self.tree.root(), "")?.unbind())
     }
 
     /// Reads the tensors at `paths` (every tensor when `None`): grouped per object, coalesced,

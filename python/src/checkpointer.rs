@@ -61,7 +61,7 @@ impl Checkpointer {
         state: &Bound<'_, PyDict>,
         force: bool,
     ) -> PyResult<Option<String>> {
-        let tree = crate::save::state_tree(py, state)?;
+        let tree = crate::save::state_tree(py, state, &self.inner.location(index).to_string())?;
         let saved = wait(py, self.inner.save(index, &tree, force))?;
         Ok(saved.map(|s| s.uri))
     }

@@ -121,19 +121,21 @@ fn node(py: Python<'_>, value: &Bound<'_, PyAny>, path: &str) -> PyResult<Node> 
     }
     if let Ok(d) = value.cast::<PyDict>() {
         let mut dict = Dict::with_capacity(d.len());
-        // Integer keys (an optimizer's `state`) are remembered, so that they load as integers.
-        if !d.is_empty() && d.keys().iter().all(|k| k.is_exact_instance_of::<PyInt>()) {
-            dict = dict.with_key_kind(KeyKind::Int);
-        }
+        let mut kind = None;
         for (key, child) in d.iter() {
-            let key = match key.cast::<PyString>() {
-                Ok(s) => s.to_string(),
-                Err(_) => key.str()?.to_string(),
-            };
+            let (key, key_kind) = dict_key(&key, path)?;
+            // Integer keys (an optimizer's `state`) are remembered, so that they load as
+            // integers; a dict holds one kind, as the manifest and a torch file record it.
+            if kind.replace(key_kind).is_some_and(|k| k != key_kind) {
+                return Err(PyTypeError::new_err(format!(
+                    "`{path}`: a dict whose keys mix strings and integers cannot be saved \
+                     (they would load as one kind)"
+                )));
+            }
             let child = node(py, &child, &join(&ckptio::path::escape(&key)))?;
             dict.insert(key, child);
         }
-        return Ok(Node::Dict(dict));
+        return Ok(Node::Dict(dict.with_key_kind(kind.unwrap_or(KeyKind::Str))));
     }
     if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
         let items: Vec<Node> = value
@@ -166,12 +168,36 @@ fn node(py: Python<'_>, value: &Bound<'_, PyAny>, path: &str) -> PyResult<Node> 
         return opaque(py, o.get(), path);
     } else {
         return Err(PyTypeError::new_err(format!(
-            "`{path}`: a {} cannot be saved (tensors, arrays, dicts, lists, tuples, numbers, \
+            "`{path}`: a value of type `{}` cannot be saved (tensors, arrays, dicts, lists, tuples, numbers, \
              strings, bytes and None can)",
             value.get_type().name()?
         )));
     };
     Ok(Node::Leaf(leaf))
+}
+
+/// A dict key as saved: a string, or an integer within 64 bits. Any other key (a bool, a
+/// float, a tuple) is refused rather than saved as its text, which would load as another key.
+fn dict_key(key: &Bound<'_, PyAny>, path: &str) -> PyResult<(String, KeyKind)> {
+    if let Ok(s) = key.cast::<PyString>() {
+        return Ok((s.to_string(), KeyKind::Str));
+    }
+    if key.is_instance_of::<PyInt>() && !key.is_instance_of::<PyBool>() {
+        if let Ok(v) = key.extract::<i64>() {
+            return Ok((v.to_string(), KeyKind::Int));
+        }
+    }
+    let at = if path.is_empty() {
+        "the top level"
+    } else {
+        path
+    };
+    Err(PyTypeError::new_err(format!(
+        "`{at}`: the dict key {} (of type `{}`) cannot be saved: keys are strings or 64-bit \
+         integers",
+        key.repr()?,
+        key.get_type().name()?
+    )))
 }
 
 /// An opaque placeholder `load` returned, saved back as it was read.
@@ -193,11 +219,19 @@ fn opaque(py: Python<'_>, o: &Opaque, path: &str) -> PyResult<Node> {
     }))
 }
 
-/// The state tree of `state` (a dict).
-pub(crate) fn state_tree(py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<StateTree> {
-    match node(py, state.as_any(), "")? {
-        Node::Dict(root) => Ok(StateTree::from_dict(root)),
-        _ => unreachable!("a dict converts to a dict"),
+/// The state tree of `state` (a dict) to be saved at `target`, which a refusal names.
+pub(crate) fn state_tree(
+    py: Python<'_>,
+    state: &Bound<'_, PyDict>,
+    target: &str,
+) -> PyResult<StateTree> {
+    match node(py, state.as_any(), "") {
+        Ok(Node::Dict(root)) => Ok(StateTree::from_dict(root)),
+        Ok(_) => unreachable!("a dict converts to a dict"),
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => {
+            Err(PyTypeError::new_err(format!("{target}: {}", e.value(py))))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -219,7 +253,7 @@ pub(crate) fn save(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Vec<String>> {
     let location = options::resolve(uri, storage_options)?;
-    let tree = state_tree(py, state)?;
+    let tree = state_tree(py, state, &location.to_string())?;
     let materialize = ckptio::MaterializeOptions {
         to_f32: false,
         memory_budget,

@@ -78,6 +78,30 @@ impl Opaque {
     }
 }
 
+/// The dict `d` (at `path`) as a Python dict, its keys integers where they were.
+pub(crate) fn dict_to_python<'py>(
+    py: Python<'py>,
+    d: &ckptio::Dict,
+    path: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    let int_keys = d.key_kind() == ckptio::KeyKind::Int;
+    for (key, child) in d.iter() {
+        let escaped = ckptio::path::escape(key);
+        let at = if path.is_empty() {
+            escaped
+        } else {
+            format!("{path}/{escaped}")
+        };
+        let value = to_python(py, child, &at)?;
+        match key.parse::<i64>() {
+            Ok(k) if int_keys => dict.set_item(k, value)?,
+            _ => dict.set_item(key, value)?,
+        }
+    }
+    Ok(dict)
+}
+
 /// `node` (at `path`) as a Python value.
 pub(crate) fn to_python(py: Python<'_>, node: &ckptio::Node, path: &str) -> PyResult<Py<PyAny>> {
     use ckptio::{Int, Leaf, Node};
@@ -90,18 +114,7 @@ pub(crate) fn to_python(py: Python<'_>, node: &ckptio::Node, path: &str) -> PyRe
         }
     };
     Ok(match node {
-        Node::Dict(d) => {
-            let dict = PyDict::new(py);
-            let int_keys = d.key_kind() == ckptio::KeyKind::Int;
-            for (key, child) in d {
-                let value = to_python(py, child, &join(key))?;
-                match key.parse::<i64>() {
-                    Ok(k) if int_keys => dict.set_item(k, value)?,
-                    _ => dict.set_item(key, value)?,
-                }
-            }
-            dict.into_any().unbind()
-        }
+        Node::Dict(d) => dict_to_python(py, d, path)?.into_any().unbind(),
         Node::List(items) => {
             let values = items
                 .iter()

@@ -57,8 +57,49 @@ def test_safetensors_holds_tensors_only(tmp_path: Path) -> None:
 
 
 def test_objects_that_cannot_be_saved_are_named(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="`opt/fn`"):
-        ckptio.save(str(tmp_path / "ckpt"), {"opt": {"fn": print}})
+    target = str(tmp_path / "ckpt")
+    with pytest.raises(TypeError, match=f"^{target}: `opt/fn`: a value of type `builtin_function"):
+        ckptio.save(target, {"opt": {"fn": print}})
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("format", ["ckptio", "torch"])
+def test_integer_keys_load_as_integers_at_every_level(tmp_path: Path, format: str) -> None:
+    state = {0: {"exp_avg": np.ones(2)}, 1: np.zeros(1)}
+    nested = {"state": {3: np.ones(1)}, "groups": [{"params": [3]}]}
+    for name, tree in [("top", state), ("nested", nested)]:
+        target = str(tmp_path / f"{name}.{format}")
+        ckptio.save(target, tree, format=format)
+        back = ckptio.load(target, framework="np")
+        assert _keys(back) == _keys(tree), name
+
+
+def _keys(tree: object) -> object:
+    if isinstance(tree, dict):
+        return {k: _keys(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_keys(v) for v in tree]
+    return None
+
+
+@pytest.mark.parametrize(
+    "state, refused",
+    [
+        ({"m": {True: np.ones(1)}}, r"`m`: the dict key True \(of type `bool`\)"),
+        ({1.5: np.ones(1)}, r"`the top level`: the dict key 1\.5 \(of type `float`\)"),
+        ({"m": {(1, 2): 3}}, r"`m`: the dict key \(1, 2\) \(of type `tuple`\)"),
+        ({"m": {2**70: 3}}, r"`m`: the dict key 1180591620717411303424 \(of type `int`\)"),
+        ({"s": {0: np.ones(1), "x": 1}}, r"`s`: a dict whose keys mix strings and integers"),
+    ],
+)
+def test_dict_keys_that_would_load_as_other_keys_are_refused(
+    tmp_path: Path, state: dict, refused: str
+) -> None:
+    for format in ("ckptio", "torch"):
+        target = str(tmp_path / f"x.{format}")
+        with pytest.raises(TypeError, match=f"^{target}: {refused}"):
+            ckptio.save(target, state, format=format)
+        assert not Path(target).exists()
 
 
 def test_a_committed_checkpoint_is_not_overwritten(tmp_path: Path) -> None:
