@@ -377,6 +377,26 @@ async fn get_of_a_missing_object_names_it_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn get_and_stat_of_a_directory_say_it_is_one_and_how_to_copy_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(run_dir.join("step-1")).unwrap();
+    std::fs::write(run_dir.join("step-1/manifest.json"), "{}").unwrap();
+    std::fs::write(run_dir.join("notes.txt"), "x").unwrap();
+    let shown = run_dir.display().to_string();
+    for args in [vec!["get", "run/", "out.bin"], vec!["stat", "run"]] {
+        let (_, stderr) = run(ckptio(dir.path()).args(&args), false).await;
+        assert!(
+            stderr.contains(&format!(
+                "{shown}: a directory (2 entries), not an object; `ckptio cp {shown}/ DEST/`"
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("out.bin").exists());
+}
+
+#[tokio::test]
 async fn ctrl_c_leaves_no_final_file_and_a_rerun_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(3 << 20);

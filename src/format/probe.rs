@@ -267,6 +267,12 @@ fn is_state_file(name: &str) -> bool {
         || (numbered(name, "pytorch_model") && name.ends_with(".bin"))
 }
 
+/// Whether a directory's name ends in a step number (`step-3`, `checkpoint_500`, `epoch=2`).
+fn index_suffix(name: &str) -> bool {
+    name.rsplit_once(['-', '_', '='])
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The error for a directory that holds nothing ckptio reads: what it holds, and what that
 /// suggests.
 pub(crate) fn no_checkpoint(listing: &Listing) -> Error {
@@ -288,6 +294,12 @@ pub(crate) fn no_checkpoint(listing: &Listing) -> Error {
             "a ckptio checkpoint without `{}` is a save that did not finish",
             ckptio::manifest::MANIFEST
         ))
+    } else if listing.dirs().iter().any(|d| index_suffix(d)) {
+        Some(
+            "a root of numbered checkpoints (`ckptio ls ROOT` or Python's `ckptio.ls(root)` \
+             lists them)"
+                .to_owned(),
+        )
     } else {
         None
     };
@@ -323,6 +335,29 @@ mod tests {
         assert_eq!(sniff(b"GGUF\x03\x00"), Sniffed::Gguf);
         assert_eq!(sniff(b"\x10\x00\x00\x00\x00\x00\x00\x00{"), Sniffed::Other);
         assert_eq!(sniff(b""), Sniffed::Other);
+    }
+
+    #[tokio::test]
+    async fn a_root_of_numbered_checkpoints_is_named_as_one() {
+        use object_store::ObjectStoreExt;
+        let root = crate::resolve("memory://probe-root/run/", &Default::default()).unwrap();
+        for key in [
+            "run/step-10/manifest.json",
+            "run/step-9/manifest.json",
+            "run/log.txt",
+        ] {
+            root.store()
+                .put(&key.into(), vec![1u8].into())
+                .await
+                .unwrap();
+        }
+        let listing = crate::fetch::list(&root).await.unwrap();
+        let Error::NoCheckpoint { hint, .. } = no_checkpoint(&listing) else {
+            panic!("not NoCheckpoint");
+        };
+        assert!(hint.unwrap().starts_with("a root of numbered checkpoints"));
+        assert!(index_suffix("checkpoint_500") && index_suffix("epoch=2"));
+        assert!(!index_suffix("step-") && !index_suffix("v2.1") && !index_suffix("logs"));
     }
 
     #[test]

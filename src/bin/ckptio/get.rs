@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::progress::Bar;
 use crate::units::ByteSize;
-use crate::{Interrupted, StoreArgs};
+use crate::{Interrupted, StoreArgs, object_error};
 
 /// Arguments of `ckptio get`.
 #[derive(Debug, clap::Args)]
@@ -53,7 +53,10 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         "-" => None,
         dest => Some(destination(dest, &location)?),
     };
-    let object = Object::open(&location, options).await?;
+    let object = match Object::open(&location, options).await {
+        Ok(object) => object,
+        Err(e) => return Err(object_error(&location, e).await),
+    };
     let download = async {
         match &dest {
             None => to_stdout(&object).await,

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use indicatif::HumanBytes;
 
-use crate::{StoreArgs, out, out_json};
+use crate::{StoreArgs, object_error, out, out_json};
 
 /// Arguments of `ckptio stat`.
 #[derive(Debug, clap::Args)]
@@ -20,7 +20,10 @@ pub struct Args {
 /// Prints the object's size, ETag, last-modified time and version.
 pub async fn run(args: Args) -> Result<()> {
     let location = args.store.resolve(&args.uri)?;
-    let info = ckptio::stat(&location).await?;
+    let info = match ckptio::stat(&location).await {
+        Ok(info) => info,
+        Err(e) => return Err(object_error(&location, e).await),
+    };
     let last_modified = info
         .last_modified
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
