@@ -124,8 +124,8 @@ class DefaultCheckpointer:
         when it did not save. Saving an index again replaces its file."""
         if not self.checkpoint:
             return None
-        target = f"{self.save_dir.rstrip('/')}/{self.file_prefix}{index}.{self.file_ext}"
-        return self._saves.save(index, _lend(_as_dict(state), target), force)
+        saves = self._saves
+        return saves.save(index, _lend(_as_dict(state), saves.location(index)), force)
 
     def save_model(self, model_state: Mapping[str, Any], index: int) -> str | None:
         """Saves `model_state` as `{file_prefix}_model{index}.{file_ext}` under

@@ -118,3 +118,13 @@ def test_an_arguments_object_configures_it(tmp_path: Path) -> None:
     ckpt = DefaultCheckpointer.from_args(DefaultCheckpointerArguments())
     assert ckpt.save({"epoch": 3}, 3) == f"{tmp_path}/ckpt_3.pt"
     assert ckpt.save({"epoch": 4}, 4) is None
+
+
+def test_a_state_that_cannot_be_saved_names_the_file_and_writes_nothing(tmp_path: Path) -> None:
+    ckpt = DefaultCheckpointer(str(tmp_path / "run"), file_prefix="epoch", period=1)
+    target = str(tmp_path / "run" / "epoch3.pt")
+    with pytest.raises(TypeError, match=f"^{target}: `opt`: the dict key 0.5"):
+        ckpt.save({"opt": {0.5: np.ones(1)}}, 3)
+    with pytest.raises(TypeError, match=f"^{target}: `fn`: a value of type"):
+        ckpt.save({"fn": print}, 3)
+    assert names(str(tmp_path / "run"), None) == []
