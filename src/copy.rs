@@ -1,7 +1,8 @@
 //! Copying objects and whole checkpoints between any two stores: parallel ETag-pinned range
 //! reads in, multipart uploads out, streaming (at most the fetch window and one part are held).
-//! A directory's commit markers (`manifest.json`, `.metadata`) are copied last, so the copy is
-//! committed only once everything it names is there.
+//! A directory's commit markers (`manifest.json`, `.metadata`) are copied last, create-only, so
+//! the copy is committed only once everything it names is there, and a committed checkpoint at
+//! the destination is never replaced.
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -9,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Object};
 use crate::format::marker;
 use crate::location::Location;
-use crate::upload::upload;
+use crate::upload::{CreateError, upload};
 
 /// What a copy moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,11 +37,16 @@ pub async fn copy_object(src: &Location, dst: &Location, fetch: FetchOptions) ->
 }
 
 /// Copies every object under the directory `src` to the same relative names under `dst`,
-/// `concurrency` at a time, commit markers last.
+/// `concurrency` at a time, commit markers last and create-only.
+///
+/// A checkpoint already committed at the destination (a marker the copy would write is there)
+/// is not replaced: the copy refuses before it writes anything, as a save does, and a copy
+/// whose marker another writer puts first fails the same way.
 ///
 /// # Errors
 ///
-/// [`Error::NotFound`] when `src` holds nothing; otherwise as [`copy_object`].
+/// [`Error::NotFound`] when `src` holds nothing; [`Error::AlreadyCommitted`] naming the
+/// committed checkpoint at the destination; otherwise as [`copy_object`].
 pub async fn copy_dir(
     src: &Location,
     dst: &Location,
@@ -55,6 +61,11 @@ pub async fn copy_dir(
     let (markers, data): (Vec<String>, Vec<String>) = names
         .into_iter()
         .partition(|n| marker(n.rsplit('/').next().unwrap_or(n)).is_some());
+    for name in &markers {
+        if crate::fetch::stat(&dst.join(name)).await.is_ok() {
+            return Err(committed_at(dst, name));
+        }
+    }
     let copy = |name: String| {
         let (from, to, fetch) = (src.join(&name), dst.join(&name), fetch.clone());
         async move { copy_object(&from, &to, fetch).await }
@@ -67,9 +78,26 @@ pub async fn copy_dir(
         objects: sizes.len(),
         bytes: sizes.iter().sum(),
     };
-    for marker in markers {
-        copied.bytes += copy(marker).await?;
-        copied.objects += 1;
+    for name in markers {
+        let body = Object::open(&src.join(&name), fetch.clone())
+            .await?
+            .bytes()
+            .await?;
+        copied.bytes += body.len() as u64;
+        match crate::upload::put_create(&dst.join(&name), body.to_vec()).await {
+            Ok(()) => copied.objects += 1,
+            Err(CreateError::Exists) => return Err(committed_at(dst, &name)),
+            Err(CreateError::Failed(e)) => return Err(e),
+        }
     }
     Ok(copied)
+}
+
+/// The error for a commit marker `name` (relative to `dst`) already there.
+fn committed_at(dst: &Location, name: &str) -> Error {
+    let uri = match name.rsplit_once('/') {
+        Some((dir, _)) => dst.join(dir).uri(),
+        None => dst.uri(),
+    };
+    Error::AlreadyCommitted { uri }
 }

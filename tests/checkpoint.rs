@@ -184,6 +184,56 @@ fn big_source(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// Objects under `dir` (recursive), by name.
+async fn copy_onto_committed(backend: support::Backend) {
+    if backend.read_only() || !backend.caps.list_recursive {
+        return;
+    }
+    let tree = training_state().await;
+    let (src, dst) = (backend.location("run-a/"), backend.location("run-b/"));
+    let options = SaveOptions::default();
+    for step in ["step-1/", "step-2/"] {
+        save(&src.join(step), &tree, &options).await.unwrap();
+    }
+    save(&dst.join("step-2/"), &tree, &options).await.unwrap();
+    let before = names(&dst).await;
+
+    let err = ckptio::copy_dir(&src, &dst, Default::default(), 4)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ckptio::Error::AlreadyCommitted { uri } if uri.ends_with("run-b/step-2")),
+        "[{}] {err}",
+        backend.name
+    );
+    assert_eq!(
+        names(&dst).await,
+        before,
+        "[{}] nothing written",
+        backend.name
+    );
+
+    // A fresh destination takes the whole root, markers included.
+    let copied = ckptio::copy_dir(&src, &backend.location("run-c/"), Default::default(), 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        copied.objects,
+        names(&src).await.len(),
+        "[{}]",
+        backend.name
+    );
+    verify(&backend.location("run-c/step-1/"), Default::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_copy_never_replaces_a_committed_checkpoint() {
+    for name in support::BACKENDS {
+        support::run(name, "ckpt-copy-onto", copy_onto_committed).await;
+    }
+}
+
 async fn names(dir: &ckptio::Location) -> Vec<String> {
     use futures::TryStreamExt;
     let objects: Vec<_> = dir

@@ -203,7 +203,7 @@ pub enum Error {
     },
     /// A checkpoint that is already committed (its commit marker exists), or that another
     /// writer committed first.
-    #[error("{uri}: the checkpoint is already committed (its manifest exists)")]
+    #[error("{uri}: the checkpoint is already committed (its commit marker exists)")]
     AlreadyCommitted {
         /// The checkpoint's URI, redacted.
         uri: String,
