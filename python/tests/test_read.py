@@ -137,6 +137,12 @@ def test_select_and_ignore_keep_what_their_globs_say() -> None:
     assert selected.keys() and all(k.startswith("model/") for k in selected.keys())
     ignored = ckptio.open(path, ignore=["optimizer"])
     assert not any(k.startswith("optimizer/") for k in ignored.keys())
+    # A select glob that matches nothing is a typo to report, not an empty checkpoint; an
+    # ignore glob that matches nothing ignores nothing, as Composer's ignore_keys do.
+    refused = r"training_state.pt: select `model\.\*` matches nothing; its top level"
+    with pytest.raises(ValueError, match=refused):
+        ckptio.load(path, select=["model/*", "model.*"])
+    assert ckptio.open(path, ignore=["nothing/*"]).keys() == ckptio.open(path).keys()
 
 
 def test_info_and_bytes_need_no_tensor_read() -> None:

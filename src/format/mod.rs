@@ -255,7 +255,7 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
         },
     };
     Ok(Checkpoint {
-        tree: wanted.apply(checkpoint.tree)?,
+        tree: wanted.apply(checkpoint.tree, location)?,
         ..checkpoint
     })
 }
@@ -385,6 +385,27 @@ async fn open_dir(
     })
 }
 
+/// What a tree's top level holds, for a message: `; its top level: a, b/, …`.
+fn holding(tree: &StateTree) -> String {
+    const SHOWN: usize = 8;
+    let root = tree.root();
+    if root.is_empty() {
+        return String::new();
+    }
+    let mut names: Vec<String> = root
+        .iter()
+        .take(SHOWN)
+        .map(|(k, node)| match node {
+            crate::tree::Node::Leaf(_) => crate::tree::path::escape(k),
+            _ => format!("{}/", crate::tree::path::escape(k)),
+        })
+        .collect();
+    if root.len() > SHOWN {
+        names.push(format!("and {} more", root.len() - SHOWN));
+    }
+    format!("; its top level: {}", names.join(", "))
+}
+
 /// The paths an open keeps.
 struct Selection {
     globs: Vec<String>,
@@ -415,14 +436,24 @@ impl Selection {
         self.set.as_ref().is_none_or(|set| set.is_match(path))
     }
 
-    fn apply(&self, tree: StateTree) -> Result<StateTree> {
+    /// `tree` (of the checkpoint at `location`) with only the selected paths; a glob that
+    /// matches nothing is an error naming what the checkpoint holds, as a typo would otherwise
+    /// select nothing in silence.
+    fn apply(&self, tree: StateTree, location: &Location) -> Result<StateTree> {
         if self.globs.is_empty() {
             return Ok(tree);
         }
         let refs: Vec<&str> = self.globs.iter().map(String::as_str).collect();
-        tree.select(&refs).map_err(|e| Error::InvalidArgument {
+        let invalid = |e: crate::tree::GlobError| Error::InvalidArgument {
             what: "select".into(),
             reason: e.to_string(),
-        })
+        };
+        if let Some(glob) = tree.unmatched(&refs).map_err(invalid)?.first() {
+            return Err(Error::InvalidArgument {
+                what: location.uri(),
+                reason: format!("select `{glob}` matches nothing{}", holding(&tree)),
+            });
+        }
+        tree.select(&refs).map_err(invalid)
     }
 }

@@ -85,6 +85,53 @@ impl StateTree {
         self.filter(globs, true)
     }
 
+    /// The globs of `globs` that match no path of this tree (of a dict, a list or a leaf):
+    /// a [`select`](Self::select) that keeps nothing of what the caller meant.
+    ///
+    /// ```
+    /// let tree = ckptio::StateTree::from_dict(
+    ///     [("model".to_owned(), ckptio::Node::Leaf(ckptio::Leaf::Int(ckptio::Int::Small(1))))]
+    ///         .into_iter()
+    ///         .collect(),
+    /// );
+    /// assert_eq!(tree.unmatched(&["model", "ema/*"]).unwrap(), ["ema/*"]);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`GlobError`] for a glob that does not parse.
+    pub fn unmatched<'g>(&self, globs: &[&'g str]) -> Result<Vec<&'g str>, GlobError> {
+        let set = globset(globs)?;
+        let mut matched = vec![false; globs.len()];
+        fn visit(node: &Node, at: &str, set: &GlobSet, matched: &mut [bool]) {
+            for i in set.matches(at) {
+                matched[i] = true;
+            }
+            match node {
+                Node::Dict(d) => {
+                    for (k, child) in d.iter() {
+                        visit(child, &path::join(at, &path::escape(k)), set, matched);
+                    }
+                }
+                Node::List(items) => {
+                    for (i, child) in items.iter().enumerate() {
+                        visit(child, &path::join(at, &i.to_string()), set, matched);
+                    }
+                }
+                Node::Leaf(_) => {}
+            }
+        }
+        for (k, node) in self.root.iter() {
+            visit(node, &path::escape(k), &set, &mut matched);
+        }
+        Ok(globs
+            .iter()
+            .zip(matched)
+            .filter(|(_, m)| !m)
+            .map(|(g, _)| *g)
+            .collect())
+    }
+
     /// The tree without the nodes matching one of `globs`, exactly as Composer's
     /// `ignore_keys`: `state/model/layer*.weights` drops those leaves, and `state/optimizers`
     /// drops that whole subtree.

@@ -10,7 +10,7 @@ use ckptio::{
 
 use crate::progress::Bar;
 use crate::units::ByteSize;
-use crate::{Interrupted, ReadArgs, SrcDstArgs, filtered, say, text};
+use crate::{Interrupted, ReadArgs, SrcDstArgs, ignored, say, text};
 
 /// Arguments of `ckptio convert`.
 #[derive(Debug, clap::Args)]
@@ -71,8 +71,15 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         ..FetchOptions::default()
     };
     // Sources keep these options: every tensor byte read advances the bar.
-    let checkpoint = ckptio::open(&src, args.read.options(fetch)).await?;
-    let mut tree = filtered(checkpoint.tree, &args.select, &args.ignore)?;
+    let checkpoint = ckptio::open(
+        &src,
+        ckptio::OpenOptions {
+            select: args.select.clone(),
+            ..args.read.options(fetch)
+        },
+    )
+    .await?;
+    let mut tree = ignored(checkpoint.tree, &args.ignore)?;
     let quantized = dequantize(&src, &mut tree, args.dequantize)?;
     let unreadable: Vec<(String, String)> = tree
         .tensors()

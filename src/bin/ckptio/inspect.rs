@@ -9,7 +9,7 @@ use serde::ser::{Serialize, SerializeSeq, Serializer};
 use serde_json::{Value, json};
 
 use crate::text::{count, printable};
-use crate::{ReadArgs, StoreArgs, filtered, out};
+use crate::{ReadArgs, StoreArgs, ignored, out};
 
 /// Arguments of `ckptio inspect`.
 #[derive(Debug, clap::Args)]
@@ -38,8 +38,15 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<()> {
     let location = args.store.resolve(&args.uri)?;
     let (counted, counts) = location.counted();
-    let checkpoint = ckptio::open(&counted, args.read.options(FetchOptions::default())).await?;
-    let tree = filtered(checkpoint.tree, &args.select, &args.ignore)?;
+    let checkpoint = ckptio::open(
+        &counted,
+        ckptio::OpenOptions {
+            select: args.select.clone(),
+            ..args.read.options(FetchOptions::default())
+        },
+    )
+    .await?;
+    let tree = ignored(checkpoint.tree, &args.ignore)?;
     if args.json {
         let (uri, format) = (location.uri(), checkpoint.format.to_string());
         let doc = Doc::new(&uri, &format, &checkpoint.metadata, &tree);

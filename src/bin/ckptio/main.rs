@@ -147,25 +147,13 @@ pub async fn object_error(location: &ckptio::Location, err: ckptio::Error) -> an
     err.into()
 }
 
-/// `tree` with `--select` globs kept and `--ignore` globs dropped.
-pub fn filtered(
-    tree: ckptio::StateTree,
-    select: &[String],
-    ignore: &[String],
-) -> anyhow::Result<ckptio::StateTree> {
-    fn as_strs(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
+/// `tree` without the paths matching an `--ignore` glob.
+pub fn ignored(tree: ckptio::StateTree, ignore: &[String]) -> anyhow::Result<ckptio::StateTree> {
+    if ignore.is_empty() {
+        return Ok(tree);
     }
-    let tree = if select.is_empty() {
-        tree
-    } else {
-        tree.select(&as_strs(select))?
-    };
-    Ok(if ignore.is_empty() {
-        tree
-    } else {
-        tree.ignore(&as_strs(ignore))?
-    })
+    let globs: Vec<&str> = ignore.iter().map(String::as_str).collect();
+    Ok(tree.ignore(&globs)?)
 }
 
 /// How checkpoints are read (shared by `inspect`, `convert` and `verify`).
