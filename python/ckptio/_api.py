@@ -106,17 +106,26 @@ class Checkpoint:
     def __getitem__(self, path: str) -> Any:
         return self.get_tensor(path)
 
-    def get_rows(self, path: str, start: int, stop: int, *, framework: str | None = None) -> Any:
-        """Reads rows `start:stop` of a tensor's first dimension: only the bytes those rows need
-        (for a distributed checkpoint, only the chunks that hold them)."""
+    def get_rows(
+        self, path: str, start: int = 0, stop: int | None = None, *, framework: str | None = None
+    ) -> Any:
+        """Reads rows `start:stop` of a tensor's first dimension, as `tensor[start:stop]` would
+        (negative indices count from the end, bounds are clipped): only the bytes those rows
+        need (for a distributed checkpoint, only the chunks that hold them)."""
+        rows = self.info(path).shape[:1]
+        if rows:
+            start, stop, _ = slice(start, stop).indices(rows[0])
+            stop = max(start, stop)
+        elif stop is None:
+            stop = start
         dtype, shape, buffer = self._inner.read_rows(path, start, stop)
         return convert(self._fw(framework), dtype, shape, buffer)
 
     def get_bytes(self, path: str, start: int = 0, stop: int | None = None) -> memoryview:
         """Bytes `start:stop` of a contiguous tensor as stored (little-endian), without
-        interpreting them."""
-        if stop is None:
-            stop = self.info(path).nbytes
+        interpreting them; the bounds mean what they mean to `bytes[start:stop]`."""
+        start, stop, _ = slice(start, stop).indices(self.info(path).nbytes)
+        stop = max(start, stop)
         return memoryview(_as_array(self._inner.read_bytes(path, start, stop)))
 
     def read(

@@ -259,8 +259,13 @@ impl Checkpoint {
     fn read_rows(&self, py: Python<'_>, path: &str, start: u64, end: u64) -> PyResult<Read> {
         let t = self.tensor(path)?;
         let rows = t.rows(start..end).ok_or_else(|| {
+            let why = match t.shape.first() {
+                None => "a scalar has no rows".to_owned(),
+                Some(&n) if start > end || end > n => format!("it has {n} rows"),
+                Some(_) => "its rows cannot be read on their own".to_owned(),
+            };
             PyValueError::new_err(format!(
-                "{}: rows {start}..{end} of `{path}` ({:?}) cannot be read on their own",
+                "{}: rows {start}..{end} of `{path}` ({:?}): {why}",
                 self.uri, t.shape
             ))
         })?;
@@ -285,11 +290,17 @@ impl Checkpoint {
             )));
         };
         let len = range.range.end - range.range.start;
-        if !t.is_contiguous() || start > end || end > len {
+        let why = if !t.is_contiguous() {
+            Some("its stored bytes are not in its own order (a strided view); read it whole")
+        } else if start > end || end > len {
+            Some("out of range")
+        } else {
+            None
+        };
+        if let Some(why) = why {
             return Err(PyValueError::new_err(format!(
-                "{}: bytes {start}..{end} of `{path}` ({len} bytes, contiguous: {})",
-                self.uri,
-                t.is_contiguous()
+                "{}: bytes {start}..{end} of `{path}` ({len} bytes): {why}",
+                self.uri
             )));
         }
         let absolute = range.range.start + start..range.range.start + end;

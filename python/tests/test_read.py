@@ -123,6 +123,22 @@ def test_a_dcp_tensor_reads_by_rows_from_the_chunks_that_hold_them() -> None:
     assert np.array_equal(checkpoint.get_rows("model/w", 3, 6), whole[3:6])
 
 
+@pytest.mark.parametrize("start, stop", [(-3, None), (2, 10_000), (-100, 2), (5, 2), (0, None)])
+def test_rows_and_bytes_take_bounds_as_python_slices_do(start: int, stop: int | None) -> None:
+    checkpoint = ckptio.open(str(FIXTURES / "torch" / "dcp_sharded"), framework="np")
+    whole = checkpoint.get_tensor("model/w")
+    assert np.array_equal(checkpoint.get_rows("model/w", start, stop), whole[start:stop])
+    plain = ckptio.open(str(FIXTURES / "tiny.safetensors"), framework="np")
+    raw = plain.get_tensor("embed.weight").tobytes()
+    assert bytes(plain.get_bytes("embed.weight", start, stop)) == raw[start:stop]
+
+
+def test_rows_of_a_scalar_are_refused_by_name() -> None:
+    checkpoint = ckptio.open(str(FIXTURES / "torch" / "state_dict.pt"), framework="np")
+    with pytest.raises(ValueError, match=r"state_dict.pt: rows 0..1 of `steps` \(\[\]\): a scalar"):
+        checkpoint.get_rows("steps", 0, 1)
+
+
 def test_stream_yields_every_tensor_once_in_file_order() -> None:
     path = str(FIXTURES / "hf" / "bin")
     streamed = dict(ckptio.stream(path, framework="np"))
