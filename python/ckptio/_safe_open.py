@@ -44,13 +44,14 @@ class safe_open:
         return None
 
     def keys(self) -> list[str]:
-        """The tensors' names (their paths in the checkpoint)."""
-        return self._checkpoint.keys()
+        """The tensors' names (their paths in the checkpoint), sorted, as safetensors gives
+        them."""
+        return sorted(self._checkpoint.keys())
 
     def offset_keys(self) -> list[str]:
-        """The tensors' names (safetensors orders them by offset; so does ckptio's file order
-        within one file)."""
-        return self.keys()
+        """The tensors' names in the order of their bytes in the file (ckptio's file order),
+        as safetensors gives them."""
+        return list(self._checkpoint.keys())
 
     def metadata(self) -> dict[str, str] | None:
         """The file's metadata (`__metadata__`), or `None`."""
@@ -98,7 +99,8 @@ class _Slice:
             i = first + rows if first < 0 else first
             if not 0 <= i < rows:
                 raise IndexError(f"index {first} is out of bounds for {rows} rows")
-            part = self._read(i, i + 1)[0]
+            # A 0-d array for a 1-d tensor's element, as safetensors (and torch) give it.
+            part = self._read(i, i + 1)[0, ...]
         elif isinstance(first, slice):
             start, stop, step = first.indices(rows)
             part = self._read(start, max(start, stop)) if step == 1 else self._read(0, rows)[first]

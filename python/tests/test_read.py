@@ -74,7 +74,8 @@ def test_safe_open_reads_what_pythons_safetensors_reads(framework: str) -> None:
         safe_open(path, framework=framework) as theirs,
         ckptio.safe_open(path, framework=framework) as ours,
     ):
-        assert sorted(ours.keys()) == sorted(theirs.keys())
+        assert ours.keys() == theirs.keys()
+        assert ours.offset_keys() == theirs.offset_keys()
         assert ours.metadata() == theirs.metadata()
         for key in theirs.keys():
             try:
@@ -102,7 +103,11 @@ def test_a_slice_reads_rows_as_safetensors_slices_them() -> None:
             got = ours.get_slice(name)[index]
             want = theirs.get_slice(name)[index]
             assert np.array_equal(got, want), index
+            assert type(got) is type(want) and got.shape == want.shape, index
         assert ours.get_slice(name).get_shape() == theirs.get_slice(name).get_shape()
+        bias = "transformer.h.0.attn.c_attn.bias"  # one element of a 1-d tensor: a 0-d array
+        got, want = ours.get_slice(bias)[3], theirs.get_slice(bias)[3]
+        assert type(got) is type(want) and got.shape == want.shape == () and got == want
         whole = ours.get_tensor(name)
         # Negative bounds and further dimensions, which Python's safetensors does not take.
         assert np.array_equal(ours.get_slice(name)[-4:], whole[-4:])
