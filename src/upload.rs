@@ -85,12 +85,10 @@ impl Upload {
     /// the name.
     pub(crate) async fn finish(mut self) -> Result<()> {
         let result = match &mut self.inner {
-            Inner::Multipart(writer) => writer.shutdown().await.map_err(|e| Error::Transport {
-                uri: self.dest.uri(),
-                operation: "put",
-                kind: crate::error::TransportKind::Other,
-                detail: self.dest.redact(&e.to_string()),
-            }),
+            Inner::Multipart(writer) => writer
+                .shutdown()
+                .await
+                .map_err(|e| shutdown_error(&self.dest, e)),
             Inner::Single(parts) => {
                 let payload: PutPayload = std::mem::take(parts).into_iter().collect();
                 self.dest
@@ -111,6 +109,26 @@ impl Upload {
         if let Inner::Multipart(mut writer) = self.inner {
             let _ = writer.abort().await;
         }
+    }
+}
+
+/// The error of a multipart writer's completion: the store's error it carries, classified as
+/// any other (a 403 is a permission error), or the I/O error itself.
+fn shutdown_error(dest: &Location, e: std::io::Error) -> Error {
+    let kind = e.kind();
+    let detail = match e
+        .into_inner()
+        .map(|inner| inner.downcast::<object_store::Error>())
+    {
+        Some(Ok(store)) => return dest.error("put", *store),
+        Some(Err(other)) => other.to_string(),
+        None => kind.to_string(),
+    };
+    Error::Transport {
+        uri: dest.uri(),
+        operation: "put",
+        kind: crate::error::TransportKind::Other,
+        detail: dest.redact(&detail),
     }
 }
 

@@ -234,6 +234,44 @@ async fn a_copy_never_replaces_a_committed_checkpoint() {
     }
 }
 
+async fn denied_save(backend: support::Backend) {
+    if backend.read_only() {
+        return;
+    }
+    let options = backend
+        .options
+        .clone()
+        .with("secret_access_key", "not-the-secret-at-all");
+    let resolve = |key: &str| ckptio::resolve(&backend.uri(key), &options).unwrap();
+    let tree = training_state().await;
+    let saved = save(&resolve("denied/"), &tree, &SaveOptions::default()).await;
+    let copied = ckptio::copy_object(
+        &ckptio::resolve(
+            fixture("torch/training_state.pt").to_str().unwrap(),
+            &Default::default(),
+        )
+        .unwrap(),
+        &resolve("denied.pt"),
+        Default::default(),
+    )
+    .await;
+    for (what, err) in [("save", saved.err()), ("copy", copied.err())] {
+        assert!(
+            matches!(err, Some(ckptio::Error::PermissionDenied { .. })),
+            "[{}] {what}: {err:?}",
+            backend.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upload_with_a_wrong_secret_is_a_permission_error() {
+    // The S3 servers that check signatures (moto accepts any).
+    for name in ["s3s", "garage", "seaweedfs"] {
+        support::run(name, "ckpt-denied", denied_save).await;
+    }
+}
+
 async fn names(dir: &ckptio::Location) -> Vec<String> {
     use futures::TryStreamExt;
     let objects: Vec<_> = dir
