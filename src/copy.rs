@@ -23,6 +23,9 @@ pub struct Copied {
 
 /// Copies the object `src` to `dst`.
 ///
+/// A local `dst` that is not a regular file (`/dev/null`, a FIFO) is written through in
+/// order instead.
+///
 /// # Errors
 ///
 /// The read's errors (including [`Error::ObjectChanged`] if `src` changes mid-copy) and the
@@ -31,6 +34,14 @@ pub struct Copied {
 pub async fn copy_object(src: &Location, dst: &Location, fetch: FetchOptions) -> Result<u64> {
     let object = Object::open(src, fetch).await?;
     let size = object.info().size;
+    // `/dev/null` or a FIFO: written through, as `get` writes it, never replaced.
+    if let Some(special) = dst
+        .local_path()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir()))
+    {
+        object.download_to(&special).await?;
+        return Ok(size);
+    }
     let pieces = object.stream().map_ok(|(_, bytes)| bytes);
     upload(dst, size, pieces).await?;
     Ok(size)

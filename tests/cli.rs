@@ -396,6 +396,53 @@ async fn get_and_stat_of_a_directory_say_it_is_one_and_how_to_copy_it() {
     assert!(!dir.path().join("out.bin").exists());
 }
 
+/// A destination that is not a regular file (`/dev/null`, a FIFO) is never replaced by a
+/// renamed file: `get` and `cp` write the object through it, a conversion refuses it.
+#[tokio::test]
+async fn a_fifo_destination_is_written_through_or_refused_never_replaced() {
+    use std::os::unix::fs::FileTypeExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success(), "mkfifo");
+    let src = support::cli::fixture("tiny.safetensors");
+    let want = std::fs::read(&src).unwrap();
+    let args = |cmd: &str| [cmd.to_owned(), src.display().to_string(), "pipe".to_owned()];
+    for cmd in ["get", "cp"] {
+        let reader = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || std::fs::read(fifo).unwrap()
+        });
+        run(ckptio(dir.path()).args(args(cmd)), true).await;
+        assert_eq!(
+            reader.join().unwrap(),
+            want,
+            "{cmd} wrote the object through"
+        );
+    }
+    let (_, stderr) = run(
+        ckptio(dir.path()).args([
+            "convert",
+            &src.display().to_string(),
+            "pipe",
+            "--to",
+            "torch",
+        ]),
+        false,
+    )
+    .await;
+    assert!(
+        stderr.contains("pipe: a FIFO, not a regular file"),
+        "{stderr}"
+    );
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["pipe"], "no staging or .part file left");
+}
+
 #[tokio::test]
 async fn ctrl_c_leaves_no_final_file_and_a_rerun_resumes() {
     let dir = tempfile::tempdir().unwrap();

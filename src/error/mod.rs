@@ -238,12 +238,28 @@ pub struct Escape {
     pub root: std::path::PathBuf,
 }
 
-/// The [`Escape`] that caused `err`, if one did.
-fn escape_in<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e Escape> {
+/// A local write refused because its target exists and is not a regular file: a write puts a
+/// staging file and renames it over the target, which would replace a device or a FIFO.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "a {kind}, not a regular file: writing there would replace it with the file written, so \
+     ckptio does not"
+)]
+pub(crate) struct NotAFile {
+    /// The path asked for.
+    pub path: std::path::PathBuf,
+    /// What it is (`character device`, `FIFO`, ...).
+    pub kind: &'static str,
+}
+
+/// The `T` that caused `err`, if one did.
+fn cause_in<'e, T: std::error::Error + 'static>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
     let mut at: Option<&'e (dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = at {
-        if let Some(escape) = e.downcast_ref::<Escape>() {
-            return Some(escape);
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
         }
         at = e.source();
     }
@@ -371,10 +387,16 @@ impl Error {
         operation: &'static str,
         redact: &dyn Fn(&str) -> String,
     ) -> Self {
-        if let Some(escape) = escape_in(&err) {
+        if let Some(escape) = cause_in::<Escape>(&err) {
             return Self::Unsafe {
                 uri,
                 source: Box::new(escape.clone()),
+            };
+        }
+        if let Some(not_a_file) = cause_in::<NotAFile>(&err) {
+            return Self::Unsupported {
+                uri,
+                what: not_a_file.to_string(),
             };
         }
         if ranges_ignored(&err) {

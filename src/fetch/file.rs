@@ -71,7 +71,13 @@ impl Object {
     ///
     /// [`Error::LocalIo`] for a destination that cannot be written; otherwise as a range read.
     /// On error the `.part` file is kept for a later resume, and `dest` is untouched.
+    ///
+    /// A destination that exists and is not a regular file (`/dev/null`, a FIFO) is written
+    /// through, in order, instead: it is never replaced by a renamed file.
     pub async fn download_to(&self, dest: &Path) -> Result<ObjectInfo> {
+        if std::fs::metadata(dest).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            return self.write_into(dest).await;
+        }
         let info = self.info().clone();
         let source = Arc::clone(self.source());
         let chunk_size = plan::chunk_size_for(info.size, source.options.chunk_size);
@@ -163,6 +169,29 @@ impl Object {
         }
         progress.finished();
         Ok(info)
+    }
+}
+
+impl Object {
+    /// Writes the object in order into `dest`, which is not a regular file (`/dev/null`, a
+    /// FIFO, `/dev/stdout`): it is opened and written through, never renamed over, so the
+    /// device or pipe stays what it is. Nothing to resume: a rerun starts over.
+    async fn write_into(&self, dest: &Path) -> Result<ObjectInfo> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(dest)
+            .await
+            .map_err(local_io(dest, "open for writing"))?;
+        let mut pieces = self.stream();
+        while let Some(piece) = pieces.next().await {
+            let (_, bytes) = piece?;
+            file.write_all(&bytes)
+                .await
+                .map_err(local_io(dest, "write"))?;
+        }
+        file.flush().await.map_err(local_io(dest, "write"))?;
+        Ok(self.info().clone())
     }
 }
 

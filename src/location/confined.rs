@@ -20,7 +20,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
-use crate::error::Escape;
+use crate::error::{Escape, NotAFile};
 
 /// `inner` (a local file system rooted at `/`), confined.
 #[derive(Debug)]
@@ -76,6 +76,24 @@ impl Confined {
         }
     }
 
+    /// Refuses a write to `path` when it exists and is not a regular file (`/dev/null`, a
+    /// FIFO): the local store writes a staging file and renames it over the target.
+    fn check_writable(&self, path: &Path) -> Result<()> {
+        self.check(path)?;
+        let at = local(path);
+        match std::fs::metadata(&at) {
+            Ok(meta) if !meta.is_file() && !meta.is_dir() => {
+                Err(object_store::Error::NotSupported {
+                    source: Box::new(NotAFile {
+                        kind: special_kind(&meta.file_type()),
+                        path: at,
+                    }),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether a listed `path` stays inside the root; one that does not is logged and left out.
     fn keep(&self, path: &Path) -> bool {
         match self.escape(path) {
@@ -85,6 +103,22 @@ impl Confined {
                 false
             }
         }
+    }
+}
+
+/// What a file that is neither a regular file nor a directory is.
+fn special_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
     }
 }
 
@@ -140,7 +174,7 @@ impl ObjectStore for Confined {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.check(path)?;
+        self.check_writable(path)?;
         self.inner.put_opts(path, payload, opts).await
     }
 
@@ -149,7 +183,7 @@ impl ObjectStore for Confined {
         path: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.check(path)?;
+        self.check_writable(path)?;
         self.inner.put_multipart_opts(path, opts).await
     }
 
@@ -203,7 +237,7 @@ impl ObjectStore for Confined {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.check(from)?;
-        self.check(to)?;
+        self.check_writable(to)?;
         self.inner.copy_opts(from, to, options).await
     }
 }
