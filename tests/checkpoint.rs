@@ -264,6 +264,34 @@ async fn denied_save(backend: support::Backend) {
     }
 }
 
+async fn no_bucket_save(backend: support::Backend) {
+    if backend.read_only() {
+        return;
+    }
+    let uri = "s3://ckptio-no-such-bucket/run/step-1/";
+    let dir = ckptio::resolve(uri, &backend.options).unwrap();
+    let err = save(&dir, &training_state().await, &SaveOptions::default())
+        .await
+        .map(|saved| saved.uri)
+        .expect_err(backend.name);
+    assert!(
+        matches!(&err, ckptio::Error::NoContainer { .. })
+            && err
+                .to_string()
+                .contains("its bucket or container does not exist"),
+        "[{}] {err}",
+        backend.name
+    );
+}
+
+#[tokio::test]
+async fn a_save_into_a_missing_bucket_says_so() {
+    // Not s3s-fs or SeaweedFS: they take a PUT into a bucket that does not exist and make it.
+    for name in ["moto", "garage"] {
+        support::run(name, "ckpt-no-bucket", no_bucket_save).await;
+    }
+}
+
 #[tokio::test]
 async fn an_upload_with_a_wrong_secret_is_a_permission_error() {
     // The S3 servers that check signatures (moto accepts any).

@@ -43,7 +43,7 @@ pyo3::create_exception!(
     ckptio,
     CommittedError,
     Error,
-    "The checkpoint is already committed (its manifest exists)."
+    "The checkpoint is already committed (its commit marker exists)."
 );
 pyo3::create_exception!(
     ckptio,
@@ -58,7 +58,7 @@ pub(crate) fn to_py(err: ckptio::Error) -> PyErr {
     let message = err.to_string();
     match &err {
         E::NotFound { .. } | E::NoSuchTensor { .. } => PyFileNotFoundError::new_err(message),
-        E::NoCheckpoint { .. } => PyFileNotFoundError::new_err(message),
+        E::NoCheckpoint { .. } | E::NoContainer { .. } => PyFileNotFoundError::new_err(message),
         E::PermissionDenied { .. } | E::MissingCredentials { .. } => {
             PyPermissionError::new_err(message)
         }

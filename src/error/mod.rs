@@ -73,6 +73,15 @@ pub enum Error {
         /// The URI, redacted.
         uri: String,
     },
+    /// A write found nowhere to put the object: its bucket or container (or, on a WebDAV
+    /// server, its parent collection) does not exist.
+    #[error("{uri}: cannot write: its bucket or container does not exist ({detail})")]
+    NoContainer {
+        /// The URI, redacted.
+        uri: String,
+        /// The store's words, redacted.
+        detail: String,
+    },
     /// The URI names a directory (a prefix) that exists but holds no checkpoint ckptio reads.
     #[error("{uri}: {}", no_checkpoint(found, hint))]
     NoCheckpoint {
@@ -334,6 +343,7 @@ impl Error {
             | Self::MissingCredentials { uri, .. }
             | Self::Config { uri, .. }
             | Self::NotFound { uri }
+            | Self::NoContainer { uri, .. }
             | Self::NoCheckpoint { uri, .. }
             | Self::NoSuchTensor { uri, .. }
             | Self::PermissionDenied { uri, .. }
@@ -407,6 +417,17 @@ impl Error {
         }
         let detail = redact(&chain(&err));
         match classify(&err) {
+            // A write creates its object: what is missing is where it goes (unless it is the
+            // multipart upload itself, aborted meanwhile).
+            Class::NotFound if operation == "put" && !detail.contains("NoSuchUpload") => {
+                Self::NoContainer { uri, detail }
+            }
+            Class::NotFound if operation == "put" => Self::Transport {
+                uri,
+                operation,
+                kind: TransportKind::Rejected,
+                detail,
+            },
             Class::NotFound => Self::NotFound { uri },
             Class::Denied => Self::PermissionDenied { uri, detail },
             Class::Transport(kind) => Self::Transport {
@@ -496,6 +517,34 @@ mod tests {
         });
         assert!(err.is_not_found());
         assert_eq!(err.to_string(), "s3://b/k: not found");
+    }
+
+    #[test]
+    fn a_write_that_finds_nothing_says_its_bucket_is_missing() {
+        let put = |source: &str| {
+            let err = object_store::Error::NotFound {
+                path: "k".into(),
+                source: source.to_owned().into(),
+            };
+            Error::from_store(err, "s3://b/k".into(), "put", &|s: &str| s.to_owned())
+        };
+        let err = put("404 Not Found: <Code>NoSuchBucket</Code>");
+        assert_eq!(
+            err.to_string(),
+            "s3://b/k: cannot write: its bucket or container does not exist (Object at location k \
+             not found: 404 Not Found: <Code>NoSuchBucket</Code>)"
+        );
+        let err = put("404 Not Found: <Code>NoSuchUpload</Code>");
+        assert!(
+            matches!(
+                err,
+                Error::Transport {
+                    kind: TransportKind::Rejected,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
