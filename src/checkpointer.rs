@@ -145,7 +145,7 @@ impl Checkpointer {
     ///
     /// [`Error::AlreadyCommitted`] when `index` is a committed directory; the save's errors.
     pub async fn save(&self, index: u64, tree: &StateTree, force: bool) -> Result<Option<Saved>> {
-        if !force && index % self.options.period.max(1) != 0 {
+        if !force && !index.is_multiple_of(self.options.period.max(1)) {
             return Ok(None);
         }
         let saved = match &self.options.form {

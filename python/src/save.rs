@@ -182,10 +182,11 @@ fn dict_key(key: &Bound<'_, PyAny>, path: &str) -> PyResult<(String, KeyKind)> {
     if let Ok(s) = key.cast::<PyString>() {
         return Ok((s.to_string(), KeyKind::Str));
     }
-    if key.is_instance_of::<PyInt>() && !key.is_instance_of::<PyBool>() {
-        if let Ok(v) = key.extract::<i64>() {
-            return Ok((v.to_string(), KeyKind::Int));
-        }
+    if key.is_instance_of::<PyInt>()
+        && !key.is_instance_of::<PyBool>()
+        && let Ok(v) = key.extract::<i64>()
+    {
+        return Ok((v.to_string(), KeyKind::Int));
     }
     let at = if path.is_empty() {
         "the top level"

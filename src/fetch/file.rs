@@ -259,13 +259,11 @@ fn open_part(paths: &PartPaths, fresh: Option<PartState>) -> Result<(File, Optio
                     .last()
                     .is_none_or(|&last| (last as u64) < s.size.div_ceil(s.chunk_size))
         });
-        if let (true, Some(saved)) = (matches, saved) {
-            if let Ok(file) = no_follow(OpenOptions::new().read(true).write(true)).open(&paths.data)
-            {
-                if file.metadata().is_ok_and(|m| m.len() == fresh.size) {
-                    return Ok((file, Some(saved)));
-                }
-            }
+        if let (true, Some(saved)) = (matches, saved)
+            && let Ok(file) = no_follow(OpenOptions::new().read(true).write(true)).open(&paths.data)
+            && file.metadata().is_ok_and(|m| m.len() == fresh.size)
+        {
+            return Ok((file, Some(saved)));
         }
     }
     let _ = std::fs::remove_file(&paths.state);

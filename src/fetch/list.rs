@@ -163,10 +163,10 @@ impl Listing {
     ) -> HashMap<String, Object> {
         let mut found = HashMap::new();
         for name in names {
-            if !found.contains_key(name) {
-                if let Some(object) = self.object(name, options.clone()) {
-                    found.insert(name.to_owned(), object);
-                }
+            if !found.contains_key(name)
+                && let Some(object) = self.object(name, options.clone())
+            {
+                found.insert(name.to_owned(), object);
             }
         }
         found

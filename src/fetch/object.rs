@@ -566,12 +566,12 @@ async fn chunk(source: &Source, pool: &Arc<Pool>, range: Range<u64>) -> Result<B
         .and_then(|len| pool.lend(len))
         // Already streaming: a smaller chunk size is what would help.
         .ok_or_else(|| source.too_large(len, false))?;
-    if source.location.local_path().is_some() {
-        if let Some((file, path)) = source.open_file(range.clone()).await? {
-            let read = read_at(Arc::new(file), path, lease, range.start, advance(source)).await;
-            source.open_file(range).await?;
-            return read.map(Lease::freeze);
-        }
+    if source.location.local_path().is_some()
+        && let Some((file, path)) = source.open_file(range.clone()).await?
+    {
+        let read = read_at(Arc::new(file), path, lease, range.start, advance(source)).await;
+        source.open_file(range).await?;
+        return read.map(Lease::freeze);
     }
     source.fill(range, &mut lease).await?;
     Ok(lease.freeze())

@@ -224,12 +224,12 @@ impl Source {
             None => (self.get(self.pinned_get(None)).await?, start),
         };
         // Servers that ignore If-Match still say which version they sent.
-        if let (Some(pinned), Some(sent)) = (&self.info.etag, &result.meta.e_tag) {
-            if !same_etag(pinned, sent) {
-                return Err(Failure::Changed {
-                    found: Some(sent.clone()),
-                });
-            }
+        if let (Some(pinned), Some(sent)) = (&self.info.etag, &result.meta.e_tag)
+            && !same_etag(pinned, sent)
+        {
+            return Err(Failure::Changed {
+                found: Some(sent.clone()),
+            });
         }
         match result.payload {
             // A local file: object_store would stream it in 8 KiB reads, each on the blocking
@@ -291,10 +291,10 @@ impl Source {
             Ok(result) => result,
             Err(err) => return Err(self.fatal(Failure::Store(err)).await),
         };
-        if let (Some(pinned), Some(sent)) = (&self.info.etag, &result.meta.e_tag) {
-            if !same_etag(pinned, sent) {
-                return Err(self.changed(Some(sent.clone())).await);
-            }
+        if let (Some(pinned), Some(sent)) = (&self.info.etag, &result.meta.e_tag)
+            && !same_etag(pinned, sent)
+        {
+            return Err(self.changed(Some(sent.clone())).await);
         }
         Ok(match result.payload {
             GetResultPayload::File(file, path) => Some((file, path)),

@@ -69,10 +69,11 @@ pub(crate) fn parse(uri: &str, cwd: &FsPath) -> Result<Target, UriError> {
         return Err(UriError::Malformed("empty URI".into()));
     }
     if !trimmed.contains("://") {
-        if let Some((scheme, _)) = trimmed.split_once(':') {
-            if Scheme::from_url_scheme(&scheme.to_ascii_lowercase()).is_some() && scheme != "file" {
-                return Err(UriError::Malformed(format!("expected `{scheme}://`")));
-            }
+        if let Some((scheme, _)) = trimmed.split_once(':')
+            && Scheme::from_url_scheme(&scheme.to_ascii_lowercase()).is_some()
+            && scheme != "file"
+        {
+            return Err(UriError::Malformed(format!("expected `{scheme}://`")));
         }
         return local(&cwd.join(trimmed));
     }

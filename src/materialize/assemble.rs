@@ -44,7 +44,7 @@ pub(super) fn assemble(
                 },
             )
         };
-        if t.dtype.bits() % 8 != 0 {
+        if !t.dtype.bits().is_multiple_of(8) {
             return Err(bad(format!("{} tensors cannot be assembled", t.dtype)));
         }
         if let Some(whole) = single_piece(&t, &pieces) {

@@ -189,15 +189,15 @@ impl StateTree {
                 let _ = report.remainder.insert(p, Node::Leaf((*leaf).clone()));
                 continue;
             };
-            if let (Leaf::Tensor(got), Leaf::Tensor(want)) = (leaf, want) {
-                if got.dtype != want.dtype || got.shape != want.shape {
-                    report.mismatched.push(Mismatch {
-                        path: p.clone(),
-                        expected: (want.dtype, want.shape.clone()),
-                        found: (got.dtype, got.shape.clone()),
-                    });
-                    continue;
-                }
+            if let (Leaf::Tensor(got), Leaf::Tensor(want)) = (leaf, want)
+                && (got.dtype != want.dtype || got.shape != want.shape)
+            {
+                report.mismatched.push(Mismatch {
+                    path: p.clone(),
+                    expected: (want.dtype, want.shape.clone()),
+                    found: (got.dtype, got.shape.clone()),
+                });
+                continue;
             }
             let _ = report.matched.insert(p, Node::Leaf((*leaf).clone()));
         }

@@ -71,7 +71,8 @@ impl Quantized {
 
     /// Stored bytes of `values` values (whole rows), or `None` when they are not whole rows.
     pub(crate) fn stored_bytes(&self, values: u64) -> Option<u64> {
-        (self.row > 0 && values % self.row == 0).then_some(values / self.row * self.row_bytes())
+        (self.row > 0 && values.is_multiple_of(self.row))
+            .then_some(values / self.row * self.row_bytes())
     }
 }
 
@@ -563,7 +564,7 @@ pub fn contiguous_strides(shape: &[u64]) -> Vec<u64> {
 /// Bytes from the first stored element to the last, for `shape` and element `strides`
 /// (`None` on overflow or a partial-byte dtype; 0 for an empty tensor).
 pub fn strided_extent(dtype: DType, shape: &[u64], strides: &[u64]) -> Option<u64> {
-    if dtype.bits() % 8 != 0 || strides.len() != shape.len() {
+    if !dtype.bits().is_multiple_of(8) || strides.len() != shape.len() {
         return None;
     }
     if shape.contains(&0) {

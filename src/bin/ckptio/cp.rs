@@ -34,10 +34,11 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     };
     let dir =
         args.src.ends_with('/') || matches!(ckptio::stat(&src).await, Err(e) if e.is_not_found());
-    if args.dst.ends_with('/') && !dir {
-        if let Some(name) = src.path().filename() {
-            dst = dst.join(name);
-        }
+    if args.dst.ends_with('/')
+        && !dir
+        && let Some(name) = src.path().filename()
+    {
+        dst = dst.join(name);
     }
     let work = async {
         if dir {

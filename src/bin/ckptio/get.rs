@@ -95,10 +95,10 @@ async fn to_stdout(object: &Object) -> Result<()> {
             other => other.context("writing to stdout")?,
         }
     }
-    if let Err(e) = stdout.flush().await {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            bail!("writing to stdout: {e}");
-        }
+    if let Err(e) = stdout.flush().await
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        bail!("writing to stdout: {e}");
     }
     Ok(())
 }

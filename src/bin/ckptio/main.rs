@@ -129,19 +129,19 @@ impl SrcDstArgs {
 /// `err`, or, when it says that no object is at `location` and a directory (a prefix) is, an
 /// error that says so and how to copy the directory.
 pub async fn object_error(location: &ckptio::Location, err: ckptio::Error) -> anyhow::Error {
-    if let ckptio::Error::NotFound { .. } = err {
-        if let Ok(listing) = ckptio::list(location).await {
-            let held = match listing.names().count() + listing.dirs().len() {
-                0 => None,
-                1 => Some("1 entry".to_owned()),
-                n => Some(format!("{n} entries")),
-            };
-            if let Some(held) = held {
-                return anyhow::anyhow!(
-                    "{location}: a directory ({held}), not an object; `ckptio cp {location}/ \
+    if let ckptio::Error::NotFound { .. } = err
+        && let Ok(listing) = ckptio::list(location).await
+    {
+        let held = match listing.names().count() + listing.dirs().len() {
+            0 => None,
+            1 => Some("1 entry".to_owned()),
+            n => Some(format!("{n} entries")),
+        };
+        if let Some(held) = held {
+            return anyhow::anyhow!(
+                "{location}: a directory ({held}), not an object; `ckptio cp {location}/ \
                      DEST/` copies it"
-                );
-            }
+            );
         }
     }
     err.into()

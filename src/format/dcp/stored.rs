@@ -186,12 +186,12 @@ impl DataFile {
                 "tensor `{fqn}` is {dtype} × {shape:?} in the blob, its chunk {sizes:?}"
             )));
         }
-        if let Some(saved) = saved_offsets(header, fqn) {
-            if saved != offsets {
-                return Err(bad(format!(
-                    "tensor `{fqn}` was saved at {saved:?}, its chunk is at {offsets:?}"
-                )));
-            }
+        if let Some(saved) = saved_offsets(header, fqn)
+            && saved != offsets
+        {
+            return Err(bad(format!(
+                "tensor `{fqn}` was saved at {saved:?}, its chunk is at {offsets:?}"
+            )));
         }
         let bytes = start + t.range.start..start + t.range.end;
         Ok(LazyTensor::contiguous(

@@ -107,7 +107,7 @@ impl GgmlType {
     /// Bytes of one innermost row of `values` values, or `None` when the row is not a whole
     /// number of blocks (or overflows).
     pub fn row_bytes(&self, values: u64) -> Option<u64> {
-        if values % self.block_values != 0 {
+        if !values.is_multiple_of(self.block_values) {
             return None;
         }
         (values / self.block_values).checked_mul(self.block_bytes)
@@ -139,7 +139,7 @@ impl BlockScheme for GgmlType {
             ));
         };
         let bytes = self.block_bytes as usize;
-        if data.len() % bytes != 0 {
+        if !data.len().is_multiple_of(bytes) {
             return Err(format!(
                 "{} bytes are not whole {}-byte blocks",
                 data.len(),

@@ -317,22 +317,22 @@ impl Converter<'_> {
             ("collections", "OrderedDict" | "defaultdict" | "Counter") | ("builtins", "dict") => {
                 let mut dict = Dict::new();
                 // Counter(dict) and OrderedDict([(k, v), ...]) carry items in their arguments.
-                if n != "defaultdict" {
-                    if let Some(&first) = args.first() {
-                        match (heap.get(first), heap.items(first)) {
-                            (Value::Dict(pairs), _) => dict.extend(self.dict(hooks, pairs)?),
-                            (_, Some(items)) => {
-                                let pairs: Vec<(Id, Id)> = items
-                                    .iter()
-                                    .filter_map(|&p| match heap.items(p) {
-                                        Some(&[k, v]) => Some((k, v)),
-                                        _ => None,
-                                    })
-                                    .collect();
-                                dict.extend(self.dict(hooks, &pairs)?);
-                            }
-                            _ => {}
+                if n != "defaultdict"
+                    && let Some(&first) = args.first()
+                {
+                    match (heap.get(first), heap.items(first)) {
+                        (Value::Dict(pairs), _) => dict.extend(self.dict(hooks, pairs)?),
+                        (_, Some(items)) => {
+                            let pairs: Vec<(Id, Id)> = items
+                                .iter()
+                                .filter_map(|&p| match heap.items(p) {
+                                    Some(&[k, v]) => Some((k, v)),
+                                    _ => None,
+                                })
+                                .collect();
+                            dict.extend(self.dict(hooks, &pairs)?);
                         }
+                        _ => {}
                     }
                 }
                 dict.extend(self.dict(hooks, call.items())?);

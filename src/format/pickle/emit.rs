@@ -159,14 +159,14 @@ impl Pickler {
 
     /// Opens the batch that item `i` starts, if it starts one.
     pub fn start_batch(&mut self, i: usize) {
-        if i % BATCH == 0 {
+        if i.is_multiple_of(BATCH) {
             self.op(Opcode::Mark);
         }
     }
 
     /// Closes the batch after item `i` of `n` (of a dict when `dict`), if it ends one.
     pub fn end_batch(&mut self, i: usize, n: usize, dict: bool) {
-        if (i + 1) % BATCH == 0 || i + 1 == n {
+        if (i + 1).is_multiple_of(BATCH) || i + 1 == n {
             self.op(if dict {
                 Opcode::SetItems
             } else {

@@ -721,7 +721,7 @@ impl Call {
 }
 
 fn pairs(items: Vec<Id>, op: &'static str) -> Step<Vec<(Id, Id)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(Kind::WrongType {
             op,
             expected: "key/value pairs",

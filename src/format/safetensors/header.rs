@@ -250,7 +250,7 @@ pub fn render(
     let object = Rendered { metadata, entries };
     // Serialized in place: no JSON tree of the header is built.
     let mut header = serde_json::to_vec(&object).expect("a header always serializes");
-    while (8 + header.len()) % 8 != 0 {
+    while !(8 + header.len()).is_multiple_of(8) {
         header.push(b' ');
     }
     let mut out = (header.len() as u64).to_le_bytes().to_vec();

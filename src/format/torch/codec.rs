@@ -549,7 +549,7 @@ impl Rebuild<'_> {
                 "size {shape:?} and stride {strides:?} differ in length"
             ));
         }
-        if dtype.bits() % 8 != 0 {
+        if !dtype.bits().is_multiple_of(8) {
             return Err(format!("{dtype} tensors are not supported in torch files"));
         }
         let elem = dtype.bits() / 8;

@@ -172,12 +172,12 @@ fn described(
             .ok_or_else(|| Problem::Bad(format!("storage type `{class}` is not supported")))?;
         let key = text(heap, *key, "a storage key")?;
         let numel = count(heap, *numel, "a storage's element count")?;
-        if let Some(&(d, n)) = sizes.get(&key) {
-            if (d, n) != (dtype, numel) {
-                return Err(Problem::Bad(format!(
-                    "storage `{key}` is described twice, as {d} × {n} and {dtype} × {numel}"
-                )));
-            }
+        if let Some(&(d, n)) = sizes.get(&key)
+            && (d, n) != (dtype, numel)
+        {
+            return Err(Problem::Bad(format!(
+                "storage `{key}` is described twice, as {d} × {n} and {dtype} × {numel}"
+            )));
         }
         sizes.insert(key.clone(), (dtype, numel));
         if let Some(view) = rest.first().and_then(|&v| heap.items(v)) {
