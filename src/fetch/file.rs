@@ -3,7 +3,8 @@
 //!
 //! `DEST.part.json` records which chunks are on disk and for which ETag. An interrupted
 //! download (an error, Ctrl-C, a kill) resumes from it, with the chunk size it started with,
-//! when the object's ETag, version and size still match; otherwise it starts over.
+//! when the object's ETag, version and size still match; otherwise it starts over. Processes
+//! downloading to the same `DEST` take turns (see `lock`): one fetches, the others find it done.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -16,6 +17,7 @@ use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::lock::{Acquired, Completed, DestLock};
 use super::object::Object;
 use super::plan;
 use super::sink::FileWriter;
@@ -85,6 +87,22 @@ impl Object {
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(local_io(parent, "create the directory"))?;
         }
+        let progress = &source.options.progress;
+        let completes = info.etag.clone().map(|etag| Completed {
+            etag,
+            version: info.version.clone(),
+            size: info.size,
+        });
+        let lock = match DestLock::acquire(dest, completes.clone()).await? {
+            Acquired::Owned(lock) => lock,
+            Acquired::Done => {
+                tracing::info!(uri = %source.location, "{} was completed by another process meanwhile", dest.display());
+                progress.started(&source.location.uri(), info.size);
+                progress.advanced(info.size);
+                progress.finished();
+                return Ok(info);
+            }
+        };
 
         let resumable = info.etag.clone().map(|etag| PartState {
             etag,
@@ -104,7 +122,6 @@ impl Object {
                 .sum()
         });
 
-        let progress = &source.options.progress;
         progress.started(&source.location.uri(), info.size);
         if already > 0 {
             tracing::info!(uri = %source.location, bytes = already, "resuming from {}", paths.data.display());
@@ -167,6 +184,7 @@ impl Object {
             }
             _ => {}
         }
+        lock.finish(completes.as_ref());
         progress.finished();
         Ok(info)
     }
@@ -443,6 +461,103 @@ mod tests {
         leave_part(&dest, &[0xEE; 95], "\"other\"", 10, &all);
         object.download_to(&dest).await.unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
+    }
+
+    /// `name` in memory, put once, opened `n` times from one counted location.
+    async fn shared(
+        name: &str,
+        data: &[u8],
+        n: usize,
+    ) -> (Vec<Object>, Arc<crate::location::Counts>) {
+        let loc =
+            crate::location::resolve(&format!("memory://file-lock/{name}"), &Default::default())
+                .unwrap();
+        use object_store::ObjectStoreExt;
+        loc.store()
+            .put(loc.path(), data.to_vec().into())
+            .await
+            .unwrap();
+        let (loc, counts) = loc.counted();
+        let options = FetchOptions {
+            chunk_size: 10,
+            concurrency: 2,
+            ..FetchOptions::default()
+        };
+        let mut objects = Vec::new();
+        for _ in 0..n {
+            objects.push(Object::open(&loc, options.clone()).await.unwrap());
+        }
+        (objects, counts)
+    }
+
+    fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn downloads_to_one_destination_take_turns_and_fetch_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        let data: Vec<u8> = (0..95u8).collect();
+        let (objects, counts) = shared("turns", &data, 3).await;
+        let before = counts.gets();
+        let results = futures::future::join_all(objects.iter().map(|o| o.download_to(&dest))).await;
+        for result in results {
+            result.unwrap();
+        }
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert_eq!(
+            counts.gets() - before,
+            10,
+            "one download: 10 ranges of 10 bytes"
+        );
+        assert_eq!(names(dir.path()), ["out.bin"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_download_waiting_on_an_owner_that_gives_up_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        let data: Vec<u8> = (0..95u8).collect();
+        let (mut objects, _) = shared("gives-up", &data, 1).await;
+        let object = objects.pop().unwrap();
+        let Acquired::Owned(held) = DestLock::acquire(&dest, None).await.unwrap() else {
+            panic!("nobody else holds it");
+        };
+        let waiting = tokio::spawn({
+            let dest = dest.clone();
+            async move { object.download_to(&dest).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "waits for the lock");
+        drop(held);
+        waiting.await.unwrap().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert_eq!(names(dir.path()), ["out.bin"]);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_planted_link_for_the_lock_file_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let dest = dir.path().join("out.bin");
+        std::os::unix::fs::symlink(&victim, DestLock::path_for(&dest)).unwrap();
+        let data: Vec<u8> = (0..95u8).collect();
+        object("planted-lock", data.clone())
+            .await
+            .download_to(&dest)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert_eq!(names(dir.path()), ["out.bin", "victim"]);
     }
 
     #[cfg(unix)]

@@ -9,6 +9,7 @@
 
 mod file;
 mod list;
+mod lock;
 mod mapped;
 mod object;
 mod options;
