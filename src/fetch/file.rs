@@ -188,9 +188,7 @@ impl Object {
         progress.finished();
         Ok(info)
     }
-}
 
-impl Object {
     /// Writes the object in order into `dest`, which is not a regular file (`/dev/null`, a
     /// FIFO, `/dev/stdout`): it is opened and written through, never renamed over, so the
     /// device or pipe stays what it is. Nothing to resume: a rerun starts over.
