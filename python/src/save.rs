@@ -128,8 +128,9 @@ fn node(py: Python<'_>, value: &Bound<'_, PyAny>, path: &str) -> PyResult<Node> 
             // integers; a dict holds one kind, as the manifest and a torch file record it.
             if kind.replace(key_kind).is_some_and(|k| k != key_kind) {
                 return Err(PyTypeError::new_err(format!(
-                    "`{path}`: a dict whose keys mix strings and integers cannot be saved \
-                     (they would load as one kind)"
+                    "`{}`: a dict whose keys mix strings and integers cannot be saved (they \
+                     would load as one kind)",
+                    shown(path)
                 )));
             }
             let child = node(py, &child, &join(&ckptio::path::escape(&key)))?;
@@ -168,8 +169,8 @@ fn node(py: Python<'_>, value: &Bound<'_, PyAny>, path: &str) -> PyResult<Node> 
         return opaque(py, o.get(), path);
     } else {
         return Err(PyTypeError::new_err(format!(
-            "`{path}`: a value of type `{}` cannot be saved (tensors, arrays, dicts, lists, tuples, numbers, \
-             strings, bytes and None can)",
+            "`{path}`: a value of type `{}` cannot be saved (tensors, arrays, dicts, lists, \
+             tuples, numbers, strings, bytes and None can)",
             value.get_type().name()?
         )));
     };
@@ -188,17 +189,22 @@ fn dict_key(key: &Bound<'_, PyAny>, path: &str) -> PyResult<(String, KeyKind)> {
     {
         return Ok((v.to_string(), KeyKind::Int));
     }
-    let at = if path.is_empty() {
-        "the top level"
-    } else {
-        path
-    };
     Err(PyTypeError::new_err(format!(
-        "`{at}`: the dict key {} (of type `{}`) cannot be saved: keys are strings or 64-bit \
+        "`{}`: the dict key {} (of type `{}`) cannot be saved: keys are strings or 64-bit \
          integers",
+        shown(path),
         key.repr()?,
         key.get_type().name()?
     )))
+}
+
+/// A dict's path in a message: the root has none.
+fn shown(path: &str) -> &str {
+    if path.is_empty() {
+        "the top level"
+    } else {
+        path
+    }
 }
 
 /// An opaque placeholder `load` returned, saved back as it was read.

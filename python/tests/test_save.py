@@ -90,6 +90,7 @@ def _keys(tree: object) -> object:
         ({"m": {(1, 2): 3}}, r"`m`: the dict key \(1, 2\) \(of type `tuple`\)"),
         ({"m": {2**70: 3}}, r"`m`: the dict key 1180591620717411303424 \(of type `int`\)"),
         ({"s": {0: np.ones(1), "x": 1}}, r"`s`: a dict whose keys mix strings and integers"),
+        ({0: np.ones(1), "x": 1}, r"`the top level`: a dict whose keys mix strings and integers"),
     ],
 )
 def test_dict_keys_that_would_load_as_other_keys_are_refused(
