@@ -24,6 +24,7 @@ use super::sink::FileWriter;
 use super::stat::ObjectInfo;
 use super::task::{blocking, local_io};
 use crate::error::{Error, Result};
+use crate::location::Location;
 use crate::streams::spawn;
 
 /// How often the resume state is saved while chunks complete.
@@ -62,7 +63,9 @@ impl PartPaths {
 }
 
 impl Object {
-    /// Downloads the object to the local file `dest` (parent directories are created).
+    /// Downloads the object to the local file `dest` (parent directories are created), or
+    /// into the directory `dest` names (an existing one, or a path ending in `/`) under the
+    /// object's own file name.
     ///
     /// Chunks are written at their offsets into `dest` + `.part`, which is renamed to `dest`
     /// only when every byte is there; an interrupted download resumes from the `.part` file
@@ -77,6 +80,7 @@ impl Object {
     /// A destination that exists and is not a regular file (`/dev/null`, a FIFO) is written
     /// through, in order, instead: it is never replaced by a renamed file.
     pub async fn download_to(&self, dest: &Path) -> Result<ObjectInfo> {
+        let dest = &file_dest(dest, self.location())?;
         if std::fs::metadata(dest).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
             return self.write_into(dest).await;
         }
@@ -208,6 +212,25 @@ impl Object {
         }
         file.flush().await.map_err(local_io(dest, "write"))?;
         Ok(self.info().clone())
+    }
+}
+
+/// `dest`, or the object's file name inside it when it names a directory (an existing one, or
+/// a path ending in `/`). Decided before a byte is fetched.
+fn file_dest(dest: &Path, location: &Location) -> Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt as _;
+    if !(dest.as_os_str().as_bytes().ends_with(b"/") || dest.is_dir()) {
+        return Ok(dest.to_path_buf());
+    }
+    match location.path().filename() {
+        Some(name) => Ok(dest.join(name)),
+        None => Err(Error::InvalidArgument {
+            what: location.uri(),
+            reason: format!(
+                "names no file to put into the directory {}; give the destination a file name",
+                dest.display()
+            ),
+        }),
     }
 }
 
@@ -459,6 +482,20 @@ mod tests {
         leave_part(&dest, &[0xEE; 95], "\"other\"", 10, &all);
         object.download_to(&dest).await.unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_directory_destination_takes_the_objects_name_before_anything_is_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..95u8).collect();
+        let object = object("named.bin", data.clone()).await;
+        let fresh = format!("{}/new/", dir.path().display());
+        for dest in [dir.path().to_path_buf(), PathBuf::from(&fresh)] {
+            object.download_to(&dest).await.unwrap();
+            assert_eq!(std::fs::read(dest.join("named.bin")).unwrap(), data);
+        }
+        assert_eq!(names(dir.path()), ["named.bin", "new"]);
+        assert_eq!(names(&dir.path().join("new")), ["named.bin"]);
     }
 
     /// `name` in memory, put once, opened `n` times from one counted location.

@@ -51,7 +51,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     };
     let dest = match args.dest.as_str() {
         "-" => None,
-        dest => Some(destination(dest, &location)?),
+        dest => Some(PathBuf::from(dest)),
     };
     let object = match Object::open(&location, options).await {
         Ok(object) => object,
@@ -66,21 +66,6 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     tokio::select! {
         result = download => result,
         _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
-    }
-}
-
-/// `dest`, or the object's file name inside `dest` when that is a directory (an existing one,
-/// or any path ending in `/`). Decided before a byte is fetched.
-fn destination(dest: &str, location: &ckptio::Location) -> Result<PathBuf> {
-    let path = PathBuf::from(dest);
-    if !(dest.ends_with('/') || path.is_dir()) {
-        return Ok(path);
-    }
-    match location.path().filename() {
-        Some(name) => Ok(path.join(name)),
-        None => bail!(
-            "{location} names no file to put into the directory {dest}; give DEST a file name"
-        ),
     }
 }
 
