@@ -103,6 +103,12 @@ def test_stat_and_download_with_progress(backend: Backend, tmp_path: Path) -> No
     )
     assert size == len(data) and (tmp_path / "views.pt").read_bytes() == data
     assert seen[-1] == (len(data), len(data))
+    # Into a directory (existing, or named with a trailing `/`), under the object's name.
+    (tmp_path / "dir").mkdir()
+    for into in (tmp_path / "dir", tmp_path / "new"):
+        ckptio.download(backend.uri("views.pt"), str(into) + "/", backend.options)
+        assert (into / "views.pt").read_bytes() == data
+        assert sorted(p.name for p in into.iterdir()) == ["views.pt"]
 
 
 def test_ls_and_cp_between_stores(backend: Backend, tmp_path: Path) -> None:
