@@ -443,6 +443,31 @@ async fn a_fifo_destination_is_written_through_or_refused_never_replaced() {
     assert_eq!(names, ["pipe"], "no staging or .part file left");
 }
 
+/// A one-file conversion into a directory (an existing one, or DST ending in `/`) takes the
+/// source's name, as `get` and `cp` do, where it failed its rename or wrote a file `out`.
+#[tokio::test]
+async fn a_one_file_conversion_into_a_directory_takes_the_sources_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = support::cli::fixture("torch/state_dict.pt");
+    let src = src.to_str().unwrap();
+    std::fs::create_dir(dir.path().join("have")).unwrap();
+    for (dst, to, written) in [
+        ("have", "safetensors", "have/state_dict.safetensors"),
+        ("new/", "torch", "new/state_dict.pt"),
+    ] {
+        run(
+            ckptio(dir.path()).args(["convert", src, dst, "--to", to, "-q"]),
+            true,
+        )
+        .await;
+        let names: Vec<_> = std::fs::read_dir(dir.path().join(dst))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(names, [dir.path().join(written)], "{dst} --to {to}");
+    }
+}
+
 #[tokio::test]
 async fn ctrl_c_leaves_no_final_file_and_a_rerun_resumes() {
     let dir = tempfile::tempdir().unwrap();

@@ -269,6 +269,19 @@ pub(crate) fn save(
         Some(callable) => options::Callback::new(callable),
         None => std::sync::Arc::new(ckptio::NoProgress),
     };
+    let is_dir = location.names_dir() || location.local_path().is_some_and(|p| p.is_dir());
+    if is_dir && matches!(format, "safetensors" | "torch") {
+        return Err(PyValueError::new_err(format!(
+            "{location}: names a directory, and format={format:?} writes one file: give it a file \
+             name (`{}/model.{}`)",
+            location.uri().trim_end_matches('/'),
+            if format == "torch" {
+                "pt"
+            } else {
+                "safetensors"
+            }
+        )));
+    }
     match format {
         "ckptio" => {
             let defaults = ckptio::SaveOptions::default();

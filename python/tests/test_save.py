@@ -103,6 +103,14 @@ def test_dict_keys_that_would_load_as_other_keys_are_refused(
         assert not Path(target).exists()
 
 
+def test_a_one_file_format_refuses_a_directory_and_writes_nothing(tmp_path: Path) -> None:
+    for format, ext in (("safetensors", "safetensors"), ("torch", "pt")):
+        for target in (str(tmp_path), str(tmp_path / "new") + "/"):
+            with pytest.raises(ValueError, match=f"names a directory.*/model.{ext}"):
+                ckptio.save(target, {"x": np.zeros(2)}, format=format)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_committed_checkpoint_is_not_overwritten(tmp_path: Path) -> None:
     ckptio.save(str(tmp_path / "ckpt"), {"x": np.zeros(2)})
     with pytest.raises(ckptio.CommittedError):

@@ -116,6 +116,17 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
             Target::Ckptio
         }
     });
+    let dst = match target {
+        Target::Safetensors | Target::Torch if names_dir(&dst) => {
+            let ext = if target == Target::Torch {
+                "pt"
+            } else {
+                "safetensors"
+            };
+            dst.join(&format!("{}.{ext}", stem(&src)))
+        }
+        _ => dst,
+    };
     let (count, total) = tree
         .tensors()
         .fold((0, 0), |(n, bytes), (_, t)| (n + 1, bytes + t.nbytes()));
@@ -180,6 +191,25 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `dst` names a directory: its URI ends in `/`, or it is a local directory.
+fn names_dir(dst: &ckptio::Location) -> bool {
+    dst.names_dir() || dst.local_path().is_some_and(|p| p.is_dir())
+}
+
+/// The name a converted file takes in a directory: the source's, without its extension
+/// (`model.safetensors.index.json` and a directory `step-3/` give `model` and `step-3`).
+fn stem(src: &ckptio::Location) -> String {
+    let name = src.path().filename().unwrap_or("checkpoint");
+    let name = [".safetensors.index.json", ".bin.index.json", ".index.json"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name);
+    match name.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem.to_owned(),
+        _ => name.to_owned(),
+    }
 }
 
 /// With `wanted`, every quantized tensor ckptio decodes becomes its F32 values; the ones it
