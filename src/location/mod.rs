@@ -599,31 +599,23 @@ mod tests {
     #[test]
     fn a_shared_option_neither_side_takes_and_a_wrong_own_option_are_errors() {
         let r = Resolver::with_env(env());
-        let err = r
-            .resolve_pair(
-                "/tmp/a",
-                "s3://bucket/b",
-                &PairOptions {
-                    shared: StorageOptions::new().with("endpiont", "http://x"),
-                    ..PairOptions::default()
-                },
-            )
-            .unwrap_err();
+        let refused = |options: PairOptions| {
+            r.resolve_pair("/tmp/a", "s3://bucket/b", &options)
+                .unwrap_err()
+        };
+        let err = refused(PairOptions {
+            shared: StorageOptions::new().with("endpiont", "http://x"),
+            ..PairOptions::default()
+        });
         assert_eq!(
             err.to_string(),
             "/tmp/a: invalid option `endpiont`: not a configuration key of this kind of store, \
              nor of s3://bucket/b's"
         );
-        let err = r
-            .resolve_pair(
-                "/tmp/a",
-                "s3://bucket/b",
-                &PairOptions {
-                    src: StorageOptions::new().with("region", "eu-west-1"),
-                    ..PairOptions::default()
-                },
-            )
-            .unwrap_err();
+        let err = refused(PairOptions {
+            src: StorageOptions::new().with("region", "eu-west-1"),
+            ..PairOptions::default()
+        });
         assert!(
             matches!(&err, Error::InvalidOption { uri, key, .. } if uri == "/tmp/a" && key == "region"),
             "{err}"
