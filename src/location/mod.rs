@@ -269,8 +269,37 @@ impl Location {
 
     /// The ckptio error for `err`, which `operation` on this location returned.
     pub(crate) fn error(&self, operation: &'static str, err: object_store::Error) -> Error {
-        Error::from_store(err, self.uri(), operation, &|text| self.redact(text))
+        // A local file system's own failure (no space left, a path through a file, a read-only
+        // file system) is a local I/O error, not a transport one.
+        let local = self
+            .local_path()
+            .and_then(|path| Some((path, local_cause(&err)?)));
+        let error = Error::from_store(err, self.uri(), operation, &|text| self.redact(text));
+        match (error, local) {
+            (Error::Transport { .. }, Some((path, source))) => Error::LocalIo {
+                path: path.display().to_string(),
+                action: match operation {
+                    "put" => "write",
+                    "get" => "read",
+                    other => other,
+                },
+                source,
+            },
+            (error, _) => error,
+        }
     }
+}
+
+/// The operating system's error under a local store's `err`, as an error of its own.
+fn local_cause(err: &object_store::Error) -> Option<std::io::Error> {
+    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = at {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(std::io::Error::new(io.kind(), io.to_string()));
+        }
+        at = e.source();
+    }
+    None
 }
 
 impl fmt::Display for Location {
@@ -618,6 +647,31 @@ mod tests {
         });
         assert!(
             matches!(&err, Error::InvalidOption { uri, key, .. } if uri == "/tmp/a" && key == "region"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_local_file_systems_own_failure_is_a_local_io_error() {
+        use object_store::ObjectStoreExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let under = format!("{}/file/x.pt", dir.path().display());
+        let loc = resolve(&under, &StorageOptions::new()).unwrap();
+        let err = loc
+            .store()
+            .put(loc.path(), vec![1u8].into())
+            .await
+            .map_err(|e| loc.error("put", e))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::LocalIo { action: "write", source, .. }
+                if source.kind() == std::io::ErrorKind::NotADirectory),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{under}: cannot write: ")),
             "{err}"
         );
     }
