@@ -440,20 +440,16 @@ impl Selection {
     /// matches nothing is an error naming what the checkpoint holds, as a typo would otherwise
     /// select nothing in silence.
     fn apply(&self, tree: StateTree, location: &Location) -> Result<StateTree> {
-        if self.globs.is_empty() {
+        let Some(set) = &self.set else {
             return Ok(tree);
-        }
-        let refs: Vec<&str> = self.globs.iter().map(String::as_str).collect();
-        let invalid = |e: crate::tree::GlobError| Error::InvalidArgument {
-            what: "select".into(),
-            reason: e.to_string(),
         };
-        if let Some(glob) = tree.unmatched(&refs).map_err(invalid)?.first() {
+        let matched = tree.matched_by(set);
+        if let Some((glob, _)) = self.globs.iter().zip(matched).find(|(_, m)| !m) {
             return Err(Error::InvalidArgument {
                 what: location.uri(),
                 reason: format!("select `{glob}` matches nothing{}", holding(&tree)),
             });
         }
-        tree.select(&refs).map_err(invalid)
+        Ok(tree.filtered_by(set, true))
     }
 }

@@ -102,7 +102,17 @@ impl StateTree {
     /// [`GlobError`] for a glob that does not parse.
     pub fn unmatched<'g>(&self, globs: &[&'g str]) -> Result<Vec<&'g str>, GlobError> {
         let set = globset(globs)?;
-        let mut matched = vec![false; globs.len()];
+        let matched = self.matched_by(&set);
+        Ok(globs
+            .iter()
+            .zip(matched)
+            .filter(|(_, m)| !m)
+            .map(|(g, _)| *g)
+            .collect())
+    }
+
+    /// For each glob of `set`, in order, whether it matches a path of this tree.
+    pub(crate) fn matched_by(&self, set: &GlobSet) -> Vec<bool> {
         fn visit(node: &Node, at: &str, set: &GlobSet, matched: &mut [bool]) {
             for i in set.matches(at) {
                 matched[i] = true;
@@ -121,15 +131,11 @@ impl StateTree {
                 Node::Leaf(_) => {}
             }
         }
+        let mut matched = vec![false; set.len()];
         for (k, node) in self.root.iter() {
-            visit(node, &path::escape(k), &set, &mut matched);
+            visit(node, &path::escape(k), set, &mut matched);
         }
-        Ok(globs
-            .iter()
-            .zip(matched)
-            .filter(|(_, m)| !m)
-            .map(|(g, _)| *g)
-            .collect())
+        matched
     }
 
     /// The tree without the nodes matching one of `globs`, exactly as Composer's
@@ -144,15 +150,20 @@ impl StateTree {
     }
 
     fn filter(&self, globs: &[&str], keep: bool) -> Result<StateTree, GlobError> {
-        let set = globset(globs)?;
+        Ok(self.filtered_by(&globset(globs)?, keep))
+    }
+
+    /// The tree with (`keep = true`) or without the nodes `set` matches, and what lies below
+    /// them.
+    pub(crate) fn filtered_by(&self, set: &GlobSet, keep: bool) -> StateTree {
         let root = self
             .root
             .iter()
             .filter_map(|(k, node)| {
-                filter(node, &path::escape(k), &set, keep).map(|n| (k.clone(), n))
+                filter(node, &path::escape(k), set, keep).map(|n| (k.clone(), n))
             })
             .collect();
-        Ok(StateTree::from_dict(root))
+        StateTree::from_dict(root)
     }
 
     /// Matches this tree against `expected`: which expected leaves are missing, which leaves
