@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchOptions, Object};
 use crate::format::marker;
-use crate::location::Location;
+use crate::location::{Location, special_file};
 use crate::upload::{CreateError, upload};
 
 /// What a copy moved.
@@ -35,10 +35,7 @@ pub async fn copy_object(src: &Location, dst: &Location, fetch: FetchOptions) ->
     let object = Object::open(src, fetch).await?;
     let size = object.info().size;
     // `/dev/null` or a FIFO: written through, as `get` writes it, never replaced.
-    if let Some(special) = dst
-        .local_path()
-        .filter(|p| std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir()))
-    {
+    if let Some(special) = dst.local_path().filter(|p| special_file(p).is_some()) {
         object.download_to(&special).await?;
         return Ok(size);
     }

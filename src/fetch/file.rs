@@ -24,7 +24,7 @@ use super::sink::FileWriter;
 use super::stat::ObjectInfo;
 use super::task::{blocking, local_io};
 use crate::error::{Error, Result};
-use crate::location::Location;
+use crate::location::{Location, special_file};
 use crate::streams::spawn;
 
 /// How often the resume state is saved while chunks complete.
@@ -81,7 +81,7 @@ impl Object {
     /// through, in order, instead: it is never replaced by a renamed file.
     pub async fn download_to(&self, dest: &Path) -> Result<ObjectInfo> {
         let dest = &file_dest(dest, self.location())?;
-        if std::fs::metadata(dest).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        if special_file(dest).is_some() {
             return self.write_into(dest).await;
         }
         let info = self.info().clone();

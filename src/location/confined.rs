@@ -81,16 +81,11 @@ impl Confined {
     fn check_writable(&self, path: &Path) -> Result<()> {
         self.check(path)?;
         let at = local(path);
-        match std::fs::metadata(&at) {
-            Ok(meta) if !meta.is_file() && !meta.is_dir() => {
-                Err(object_store::Error::NotSupported {
-                    source: Box::new(NotAFile {
-                        kind: special_kind(&meta.file_type()),
-                        path: at,
-                    }),
-                })
-            }
-            _ => Ok(()),
+        match special_file(&at) {
+            Some(kind) => Err(object_store::Error::NotSupported {
+                source: Box::new(NotAFile { kind, path: at }),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -106,10 +101,16 @@ impl Confined {
     }
 }
 
-/// What a file that is neither a regular file nor a directory is.
-fn special_kind(kind: &std::fs::FileType) -> &'static str {
+/// What the file at `path` (links followed) is when it exists and is neither a regular file
+/// nor a directory (`character device`, `FIFO`, ...): a destination that is written through,
+/// never renamed over.
+pub(crate) fn special_file(path: &FsPath) -> Option<&'static str> {
     use std::os::unix::fs::FileTypeExt as _;
-    if kind.is_char_device() {
+    let kind = std::fs::metadata(path).ok()?.file_type();
+    if kind.is_file() || kind.is_dir() {
+        return None;
+    }
+    Some(if kind.is_char_device() {
         "character device"
     } else if kind.is_block_device() {
         "block device"
@@ -119,7 +120,7 @@ fn special_kind(kind: &std::fs::FileType) -> &'static str {
         "socket"
     } else {
         "special file"
-    }
+    })
 }
 
 /// The local path of an object path of a store rooted at `/`.

@@ -52,6 +52,7 @@ pub use options::{ClientSettings, Env, PairOptions, StorageOptions};
 pub use redact::{redact, redact_uri};
 pub use uri::Scheme;
 
+pub(crate) use confined::special_file;
 pub(crate) use tap::ServerHints;
 
 use crate::error::{Error, Result};
