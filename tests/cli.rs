@@ -414,6 +414,11 @@ async fn a_fifo_destination_is_written_through_or_refused_never_replaced() {
             move || std::fs::read(fifo).unwrap()
         });
         run(ckptio(dir.path()).args(args(cmd)), true).await;
+        // Before the reader is joined: a FIFO renamed over would leave it waiting forever.
+        assert!(
+            std::fs::metadata(&fifo).unwrap().file_type().is_fifo(),
+            "{cmd} replaced the FIFO"
+        );
         assert_eq!(
             reader.join().unwrap(),
             want,
