@@ -269,8 +269,7 @@ pub(crate) fn save(
         Some(callable) => options::Callback::new(callable),
         None => std::sync::Arc::new(ckptio::NoProgress),
     };
-    let is_dir = location.names_dir() || location.local_path().is_some_and(|p| p.is_dir());
-    if is_dir && matches!(format, "safetensors" | "torch") {
+    if location.is_directory() && matches!(format, "safetensors" | "torch") {
         return Err(PyValueError::new_err(format!(
             "{location}: names a directory, and format={format:?} writes one file: give it a file \
              name (`{}/model.{}`)",

@@ -220,6 +220,13 @@ impl Location {
         self.dir
     }
 
+    /// Whether the location is a directory as far as can be told without a request: it
+    /// [names one](Self::names_dir), or it is an existing local directory. Where a one-file
+    /// write into it puts its file under a name of its own.
+    pub fn is_directory(&self) -> bool {
+        self.dir || self.local_path().is_some_and(|p| p.is_dir())
+    }
+
     /// The directory (prefix) holding this location; the store's root stays the root.
     ///
     /// ```

@@ -117,7 +117,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         }
     });
     let dst = match target {
-        Target::Safetensors | Target::Torch if names_dir(&dst) => {
+        Target::Safetensors | Target::Torch if dst.is_directory() => {
             let ext = if target == Target::Torch {
                 "pt"
             } else {
@@ -191,11 +191,6 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Whether `dst` names a directory: its URI ends in `/`, or it is a local directory.
-fn names_dir(dst: &ckptio::Location) -> bool {
-    dst.names_dir() || dst.local_path().is_some_and(|p| p.is_dir())
 }
 
 /// The name a converted file takes in a directory: the source's, without its extension
