@@ -17,7 +17,7 @@ use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::lock::{Acquired, Completed, DestLock};
+use super::lock::{Acquired, DestLock};
 use super::object::Object;
 use super::plan;
 use super::sink::FileWriter;
@@ -30,12 +30,20 @@ use crate::streams::spawn;
 /// How often the resume state is saved while chunks complete.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
+/// The version of an object a download is of: what a resume and a process waiting on the
+/// destination's lock compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Pinned {
+    pub etag: String,
+    pub version: Option<String>,
+    pub size: u64,
+}
+
 /// What `DEST.part.json` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct PartState {
-    etag: String,
-    version: Option<String>,
-    size: u64,
+    #[serde(flatten)]
+    object: Pinned,
     chunk_size: u64,
     /// Indices of the chunks on disk.
     done: BTreeSet<usize>,
@@ -92,12 +100,12 @@ impl Object {
             std::fs::create_dir_all(parent).map_err(local_io(parent, "create the directory"))?;
         }
         let progress = &source.options.progress;
-        let completes = info.etag.clone().map(|etag| Completed {
+        let pinned = info.etag.clone().map(|etag| Pinned {
             etag,
             version: info.version.clone(),
             size: info.size,
         });
-        let lock = match DestLock::acquire(dest, completes.clone()).await? {
+        let lock = match DestLock::acquire(dest, pinned.clone()).await? {
             Acquired::Owned(lock) => lock,
             Acquired::Done => {
                 tracing::info!(uri = %source.location, "{} was completed by another process meanwhile", dest.display());
@@ -108,10 +116,8 @@ impl Object {
             }
         };
 
-        let resumable = info.etag.clone().map(|etag| PartState {
-            etag,
-            version: info.version.clone(),
-            size: info.size,
+        let resumable = pinned.clone().map(|object| PartState {
+            object,
             chunk_size,
             done: BTreeSet::new(),
         });
@@ -188,7 +194,7 @@ impl Object {
             }
             _ => {}
         }
-        lock.finish(completes.as_ref());
+        lock.finish(pinned.as_ref());
         progress.finished();
         Ok(info)
     }
@@ -290,17 +296,15 @@ fn open_part(paths: &PartPaths, fresh: Option<PartState>) -> Result<(File, Optio
         // The chunk size may differ from this run's: the saved one is kept. A state naming
         // chunks the object does not have is not ours to trust.
         let matches = saved.as_ref().is_some_and(|s| {
-            s.etag == fresh.etag
-                && s.version == fresh.version
-                && s.size == fresh.size
-                && plan::chunk_size_for(s.size, s.chunk_size) == s.chunk_size
+            s.object == fresh.object
+                && plan::chunk_size_for(s.object.size, s.chunk_size) == s.chunk_size
                 && s.done
                     .last()
-                    .is_none_or(|&last| (last as u64) < s.size.div_ceil(s.chunk_size))
+                    .is_none_or(|&last| (last as u64) < s.object.size.div_ceil(s.chunk_size))
         });
         if let (true, Some(saved)) = (matches, saved)
             && let Ok(file) = no_follow(OpenOptions::new().read(true).write(true)).open(&paths.data)
-            && file.metadata().is_ok_and(|m| m.len() == fresh.size)
+            && file.metadata().is_ok_and(|m| m.len() == fresh.object.size)
         {
             return Ok((file, Some(saved)));
         }
@@ -315,7 +319,7 @@ fn open_part(paths: &PartPaths, fresh: Option<PartState>) -> Result<(File, Optio
         .create_new(true)
         .open(&paths.data)
         .map_err(local_io(&paths.data, "create"))?;
-    let size = fresh.as_ref().map(|s| s.size);
+    let size = fresh.as_ref().map(|s| s.object.size);
     if let Some(size) = size {
         file.set_len(size).map_err(local_io(&paths.data, "size"))?;
     }
@@ -408,9 +412,11 @@ mod tests {
         let paths = PartPaths::for_dest(dest);
         std::fs::write(&paths.data, part).unwrap();
         let state = PartState {
-            etag: etag.to_owned(),
-            version: None,
-            size: 95,
+            object: Pinned {
+                etag: etag.to_owned(),
+                version: None,
+                size: 95,
+            },
             chunk_size,
             done: done.iter().copied().collect(),
         };
@@ -610,9 +616,11 @@ mod tests {
             std::os::unix::fs::symlink(&victim, planted).unwrap();
         }
         let state = PartState {
-            etag: "\"e\"".into(),
-            version: None,
-            size: 4,
+            object: Pinned {
+                etag: "\"e\"".into(),
+                version: None,
+                size: 4,
+            },
             chunk_size: 2,
             done: [0].into(),
         };

@@ -13,18 +13,9 @@ use std::io::{Read as _, Seek as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
+use super::file::Pinned;
 use super::task::blocking;
 use crate::error::Result;
-
-/// What the owner of the lock completed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Completed {
-    pub etag: String,
-    pub version: Option<String>,
-    pub size: u64,
-}
 
 /// The lock on one destination, held until [`DestLock::finish`] or drop.
 #[derive(Debug)]
@@ -53,7 +44,7 @@ impl DestLock {
     /// Waits for the lock on `dest`. `Done` when, meanwhile, another process completed `dest`
     /// as `wanted` (the object this process is about to fetch; `None`, with no ETag to
     /// compare, never counts as done).
-    pub(crate) async fn acquire(dest: &Path, wanted: Option<Completed>) -> Result<Acquired> {
+    pub(crate) async fn acquire(dest: &Path, wanted: Option<Pinned>) -> Result<Acquired> {
         let path = Self::path_for(dest);
         let dest = dest.to_path_buf();
         let at = path.clone();
@@ -95,7 +86,7 @@ impl DestLock {
 
     /// The download is complete and in place: records it as `done` for the processes waiting,
     /// and lets go.
-    pub(crate) fn finish(mut self, done: Option<&Completed>) {
+    pub(crate) fn finish(mut self, done: Option<&Pinned>) {
         if let Some(done) = done
             && let Ok(json) = serde_json::to_vec(done)
         {
@@ -123,7 +114,7 @@ fn same_file(file: &File, path: &Path) -> bool {
 }
 
 /// What the file's owner recorded, if it completed a download.
-fn record(mut file: File) -> Option<Completed> {
+fn record(mut file: File) -> Option<Pinned> {
     let mut raw = Vec::new();
     file.rewind().ok()?;
     file.read_to_end(&mut raw).ok()?;
