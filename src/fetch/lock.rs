@@ -65,7 +65,20 @@ impl DestLock {
                     }
                     other => other?,
                 };
-                file.lock()?;
+                if let Err(e) = file.lock() {
+                    // A file system without locks (some network mounts) downloads as before
+                    // locks: alone, or racing another process.
+                    let unsupported = e.kind() == std::io::ErrorKind::Unsupported
+                        || matches!(e.raw_os_error(), Some(libc::ENOLCK | libc::EOPNOTSUPP));
+                    if !unsupported {
+                        return Err(e);
+                    }
+                    tracing::warn!(path = %at.display(), %e, "cannot lock the destination: downloading without taking turns");
+                    return Ok(Acquired::Owned(DestLock {
+                        file,
+                        path: at.clone(),
+                    }));
+                }
                 if same_file(&file, &at) {
                     return Ok(Acquired::Owned(DestLock {
                         file,
