@@ -9,8 +9,8 @@ use std::sync::Arc;
 use crate::dtype::DType;
 use crate::format::pickle::convert::{Budget, key_string};
 use crate::format::pickle::{Global, Heap, Id, Value};
-use crate::format::torch::codec::dtype_of;
-use crate::tree::{Dict, Leaf, List, MAX_DIMS, Node};
+use crate::format::torch::codec::{dtype_of, ints};
+use crate::tree::{Dict, Leaf, List, Node};
 
 /// Whether `global` is one of the DCP classes the reader interprets.
 pub(crate) fn is_known(global: &Global) -> bool {
@@ -121,24 +121,6 @@ fn fields(heap: &Heap, id: Id) -> Option<Fields<'_>> {
         _ => return None,
     };
     Some(Fields { heap, pairs })
-}
-
-/// `torch.Size((a, b))` or a tuple of at most [`MAX_DIMS`] ints.
-fn ints(heap: &Heap, id: Id) -> Option<Vec<u64>> {
-    let items = match heap.get(id) {
-        Value::Call(call) => heap.items(*heap.items(call.args)?.first()?)?,
-        _ => heap.items(id)?,
-    };
-    if items.len() > MAX_DIMS {
-        return None;
-    }
-    items
-        .iter()
-        .map(|&i| match heap.get(i) {
-            Value::Int(v) => u64::try_from(*v).ok(),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The string `id`, as the heap holds it.

@@ -624,8 +624,8 @@ fn numpy_shape(heap: &Heap, id: Id) -> Option<Vec<u64>> {
     ints(heap, *heap.items(call.state?)?.get(1)?)
 }
 
-/// `torch.Size((a, b))` or a tuple of non-negative ints.
-fn ints(heap: &Heap, id: Id) -> Option<Vec<u64>> {
+/// `torch.Size((a, b))` or a tuple of at most [`MAX_DIMS`] non-negative ints.
+pub(crate) fn ints(heap: &Heap, id: Id) -> Option<Vec<u64>> {
     let items = match heap.get(id) {
         Value::Call(call) => heap.items(*heap.items(call.args)?.first()?)?,
         _ => heap.items(id)?,
