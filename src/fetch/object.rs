@@ -103,7 +103,12 @@ impl Object {
         len: u64,
         options: FetchOptions,
     ) -> Result<(Self, u64, Bytes)> {
-        Self::open_range(location, GetRange::Suffix(len.max(1)), options).await
+        let len = len.max(1);
+        if !location.capabilities().suffix_ranges {
+            let object = Self::open(location, options).await?;
+            return object.tail(len).await;
+        }
+        Self::open_range(location, GetRange::Suffix(len), options).await
     }
 
     /// The object pinned by one ranged GET, with the range the server sent and its bytes (a
@@ -125,8 +130,9 @@ impl Object {
             Ok(result) => result,
             // An empty object has no byte to ask for, and its store refuses the range; some
             // servers (s3s-fs) refuse a suffix longer than the object instead of sending all of
-            // it. A HEAD tells. Any other failure (no object, a server error) is the GET's own.
-            Err(other) if !(may_be_empty(&other) || suffix.is_some() && server_refused(&other)) => {
+            // it, and some stores any suffix (Azure, in a store built elsewhere). A HEAD tells.
+            // Any other failure (no object, a server error) is the GET's own.
+            Err(other) if !(may_be_empty(&other) || suffix.is_some() && suffix_refused(&other)) => {
                 return Err(location.error("get", other));
             }
             Err(first) => {
@@ -134,15 +140,11 @@ impl Object {
                     Ok(info) => info,
                     Err(_) => return Err(location.error("get", first)),
                 };
-                let size = info.size;
                 let object = Self::with_info(location, info, options);
                 return match suffix {
-                    _ if size == 0 => Ok((object, 0, Bytes::new())),
-                    Some(n) if n >= size => {
-                        let whole = object.read_range(0..size).await?;
-                        Ok((object, 0, whole))
-                    }
-                    _ => Err(location.error("get", first)),
+                    Some(n) => object.tail(n).await,
+                    None if object.info().size == 0 => Ok((object, 0, Bytes::new())),
+                    None => Err(location.error("get", first)),
                 };
             }
         };
@@ -161,6 +163,19 @@ impl Object {
             [first, rest].concat().into()
         };
         Ok((object, sent.start, bytes))
+    }
+
+    /// This object with its last `len` bytes (all of it, if smaller) and their offset, read as
+    /// a bounded range of the size it was pinned at.
+    async fn tail(self, len: u64) -> Result<(Self, u64, Bytes)> {
+        let size = self.info().size;
+        let start = size.saturating_sub(len);
+        let bytes = if size == 0 {
+            Bytes::new()
+        } else {
+            self.read_range(start..size).await?
+        };
+        Ok((self, start, bytes))
     }
 
     /// The first `end` bytes of the object, given its first `have.len()` bytes: what is
@@ -578,8 +593,9 @@ async fn chunk(source: &Source, pool: &Arc<Pool>, range: Range<u64>) -> Result<B
 }
 
 /// Whether the server answered, but with an error of its own (a 5xx).
-fn server_refused(err: &object_store::Error) -> bool {
-    matches!(classify(err), Class::Transport(TransportKind::ServerBusy))
+fn suffix_refused(err: &object_store::Error) -> bool {
+    matches!(err, object_store::Error::NotSupported { .. })
+        || matches!(classify(err), Class::Transport(TransportKind::ServerBusy))
 }
 
 /// Whether a range GET that failed so may have asked an empty object for its first byte.

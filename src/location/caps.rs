@@ -31,6 +31,10 @@ pub struct Capabilities {
     /// Range GETs may carry `If-Match` to pin the object's version (the response's ETag is
     /// compared in any case).
     pub conditional_get: bool,
+    /// A GET may ask for an object's last bytes (`Range: bytes=-N`), which is how a zip's
+    /// directory is found in one request. Azure's Blob service cannot: its tail is read after a
+    /// HEAD.
+    pub suffix_ranges: bool,
     /// The URI is presigned: signed for GET only, so a HEAD may be refused and a one-byte GET
     /// stands in for it.
     pub presigned: bool,
@@ -61,6 +65,7 @@ impl Default for Capabilities {
             recursive_list: true,
             lists_dotfiles: true,
             conditional_get: true,
+            suffix_ranges: true,
             presigned: false,
             atomic_rename: false,
         }
@@ -77,8 +82,13 @@ impl Capabilities {
                 atomic_rename: true,
                 ..default
             },
-            Scheme::Memory | Scheme::Gcs | Scheme::Azure => Self {
+            Scheme::Memory | Scheme::Gcs => Self {
                 create: CreateOnly::Atomic,
+                ..default
+            },
+            Scheme::Azure => Self {
+                create: CreateOnly::Atomic,
+                suffix_ranges: false,
                 ..default
             },
             Scheme::S3 => default,
@@ -112,6 +122,7 @@ mod tests {
             assert_eq!(caps.create, CreateOnly::Atomic, "{scheme:?}");
             assert!(caps.multipart && caps.recursive_list && !caps.presigned);
             assert_eq!(caps.atomic_rename, scheme == Scheme::Local, "{scheme:?}");
+            assert_eq!(caps.suffix_ranges, scheme != Scheme::Azure, "{scheme:?}");
         }
     }
 }

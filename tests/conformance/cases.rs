@@ -750,6 +750,42 @@ pub async fn torch_write_reads_back_and_replaces_whole_or_not_at_all(b: Backend)
     );
 }
 
+/// A `torch.save` zip is found from its tail: one suffix GET where the store takes them, a
+/// HEAD then a bounded GET where it cannot (Azure), and the same after a refusal when a store
+/// that cannot claims it can. Every way opens the same tree.
+pub async fn torch_zip_tail_is_read_with_or_without_suffix_ranges(b: Backend) {
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/torch/lightning.ckpt"
+    ))
+    .unwrap();
+    b.seed("last.ckpt", fixture).await;
+    let loc = b.location("last.ckpt");
+    let caps = loc.capabilities();
+    let mut trees = Vec::new();
+    for suffix_ranges in [caps.suffix_ranges, !caps.suffix_ranges] {
+        let claimed = loc.with_capabilities(ckptio::Capabilities {
+            suffix_ranges,
+            ..caps
+        });
+        let (counted, counts) = claimed.counted();
+        let file = ckptio::open(&counted, Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("[{}] suffix ranges {suffix_ranges}: {e}", b.name));
+        assert_eq!(file.format, ckptio::Format::Torch, "[{}]", b.name);
+        let head = !(suffix_ranges && caps.suffix_ranges);
+        assert_eq!(
+            counts.heads(),
+            u64::from(head),
+            "[{}] suffix ranges claimed {suffix_ranges}, taken {}",
+            b.name,
+            caps.suffix_ranges
+        );
+        trees.push(contents(&file.tree).await);
+    }
+    assert!(trees[0] == trees[1], "[{}] the two ways differ", b.name);
+}
+
 /// What a tree holds: every tensor's bytes and every other leaf's value, by path.
 async fn contents(tree: &ckptio::StateTree) -> Vec<(String, String)> {
     let mut out = Vec::new();
