@@ -238,10 +238,13 @@ async fn denied_save(backend: support::Backend) {
     if backend.read_only() {
         return;
     }
-    let options = backend
-        .options
-        .clone()
-        .with("secret_access_key", "not-the-secret-at-all");
+    // Azure's key is base64: a wrong one must still be a well-formed one.
+    let (key, wrong) = if backend.base.starts_with("az://") {
+        ("access_key", "bm90LXRoZS1rZXktYXQtYWxs")
+    } else {
+        ("secret_access_key", "not-the-secret-at-all")
+    };
+    let options = backend.options.clone().with(key, wrong);
     let resolve = |key: &str| ckptio::resolve(&backend.uri(key), &options).unwrap();
     let tree = training_state().await;
     let saved = save(&resolve("denied/"), &tree, &SaveOptions::default()).await;
@@ -268,8 +271,9 @@ async fn no_bucket_save(backend: support::Backend) {
     if backend.read_only() {
         return;
     }
-    let uri = "s3://ckptio-no-such-bucket/run/step-1/";
-    let dir = ckptio::resolve(uri, &backend.options).unwrap();
+    let scheme = backend.base.split("://").next().unwrap();
+    let uri = format!("{scheme}://ckptio-no-such-bucket/run/step-1/");
+    let dir = ckptio::resolve(&uri, &backend.options).unwrap();
     let err = save(&dir, &training_state().await, &SaveOptions::default())
         .await
         .map(|saved| saved.uri)
@@ -288,15 +292,15 @@ async fn no_bucket_save(backend: support::Backend) {
 async fn a_save_into_a_missing_bucket_says_so() {
     // Not s3s-fs: it takes a PUT into a bucket that does not exist and makes the bucket (as
     // SeaweedFS does unless told not to: scripts/servers tells it).
-    for name in ["moto", "garage", "seaweedfs"] {
+    for name in ["moto", "garage", "seaweedfs", "azure"] {
         support::run(name, "ckpt-no-bucket", no_bucket_save).await;
     }
 }
 
 #[tokio::test]
 async fn an_upload_with_a_wrong_secret_is_a_permission_error() {
-    // The S3 servers that check signatures (moto accepts any).
-    for name in ["s3s", "garage", "seaweedfs"] {
+    // The servers that check signatures (moto accepts any).
+    for name in ["s3s", "garage", "seaweedfs", "azure"] {
         support::run(name, "ckpt-denied", denied_save).await;
     }
 }

@@ -83,8 +83,13 @@ async fn stat_missing_local_file_names_it() {
 /// The backend's options as the environment variables a user would set instead.
 fn option_env(b: &Backend) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
+    let azure = b.base.starts_with("az://");
     for (k, v) in b.options.iter() {
         let name = match k {
+            "endpoint" if azure => "AZURE_STORAGE_ENDPOINT",
+            "account_name" => "AZURE_STORAGE_ACCOUNT_NAME",
+            "access_key" => "AZURE_STORAGE_ACCOUNT_KEY",
+            "allow_http" if azure => "AZURE_ALLOW_HTTP",
             "endpoint" => "AWS_ENDPOINT_URL",
             "access_key_id" => "AWS_ACCESS_KEY_ID",
             "secret_access_key" => "AWS_SECRET_ACCESS_KEY",
@@ -159,6 +164,11 @@ async fn stat_on_seaweedfs() {
 #[tokio::test]
 async fn stat_on_gcs_emulator() {
     stat_on("gcs").await;
+}
+
+#[tokio::test]
+async fn stat_on_azurite() {
+    stat_on("azure").await;
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ import pytest
 import ckptio
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-BACKENDS = ["s3s", "moto", "garage", "seaweedfs", "gcs", "http"]
+BACKENDS = ["s3s", "moto", "garage", "seaweedfs", "gcs", "azure", "http"]
 
 
 def sha256(data: bytes) -> str:
@@ -73,7 +73,7 @@ class Backend:
 
     @property
     def writable(self) -> bool:
-        return self.name in ("s3s", "moto", "garage", "seaweedfs")
+        return self.name in ("s3s", "moto", "garage", "seaweedfs", "azure")
 
     def uri(self, key: str) -> str:
         return f"{self.base}{self.prefix}{key}"

@@ -15,7 +15,7 @@ import ckptio
 from ckptio.checkpointer import DefaultCheckpointer
 
 
-@pytest.fixture(params=["local", "garage"])
+@pytest.fixture(params=["local", "garage", "azure"])
 def root(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str] | None]:
     if request.param == "local":
         return str(tmp_path / "run"), None

@@ -20,7 +20,7 @@ from lightning.fabric import Fabric  # noqa: E402
 from ckptio.lightning import CkptioCheckpointIO  # noqa: E402
 
 
-@pytest.fixture(params=["local", "garage"])
+@pytest.fixture(params=["local", "garage", "azure"])
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
     """A directory URI and its store options."""
     if request.param == "local":

@@ -9,7 +9,7 @@ mod cases;
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
-        $( conformance!(@case $case: memory, local, s3s, moto, garage, seaweedfs, s3, gcs, http); )*
+        $( conformance!(@case $case: memory, local, s3s, moto, garage, seaweedfs, s3, gcs, azure, http); )*
     };
     (@case $case:ident: $($backend:ident),*) => {
         mod $case {
@@ -39,4 +39,5 @@ conformance!(
     orbax_chunks_of_one_array_come_in_one_request,
     create_only_put_keeps_the_first_object,
     torch_write_reads_back_and_replaces_whole_or_not_at_all,
+    torch_zip_tail_is_read_with_or_without_suffix_ranges,
 );

@@ -2,7 +2,8 @@
 //! same suite runs on the servers `scripts/servers` starts, on docker compose, or on real buckets.
 //!
 //! A backend NAME is configured by
-//! - `CKPTIO_TEST_<NAME>_URI`: the base URI (`s3://bucket/`, `gs://bucket/`, `http://host:port/`);
+//! - `CKPTIO_TEST_<NAME>_URI`: the base URI (`s3://bucket/`, `gs://bucket/`, `az://container/`,
+//!   `http://host:port/`);
 //! - `CKPTIO_TEST_<NAME>_OPTIONS`: a JSON object of store options (endpoint, keys, ...);
 //! - `CKPTIO_TEST_<NAME>_SEED=gcs-json-api`: seed objects through the GCS JSON upload API (the
 //!   emulator refuses object_store's XML-API writes), which also makes the backend read-only.
@@ -33,6 +34,7 @@ pub const BACKENDS: &[&str] = &[
     "seaweedfs",
     "s3",
     "gcs",
+    "azure",
     "http",
 ];
 
