@@ -48,9 +48,9 @@ def same(a: Any, b: Any, at: str = "") -> None:
         assert a == b, at
 
 
-@pytest.fixture(scope="module")
-def place(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
-    found = configured("garage")
+@pytest.fixture(scope="module", params=["garage", "azure"])
+def place(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
+    found = configured(request.param)
     return found.uri("dcp").rstrip("/"), found.options
 
 
