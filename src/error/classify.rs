@@ -23,6 +23,9 @@ pub(crate) enum Class {
     AlreadyExists,
     /// The store does not implement the operation (a conditional put over plain HTTP).
     NotImplemented,
+    /// No credentials were configured, and the cloud's instance metadata service, where
+    /// object_store then asks for them, gave none (off the cloud it is not there at all).
+    NoCredentials,
     /// A transport failure of the given kind.
     Transport(TransportKind),
 }
@@ -43,8 +46,31 @@ pub(crate) fn classify(err: &object_store::Error) -> Class {
         E::Precondition { .. } => Class::Precondition,
         E::AlreadyExists { .. } => Class::AlreadyExists,
         E::NotImplemented { .. } | E::NotSupported { .. } => Class::NotImplemented,
+        _ if asked_metadata_service(err) => Class::NoCredentials,
         _ => from_causes(err),
     }
+}
+
+/// Where object_store's credential providers ask when no credentials are configured: AWS's and
+/// Azure's instance metadata service, ECS's task credentials, GCE's metadata server.
+const METADATA_SERVICES: [&str; 3] = [
+    "169.254.169.254",
+    "169.254.170.2",
+    "metadata.google.internal",
+];
+
+/// Whether `err` is a failed request for credentials to a metadata service: the failure is
+/// the credentials', whatever status or connection error it carries.
+fn asked_metadata_service(err: &(dyn StdError + 'static)) -> bool {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if METADATA_SERVICES.iter().any(|host| text.contains(host)) {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The first cause in the chain that says what kind of failure this was.
@@ -127,6 +153,23 @@ mod tests {
         assert_eq!(
             class("error decoding response body: connection reset"),
             Class::Transport(TransportKind::Other)
+        );
+    }
+
+    #[test]
+    fn a_metadata_service_that_gives_no_credentials_is_no_credentials_not_a_denial() {
+        let class = |msg: &str| classify(&generic(msg));
+        for text in [
+            "Error performing PUT http://169.254.169.254/latest/api/token in 1ms - Server returned non-2xx status code: 403 Forbidden",
+            "Error performing token request: Error performing GET http://169.254.169.254/metadata/identity/oauth2/token in 5s - HTTP error: error sending request",
+            "Error performing GET http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token: timed out",
+        ] {
+            assert_eq!(class(text), Class::NoCredentials, "{text}");
+            assert!(!class(text).is_transient());
+        }
+        assert_eq!(
+            class("Server returned non-2xx status code: 403 Forbidden"),
+            Class::Denied
         );
     }
 

@@ -51,7 +51,8 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// No credentials were found for a store that needs them; nothing was sent.
+    /// No credentials were found for a store that needs them: none are configured and either
+    /// the cloud's metadata service is off (nothing was sent) or it gave none.
     #[error("{uri}: no credentials: {hint}")]
     MissingCredentials {
         /// The URI, redacted.
@@ -430,6 +431,12 @@ impl Error {
             },
             Class::NotFound => Self::NotFound { uri },
             Class::Denied => Self::PermissionDenied { uri, detail },
+            Class::NoCredentials => Self::MissingCredentials {
+                uri,
+                hint: format!(
+                    "none are configured, and the cloud's metadata service gave none ({detail})"
+                ),
+            },
             Class::Transport(kind) => Self::Transport {
                 uri,
                 operation,

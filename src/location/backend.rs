@@ -59,7 +59,7 @@ pub(crate) fn configure(
     let keys = match target.scheme {
         Scheme::S3 => s3_keys(env, backend_options)?,
         Scheme::Gcs => gcs_keys(env, backend_options)?,
-        Scheme::Azure => merge::<AzureConfigKey>(env.with_prefix("AZURE_"), backend_options)?,
+        Scheme::Azure => azure_keys(target, env, backend_options)?,
         Scheme::Http => {
             let mut keys = merge::<ClientConfigKey>(std::iter::empty(), backend_options)?;
             if target.authority.starts_with("http://") {
@@ -149,11 +149,10 @@ fn s3_keys<'a>(
                 || has(AmazonS3ConfigKey::ContainerCredentialsRelativeUri)
                 || has(AmazonS3ConfigKey::ContainerCredentialsFullUri);
             if !other_source && env.flag("AWS_EC2_METADATA_DISABLED") {
-                return Err(ConfigError::MissingCredentials(
-                    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the access_key_id/secret_access_key options), \
-                     or skip_signature=true for a public bucket; the instance metadata service is off (AWS_EC2_METADATA_DISABLED)"
-                        .into(),
-                ));
+                return Err(ConfigError::MissingCredentials(format!(
+                    "{}; the instance metadata service is off (AWS_EC2_METADATA_DISABLED)",
+                    credentials_advice(Scheme::S3).unwrap_or_default()
+                )));
             }
         }
     }
@@ -211,13 +210,62 @@ fn gcs_keys<'a>(
                 .is_file()
         });
     if !has_credentials && env.flag("NO_GCE_CHECK") {
+        return Err(ConfigError::MissingCredentials(format!(
+            "{}; the metadata server is off (NO_GCE_CHECK)",
+            credentials_advice(Scheme::Gcs).unwrap_or_default()
+        )));
+    }
+    Ok(keys)
+}
+
+fn azure_keys<'a>(
+    target: &Target,
+    env: &'a Env,
+    options: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut keys = merge::<AzureConfigKey>(env.with_prefix("AZURE_"), options)?;
+    let name = |k: AzureConfigKey| k.as_ref().to_owned();
+    allow_http_for_explicit_http_endpoint(
+        &mut keys,
+        &[name(AzureConfigKey::Endpoint)],
+        ClientConfigKey::AllowHttp.as_ref(),
+    );
+    // The account is an option, or the host of `abfss://container@account.dfs.core.windows.net`;
+    // the emulator has a default one. Without it object_store says only "Account must be
+    // specified".
+    let emulator = keys
+        .get(AzureConfigKey::UseEmulator.as_ref())
+        .is_some_and(|v| is_true(v));
+    let account =
+        keys.contains_key(AzureConfigKey::AccountName.as_ref()) || target.authority.contains('@');
+    if !account && !emulator {
         return Err(ConfigError::MissingCredentials(
-            "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT to a service-account JSON file, \
-             or STORAGE_EMULATOR_HOST for an emulator; the metadata server is off (NO_GCE_CHECK)"
+            "set AZURE_STORAGE_ACCOUNT_NAME (or the account_name option) to the storage account, \
+             or name it in the URI (abfss://container@account.dfs.core.windows.net/path)"
                 .into(),
         ));
     }
     Ok(keys)
+}
+
+/// How to give a store of `scheme` credentials, for an error that found none.
+pub(crate) fn credentials_advice(scheme: Scheme) -> Option<&'static str> {
+    match scheme {
+        Scheme::S3 => Some(
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the access_key_id/secret_access_key \
+             options), or skip_signature=true for a public bucket",
+        ),
+        Scheme::Gcs => Some(
+            "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT to a service-account JSON \
+             file, or STORAGE_EMULATOR_HOST for an emulator",
+        ),
+        Scheme::Azure => Some(
+            "set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN (or the access_key/sas_token \
+             options), or AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and AZURE_TENANT_ID, or \
+             use_azure_cli=true; skip_signature=true for a public container",
+        ),
+        Scheme::Http | Scheme::Local | Scheme::Memory => None,
+    }
 }
 
 /// Asking for an `http://` endpoint by name is consent to plain HTTP, as with the AWS CLI.
@@ -567,6 +615,56 @@ mod tests {
             configure(&target("gs://b/k"), &env, &StorageOptions::new()),
             Err(ConfigError::MissingCredentials(_))
         ));
+    }
+
+    #[test]
+    fn an_azure_store_needs_an_account_named_somewhere() {
+        let none = StorageOptions::new();
+        let err = configure(&target("az://c/k"), &Env::default(), &none).err();
+        assert!(
+            matches!(&err, Some(ConfigError::MissingCredentials(m)) if m.contains("AZURE_STORAGE_ACCOUNT_NAME")),
+            "{err:?}"
+        );
+        let named = [
+            (
+                "az://c/k",
+                Env::from_vars([("AZURE_STORAGE_ACCOUNT_NAME", "a")]),
+                none.clone(),
+            ),
+            (
+                "az://c/k",
+                Env::default(),
+                none.clone().with("account_name", "a"),
+            ),
+            (
+                "abfss://c@a.dfs.core.windows.net/k",
+                Env::default(),
+                none.clone(),
+            ),
+            (
+                "az://c/k",
+                Env::default(),
+                none.clone().with("use_emulator", "true"),
+            ),
+        ];
+        for (uri, env, options) in named {
+            assert!(
+                configure(&target(uri), &env, &options).is_ok(),
+                "{uri} {options:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_azure_http_endpoint_allows_http() {
+        let options = StorageOptions::new()
+            .with("account_name", "a")
+            .with("endpoint", "http://127.0.0.1:10000/a");
+        let cfg = configure(&target("az://c/k"), &Env::default(), &options).unwrap();
+        assert_eq!(cfg.keys["allow_http"], "true");
+        let options = options.with("endpoint", "https://a.blob.core.windows.net");
+        let cfg = configure(&target("az://c/k"), &Env::default(), &options).unwrap();
+        assert!(!cfg.keys.contains_key("allow_http"));
     }
 
     #[test]

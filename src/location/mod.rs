@@ -284,6 +284,13 @@ impl Location {
             .and_then(|path| Some((path, local_cause(&err)?)));
         let error = Error::from_store(err, self.uri(), operation, &|text| self.redact(text));
         match (error, local) {
+            (Error::MissingCredentials { uri, hint }, _) => Error::MissingCredentials {
+                uri,
+                hint: match self.scheme().and_then(backend::credentials_advice) {
+                    Some(advice) => format!("{advice}; {hint}"),
+                    None => hint,
+                },
+            },
             (Error::Transport { .. }, Some((path, source))) => Error::LocalIo {
                 path: path.display().to_string(),
                 action: match operation {
@@ -722,6 +729,35 @@ mod tests {
             loc.join("model.safetensors").to_string(),
             "s3://bucket/dir/model.safetensors"
         );
+    }
+
+    #[test]
+    fn no_credentials_from_the_metadata_service_says_what_to_set_for_that_store() {
+        let r = Resolver::with_env(Env::default());
+        let failed = || object_store::Error::Generic {
+            store: "store",
+            source: "Error performing token request: Error performing GET \
+                     http://169.254.169.254/metadata/identity/oauth2/token: timed out"
+                .into(),
+        };
+        for (uri, set) in [
+            ("s3://b/k", "AWS_ACCESS_KEY_ID"),
+            ("gs://b/k", "GOOGLE_APPLICATION_CREDENTIALS"),
+            (
+                "abfss://c@a.dfs.core.windows.net/k",
+                "AZURE_STORAGE_ACCOUNT_KEY",
+            ),
+        ] {
+            let loc = r.resolve(uri, &StorageOptions::new()).unwrap();
+            let err = loc.error("stat", failed());
+            assert!(matches!(err, Error::MissingCredentials { .. }), "{err:?}");
+            let shown = err.to_string();
+            assert!(
+                shown.starts_with(&format!("{uri}: no credentials: set {set}"))
+                    && shown.contains("metadata service gave none"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]
