@@ -44,7 +44,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::ObjectStore;
-use object_store::path::Path;
+use object_store::path::{Path, PathPart};
 
 pub use caps::{Capabilities, CreateOnly};
 pub use counting::Counts;
@@ -253,11 +253,14 @@ impl Location {
     /// # Ok(()) }
     /// ```
     pub fn join(&self, relative: &str) -> Location {
+        // A name is a key as a listing gives it and a URI resolves to: kept as it is (`%`,
+        // spaces, non-ASCII), where `PathPart::from` would escape it into another key. Only
+        // what no key segment may be (`.`, `..`, control characters) is escaped.
         let parts = self.path.parts().chain(
             relative
                 .split('/')
                 .filter(|p| !p.is_empty())
-                .map(Into::into),
+                .map(|p| PathPart::parse(p).unwrap_or_else(|_| PathPart::from(p))),
         );
         Location {
             dir: relative.ends_with('/') || (relative.is_empty() && self.dir),
@@ -729,6 +732,22 @@ mod tests {
             loc.join("model.safetensors").to_string(),
             "s3://bucket/dir/model.safetensors"
         );
+    }
+
+    #[test]
+    fn join_keeps_a_listed_name_as_the_key_it_is() {
+        let dir = resolve("memory://m/run/", &StorageOptions::new()).unwrap();
+        for name in [
+            "ünï%code+plus.bin",
+            "dir with space/x.bin",
+            "a%2Fb",
+            "~x#y?z",
+        ] {
+            assert_eq!(dir.join(name).path().as_ref(), format!("run/{name}"));
+        }
+        // What no key segment may be is escaped, never a step up.
+        assert_eq!(dir.join("../x").path().as_ref(), "run/%2E%2E/x");
+        assert_eq!(dir.join("./x").path().as_ref(), "run/%2E/x");
     }
 
     #[test]

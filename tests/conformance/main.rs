@@ -40,4 +40,5 @@ conformance!(
     create_only_put_keeps_the_first_object,
     torch_write_reads_back_and_replaces_whole_or_not_at_all,
     torch_zip_tail_is_read_with_or_without_suffix_ranges,
+    odd_names_are_walked_copied_and_removed_as_they_are,
 );
