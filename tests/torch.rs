@@ -809,6 +809,61 @@ async fn a_dcp_checkpoint_reads_the_same_on_every_backend() {
     }
 }
 
+/// Lightning's sharded strategies (FSDP, DeepSpeed) save `epoch=1-step=8.ckpt` as a DCP
+/// directory: named like a file, it is opened as the directory it is.
+async fn a_directory_named_like_a_torch_file_opens_as_a_directory(backend: support::Backend) {
+    let name = "epoch=1-step=8.ckpt";
+    for entry in std::fs::read_dir(fixture("torch/dcp_sharded")).unwrap() {
+        let entry = entry.unwrap();
+        let file = entry.file_name().into_string().unwrap();
+        backend
+            .seed(
+                &format!("{name}/{file}"),
+                std::fs::read(entry.path()).unwrap(),
+            )
+            .await;
+    }
+    let local_tree = read_tree(&local(&fixture("torch/dcp_sharded"))).await;
+    for uri in [name.to_owned(), format!("{name}/")] {
+        let checkpoint = open(&backend.location(&uri), OpenOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {uri}: {e}", backend.name));
+        assert!(
+            matches!(checkpoint.format, ckptio::Format::Dcp { .. }),
+            "[{}] {uri}: {:?}",
+            backend.name,
+            checkpoint.format
+        );
+        let paths = |t: &StateTree| t.leaves().map(|(p, _)| p).collect::<Vec<_>>();
+        assert_eq!(
+            paths(&checkpoint.tree),
+            paths(&local_tree),
+            "[{}]",
+            backend.name
+        );
+    }
+    let err = open(&backend.location("nothing.ckpt"), OpenOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ckptio::Error::NotFound { .. }),
+        "[{}] {err}",
+        backend.name
+    );
+}
+
+#[tokio::test]
+async fn a_sharded_lightning_checkpoint_opens_on_every_backend() {
+    for name in support::BACKENDS {
+        support::run(
+            name,
+            "torch-ckpt-dir",
+            a_directory_named_like_a_torch_file_opens_as_a_directory,
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn a_torch_file_under_any_name_is_found_by_its_first_bytes() {
     let dir = tempfile::tempdir().unwrap();

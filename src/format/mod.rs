@@ -188,11 +188,21 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
     let checkpoint = match probe(location, &options.fetch).await? {
         Probed::Index => open_index(location, &options, &wanted).await?,
         Probed::TorchByName => {
-            let (format, tree) = torch::open(location, options.fetch.clone(), options.read).await?;
-            Checkpoint {
-                format,
-                tree,
-                metadata: BTreeMap::new(),
+            match torch::open(location, options.fetch.clone(), options.read).await {
+                Ok((format, tree)) => Checkpoint {
+                    format,
+                    tree,
+                    metadata: BTreeMap::new(),
+                },
+                // Lightning's sharded strategies (FSDP, DeepSpeed) save `epoch=3.ckpt` as a
+                // directory: one listing tells, and a name with nothing under it keeps its error.
+                Err(err) if probe::maybe_directory(&err) => {
+                    return match Box::pin(open(&location.join("/"), options)).await {
+                        Err(Error::NotFound { .. }) => Err(err),
+                        other => other,
+                    };
+                }
+                Err(err) => return Err(err),
             }
         }
         Probed::Marker(layout, dir) => open_dir(layout, &dir, None, &options).await?,

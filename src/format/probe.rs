@@ -121,9 +121,6 @@ pub(crate) async fn probe(location: &Location, fetch: &FetchOptions) -> Result<P
     if let Some(layout) = marker(name) {
         return Ok(Probed::Marker(layout, location.parent()));
     }
-    if is_torch_name(name) {
-        return Ok(Probed::TorchByName);
-    }
     if location.names_dir() {
         let listing = crate::fetch::list(location).await?;
         if listing.is_empty() {
@@ -132,6 +129,9 @@ pub(crate) async fn probe(location: &Location, fetch: &FetchOptions) -> Result<P
             });
         }
         return classify_dir(listing);
+    }
+    if is_torch_name(name) {
+        return Ok(Probed::TorchByName);
     }
     let read = Object::open_prefix(location, safetensors::SPECULATIVE_READ, fetch.clone()).await;
     let error = match read {
@@ -159,7 +159,7 @@ pub(crate) async fn probe(location: &Location, fetch: &FetchOptions) -> Result<P
 /// Whether a failed read of `location` may mean it is a directory: stores answer a GET of a
 /// directory's name with 404 (S3, GCS, memory, local disks), 403 or a redirect (web servers),
 /// or 500 (file-backed S3 servers). An unreachable or silent server is not asked again.
-fn maybe_directory(error: &Error) -> bool {
+pub(crate) fn maybe_directory(error: &Error) -> bool {
     use crate::error::TransportKind;
     match error {
         Error::NotFound { .. } | Error::PermissionDenied { .. } => true,
