@@ -67,8 +67,8 @@ pub use crate::materialize::{
     MaterializeOptions, materialize, materialize_tree, stream as materialize_stream, to_f32, widens,
 };
 pub use crate::save::{
-    DcpItem, SaveOptions, Saved, WriteOptions, Written, put_object, save, write_dcp_file,
-    write_safetensors, write_torch,
+    DcpItem, SaveFormat, SaveOptions, Saved, WriteOptions, Written, put_object, save,
+    write_dcp_file, write_safetensors, write_torch,
 };
 pub use crate::tree::{
     Anchor, BlockScheme, ByteRange, Check, Checksum, Dict, GlobError, Inline, Int, KeyKind,

@@ -23,6 +23,43 @@ use crate::tree::{LazyTensor, StateTree};
 
 use crate::format::ckptio::manifest::Manifest;
 
+/// The three ways a tree is written: [`save`], [`write_safetensors`], [`write_torch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SaveFormat {
+    /// A ckptio checkpoint directory ([`save`]).
+    Ckptio,
+    /// One safetensors file, or shards and an index ([`write_safetensors`]).
+    Safetensors,
+    /// One `torch.save` file ([`write_torch`]).
+    Torch,
+}
+
+impl SaveFormat {
+    /// The format a destination's name asks for: `.safetensors` a safetensors file; `.pt`,
+    /// `.pth`, `.ckpt` and `.bin` a torch file; anything else (a directory) a ckptio checkpoint.
+    ///
+    /// ```
+    /// use ckptio::SaveFormat;
+    ///
+    /// assert_eq!(SaveFormat::for_name("s3://b/model.safetensors"), SaveFormat::Safetensors);
+    /// assert_eq!(SaveFormat::for_name("run/last.ckpt"), SaveFormat::Torch);
+    /// assert_eq!(SaveFormat::for_name("gs://b/run/step-100/"), SaveFormat::Ckptio);
+    /// ```
+    pub fn for_name(name: &str) -> Self {
+        let name = name.split(['?', '#']).next().unwrap_or_default();
+        if name.ends_with(".safetensors") {
+            Self::Safetensors
+        } else if [".pt", ".pth", ".ckpt", ".bin"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+        {
+            Self::Torch
+        } else {
+            Self::Ckptio
+        }
+    }
+}
+
 /// What [`save`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saved {

@@ -307,7 +307,7 @@ def save(
     state: Mapping[str, Any],
     storage_options: Mapping[str, Any] | None = None,
     *,
-    format: str = "ckptio",
+    format: str | None = None,
     metadata: Mapping[str, str] | None = None,
     max_shard_size: int | None = None,
     memory_budget: int = 64 << 20,
@@ -321,7 +321,9 @@ def save(
     manifest (a checkpoint that exists is complete). `format="safetensors"` writes one file, or
     shards and an index with `max_shard_size`; it holds tensors only. `format="torch"` writes
     one `torch.save` file that `torch.load(uri, weights_only=True)` reads as `state`, which
-    appears whole or not at all (what was at `uri` stays until then). Returns the URIs
+    appears whole or not at all (what was at `uri` stays until then). Without `format`, the
+    name decides, as for `ckptio convert`: `.safetensors` a safetensors file, `.pt`, `.pth`,
+    `.ckpt` and `.bin` a torch file, anything else a ckptio checkpoint. Returns the URIs
     written.
     """
     lent = _lend(dict(state), uri)

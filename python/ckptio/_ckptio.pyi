@@ -97,7 +97,7 @@ def open_bytes(
 def save(
     uri: str,
     state: dict[str, Any],
-    format: str = "ckptio",
+    format: str | None = None,
     storage_options: dict[str, Any] | None = None,
     *,
     metadata: dict[str, str] | None = None,

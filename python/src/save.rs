@@ -244,15 +244,16 @@ pub(crate) fn state_tree(
 
 /// Saves `state` at `uri`: a ckptio checkpoint (`format="ckptio"`, committed atomically),
 /// safetensors (`format="safetensors"`, tensors only; shards and an index with
-/// `max_shard_size`), or one `torch.save` file (`format="torch"`). Returns the URIs written.
+/// `max_shard_size`), or one `torch.save` file (`format="torch"`); without `format`, as the
+/// name asks ([`ckptio::SaveFormat::for_name`]). Returns the URIs written.
 #[pyfunction]
-#[pyo3(signature = (uri, state, format="ckptio", storage_options=None, *, metadata=None, max_shard_size=None, memory_budget=64 << 20, progress=None))]
+#[pyo3(signature = (uri, state, format=None, storage_options=None, *, metadata=None, max_shard_size=None, memory_budget=64 << 20, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn save(
     py: Python<'_>,
     uri: &str,
     state: &Bound<'_, PyDict>,
-    format: &str,
+    format: Option<&str>,
     storage_options: Option<&Bound<'_, PyDict>>,
     metadata: Option<BTreeMap<String, String>>,
     max_shard_size: Option<u64>,
@@ -260,6 +261,11 @@ pub(crate) fn save(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Vec<String>> {
     let location = options::resolve(uri, storage_options)?;
+    let format = format.unwrap_or(match ckptio::SaveFormat::for_name(uri) {
+        ckptio::SaveFormat::Ckptio => "ckptio",
+        ckptio::SaveFormat::Safetensors => "safetensors",
+        ckptio::SaveFormat::Torch => "torch",
+    });
     let tree = state_tree(py, state, &location.to_string())?;
     let materialize = ckptio::MaterializeOptions {
         to_f32: false,

@@ -111,6 +111,23 @@ def test_a_one_file_format_refuses_a_directory_and_writes_nothing(tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_without_a_format_the_name_decides_as_for_convert(tmp_path: Path) -> None:
+    state = {"w": np.arange(4, dtype=np.float32)}
+    for name, format in (
+        ("model.safetensors", "safetensors"),
+        ("last.ckpt", "torch"),
+        ("weights.pt", "torch"),
+        ("pytorch_model.bin", "torch"),
+        ("step-3", "ckptio"),
+    ):
+        ckptio.save(str(tmp_path / name), state)
+        assert (tmp_path / name).is_file() == (format != "ckptio"), name
+        assert ckptio.open(str(tmp_path / name)).format.startswith(format), name
+        assert np.array_equal(ckptio.load(str(tmp_path / name), framework="np")["w"], state["w"])
+    ckptio.save(str(tmp_path / "dir.pt"), state, format="ckptio")
+    assert ckptio.open(str(tmp_path / "dir.pt")).format.startswith("ckptio")
+
+
 def test_a_committed_checkpoint_is_not_overwritten(tmp_path: Path) -> None:
     ckptio.save(str(tmp_path / "ckpt"), {"x": np.zeros(2)})
     with pytest.raises(ckptio.CommittedError):

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use ckptio::{
-    FetchOptions, Progress, SaveOptions, WriteOptions, save, write_safetensors, write_torch,
+    FetchOptions, Progress, SaveFormat, SaveOptions, WriteOptions, save, write_safetensors,
+    write_torch,
 };
 
 use crate::progress::Bar;
@@ -106,16 +107,13 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         }
         say!("left out {}", list.join(", "));
     }
-    let target = args.to.unwrap_or_else(|| {
-        let torch = [".pt", ".pth", ".ckpt", ".bin"];
-        if args.dst.ends_with(".safetensors") {
-            Target::Safetensors
-        } else if torch.iter().any(|ext| args.dst.ends_with(ext)) {
-            Target::Torch
-        } else {
-            Target::Ckptio
-        }
-    });
+    let target = args
+        .to
+        .unwrap_or_else(|| match SaveFormat::for_name(&args.dst) {
+            SaveFormat::Safetensors => Target::Safetensors,
+            SaveFormat::Torch => Target::Torch,
+            SaveFormat::Ckptio => Target::Ckptio,
+        });
     let dst = match target {
         Target::Safetensors | Target::Torch if dst.is_directory() => {
             let ext = if target == Target::Torch {
