@@ -317,6 +317,38 @@ async fn unreachable_endpoint_is_a_clear_error_without_secrets() {
 }
 
 #[tokio::test]
+async fn options_no_request_could_carry_are_refused_before_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = ["-o", "access_key_id=AKIDTEST", "-o", "secret_access_key=s"];
+    for (option, says) in [
+        (
+            "endpoint=not-a-url",
+            "invalid option `aws_endpoint`: `not-a-url` is not a URL",
+        ),
+        (
+            "region=eu west",
+            "invalid option `aws_region`: `eu west` is not a region name",
+        ),
+        (
+            "session_token=tok\r",
+            "invalid option `aws_session_token`: holds a control character",
+        ),
+    ] {
+        let (_, stderr) = run(
+            ckptio(dir.path())
+                .args(["stat", "s3://bucket/key", "-o", option])
+                .args(creds),
+            false,
+        )
+        .await;
+        assert!(
+            stderr.contains(&format!("s3://bucket/key: {says}")),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn get_to_a_file_a_directory_and_stdout() {
     let Some(b) = Backend::from_env("http", "cli-get") else {
         return;

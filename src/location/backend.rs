@@ -70,6 +70,9 @@ pub(crate) fn configure(
         }
         Scheme::Local | Scheme::Memory => merge::<NoKey>(std::iter::empty(), backend_options)?,
     };
+    for (key, value) in &keys {
+        check_value(key, value)?;
+    }
     Ok(StoreConfig {
         scheme: target.scheme,
         authority: target.authority.clone(),
@@ -266,6 +269,67 @@ pub(crate) fn credentials_advice(scheme: Scheme) -> Option<&'static str> {
         ),
         Scheme::Http | Scheme::Local | Scheme::Memory => None,
     }
+}
+
+/// The keys whose values are URLs (object_store builds requests from them, and panics on one
+/// that is not), with the schemes each may have.
+const URL_KEYS: [(&str, &[&str]); 10] = [
+    ("aws_endpoint", &["http", "https"]),
+    ("aws_endpoint_url_s3", &["http", "https"]),
+    ("aws_endpoint_url_sts", &["http", "https"]),
+    ("aws_metadata_endpoint", &["http", "https"]),
+    ("aws_container_credentials_full_uri", &["http", "https"]),
+    ("google_base_url", &["http", "https"]),
+    ("azure_storage_endpoint", &["http", "https"]),
+    ("azure_msi_endpoint", &["http", "https"]),
+    ("azure_storage_authority_host", &["http", "https"]),
+    ("proxy_url", &["http", "https", "socks5", "socks5h"]),
+];
+
+/// The keys whose values are JSON documents, where line breaks are part of the text.
+const JSON_KEYS: [&str; 1] = ["google_service_account_key"];
+
+/// Refuses, before any request, a value object_store would put into a request it cannot
+/// build (and panic): a control character (a `\r` left by a file with Windows line endings),
+/// a region that is no host name label, a URL-valued key that is no URL.
+fn check_value(key: &str, value: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidOption {
+        key: key.to_owned(),
+        reason,
+    };
+    if !JSON_KEYS.contains(&key) && value.chars().any(char::is_control) {
+        return Err(invalid(
+            "holds a control character (a line ending read from a file?)".into(),
+        ));
+    }
+    let label = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if key == AmazonS3ConfigKey::Region.as_ref() && !value.chars().all(label) {
+        return Err(invalid(format!(
+            "`{value}` is not a region name (letters, digits, `-`, `_`, `.`)"
+        )));
+    }
+    check_url(key, value)
+}
+
+/// Refuses a URL-valued key whose value is not a URL with a host.
+fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let Some((_, schemes)) = URL_KEYS.iter().find(|(k, _)| *k == key) else {
+        return Ok(());
+    };
+    let fine = url::Url::parse(value).is_ok_and(|url| {
+        schemes.contains(&url.scheme()) && url.host_str().is_some_and(|h| !h.is_empty())
+    });
+    if fine {
+        return Ok(());
+    }
+    Err(ConfigError::InvalidOption {
+        key: key.to_owned(),
+        reason: format!(
+            "`{}` is not a URL ({}://host[:port][/path])",
+            super::redact::redact_uri(value),
+            schemes.join("|")
+        ),
+    })
 }
 
 /// Asking for an `http://` endpoint by name is consent to plain HTTP, as with the AWS CLI.
@@ -615,6 +679,63 @@ mod tests {
             configure(&target("gs://b/k"), &env, &StorageOptions::new()),
             Err(ConfigError::MissingCredentials(_))
         ));
+    }
+
+    #[test]
+    fn an_endpoint_that_is_not_a_url_is_an_invalid_option_not_a_panic() {
+        let s3 = StorageOptions::new()
+            .with("access_key_id", "k")
+            .with("secret_access_key", "s");
+        let azure = StorageOptions::new().with("account_name", "a");
+        for (uri, options) in [
+            ("s3://b/k", s3.clone().with("endpoint", "not-a-url")),
+            ("s3://b/k", s3.clone().with("endpoint", "http://")),
+            ("s3://b/k", s3.clone().with("endpoint", "ftp://h:21")),
+            ("s3://b/k", s3.clone().with("proxy_url", "127.0.0.1:3128")),
+            (
+                "gs://b/k",
+                StorageOptions::new().with("google_base_url", "::"),
+            ),
+            ("az://c/k", azure.with("endpoint", "localhost:10000/acct")),
+        ] {
+            let err = configure(&target(uri), &Env::default(), &options).err();
+            assert!(
+                matches!(&err, Some(ConfigError::InvalidOption { reason, .. }) if reason.contains("is not a URL")),
+                "{uri} {options:?}: {err:?}"
+            );
+        }
+        let fine = s3
+            .clone()
+            .with("endpoint", "http://127.0.0.1:9000")
+            .with("proxy_url", "socks5://p:1080")
+            .with("region", "eu-west-3");
+        assert!(configure(&target("s3://b/k"), &Env::default(), &fine).is_ok());
+    }
+
+    #[test]
+    fn a_value_no_request_could_carry_is_an_invalid_option_not_a_panic() {
+        let s3 = StorageOptions::new()
+            .with("access_key_id", "k")
+            .with("secret_access_key", "s");
+        for (key, value, says) in [
+            ("access_key_id", "AKID\r", "control character"),
+            ("session_token", "a\nb", "control character"),
+            ("region", "a b", "not a region name"),
+            ("region", "a:b", "not a region name"),
+        ] {
+            let options = s3.clone().with(key, value);
+            let err = configure(&target("s3://b/k"), &Env::default(), &options).err();
+            assert!(
+                matches!(&err, Some(ConfigError::InvalidOption { reason, .. }) if reason.contains(says)),
+                "{key}: {err:?}"
+            );
+            if key != "region" {
+                assert!(!format!("{err:?}").contains(value), "a secret is not shown");
+            }
+        }
+        let key_json = "{\n  \"type\": \"service_account\"\n}";
+        let options = StorageOptions::new().with("service_account_key", key_json);
+        assert!(configure(&target("gs://b/k"), &Env::default(), &options).is_ok());
     }
 
     #[test]
