@@ -104,6 +104,9 @@ class _Slice:
         elif isinstance(first, slice):
             start, stop, step = first.indices(rows)
             part = self._read(start, max(start, stop)) if step == 1 else self._read(0, rows)[first]
+        elif first is Ellipsis:
+            # The indices after it count from the last dimension: the whole index applies.
+            return self._owner._to_device(self._read(0, rows)[index])
         else:
             part = self._read(0, rows)[first]
         if rest:

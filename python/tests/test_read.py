@@ -3,6 +3,7 @@ bit-identical, every scalar equal, in torch or numpy, whole, by rows, or streame
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,29 @@ def test_safe_open_reads_what_pythons_safetensors_reads(framework: str) -> None:
                 continue
             assert tuple(got.shape) == tuple(want.shape), key
             assert tensor_bytes(got) == tensor_bytes(want), key
+
+
+def test_a_slice_of_three_dimensions_indexes_as_safetensors_does(tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    path = str(tmp_path / "cube.safetensors")
+    save_file({"cube": np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)}, path)
+    indices: list[Any] = [
+        (Ellipsis, -1),
+        (Ellipsis, slice(1, 3)),
+        (1, Ellipsis, 2),
+        (slice(1, 3), Ellipsis),
+        (slice(None), 1),
+        (-1, slice(2, 5)),
+        (slice(1, 3), slice(None), slice(0, 6, 2)),
+        (slice(None, None, 2),),
+        (0, 0, 0),
+    ]
+    with safe_open(path, framework="np") as theirs, ckptio.safe_open(path, framework="np") as ours:
+        for index in indices:
+            got, want = ours.get_slice("cube")[index], theirs.get_slice("cube")[index]
+            assert got.shape == want.shape and np.array_equal(got, want), index
 
 
 def test_a_slice_reads_rows_as_safetensors_slices_them() -> None:
