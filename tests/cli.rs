@@ -490,6 +490,32 @@ async fn a_fifo_destination_is_written_through_or_refused_never_replaced() {
     assert_eq!(names, ["pipe"], "no staging or .part file left");
 }
 
+/// A source that is not a regular file (a FIFO, as `<(cat file)` gives; a device) is refused
+/// at once, where a FIFO without a writer blocked forever and `/dev/zero` read as empty.
+#[tokio::test]
+async fn a_fifo_or_device_source_is_refused_not_waited_on_or_read_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success(), "mkfifo");
+    for (src, kind) in [("pipe", "a FIFO"), ("/dev/zero", "a character device")] {
+        for cmd in [&["inspect", src][..], &["get", src, "out"], &["stat", src]] {
+            let mut ckptio = ckptio(dir.path());
+            ckptio.args(cmd);
+            let run =
+                tokio::time::timeout(std::time::Duration::from_secs(20), run(&mut ckptio, false));
+            let (_, stderr) = run.await.unwrap_or_else(|_| panic!("{cmd:?} hung"));
+            assert!(
+                stderr.contains(&format!(
+                    "{kind}, not a regular file: ckptio reads a file by byte ranges"
+                )),
+                "{cmd:?}: {stderr}"
+            );
+        }
+    }
+    assert!(!dir.path().join("out").exists(), "nothing written");
+}
+
 /// A one-file conversion into a directory (an existing one, or DST ending in `/`) takes the
 /// source's name, as `get` and `cp` do, where it failed its rename or wrote a file `out`.
 #[tokio::test]

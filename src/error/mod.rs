@@ -248,18 +248,22 @@ pub struct Escape {
     pub root: std::path::PathBuf,
 }
 
-/// A local write refused because its target exists and is not a regular file: a write puts a
-/// staging file and renames it over the target, which would replace a device or a FIFO.
+/// A local file refused because it exists and is not a regular file. A write puts a staging
+/// file and renames it over the target, which would replace a device or a FIFO; a read asks
+/// for byte ranges of a size the file system reports as 0, which a pipe cannot serve.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "a {kind}, not a regular file: writing there would replace it with the file written, so \
-     ckptio does not"
-)]
+#[error("a {kind}, not a regular file: {}", if *.write {
+    "writing there would replace it with the file written, so ckptio does not"
+} else {
+    "ckptio reads a file by byte ranges, which it cannot serve (copy it into a file first)"
+})]
 pub(crate) struct NotAFile {
     /// The path asked for.
     pub path: std::path::PathBuf,
     /// What it is (`character device`, `FIFO`, ...).
     pub kind: &'static str,
+    /// Whether it was to be written (else read).
+    pub write: bool,
 }
 
 /// The `T` that caused `err`, if one did.

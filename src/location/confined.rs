@@ -80,10 +80,25 @@ impl Confined {
     /// FIFO): the local store writes a staging file and renames it over the target.
     fn check_writable(&self, path: &Path) -> Result<()> {
         self.check(path)?;
+        Self::check_regular(path, true)
+    }
+
+    /// Refuses a read of `path` when it is not a regular file: a FIFO (`<(cat file)`) would
+    /// block or read as empty, a device has no size.
+    fn check_readable(&self, path: &Path) -> Result<()> {
+        self.check(path)?;
+        Self::check_regular(path, false)
+    }
+
+    fn check_regular(path: &Path, write: bool) -> Result<()> {
         let at = local(path);
         match special_file(&at) {
             Some(kind) => Err(object_store::Error::NotSupported {
-                source: Box::new(NotAFile { kind, path: at }),
+                source: Box::new(NotAFile {
+                    kind,
+                    path: at,
+                    write,
+                }),
             }),
             None => Ok(()),
         }
@@ -189,7 +204,7 @@ impl ObjectStore for Confined {
     }
 
     async fn get_opts(&self, path: &Path, options: GetOptions) -> Result<GetResult> {
-        self.check(path)?;
+        self.check_readable(path)?;
         self.inner.get_opts(path, options).await
     }
 
@@ -237,7 +252,7 @@ impl ObjectStore for Confined {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.check(from)?;
+        self.check_readable(from)?;
         self.check_writable(to)?;
         self.inner.copy_opts(from, to, options).await
     }
