@@ -348,6 +348,13 @@ async fn open_index(
 ) -> Result<Checkpoint> {
     let sharded = sharded::Sharded::open(location, options.fetch.clone(), options.read).await?;
     let tree = sharded.tree(&|path| wanted.keeps(path)).await?;
+    // The tree holds only what was selected: the index's names say what there is.
+    wanted.check(&tree, location, || {
+        top_level(
+            sharded.tensor_count(),
+            sharded.names().map(crate::tree::path::escape),
+        )
+    })?;
     let shards = sharded.shard_count();
     Ok(Checkpoint {
         format: if sharded.is_torch() {
@@ -397,21 +404,25 @@ async fn open_dir(
 
 /// What a tree's top level holds, for a message: `; its top level: a, b/, …`.
 fn holding(tree: &StateTree) -> String {
-    const SHOWN: usize = 8;
     let root = tree.root();
-    if root.is_empty() {
-        return String::new();
-    }
-    let mut names: Vec<String> = root
-        .iter()
-        .take(SHOWN)
-        .map(|(k, node)| match node {
+    top_level(
+        root.len(),
+        root.iter().map(|(k, node)| match node {
             crate::tree::Node::Leaf(_) => crate::tree::path::escape(k),
             _ => format!("{}/", crate::tree::path::escape(k)),
-        })
-        .collect();
-    if root.len() > SHOWN {
-        names.push(format!("and {} more", root.len() - SHOWN));
+        }),
+    )
+}
+
+/// `; its top level: a, b/, …` for the `count` names `shown` yields, the first few of them.
+fn top_level(count: usize, shown: impl Iterator<Item = String>) -> String {
+    const SHOWN: usize = 8;
+    if count == 0 {
+        return String::new();
+    }
+    let mut names: Vec<String> = shown.take(SHOWN).collect();
+    if count > SHOWN {
+        names.push(format!("and {} more", count - SHOWN));
     }
     format!("; its top level: {}", names.join(", "))
 }
@@ -453,13 +464,32 @@ impl Selection {
         let Some(set) = &self.set else {
             return Ok(tree);
         };
-        let matched = tree.matched_by(set);
-        if let Some((glob, _)) = self.globs.iter().zip(matched).find(|(_, m)| !m) {
-            return Err(Error::InvalidArgument {
-                what: location.uri(),
-                reason: format!("select `{glob}` matches nothing{}", holding(&tree)),
-            });
-        }
+        self.check(&tree, location, || holding(&tree))?;
         Ok(tree.filtered_by(set, true))
+    }
+
+    /// An error for the first glob that matches nothing in `tree`, naming what the checkpoint
+    /// holds as `holds` says.
+    fn check(
+        &self,
+        tree: &StateTree,
+        location: &Location,
+        holds: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let Some(set) = &self.set else {
+            return Ok(());
+        };
+        match self
+            .globs
+            .iter()
+            .zip(tree.matched_by(set))
+            .find(|(_, m)| !m)
+        {
+            Some((glob, _)) => Err(Error::InvalidArgument {
+                what: location.uri(),
+                reason: format!("select `{glob}` matches nothing{}", holds()),
+            }),
+            None => Ok(()),
+        }
     }
 }

@@ -131,6 +131,16 @@ impl Sharded {
         &self.index.metadata
     }
 
+    /// The tensors' names, sorted.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.weight_map.keys().map(String::as_str)
+    }
+
+    /// How many tensors the index names.
+    pub(crate) fn tensor_count(&self) -> usize {
+        self.index.weight_map.len()
+    }
+
     /// How many shards the index names.
     pub(crate) fn shard_count(&self) -> usize {
         self.index.shards.len()
