@@ -592,7 +592,8 @@ async fn chunk(source: &Source, pool: &Arc<Pool>, range: Range<u64>) -> Result<B
     Ok(lease.freeze())
 }
 
-/// Whether the server answered, but with an error of its own (a 5xx).
+/// Whether a suffix range was refused: by the store (Azure's cannot be asked for one) or by a
+/// server answering with an error of its own (a 5xx).
 fn suffix_refused(err: &object_store::Error) -> bool {
     matches!(err, object_store::Error::NotSupported { .. })
         || matches!(classify(err), Class::Transport(TransportKind::ServerBusy))
