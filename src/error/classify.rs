@@ -52,11 +52,12 @@ pub(crate) fn classify(err: &object_store::Error) -> Class {
 }
 
 /// Where object_store's credential providers ask when no credentials are configured: AWS's and
-/// Azure's instance metadata service, ECS's task credentials, GCE's metadata server.
+/// Azure's instance metadata service, ECS's task credentials, GCE's metadata server (as the
+/// start of a URL, so that an object named after one is not taken for it).
 const METADATA_SERVICES: [&str; 3] = [
-    "169.254.169.254",
-    "169.254.170.2",
-    "metadata.google.internal",
+    "://169.254.169.254",
+    "://169.254.170.2",
+    "://metadata.google.internal",
 ];
 
 /// Whether `err` is a failed request for credentials to a metadata service: the failure is
@@ -169,6 +170,10 @@ mod tests {
         }
         assert_eq!(
             class("Server returned non-2xx status code: 403 Forbidden"),
+            Class::Denied
+        );
+        assert_eq!(
+            class("GET http://h/b/169.254.169.254.bin: status code: 403 Forbidden"),
             Class::Denied
         );
     }
