@@ -108,16 +108,7 @@ async fn hf_layouts_read_the_same_as_on_disk(backend: support::Backend) {
     for name in ["bin", "accelerate_state"] {
         let dir = fixture(&format!("hf/{name}"));
         let local_tree = opened(&local(&dir)).await.tree;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let file = entry.file_name().into_string().unwrap();
-            backend
-                .seed(
-                    &format!("hf/{name}/{file}"),
-                    std::fs::read(entry.path()).unwrap(),
-                )
-                .await;
-        }
+        backend.seed_dir(&format!("hf/{name}"), &dir).await;
         let tree = opened(&backend.location(&format!("hf/{name}/"))).await.tree;
         let want = &expected()[if name == "bin" {
             "bin"

@@ -780,16 +780,9 @@ async fn a_dcp_directory_without_its_metadata_or_a_data_file_fails_clearly() {
 async fn dcp_reads_the_same_as_on_disk(backend: support::Backend) {
     for dcp in ["dcp_sharded", "dcp_safetensors", "dcp_zstd"] {
         let local_tree = read_tree(&local(&fixture(&format!("torch/{dcp}")))).await;
-        for entry in std::fs::read_dir(fixture(&format!("torch/{dcp}"))).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().into_string().unwrap();
-            backend
-                .seed(
-                    &format!("{dcp}/{name}"),
-                    std::fs::read(entry.path()).unwrap(),
-                )
-                .await;
-        }
+        backend
+            .seed_dir(dcp, &fixture(&format!("torch/{dcp}")))
+            .await;
         let tree = read_tree(&backend.location(&format!("{dcp}/"))).await;
         let paths = |t: &StateTree| t.leaves().map(|(p, _)| p).collect::<Vec<_>>();
         assert_eq!(paths(&tree), paths(&local_tree), "{dcp} [{}]", backend.name);
@@ -813,16 +806,7 @@ async fn a_dcp_checkpoint_reads_the_same_on_every_backend() {
 /// directory: named like a file, it is opened as the directory it is.
 async fn a_directory_named_like_a_torch_file_opens_as_a_directory(backend: support::Backend) {
     let name = "epoch=1-step=8.ckpt";
-    for entry in std::fs::read_dir(fixture("torch/dcp_sharded")).unwrap() {
-        let entry = entry.unwrap();
-        let file = entry.file_name().into_string().unwrap();
-        backend
-            .seed(
-                &format!("{name}/{file}"),
-                std::fs::read(entry.path()).unwrap(),
-            )
-            .await;
-    }
+    backend.seed_dir(name, &fixture("torch/dcp_sharded")).await;
     let local_tree = read_tree(&local(&fixture("torch/dcp_sharded"))).await;
     for uri in [name.to_owned(), format!("{name}/")] {
         let checkpoint = open(&backend.location(&uri), OpenOptions::default())

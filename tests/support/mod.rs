@@ -247,6 +247,19 @@ impl Backend {
         }
     }
 
+    /// Writes every file of the local directory `dir` under `key/`, by name.
+    pub async fn seed_dir(&self, key: &str, dir: &std::path::Path) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            self.seed(
+                &format!("{key}/{name}"),
+                std::fs::read(entry.path()).unwrap(),
+            )
+            .await;
+        }
+    }
+
     /// Removes everything under this test's prefix (best effort).
     pub async fn cleanup(&self) {
         if !self.caps.write || !self.caps.list_recursive {
