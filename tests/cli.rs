@@ -438,15 +438,21 @@ async fn get_and_stat_of_a_directory_say_it_is_one_and_how_to_copy_it() {
     assert!(!dir.path().join("out.bin").exists());
 }
 
+/// A FIFO `name` made in `dir`.
+fn mkfifo(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let fifo = dir.join(name);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success(), "mkfifo");
+    fifo
+}
+
 /// A destination that is not a regular file (`/dev/null`, a FIFO) is never replaced by a
 /// renamed file: `get` and `cp` write the object through it, a conversion refuses it.
 #[tokio::test]
 async fn a_fifo_destination_is_written_through_or_refused_never_replaced() {
     use std::os::unix::fs::FileTypeExt as _;
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("pipe");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-    assert!(made.unwrap().success(), "mkfifo");
+    let fifo = mkfifo(dir.path(), "pipe");
     let src = support::cli::fixture("tiny.safetensors");
     let want = std::fs::read(&src).unwrap();
     let args = |cmd: &str| [cmd.to_owned(), src.display().to_string(), "pipe".to_owned()];
@@ -495,9 +501,7 @@ async fn a_fifo_destination_is_written_through_or_refused_never_replaced() {
 #[tokio::test]
 async fn a_fifo_or_device_source_is_refused_not_waited_on_or_read_as_empty() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("pipe");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-    assert!(made.unwrap().success(), "mkfifo");
+    mkfifo(dir.path(), "pipe");
     for (src, kind) in [("pipe", "a FIFO"), ("/dev/zero", "a character device")] {
         for cmd in [&["inspect", src][..], &["get", src, "out"], &["stat", src]] {
             let mut ckptio = ckptio(dir.path());
