@@ -1,6 +1,7 @@
 //! An HTTP server that ignores Range requests (Python's `http.server` answers every GET with
 //! the whole object): `get` downloads the object in one stream, and reading a part of it fails
-//! with an error that says why and what to do instead.
+//! with an error that says why and what to do instead. It cannot list a directory either
+//! (no WebDAV), which is said the same way.
 
 mod support;
 
@@ -114,6 +115,29 @@ async fn get_downloads_the_whole_object_in_one_stream_when_the_server_ignores_ra
             std::fs::read(tmp.path().join(&copy)).unwrap() == want,
             "cp {name}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_directory_on_a_server_without_webdav_says_to_name_the_file() {
+    let Some(python) = python() else { return };
+    let tiny = std::fs::read(fixture("tiny.safetensors")).unwrap();
+    let (tmp, server) = serve(&python, &[("tiny.safetensors", &tiny)]);
+    for cmd in ["inspect", "cp"] {
+        let mut args = vec![cmd, &server.url];
+        if cmd == "cp" {
+            args.push("copy/");
+        }
+        fails_with(
+            tmp.path(),
+            &args,
+            &[
+                "this web server cannot list a directory",
+                "PROPFIND, which it answered with 501",
+                "name the checkpoint's file instead",
+            ],
+        )
+        .await;
     }
 }
 

@@ -113,6 +113,18 @@ fn from_causes(err: &(dyn StdError + 'static)) -> Class {
     Class::Transport(TransportKind::Other)
 }
 
+/// The HTTP status a server answered `err` with, if it did.
+pub(crate) fn http_status(err: &(dyn StdError + 'static)) -> Option<u16> {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(code) = status_code(&e.to_string()) {
+            return Some(code);
+        }
+        cause = e.source();
+    }
+    None
+}
+
 /// The HTTP status in object_store's "... status code: 503 Service Unavailable ..." text.
 fn status_code(text: &str) -> Option<u16> {
     let at = text.find("status code: ")? + "status code: ".len();

@@ -10,7 +10,7 @@
 
 mod classify;
 
-pub(crate) use classify::{Class, classify};
+pub(crate) use classify::{Class, classify, http_status};
 
 /// A `Result` with ckptio's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -280,6 +280,20 @@ impl Location {
 
     /// The ckptio error for `err`, which `operation` on this location returned.
     pub(crate) fn error(&self, operation: &'static str, err: object_store::Error) -> Error {
+        if operation == "list"
+            && self.scheme() == Some(Scheme::Http)
+            && let Some(code @ (405 | 501)) = crate::error::http_status(&err)
+        {
+            return Error::Unsupported {
+                uri: self.uri(),
+                what: format!(
+                    "this web server cannot list a directory: ckptio lists over HTTP with \
+                     WebDAV's PROPFIND, which it answered with {code}; name the checkpoint's \
+                     file instead (…/model.safetensors, …/model.safetensors.index.json, \
+                     …/last.ckpt)"
+                ),
+            };
+        }
         // A local file system's own failure (no space left, a path through a file, a read-only
         // file system) is a local I/O error, not a transport one.
         let local = self
