@@ -44,6 +44,7 @@ impl SaveFormat {
     /// assert_eq!(SaveFormat::for_name("s3://b/model.safetensors"), SaveFormat::Safetensors);
     /// assert_eq!(SaveFormat::for_name("run/last.ckpt"), SaveFormat::Torch);
     /// assert_eq!(SaveFormat::for_name("gs://b/run/step-100/"), SaveFormat::Ckptio);
+    /// assert_eq!("torch".parse(), Ok(SaveFormat::Torch));
     /// ```
     pub fn for_name(name: &str) -> Self {
         let name = name.split(['?', '#']).next().unwrap_or_default();
@@ -57,6 +58,37 @@ impl SaveFormat {
         } else {
             Self::Ckptio
         }
+    }
+
+    /// The extension a file of this format is given (`None` for a ckptio checkpoint, a
+    /// directory).
+    pub fn extension(self) -> Option<&'static str> {
+        match self {
+            Self::Ckptio => None,
+            Self::Safetensors => Some("safetensors"),
+            Self::Torch => Some("pt"),
+        }
+    }
+
+    /// Its name: `ckptio`, `safetensors` or `torch`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ckptio => "ckptio",
+            Self::Safetensors => "safetensors",
+            Self::Torch => "torch",
+        }
+    }
+}
+
+impl std::str::FromStr for SaveFormat {
+    type Err = String;
+
+    /// A format by its [name](Self::name).
+    fn from_str(name: &str) -> Result<Self, String> {
+        [Self::Ckptio, Self::Safetensors, Self::Torch]
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| format!("format {name:?}: \"ckptio\", \"safetensors\" or \"torch\""))
     }
 }
 

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use ckptio::{
-    DType, Dict, Inline, Int, KeyKind, LazyTensor, Leaf, List, Node, StateTree, TensorData,
+    DType, Dict, Inline, Int, KeyKind, LazyTensor, Leaf, List, Node, SaveFormat, StateTree,
+    TensorData,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -260,12 +261,11 @@ pub(crate) fn save(
     memory_budget: u64,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Vec<String>> {
+    let format = match format {
+        Some(name) => name.parse().map_err(PyValueError::new_err)?,
+        None => SaveFormat::for_name(uri),
+    };
     let location = options::resolve(uri, storage_options)?;
-    let format = format.unwrap_or(match ckptio::SaveFormat::for_name(uri) {
-        ckptio::SaveFormat::Ckptio => "ckptio",
-        ckptio::SaveFormat::Safetensors => "safetensors",
-        ckptio::SaveFormat::Torch => "torch",
-    });
     let tree = state_tree(py, state, &location.to_string())?;
     let materialize = ckptio::MaterializeOptions {
         to_f32: false,
@@ -275,20 +275,18 @@ pub(crate) fn save(
         Some(callable) => options::Callback::new(callable),
         None => std::sync::Arc::new(ckptio::NoProgress),
     };
-    if location.is_directory() && matches!(format, "safetensors" | "torch") {
+    if let Some(ext) = format.extension()
+        && location.is_directory()
+    {
         return Err(PyValueError::new_err(format!(
-            "{location}: names a directory, and format={format:?} writes one file: give it a file \
-             name (`{}/model.{}`)",
+            "{location}: names a directory, and format={:?} writes one file: give it a file \
+             name (`{}/model.{ext}`)",
+            format.name(),
             location.uri().trim_end_matches('/'),
-            if format == "torch" {
-                "pt"
-            } else {
-                "safetensors"
-            }
         )));
     }
     match format {
-        "ckptio" => {
+        SaveFormat::Ckptio => {
             let defaults = ckptio::SaveOptions::default();
             let options = ckptio::SaveOptions {
                 metadata: metadata.unwrap_or_default(),
@@ -300,7 +298,7 @@ pub(crate) fn save(
             let saved = wait(py, ckptio::save(&location, &tree, &options))?;
             Ok(vec![saved.uri])
         }
-        "safetensors" => {
+        SaveFormat::Safetensors => {
             let mut other = None;
             tree.walk_leaves(|path, leaf| {
                 if other.is_none() && !matches!(leaf, Leaf::Tensor(_)) {
@@ -329,7 +327,7 @@ pub(crate) fn save(
             )?;
             Ok(written.files)
         }
-        "torch" => {
+        SaveFormat::Torch => {
             if metadata.is_some() || max_shard_size.is_some() {
                 return Err(PyValueError::new_err(
                     "metadata and max_shard_size are safetensors options; a torch file has neither",
@@ -343,8 +341,5 @@ pub(crate) fn save(
             let written = wait(py, ckptio::write_torch(&tree, &location, &options))?;
             Ok(written.files)
         }
-        other => Err(PyValueError::new_err(format!(
-            "format {other:?}: \"ckptio\", \"safetensors\" or \"torch\""
-        ))),
     }
 }

@@ -126,6 +126,9 @@ def test_without_a_format_the_name_decides_as_for_convert(tmp_path: Path) -> Non
         assert np.array_equal(ckptio.load(str(tmp_path / name), framework="np")["w"], state["w"])
     ckptio.save(str(tmp_path / "dir.pt"), state, format="ckptio")
     assert ckptio.open(str(tmp_path / "dir.pt")).format.startswith("ckptio")
+    with pytest.raises(ValueError, match=r'^format "pickle": "ckptio", "safetensors" or "torch"$'):
+        ckptio.save(str(tmp_path / "x.pkl"), state, format="pickle")
+    assert not (tmp_path / "x.pkl").exists()
 
 
 def test_a_committed_checkpoint_is_not_overwritten(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ pub struct Args {
     read: ReadArgs,
 }
 
-/// Output formats.
+/// Output formats, as `--to` takes them (the library's [`SaveFormat`], with help text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Target {
     /// safetensors (tensor names are tree paths).
@@ -61,6 +61,16 @@ enum Target {
     Ckptio,
     /// One `torch.save` file: the whole tree, which `torch.load(weights_only=True)` reads.
     Torch,
+}
+
+impl From<Target> for SaveFormat {
+    fn from(target: Target) -> Self {
+        match target {
+            Target::Safetensors => Self::Safetensors,
+            Target::Ckptio => Self::Ckptio,
+            Target::Torch => Self::Torch,
+        }
+    }
 }
 
 /// Converts; tensors stream from source to destination within a bounded memory budget.
@@ -109,30 +119,19 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
     }
     let target = args
         .to
-        .unwrap_or_else(|| match SaveFormat::for_name(&args.dst) {
-            SaveFormat::Safetensors => Target::Safetensors,
-            SaveFormat::Torch => Target::Torch,
-            SaveFormat::Ckptio => Target::Ckptio,
-        });
-    let dst = match target {
-        Target::Safetensors | Target::Torch if dst.is_directory() => {
-            let ext = if target == Target::Torch {
-                "pt"
-            } else {
-                "safetensors"
-            };
-            dst.join(&format!("{}.{ext}", stem(&src)))
-        }
+        .map_or_else(|| SaveFormat::for_name(&args.dst), SaveFormat::from);
+    let dst = match target.extension() {
+        Some(ext) if dst.is_directory() => dst.join(&format!("{}.{ext}", stem(&src))),
         _ => dst,
     };
     let (count, total) = tree
         .tensors()
         .fold((0, 0), |(n, bytes), (_, t)| (n + 1, bytes + t.nbytes()));
-    if count == 0 && target == Target::Safetensors {
+    if count == 0 && target == SaveFormat::Safetensors {
         bail!("{src}: no tensors to convert (after --select/--ignore)");
     }
     bar.started(&src.uri(), total);
-    if target == Target::Ckptio {
+    if target == SaveFormat::Ckptio {
         let defaults = SaveOptions::default();
         let options = SaveOptions {
             metadata: checkpoint.metadata,
@@ -153,7 +152,7 @@ pub async fn run(args: Args, quiet: bool) -> Result<()> {
         }
         return Ok(());
     }
-    if target == Target::Torch {
+    if target == SaveFormat::Torch {
         if args.max_shard_size.is_some() {
             bail!("--max-shard-size: a torch file is one file (shard safetensors instead)");
         }
