@@ -395,12 +395,14 @@ impl Error {
     }
 
     /// The error for `err`, which `operation` on `uri` returned; `redact` scrubs the cause's
-    /// text (object_store's messages can hold URLs with signatures).
+    /// text (object_store's messages can hold URLs with signatures), and `credentials` says how
+    /// this kind of store is given credentials, for an error that found none.
     pub(crate) fn from_store(
         err: object_store::Error,
         uri: String,
         operation: &'static str,
         redact: &dyn Fn(&str) -> String,
+        credentials: Option<&str>,
     ) -> Self {
         if let Some(escape) = cause_in::<Escape>(&err) {
             return Self::Unsafe {
@@ -438,7 +440,8 @@ impl Error {
             Class::NoCredentials => Self::MissingCredentials {
                 uri,
                 hint: format!(
-                    "none are configured, and the cloud's metadata service gave none ({detail})"
+                    "{}none are configured, and the cloud's metadata service gave none ({detail})",
+                    credentials.map_or_else(String::new, |how| format!("{how}; "))
                 ),
             },
             Class::Transport(kind) => Self::Transport {
@@ -515,9 +518,13 @@ mod tests {
     use super::*;
 
     fn from_store(err: object_store::Error) -> Error {
-        Error::from_store(err, "s3://b/k".into(), "stat", &|s: &str| {
-            s.replace("s3cr3tvalue", "REDACTED")
-        })
+        Error::from_store(
+            err,
+            "s3://b/k".into(),
+            "stat",
+            &|s: &str| s.replace("s3cr3tvalue", "REDACTED"),
+            None,
+        )
     }
 
     #[test]
@@ -537,7 +544,7 @@ mod tests {
                 path: "k".into(),
                 source: source.to_owned().into(),
             };
-            Error::from_store(err, "s3://b/k".into(), "put", &|s: &str| s.to_owned())
+            Error::from_store(err, "s3://b/k".into(), "put", &|s: &str| s.to_owned(), None)
         };
         let err = put("404 Not Found: <Code>NoSuchBucket</Code>");
         assert_eq!(

@@ -299,15 +299,15 @@ impl Location {
         let local = self
             .local_path()
             .and_then(|path| Some((path, local_cause(&err)?)));
-        let error = Error::from_store(err, self.uri(), operation, &|text| self.redact(text));
+        let credentials = self.scheme().and_then(backend::credentials_advice);
+        let error = Error::from_store(
+            err,
+            self.uri(),
+            operation,
+            &|text| self.redact(text),
+            credentials,
+        );
         match (error, local) {
-            (Error::MissingCredentials { uri, hint }, _) => Error::MissingCredentials {
-                uri,
-                hint: match self.scheme().and_then(backend::credentials_advice) {
-                    Some(advice) => format!("{advice}; {hint}"),
-                    None => hint,
-                },
-            },
             (Error::Transport { .. }, Some((path, source))) => Error::LocalIo {
                 path: path.display().to_string(),
                 action: match operation {
