@@ -125,20 +125,19 @@ fn s3_keys<'a>(
     options: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut keys = merge::<AmazonS3ConfigKey>(env.with_prefix("AWS_"), options)?;
-    let name = |k: AmazonS3ConfigKey| k.as_ref().to_owned();
     allow_http_for_explicit_http_endpoint(
         &mut keys,
         &[
-            name(AmazonS3ConfigKey::Endpoint),
-            name(AmazonS3ConfigKey::S3Endpoint),
+            AmazonS3ConfigKey::Endpoint.as_ref(),
+            AmazonS3ConfigKey::S3Endpoint.as_ref(),
         ],
-        "aws_allow_http",
+        ClientConfigKey::AllowHttp.as_ref(),
     );
     // As AWS's CRT client (Mountpoint, s3torchconnector) sends it: the signature covers the
     // request, not the body. Over TLS the body is protected anyway; over plain HTTP the
     // responses to reads never are, so hashing each uploaded byte (a core-second per GiB)
     // would buy little.
-    keys.entry(name(AmazonS3ConfigKey::UnsignedPayload))
+    keys.entry(AmazonS3ConfigKey::UnsignedPayload.as_ref().to_owned())
         .or_insert_with(|| "true".into());
 
     let has = |k: AmazonS3ConfigKey| keys.contains_key(k.as_ref());
@@ -153,8 +152,8 @@ fn s3_keys<'a>(
                 || has(AmazonS3ConfigKey::ContainerCredentialsFullUri);
             if !other_source && env.flag("AWS_EC2_METADATA_DISABLED") {
                 return Err(ConfigError::MissingCredentials(format!(
-                    "{}; the instance metadata service is off (AWS_EC2_METADATA_DISABLED)",
-                    credentials_advice(Scheme::S3).unwrap_or_default()
+                    "{S3_CREDENTIALS}; the instance metadata service is off \
+                     (AWS_EC2_METADATA_DISABLED)"
                 )));
             }
         }
@@ -195,8 +194,8 @@ fn gcs_keys<'a>(
     }
     allow_http_for_explicit_http_endpoint(
         &mut keys,
-        &[GoogleConfigKey::BaseUrl.as_ref().to_owned()],
-        "allow_http",
+        &[GoogleConfigKey::BaseUrl.as_ref()],
+        ClientConfigKey::AllowHttp.as_ref(),
     );
 
     let has = |k: GoogleConfigKey| keys.contains_key(k.as_ref());
@@ -214,8 +213,7 @@ fn gcs_keys<'a>(
         });
     if !has_credentials && env.flag("NO_GCE_CHECK") {
         return Err(ConfigError::MissingCredentials(format!(
-            "{}; the metadata server is off (NO_GCE_CHECK)",
-            credentials_advice(Scheme::Gcs).unwrap_or_default()
+            "{GCS_CREDENTIALS}; the metadata server is off (NO_GCE_CHECK)"
         )));
     }
     Ok(keys)
@@ -227,10 +225,9 @@ fn azure_keys<'a>(
     options: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut keys = merge::<AzureConfigKey>(env.with_prefix("AZURE_"), options)?;
-    let name = |k: AzureConfigKey| k.as_ref().to_owned();
     allow_http_for_explicit_http_endpoint(
         &mut keys,
-        &[name(AzureConfigKey::Endpoint)],
+        &[AzureConfigKey::Endpoint.as_ref()],
         ClientConfigKey::AllowHttp.as_ref(),
     );
     // The account is an option, or the host of `abfss://container@account.dfs.core.windows.net`;
@@ -251,22 +248,25 @@ fn azure_keys<'a>(
     Ok(keys)
 }
 
+/// How an S3 store is given credentials.
+const S3_CREDENTIALS: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the \
+    access_key_id/secret_access_key options), or skip_signature=true for a public bucket";
+
+/// How a GCS store is given credentials.
+const GCS_CREDENTIALS: &str = "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT \
+    to a service-account JSON file, or STORAGE_EMULATOR_HOST for an emulator";
+
+/// How an Azure store is given credentials.
+const AZURE_CREDENTIALS: &str = "set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN (or \
+    the access_key/sas_token options), or AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and \
+    AZURE_TENANT_ID, or use_azure_cli=true; skip_signature=true for a public container";
+
 /// How to give a store of `scheme` credentials, for an error that found none.
 pub(crate) fn credentials_advice(scheme: Scheme) -> Option<&'static str> {
     match scheme {
-        Scheme::S3 => Some(
-            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the access_key_id/secret_access_key \
-             options), or skip_signature=true for a public bucket",
-        ),
-        Scheme::Gcs => Some(
-            "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT to a service-account JSON \
-             file, or STORAGE_EMULATOR_HOST for an emulator",
-        ),
-        Scheme::Azure => Some(
-            "set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN (or the access_key/sas_token \
-             options), or AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and AZURE_TENANT_ID, or \
-             use_azure_cli=true; skip_signature=true for a public container",
-        ),
+        Scheme::S3 => Some(S3_CREDENTIALS),
+        Scheme::Gcs => Some(GCS_CREDENTIALS),
+        Scheme::Azure => Some(AZURE_CREDENTIALS),
         Scheme::Http | Scheme::Local | Scheme::Memory => None,
     }
 }
@@ -335,12 +335,12 @@ fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
 /// Asking for an `http://` endpoint by name is consent to plain HTTP, as with the AWS CLI.
 fn allow_http_for_explicit_http_endpoint(
     keys: &mut BTreeMap<String, String>,
-    endpoint_keys: &[String],
+    endpoint_keys: &[&str],
     allow_key: &str,
 ) {
     let explicit_http = endpoint_keys
         .iter()
-        .any(|k| keys.get(k).is_some_and(|v| v.starts_with("http://")));
+        .any(|k| keys.get(*k).is_some_and(|v| v.starts_with("http://")));
     if explicit_http && !keys.contains_key(allow_key) {
         keys.insert(allow_key.to_owned(), "true".into());
     }
@@ -517,7 +517,7 @@ mod tests {
         ]);
         let cfg = configure(&target("s3://b/k"), &env, &StorageOptions::new()).unwrap();
         assert_eq!(cfg.keys["aws_endpoint"], "http://127.0.0.1:9000");
-        assert_eq!(cfg.keys["aws_allow_http"], "true");
+        assert_eq!(cfg.keys["allow_http"], "true");
         assert!(
             !cfg.keys.contains_key("aws_virtual_hosted_style_request"),
             "path-style by default"
@@ -530,6 +530,18 @@ mod tests {
         ]);
         let cfg = configure(&target("s3://b/k"), &env, &StorageOptions::new()).unwrap();
         assert_eq!(cfg.keys["aws_endpoint_url_s3"], "https://s3.example");
+        assert!(!cfg.keys.contains_key("allow_http"));
+
+        // Asked for by name, plain HTTP stays refused: the key it is kept under is the one the
+        // endpoint's consent looks for.
+        let env = Env::from_vars([
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ALLOW_HTTP", "false"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ]);
+        let cfg = configure(&target("s3://b/k"), &env, &StorageOptions::new()).unwrap();
+        assert_eq!(cfg.keys["allow_http"], "false");
         assert!(!cfg.keys.contains_key("aws_allow_http"));
     }
 
@@ -710,6 +722,22 @@ mod tests {
             .with("proxy_url", "socks5://p:1080")
             .with("region", "eu-west-3");
         assert!(configure(&target("s3://b/k"), &Env::default(), &fine).is_ok());
+    }
+
+    #[test]
+    fn every_url_key_checked_is_a_key_object_store_keeps_under_that_name() {
+        fn canonical<K: FromStr + AsRef<str>>(name: &str) -> bool {
+            name.parse::<K>().is_ok_and(|k| k.as_ref() == name)
+        }
+        for (name, _) in URL_KEYS {
+            assert!(
+                canonical::<AmazonS3ConfigKey>(name)
+                    || canonical::<GoogleConfigKey>(name)
+                    || canonical::<AzureConfigKey>(name)
+                    || canonical::<ClientConfigKey>(name),
+                "{name}: not a canonical key, so its value would go unchecked"
+            );
+        }
     }
 
     #[test]
