@@ -186,7 +186,9 @@ pub struct OpenOptions {
 pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoint> {
     let wanted = Selection::new(&options.select)?;
     let checkpoint = match probe(location, &options.fetch).await? {
-        Probed::Index => open_index(location, &options, &wanted).await?,
+        // Its reader keeps only the selected tensors (opening only their shards), and says
+        // what the index holds when a glob matches nothing.
+        Probed::Index => return open_index(location, &options, &wanted).await,
         Probed::TorchByName => {
             match torch::open(location, options.fetch.clone(), options.read).await {
                 Ok((format, tree)) => Checkpoint {
@@ -215,7 +217,8 @@ pub async fn open(location: &Location, options: OpenOptions) -> Result<Checkpoin
                 other => other?,
             }
         }
-        Probed::Weights(file) => Box::pin(open(&file, options.clone())).await?,
+        // Opened, selection included, as the file it is.
+        Probed::Weights(file) => return Box::pin(open(&file, options)).await,
         Probed::Orbax(listing) => {
             let opened = orbax::open(&listing, options.fetch.clone()).await?;
             Checkpoint {
